@@ -1,0 +1,105 @@
+//! The `inspect` report: what a weight file holds, and whether its checksum verifies.
+
+use std::fmt::Write;
+use std::time::Instant;
+
+use gpt2_weights::WeightFile;
+
+/// Opens `file`'s data checksum and formats the report. Returns the text and whether the
+/// checksum matched (a mismatch is reported in the text and must make the caller exit non-zero).
+pub fn report(file: &WeightFile, list_tensors: bool) -> (String, bool) {
+    let h = file.header();
+    let c = &h.config;
+    let mut s = String::new();
+    let mb = |b: u64| b as f64 / 1e6;
+    let _ = writeln!(s, "file:        {} ({:.1} MB)", file.path().display(), mb(file.file_len()));
+    let _ = writeln!(s, "format:      gpt2-bench weights, version {}", h.preamble.version);
+    let _ = writeln!(s, "model:       {}", h.provenance.model_name);
+    let _ = writeln!(s, "source:      {}", h.provenance.source);
+    let _ = writeln!(s, "exporter:    {}", h.provenance.exporter);
+    let _ = writeln!(
+        s,
+        "config:      {} layers, {} heads of {}, n_embd {}, MLP {}, context {}, vocab {}, \
+         layer-norm eps {:e}, output layer {}",
+        c.n_layer,
+        c.n_head,
+        c.head_dim(),
+        c.n_embd,
+        c.mlp_hidden,
+        c.n_ctx,
+        c.vocab_size,
+        c.layer_norm_eps,
+        if c.tied_output { "tied to wte" } else { "separate lm_head" }
+    );
+    let params = c.parameter_count();
+    let _ = writeln!(s, "parameters:  {} ({:.1}M)", group_digits(params), params as f64 / 1e6);
+    let _ = writeln!(
+        s,
+        "tokenizer:   GPT-2 byte-level BPE, {} tokens, {} merges, end-of-text id {}",
+        h.tokenizer.tokens.len(),
+        h.tokenizer.merges.len(),
+        h.tokenizer.eot_id
+    );
+    let _ = writeln!(
+        s,
+        "tensors:     {} (f32, linear weights [in, out]), data {:.1} MB at offset {}",
+        h.tensors.len(),
+        mb(h.preamble.data_len),
+        h.preamble.data_offset
+    );
+    if list_tensors {
+        for t in &h.tensors {
+            let _ = writeln!(
+                s,
+                "  {:<28} {:<4} {:<14} offset {:>12}  {:>12} bytes",
+                t.name,
+                t.dtype.name(),
+                format!("{:?}", t.shape),
+                t.offset,
+                t.byte_len
+            );
+        }
+    }
+    let start = Instant::now();
+    let ok = match file.verify_checksum() {
+        Ok(()) => {
+            let secs = start.elapsed().as_secs_f64();
+            let _ = writeln!(
+                s,
+                "checksum:    xxh3-64 {:016x} OK (verified {:.1} MB in {:.2} s)",
+                h.preamble.data_checksum,
+                mb(h.preamble.data_len),
+                secs
+            );
+            true
+        }
+        Err(e) => {
+            let _ = writeln!(s, "checksum:    FAILED: {e}");
+            false
+        }
+    };
+    (s, ok)
+}
+
+/// 124439808 -> "124,439,808".
+pub fn group_digits(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, ch) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(ch);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn digits() {
+        assert_eq!(super::group_digits(124_439_808), "124,439,808");
+        assert_eq!(super::group_digits(999), "999");
+        assert_eq!(super::group_digits(1000), "1,000");
+    }
+}

@@ -1,0 +1,73 @@
+//! `gpt2-export`: the one writer of gpt2-bench weight files.
+//!
+//! Three sources, one output format (see the `gpt2-weights` crate):
+//! - a Hugging Face GPT-2 checkpoint directory ([`hf`]),
+//! - a repository on the Hugging Face hub, downloaded into the standard cache first ([`hub`]),
+//! - a synthetic model: random weights in the shapes of a real GPT-2 size, with GPT-2's real
+//!   tokenizer, for offline work and tests ([`synthetic`], [`r50k`]).
+//!
+//! Every export streams tensors into a temporary file next to the destination and renames it into
+//! place at the end, so a failed or interrupted export leaves nothing behind.
+
+pub mod error;
+pub mod hf;
+pub mod hub;
+pub mod inspect;
+pub mod r50k;
+pub mod synthetic;
+
+use std::path::PathBuf;
+
+pub use error::ExportError;
+pub use synthetic::SyntheticSize;
+
+/// Written into every file as its exporter, e.g. `gpt2-export 0.1.0`.
+pub fn exporter_id() -> String {
+    format!("gpt2-export {}", env!("CARGO_PKG_VERSION"))
+}
+
+/// Where exported files go by default: `$GPT2_BENCH_WEIGHTS_DIR`, else `weights/` under the
+/// current directory (the `weights/` crate directory when run from the repository root, where
+/// `*.bin` is git-ignored).
+pub fn weights_dir() -> PathBuf {
+    std::env::var_os("GPT2_BENCH_WEIGHTS_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("weights"))
+}
+
+/// Where an export of `source` goes when no `--out` is given: `weights/<name>.bin`, with the name
+/// taken from the hub repo (`openai-community/gpt2` -> `gpt2`) or the directory.
+pub fn default_out_for_source(source: &str) -> PathBuf {
+    let name = std::path::Path::new(source.trim_end_matches('/'))
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "model".into());
+    weights_dir().join(format!("{name}.bin"))
+}
+
+/// Exports from a directory or a hub repo id, whichever `source` is.
+pub fn export_from(
+    source: &str,
+    revision: Option<&str>,
+    out: &std::path::Path,
+    quiet: bool,
+    progress: &dyn Fn(usize, usize),
+) -> Result<PathBuf, ExportError> {
+    let path = std::path::Path::new(source);
+    if path.is_dir() {
+        let abs = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+        hf::export_dir(path, out, &format!("dir:{}", abs.display()), progress)
+    } else if hub::looks_like_repo_id(source) {
+        let dir = hub::fetch(source, revision, quiet)?;
+        let recorded = match revision {
+            Some(rev) => format!("hf-hub:{source}@{rev}"),
+            None => format!("hf-hub:{source}"),
+        };
+        hf::export_dir(&dir, out, &recorded, progress)
+    } else {
+        Err(ExportError::Checkpoint {
+            path: path.to_path_buf(),
+            message: "no such directory, and not a hub repo id like openai-community/gpt2".into(),
+        })
+    }
+}

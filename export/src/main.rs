@@ -1,0 +1,146 @@
+//! `gpt2-export`: write gpt2-bench weight files, and inspect them. See the crate docs.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use gpt2_export::{SyntheticSize, export_from, inspect, synthetic};
+use gpt2_weights::WeightFile;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+#[derive(Parser)]
+#[command(
+    name = "gpt2-export",
+    version,
+    about = "Write GPT-2 weights in the gpt2-bench format, from Hugging Face or synthetic.",
+    after_help = "Examples:\n  \
+      gpt2-export --from openai-community/gpt2          # download from the hub -> weights/gpt2.bin\n  \
+      gpt2-export --from ./my-gpt2-checkpoint --out weights/mine.bin\n  \
+      gpt2-export --synthetic gpt2 --seed 0             # offline, random weights, real tokenizer\n  \
+      gpt2-export inspect weights/gpt2.bin",
+    args_conflicts_with_subcommands = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    export: ExportArgs,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Print a weight file's config, parameter count, size and source, and verify its checksum.
+    Inspect {
+        /// The weight file.
+        file: PathBuf,
+        /// Also list every tensor with its shape and offset.
+        #[arg(long)]
+        tensors: bool,
+    },
+}
+
+#[derive(Args)]
+struct ExportArgs {
+    /// A Hugging Face GPT-2 checkpoint: a local directory, or a hub repo id such as
+    /// openai-community/gpt2 (downloaded into the Hugging Face cache; honours HF_HOME,
+    /// HF_ENDPOINT and HF_HUB_OFFLINE).
+    #[arg(long, value_name = "DIR_OR_REPO", conflicts_with = "synthetic")]
+    from: Option<String>,
+    /// Random weights in the shapes of this GPT-2 size, with GPT-2's real tokenizer.
+    #[arg(long, value_enum, value_name = "SIZE")]
+    synthetic: Option<SyntheticSize>,
+    /// Seed for --synthetic; the same seed gives a byte-identical file.
+    #[arg(long, default_value_t = 0, requires = "synthetic")]
+    seed: u64,
+    /// Hub revision (branch, tag or commit) for --from REPO.
+    #[arg(long, requires = "from")]
+    revision: Option<String>,
+    /// Output file [default: weights/<name>.bin, or weights/synthetic-<size>-seed<N>.bin].
+    #[arg(long, short, value_name = "FILE")]
+    out: Option<PathBuf>,
+    /// No progress bars.
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    if let Some(Command::Inspect { file, tensors }) = cli.command {
+        let f = WeightFile::open(&file)?;
+        let (text, ok) = inspect::report(&f, tensors);
+        print!("{text}");
+        return Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE });
+    }
+    let args = cli.export;
+    let bar = progress_bar(args.quiet);
+    let on_tensor = |done: usize, total: usize| {
+        bar.set_length(total as u64);
+        bar.set_position(done as u64);
+    };
+    let start = Instant::now();
+    let (written, what) = if let Some(size) = args.synthetic {
+        let out = args.out.unwrap_or_else(|| size.default_path(args.seed));
+        ensure_default_dir(&out)?;
+        bar.set_message(format!("synthetic {}", size.name()));
+        let p = synthetic::export_synthetic(size, args.seed, &out, &on_tensor)?;
+        (p, format!("synthetic {} (seed {})", size.name(), args.seed))
+    } else if let Some(source) = args.from {
+        let out = args
+            .out
+            .unwrap_or_else(|| gpt2_export::default_out_for_source(&source));
+        ensure_default_dir(&out)?;
+        bar.set_message(source.clone());
+        let p = export_from(&source, args.revision.as_deref(), &out, args.quiet, &on_tensor)?;
+        (p, source)
+    } else {
+        anyhow::bail!(
+            "nothing to do: give --from DIR_OR_REPO, --synthetic SIZE, or `inspect FILE` (see --help)"
+        );
+    };
+    bar.finish_and_clear();
+    let f = WeightFile::open(&written).context("re-opening the file just written")?;
+    println!(
+        "wrote {} from {what}: {:.1}M parameters, {:.1} MB, in {:.1} s",
+        written.display(),
+        f.config().parameter_count() as f64 / 1e6,
+        f.file_len() as f64 / 1e6,
+        start.elapsed().as_secs_f64()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Creates `weights/` (or `$GPT2_BENCH_WEIGHTS_DIR`) when the output goes to the default place;
+/// any other missing directory is an error from the writer, naming it.
+fn ensure_default_dir(out: &std::path::Path) -> anyhow::Result<()> {
+    let default_dir = gpt2_export::weights_dir();
+    if out.parent() == Some(default_dir.as_path()) && !default_dir.exists() {
+        std::fs::create_dir_all(&default_dir)
+            .with_context(|| format!("creating {}", default_dir.display()))?;
+    }
+    Ok(())
+}
+
+fn progress_bar(quiet: bool) -> ProgressBar {
+    if quiet || !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr());
+    bar.set_style(
+        ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} tensors ({elapsed})")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    bar
+}

@@ -1,0 +1,86 @@
+//! Errors of the weight-file reader and writer.
+//!
+//! Two layers: [`FormatError`] says what is wrong with a byte string, with no idea where the bytes
+//! came from (so the parser can be tested and fuzzed on plain slices); [`WeightsError`] adds the
+//! path and is what callers see. Every message is one line that names the file and says what to do.
+
+use std::path::PathBuf;
+
+/// What is wrong with the bytes of a weight file, independent of where they came from.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum FormatError {
+    #[error("not a gpt2-bench weight file (the first 8 bytes are not the magic \"GPT2BNCH\")")]
+    BadMagic,
+    #[error(
+        "unsupported weight-format version {found} (this build reads version {supported}); \
+         re-export the model with this build's gpt2-export"
+    )]
+    UnsupportedVersion { found: u32, supported: u32 },
+    #[error(
+        "file is truncated: the header says it is {expected} bytes but it is {actual} bytes; \
+         the export was interrupted or the copy is incomplete, export it again"
+    )]
+    Truncated { expected: u64, actual: u64 },
+    #[error("file is {actual} bytes but its header says {expected}; it was modified after export")]
+    LengthMismatch { expected: u64, actual: u64 },
+    #[error("corrupt header: {0}")]
+    Corrupt(String),
+    #[error("invalid model config: {0}")]
+    InvalidConfig(String),
+    #[error(
+        "checksum mismatch in {region} (stored {stored:016x}, computed {computed:016x}); \
+         the file is damaged, export it again"
+    )]
+    ChecksumMismatch {
+        region: &'static str,
+        stored: u64,
+        computed: u64,
+    },
+}
+
+/// Errors of this crate, with the file they concern.
+#[derive(Debug, thiserror::Error)]
+pub enum WeightsError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: {source}")]
+    Format {
+        path: PathBuf,
+        #[source]
+        source: FormatError,
+    },
+    #[error("{path}: {message}")]
+    Write { path: PathBuf, message: String },
+    #[error("tokenizer: {0}")]
+    Tokenizer(String),
+}
+
+impl WeightsError {
+    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        WeightsError::Io {
+            path: path.into(),
+            source,
+        }
+    }
+
+    pub(crate) fn format(path: impl Into<PathBuf>, source: FormatError) -> Self {
+        WeightsError::Format {
+            path: path.into(),
+            source,
+        }
+    }
+
+    /// The format-level cause, when there is one (lets tests and callers match on the kind).
+    pub fn format_error(&self) -> Option<&FormatError> {
+        match self {
+            WeightsError::Format { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}
+
+pub type Result<T, E = WeightsError> = std::result::Result<T, E>;

@@ -1,0 +1,250 @@
+//! Opening a weight file: memory-map it, validate the header, hand out zero-copy `&[f32]` views.
+//!
+//! The file is mapped read-only and never copied: a backend that reads `wte.weight` reads the page
+//! cache directly. Opening validates the whole header (see `format::parse_header`) but does not
+//! read the tensor data; [`WeightFile::verify_checksum`] does that (one pass over the data,
+//! a fraction of a second for GPT-2 small).
+//!
+//! # Replacing a file that is in use
+//! A mapping stays valid for as long as the file it maps is not truncated in place. `gpt2-export`
+//! never writes in place: it writes a temporary file in the same directory and renames it over the
+//! destination, so a benchmark that has the old file mapped keeps reading the old inode, unharmed.
+//! Truncating or rewriting a mapped file in place with another tool (e.g. `truncate`, `cp` onto
+//! it) can still make the running process fail with SIGBUS; that is a property of `mmap`, not
+//! something a reader can detect in advance.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use memmap2::Mmap;
+
+use crate::error::{FormatError, Result, WeightsError};
+use crate::format::{self, Config, Header, MAGIC, PREAMBLE_LEN};
+use crate::tokenizer::Gpt2Tokenizer;
+
+#[cfg(not(target_endian = "little"))]
+compile_error!("gpt2-bench weight files are little-endian and are mapped without conversion");
+
+/// An open, validated weight file.
+pub struct WeightFile {
+    path: PathBuf,
+    mmap: Mmap,
+    header: Header,
+    index: HashMap<String, usize>,
+}
+
+impl std::fmt::Debug for WeightFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WeightFile")
+            .field("path", &self.path)
+            .field("config", &self.header.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl WeightFile {
+    /// Maps `path` and validates its header and tensor table (not the data checksum).
+    pub fn open(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
+        let file = File::open(path).map_err(|e| {
+            let hint = if e.kind() == std::io::ErrorKind::NotFound {
+                std::io::Error::new(
+                    e.kind(),
+                    "no such file; create one with `gpt2-export --synthetic gpt2` or \
+                     `gpt2-export --from DIR_OR_HUB_ID`",
+                )
+            } else {
+                e
+            };
+            WeightsError::io(path, hint)
+        })?;
+        let meta = file.metadata().map_err(|e| WeightsError::io(path, e))?;
+        if meta.is_dir() {
+            return Err(WeightsError::io(
+                path,
+                std::io::Error::other("is a directory, not a weight file"),
+            ));
+        }
+        let len = meta.len();
+        if len < PREAMBLE_LEN as u64 {
+            // Too short to map usefully; read it to tell "not ours" from "truncated".
+            let bytes = std::fs::read(path).map_err(|e| WeightsError::io(path, e))?;
+            let err = if bytes.len() >= MAGIC.len() && bytes[..MAGIC.len()] == MAGIC {
+                FormatError::Truncated {
+                    expected: PREAMBLE_LEN as u64,
+                    actual: bytes.len() as u64,
+                }
+            } else {
+                FormatError::BadMagic
+            };
+            return Err(WeightsError::format(path, err));
+        }
+        // SAFETY: the map is read-only and private to this process. The remaining hazard of any
+        // file mapping is another process truncating the file in place while it is mapped
+        // (SIGBUS on access); our own exporter never does that (it renames a finished temporary
+        // file over the destination), as the module docs explain.
+        let mmap = unsafe { Mmap::map(&file) }.map_err(|e| WeightsError::io(path, e))?;
+        let header = format::parse_header(&mmap, len).map_err(|e| WeightsError::format(path, e))?;
+        let index = header
+            .tensors
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.name.clone(), i))
+            .collect();
+        Ok(WeightFile {
+            path: path.to_path_buf(),
+            mmap,
+            header,
+            index,
+        })
+    }
+
+    /// Opens and verifies the data checksum: every byte of the file has then been checked.
+    pub fn open_verified(path: impl AsRef<Path>) -> Result<Self> {
+        let f = Self::open(path)?;
+        f.verify_checksum()?;
+        Ok(f)
+    }
+
+    /// Reads the whole data section and compares its checksum with the stored one.
+    pub fn verify_checksum(&self) -> Result<()> {
+        format::verify_data_checksum(&self.header.preamble, self.data_section())
+            .map_err(|e| WeightsError::format(&self.path, e))
+    }
+
+    fn data_section(&self) -> &[u8] {
+        let p = &self.header.preamble;
+        &self.mmap[p.data_offset as usize..p.file_len as usize]
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn header(&self) -> &Header {
+        &self.header
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.header.config
+    }
+
+    /// Total size of the file in bytes.
+    pub fn file_len(&self) -> u64 {
+        self.header.preamble.file_len
+    }
+
+    /// The stored XXH3-64 checksum of the tensor data (identifies the exact weights).
+    pub fn data_checksum(&self) -> u64 {
+        self.header.preamble.data_checksum
+    }
+
+    /// A zero-copy view of one tensor, row-major.
+    pub fn tensor(&self, name: &str) -> Result<&[f32]> {
+        let info = self
+            .index
+            .get(name)
+            .map(|&i| &self.header.tensors[i])
+            .ok_or_else(|| {
+                WeightsError::format(
+                    &self.path,
+                    FormatError::Corrupt(format!("no tensor named {name}")),
+                )
+            })?;
+        let start = self.header.preamble.data_offset + info.offset;
+        // parse_header checked that every tensor lies inside the data section.
+        let bytes = &self.mmap[start as usize..(start + info.byte_len) as usize];
+        // The map is page-aligned and every tensor starts on a 64-byte boundary, so this cast
+        // cannot fail for files that passed validation; it is still checked, not assumed.
+        bytemuck::try_cast_slice(bytes).map_err(|e| {
+            WeightsError::format(
+                &self.path,
+                FormatError::Corrupt(format!("tensor {name} cannot be viewed as f32: {e}")),
+            )
+        })
+    }
+
+    /// Typed views of every GPT-2 tensor, for backends.
+    pub fn gpt2(&self) -> Result<Gpt2Weights<'_>> {
+        let c = self.config();
+        let t = |name: &str| self.tensor(name);
+        let mut layers = Vec::with_capacity(c.n_layer as usize);
+        for l in 0..c.n_layer {
+            let p = |s: &str| format!("h.{l}.{s}");
+            layers.push(LayerWeights {
+                ln_1_w: t(&p("ln_1.weight"))?,
+                ln_1_b: t(&p("ln_1.bias"))?,
+                qkv_w: t(&p("attn.c_attn.weight"))?,
+                qkv_b: t(&p("attn.c_attn.bias"))?,
+                attn_proj_w: t(&p("attn.c_proj.weight"))?,
+                attn_proj_b: t(&p("attn.c_proj.bias"))?,
+                ln_2_w: t(&p("ln_2.weight"))?,
+                ln_2_b: t(&p("ln_2.bias"))?,
+                fc_w: t(&p("mlp.c_fc.weight"))?,
+                fc_b: t(&p("mlp.c_fc.bias"))?,
+                fc_proj_w: t(&p("mlp.c_proj.weight"))?,
+                fc_proj_b: t(&p("mlp.c_proj.bias"))?,
+            });
+        }
+        let wte = t("wte.weight")?;
+        Ok(Gpt2Weights {
+            config: *c,
+            wte,
+            wpe: t("wpe.weight")?,
+            layers,
+            ln_f_w: t("ln_f.weight")?,
+            ln_f_b: t("ln_f.bias")?,
+            lm_head: if c.tied_output {
+                wte
+            } else {
+                t("lm_head.weight")?
+            },
+        })
+    }
+
+    /// The tokenizer stored in the file.
+    pub fn tokenizer(&self) -> Result<Gpt2Tokenizer> {
+        Gpt2Tokenizer::from_data(&self.header.tokenizer)
+    }
+}
+
+/// Views of one transformer block's tensors. C = n_embd, H = mlp_hidden.
+/// Linear weights are `[in, out]`: `y = x @ W + b`.
+#[derive(Debug, Clone, Copy)]
+pub struct LayerWeights<'a> {
+    /// (C) layer norm before attention: scale and shift.
+    pub ln_1_w: &'a [f32],
+    pub ln_1_b: &'a [f32],
+    /// (C, 3C) and (3C): fused Q|K|V projection; output columns are Q, then K, then V.
+    pub qkv_w: &'a [f32],
+    pub qkv_b: &'a [f32],
+    /// (C, C) and (C): attention output projection.
+    pub attn_proj_w: &'a [f32],
+    pub attn_proj_b: &'a [f32],
+    /// (C) layer norm before the MLP.
+    pub ln_2_w: &'a [f32],
+    pub ln_2_b: &'a [f32],
+    /// (C, H) and (H): MLP up-projection.
+    pub fc_w: &'a [f32],
+    pub fc_b: &'a [f32],
+    /// (H, C) and (C): MLP down-projection.
+    pub fc_proj_w: &'a [f32],
+    pub fc_proj_b: &'a [f32],
+}
+
+/// Views of a whole GPT-2, borrowed from a [`WeightFile`].
+#[derive(Debug, Clone)]
+pub struct Gpt2Weights<'a> {
+    pub config: Config,
+    /// (V, C) token embeddings.
+    pub wte: &'a [f32],
+    /// (n_ctx, C) learned position embeddings.
+    pub wpe: &'a [f32],
+    pub layers: Vec<LayerWeights<'a>>,
+    /// (C) final layer norm.
+    pub ln_f_w: &'a [f32],
+    pub ln_f_b: &'a [f32],
+    /// (V, C) output layer, used as `logits = x @ lm_head^T`; the same slice as `wte` when tied.
+    pub lm_head: &'a [f32],
+}
