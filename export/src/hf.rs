@@ -58,7 +58,9 @@ pub fn export_dir(
     let mut writer = WeightWriter::create(out, &config, &provenance, &tokenizer)?;
     let plan: Vec<_> = writer.remaining().to_vec();
     for (i, info) in plan.iter().enumerate() {
-        let found = tensors.get(&info.name).ok_or_else(|| missing_tensor(dir, &info.name, &tensors))?;
+        let found = tensors
+            .get(&info.name)
+            .ok_or_else(|| missing_tensor(dir, &info.name, &tensors))?;
         let view = parsed[found.shard]
             .tensor(&found.original_name)
             .map_err(|e| ExportError::Checkpoint {
@@ -75,10 +77,11 @@ pub fn export_dir(
                 ),
             });
         }
-        let data = to_f32(view.dtype(), view.data()).map_err(|message| ExportError::Checkpoint {
-            path: shards.files[found.shard].clone(),
-            message: format!("tensor {}: {message}", found.original_name),
-        })?;
+        let data =
+            to_f32(view.dtype(), view.data()).map_err(|message| ExportError::Checkpoint {
+                path: shards.files[found.shard].clone(),
+                message: format!("tensor {}: {message}", found.original_name),
+            })?;
         writer.write_tensor(&info.name, &data)?;
         progress(i + 1, plan.len());
     }
@@ -198,9 +201,7 @@ pub fn read_config(dir: &Path) -> Result<Config, ExportError> {
             .and_then(Value::as_bool)
             .unwrap_or(true),
     };
-    config
-        .validate()
-        .map_err(|e| err(e.to_string()))?;
+    config.validate().map_err(|e| err(e.to_string()))?;
     Ok(config)
 }
 
@@ -215,7 +216,9 @@ pub fn read_tokenizer(dir: &Path, config: &Config) -> Result<TokenizerData, Expo
         };
         let model = v.get("model").ok_or_else(|| err("no \"model\" section"))?;
         if model.get("type").and_then(Value::as_str) != Some("BPE") {
-            return Err(err("the tokenizer model is not BPE; GPT-2 uses byte-level BPE"));
+            return Err(err(
+                "the tokenizer model is not BPE; GPT-2 uses byte-level BPE",
+            ));
         }
         let vocab = model
             .get("vocab")
@@ -266,10 +269,12 @@ pub fn read_tokenizer(dir: &Path, config: &Config) -> Result<TokenizerData, Expo
             if (i == 0 && line.starts_with("#version")) || line.trim().is_empty() {
                 continue;
             }
-            let (a, b) = line.split_once(' ').ok_or_else(|| ExportError::Checkpoint {
-                path: merges_path.clone(),
-                message: format!("line {} is not \"a b\"", i + 1),
-            })?;
+            let (a, b) = line
+                .split_once(' ')
+                .ok_or_else(|| ExportError::Checkpoint {
+                    path: merges_path.clone(),
+                    message: format!("line {} is not \"a b\"", i + 1),
+                })?;
             merges.push((a.to_string(), b.to_string()));
         }
         (vocab, merges, vocab_path)
@@ -340,7 +345,9 @@ impl Shards {
                 })?;
             let mut files: Vec<PathBuf> = Vec::new();
             for shard in map.values() {
-                let name = shard.as_str().filter(|s| !s.contains('/') && !s.contains('\\'));
+                let name = shard
+                    .as_str()
+                    .filter(|s| !s.contains('/') && !s.contains('\\'));
                 let name = name.ok_or_else(|| ExportError::Checkpoint {
                     path: index.clone(),
                     message: format!("weight_map names an invalid shard file {shard}"),
@@ -403,51 +410,51 @@ fn index_tensors(
     dir: &Path,
     parsed: &[SafeTensors<'_>],
 ) -> Result<BTreeMap<String, Found>, ExportError> {
-        let mut out = BTreeMap::new();
-        let mut unknown = Vec::new();
-        for (shard, st) in parsed.iter().enumerate() {
-            for name in st.names() {
-                let ours = name.strip_prefix("transformer.").unwrap_or(name);
-                if SKIPPED_SUFFIXES.iter().any(|s| ours.ends_with(s)) {
-                    continue;
-                }
-                if !is_gpt2_name(ours) {
-                    unknown.push(name.to_string());
-                    continue;
-                }
-                out.insert(
-                    ours.to_string(),
-                    Found {
-                        shard,
-                        original_name: name.to_string(),
-                    },
-                );
+    let mut out = BTreeMap::new();
+    let mut unknown = Vec::new();
+    for (shard, st) in parsed.iter().enumerate() {
+        for name in st.names() {
+            let ours = name.strip_prefix("transformer.").unwrap_or(name);
+            if SKIPPED_SUFFIXES.iter().any(|s| ours.ends_with(s)) {
+                continue;
             }
+            if !is_gpt2_name(ours) {
+                unknown.push(name.to_string());
+                continue;
+            }
+            out.insert(
+                ours.to_string(),
+                Found {
+                    shard,
+                    original_name: name.to_string(),
+                },
+            );
         }
-        if !unknown.is_empty() {
-            unknown.sort();
-            let looks_gpt2 = out.contains_key("wte.weight");
-            return Err(if looks_gpt2 {
-                ExportError::Checkpoint {
-                    path: dir.to_path_buf(),
-                    message: format!(
-                        "{} tensors that GPT-2 does not have, e.g. {}",
-                        unknown.len(),
-                        unknown[0]
-                    ),
-                }
-            } else {
-                ExportError::NotGpt2 {
-                    path: dir.to_path_buf(),
-                    reason: format!(
-                        "its tensors are named like {} instead of GPT-2's wte.weight, \
+    }
+    if !unknown.is_empty() {
+        unknown.sort();
+        let looks_gpt2 = out.contains_key("wte.weight");
+        return Err(if looks_gpt2 {
+            ExportError::Checkpoint {
+                path: dir.to_path_buf(),
+                message: format!(
+                    "{} tensors that GPT-2 does not have, e.g. {}",
+                    unknown.len(),
+                    unknown[0]
+                ),
+            }
+        } else {
+            ExportError::NotGpt2 {
+                path: dir.to_path_buf(),
+                reason: format!(
+                    "its tensors are named like {} instead of GPT-2's wte.weight, \
                          h.0.attn.c_attn.weight, ...",
-                        unknown[0]
-                    ),
-                }
-            });
-        }
-        Ok(out)
+                    unknown[0]
+                ),
+            }
+        });
+    }
+    Ok(out)
 }
 
 fn is_gpt2_name(name: &str) -> bool {
@@ -553,6 +560,9 @@ mod tests {
         assert!(is_gpt2_name("wte.weight"));
         assert!(!is_gpt2_name("model.layers.0.self_attn.q_proj.weight"));
         assert!(!is_gpt2_name("h.x.ln_1.weight"));
-        assert_eq!(hub_model_name("hf-hub:openai-community/gpt2").as_deref(), Some("gpt2"));
+        assert_eq!(
+            hub_model_name("hf-hub:openai-community/gpt2").as_deref(),
+            Some("gpt2")
+        );
     }
 }

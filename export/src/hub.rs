@@ -30,7 +30,12 @@ pub fn looks_like_repo_id(s: &str) -> bool {
 /// Whether `HF_HUB_OFFLINE` asks for no network access.
 fn offline_mode() -> bool {
     std::env::var("HF_HUB_OFFLINE")
-        .map(|v| matches!(v.trim().to_ascii_lowercase().as_str(), "1" | "true" | "yes" | "on"))
+        .map(|v| {
+            matches!(
+                v.trim().to_ascii_lowercase().as_str(),
+                "1" | "true" | "yes" | "on"
+            )
+        })
         .unwrap_or(false)
 }
 
@@ -97,10 +102,11 @@ enum Fetcher {
 
 impl Fetcher {
     fn get(&self, repo_id: &str, file: &str) -> Result<PathBuf, ExportError> {
-        self.try_get(repo_id, file)?.ok_or_else(|| ExportError::Hub {
-            repo: repo_id.into(),
-            message: format!("has no file {file}"),
-        })
+        self.try_get(repo_id, file)?
+            .ok_or_else(|| ExportError::Hub {
+                repo: repo_id.into(),
+                message: format!("has no file {file}"),
+            })
     }
 
     /// `Ok(None)` when the file does not exist in the repo; an error for anything else.

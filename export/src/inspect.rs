@@ -12,8 +12,17 @@ pub fn report(file: &WeightFile, list_tensors: bool) -> (String, bool) {
     let c = &h.config;
     let mut s = String::new();
     let mb = |b: u64| b as f64 / 1e6;
-    let _ = writeln!(s, "file:        {} ({:.1} MB)", file.path().display(), mb(file.file_len()));
-    let _ = writeln!(s, "format:      gpt2-bench weights, version {}", h.preamble.version);
+    let _ = writeln!(
+        s,
+        "file:        {} ({:.1} MB)",
+        file.path().display(),
+        mb(file.file_len())
+    );
+    let _ = writeln!(
+        s,
+        "format:      gpt2-bench weights, version {}",
+        h.preamble.version
+    );
     let _ = writeln!(s, "model:       {}", h.provenance.model_name);
     let _ = writeln!(s, "source:      {}", h.provenance.source);
     let _ = writeln!(s, "exporter:    {}", h.provenance.exporter);
@@ -29,10 +38,19 @@ pub fn report(file: &WeightFile, list_tensors: bool) -> (String, bool) {
         c.n_ctx,
         c.vocab_size,
         c.layer_norm_eps,
-        if c.tied_output { "tied to wte" } else { "separate lm_head" }
+        if c.tied_output {
+            "tied to wte"
+        } else {
+            "separate lm_head"
+        }
     );
     let params = c.parameter_count();
-    let _ = writeln!(s, "parameters:  {} ({:.1}M)", group_digits(params), params as f64 / 1e6);
+    let _ = writeln!(
+        s,
+        "parameters:  {} ({:.1}M)",
+        group_digits(params),
+        params as f64 / 1e6
+    );
     let _ = writeln!(
         s,
         "tokenizer:   GPT-2 byte-level BPE, {} tokens, {} merges, end-of-text id {}",

@@ -82,7 +82,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         let f = WeightFile::open(&file)?;
         let (text, ok) = inspect::report(&f, tensors);
         print!("{text}");
-        return Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE });
+        return Ok(if ok {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        });
     }
     let args = cli.export;
     let bar = progress_bar(args.quiet);
@@ -103,7 +107,13 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             .unwrap_or_else(|| gpt2_export::default_out_for_source(&source));
         ensure_default_dir(&out)?;
         bar.set_message(source.clone());
-        let p = export_from(&source, args.revision.as_deref(), &out, args.quiet, &on_tensor)?;
+        let p = export_from(
+            &source,
+            args.revision.as_deref(),
+            &out,
+            args.quiet,
+            &on_tensor,
+        )?;
         (p, source)
     } else {
         anyhow::bail!(

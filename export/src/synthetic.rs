@@ -132,7 +132,9 @@ pub fn write_synthetic(
             // Linear weights, [in, out]: unit-variance outputs for unit-variance inputs.
             (0.0, 1.0 / fan_in.sqrt())
         };
-        let data: Vec<f32> = (0..n).map(|_| mean + std * rng.uniform_unit_std()).collect();
+        let data: Vec<f32> = (0..n)
+            .map(|_| mean + std * rng.uniform_unit_std())
+            .collect();
         writer.write_tensor(&info.name, &data)?;
         progress(i + 1, plan.len());
     }

@@ -389,7 +389,9 @@ pub fn parse_header(bytes: &[u8], actual_file_len: u64) -> Result<Header, Format
         tied_output: {
             let flags = r.u32("flags")?;
             if flags & !FLAG_TIED_OUTPUT != 0 {
-                return Err(FormatError::Corrupt(format!("unknown config flags {flags:#x}")));
+                return Err(FormatError::Corrupt(format!(
+                    "unknown config flags {flags:#x}"
+                )));
             }
             flags & FLAG_TIED_OUTPUT != 0
         },
@@ -445,7 +447,9 @@ pub fn parse_header(bytes: &[u8], actual_file_len: u64) -> Result<Header, Format
         })?;
         let rank = r.count("tensor rank", 8)?;
         if rank > 8 {
-            return Err(FormatError::Corrupt(format!("tensor {name} has rank {rank}")));
+            return Err(FormatError::Corrupt(format!(
+                "tensor {name} has rank {rank}"
+            )));
         }
         let mut shape = Vec::with_capacity(rank);
         for _ in 0..rank {
@@ -688,12 +692,8 @@ mod tests {
     /// Builds the bytes of a whole file (header + zeroed data) for `config`.
     fn file_bytes(config: &Config) -> Vec<u8> {
         let (tensors, data_len) = plan_tensors(config);
-        let block = encode_header_block(
-            config,
-            &Provenance::default(),
-            &tiny_tokenizer(),
-            &tensors,
-        );
+        let block =
+            encode_header_block(config, &Provenance::default(), &tiny_tokenizer(), &tensors);
         let data_offset = align_up((PREAMBLE_LEN + block.len()) as u64);
         let data = vec![0u8; data_len as usize];
         let p = Preamble {
@@ -812,7 +812,12 @@ mod tests {
         assert!(c.validate().unwrap_err().to_string().contains("divisible"));
         let mut c = tiny_config();
         c.n_layer = 0;
-        assert!(c.validate().unwrap_err().to_string().contains("n_layer is 0"));
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("n_layer is 0")
+        );
         let mut c = tiny_config();
         c.layer_norm_eps = f32::NAN;
         assert!(c.validate().is_err());
@@ -837,7 +842,12 @@ mod tests {
         let names: Vec<_> = c.expected_tensors().into_iter().map(|(n, _)| n).collect();
         assert_eq!(names.last().unwrap(), "lm_head.weight");
         let bytes = file_bytes(&c);
-        assert!(!parse_header(&bytes, bytes.len() as u64).unwrap().config.tied_output);
+        assert!(
+            !parse_header(&bytes, bytes.len() as u64)
+                .unwrap()
+                .config
+                .tied_output
+        );
     }
 
     #[test]

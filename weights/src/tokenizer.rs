@@ -35,9 +35,8 @@ pub fn bytes_to_unicode() -> [char; 256] {
     let mut map = ['\0'; 256];
     let mut next_extra = 0u32;
     for b in 0..256u32 {
-        let printable = (0x21..=0x7E).contains(&b)
-            || (0xA1..=0xAC).contains(&b)
-            || (0xAE..=0xFF).contains(&b);
+        let printable =
+            (0x21..=0x7E).contains(&b) || (0xA1..=0xAC).contains(&b) || (0xAE..=0xFF).contains(&b);
         map[b as usize] = if printable {
             char::from_u32(b).unwrap_or('\0')
         } else {
@@ -111,7 +110,9 @@ impl Gpt2Tokenizer {
         }
         let model = tokenizers::models::bpe::BPE::builder()
             .vocab_and_merges(
-                vocab.into_iter().collect::<tokenizers::models::bpe::Vocab>(),
+                vocab
+                    .into_iter()
+                    .collect::<tokenizers::models::bpe::Vocab>(),
                 data.merges.clone(),
             )
             .build()
