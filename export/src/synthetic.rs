@@ -8,7 +8,13 @@
 //!   `1/sqrt(fan_in)`, so each projection keeps unit variance and every block adds a contribution
 //!   of the same order as the residual stream, while the embeddings are small (std 0.1). With
 //!   GPT-2's real init (std 0.02 everywhere) a random model's residual is dominated by the input
-//!   embedding, and with tied embeddings it just echoes the last token.
+//!   embedding, and with tied embeddings it just echoes the last token. Two more adjustments
+//!   keep greedy decoding from settling on one token: the QKV projection has a gain of 2.5
+//!   ([`ATTENTION_GAIN`]), so heads attend sharply to particular positions rather than averaging
+//!   the context, and the MLP down-projection's bias cancels the constant vector that GELU's
+//!   non-zero mean (0.28) would otherwise add to every position. Tests in `backends/tests/
+//!   synthetic_models.rs` check the result: varied tokens, no echo, a continuation that changes
+//!   with the first prompt token, and top-1/top-2 gaps far above rounding.
 //! - **greedy choices are decisive.** The final layer norm's scale is set so that the logits have
 //!   a standard deviation of about [`LOGIT_STD`]; the expected gap between the top two of 50,257
 //!   such logits is then about 2, eight orders of magnitude above f32 rounding, so backends that
@@ -30,6 +36,11 @@ use crate::r50k::{GPT2_VOCAB_SIZE, gpt2_tokenizer_data};
 pub const LOGIT_STD: f32 = 8.0;
 /// Standard deviation of the token and position embeddings.
 const EMBEDDING_STD: f32 = 0.1;
+/// Gain of the fused QKV projection: attention scores get a standard deviation of about 6, so
+/// each head attends sharply to a few positions instead of averaging the whole context.
+const ATTENTION_GAIN: f32 = 2.5;
+/// E[gelu(z)] for z ~ N(0, 1).
+const GELU_MEAN: f32 = 0.2821;
 
 /// The sizes `--synthetic` accepts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -114,6 +125,7 @@ pub fn write_synthetic(
     let mut writer = WeightWriter::create(out, &config, &provenance, &gpt2_tokenizer_data())?;
     let plan: Vec<_> = writer.remaining().to_vec();
     let logit_scale = LOGIT_STD / (EMBEDDING_STD * (config.n_embd as f32).sqrt());
+    let mut mlp_out_colsum: Vec<f32> = Vec::new();
     for (i, info) in plan.iter().enumerate() {
         let n: u64 = info.shape.iter().product();
         let mut rng = Xoshiro256pp::for_tensor(seed, &info.name);
@@ -128,13 +140,31 @@ pub fn write_synthetic(
             (1.0, 0.1 / 3f32.sqrt())
         } else if name.ends_with(".bias") {
             (0.0, 0.02)
+        } else if name.ends_with("attn.c_attn.weight") {
+            (0.0, ATTENTION_GAIN / fan_in.sqrt())
         } else {
             // Linear weights, [in, out]: unit-variance outputs for unit-variance inputs.
             (0.0, 1.0 / fan_in.sqrt())
         };
-        let data: Vec<f32> = (0..n)
+        let mut data: Vec<f32> = (0..n)
             .map(|_| mean + std * rng.uniform_unit_std())
             .collect();
+        if name.ends_with("mlp.c_proj.weight") {
+            // Remember each output's column sum, for the bias that follows.
+            let cols = info.shape[1] as usize;
+            mlp_out_colsum = vec![0.0; cols];
+            for row in data.chunks_exact(cols) {
+                for (sum, v) in mlp_out_colsum.iter_mut().zip(row) {
+                    *sum += v;
+                }
+            }
+        } else if name.ends_with("mlp.c_proj.bias") {
+            // Cancel the constant part of the MLP output: E[gelu(z)] for z ~ N(0, 1) times
+            // each column sum of the down-projection.
+            for (b, sum) in data.iter_mut().zip(&mlp_out_colsum) {
+                *b -= GELU_MEAN * sum;
+            }
+        }
         writer.write_tensor(&info.name, &data)?;
         progress(i + 1, plan.len());
     }

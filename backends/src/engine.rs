@@ -1,0 +1,146 @@
+//! The seam between the harness and the backends.
+//!
+//! One trait for every backend, shaped so that a backend with a KV cache and one without need no
+//! special case in the harness: both are driven by `prefill(prompt)` then `step(token)` calls,
+//! and both return the logits of the last position only. A backend without a cache keeps the
+//! token history and recomputes the whole context on each step; one with a cache computes one new
+//! position. The greedy choice (or sampling) is made by the caller, the same way for every
+//! backend, so a difference in tokens is always a difference in arithmetic.
+
+use gpt2_weights::Config;
+
+/// What a backend is and does, for the results table and JSON.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EngineInfo {
+    /// Whether keys and values of past positions are cached (one position per step) or the whole
+    /// context is recomputed every step.
+    pub kv_cache: bool,
+    /// Threads the backend actually computes with.
+    pub threads: usize,
+    /// Element type of weights and activations.
+    pub dtype: &'static str,
+    /// Bytes of KV cache allocated (0 without a cache).
+    pub kv_cache_bytes: u64,
+    /// Bytes of weights the backend copied out of the mapped file (0 when it reads the map).
+    pub weights_copied_bytes: u64,
+    /// One line on how it computes, for people reading the table.
+    pub summary: &'static str,
+}
+
+/// Errors a backend can return. Input errors are checked before any work is done.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum EngineError {
+    #[error("the prompt is empty; give at least one token")]
+    EmptyPrompt,
+    #[error("token id {token} is outside the vocabulary (0..{vocab_size})")]
+    TokenOutOfRange { token: u32, vocab_size: u32 },
+    #[error("the context is full: this model has {n_ctx} positions")]
+    ContextFull { n_ctx: u32 },
+    #[error("step() called before prefill()")]
+    NotStarted,
+    #[error("unknown backend {name:?}; valid backends: {valid}")]
+    UnknownBackend { name: String, valid: String },
+    #[error("{backend}: {message}")]
+    Backend {
+        backend: &'static str,
+        message: String,
+    },
+}
+
+/// A GPT-2 forward pass that can be driven token by token.
+pub trait Engine {
+    /// Short name used on the command line (`naive`, `ndarray`, ...).
+    fn name(&self) -> &'static str;
+
+    /// Capabilities and resources, for reports.
+    fn info(&self) -> EngineInfo;
+
+    /// Starts a new sequence with `tokens` (forgetting any previous one) and returns the logits
+    /// of its last position, `vocab_size` values.
+    fn prefill(&mut self, tokens: &[u32]) -> Result<&[f32], EngineError>;
+
+    /// Appends one token to the sequence and returns the logits of the new last position.
+    fn step(&mut self, token: u32) -> Result<&[f32], EngineError>;
+
+    /// Forgets the current sequence (keeps allocations).
+    fn reset(&mut self);
+
+    /// Number of positions in the current sequence.
+    fn position(&self) -> usize;
+}
+
+/// Checks a prompt before any work: non-empty, ids in the vocabulary, fits in the context.
+pub fn check_prompt(config: &Config, tokens: &[u32]) -> Result<(), EngineError> {
+    if tokens.is_empty() {
+        return Err(EngineError::EmptyPrompt);
+    }
+    if tokens.len() > config.n_ctx as usize {
+        return Err(EngineError::ContextFull {
+            n_ctx: config.n_ctx,
+        });
+    }
+    check_ids(config, tokens)
+}
+
+/// Checks that a step fits: a sequence has started and there is room for one more position.
+pub fn check_step(config: &Config, position: usize, token: u32) -> Result<(), EngineError> {
+    if position == 0 {
+        return Err(EngineError::NotStarted);
+    }
+    if position >= config.n_ctx as usize {
+        return Err(EngineError::ContextFull {
+            n_ctx: config.n_ctx,
+        });
+    }
+    check_ids(config, &[token])
+}
+
+fn check_ids(config: &Config, tokens: &[u32]) -> Result<(), EngineError> {
+    match tokens.iter().find(|&&t| t >= config.vocab_size) {
+        Some(&token) => Err(EngineError::TokenOutOfRange {
+            token,
+            vocab_size: config.vocab_size,
+        }),
+        None => Ok(()),
+    }
+}
+
+/// The token history of a backend that recomputes the whole context each step, with the checks
+/// every such backend needs. It turns `prefill`/`step` into "run the model on this sequence".
+#[derive(Debug, Default, Clone)]
+pub struct History {
+    tokens: Vec<u32>,
+}
+
+impl History {
+    /// Replaces the history with a checked prompt.
+    pub fn start(&mut self, config: &Config, tokens: &[u32]) -> Result<&[u32], EngineError> {
+        check_prompt(config, tokens)?;
+        self.tokens.clear();
+        self.tokens.extend_from_slice(tokens);
+        Ok(&self.tokens)
+    }
+
+    /// Appends a checked token.
+    pub fn push(&mut self, config: &Config, token: u32) -> Result<&[u32], EngineError> {
+        check_step(config, self.tokens.len(), token)?;
+        self.tokens.push(token);
+        Ok(&self.tokens)
+    }
+
+    pub fn clear(&mut self) {
+        self.tokens.clear();
+    }
+
+    pub fn tokens(&self) -> &[u32] {
+        &self.tokens
+    }
+
+    pub fn len(&self) -> usize {
+        self.tokens.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.tokens.is_empty()
+    }
+}

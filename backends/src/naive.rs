@@ -1,0 +1,343 @@
+//! `naive`: GPT-2 in plain Rust loops. The reference every other backend is checked against, and
+//! the file to read first if you want to know what GPT-2 computes.
+//!
+//! One function per operation, in the order the forward pass calls them:
+//! [`embedding_forward`], [`layernorm_forward`], [`matmul_forward`] (used for the QKV projection,
+//! the attention output projection and both MLP layers), [`attention_forward`],
+//! [`gelu_forward`], [`residual_forward`], and [`logits_forward`] for the output layer.
+//! Shapes are written `(T, C)`: T positions, C = n_embd channels, NH heads of size
+//! D = C / NH, H = MLP width (4C), V = vocabulary size. All buffers are row-major.
+//!
+//! There is no KV cache: every step recomputes all T positions (the "History" of the engine),
+//! which is what `simd-kv` exists to avoid. It is still not needlessly slow: the matmul loops run
+//! in the order that reads the weights row by row (which the compiler vectorises), and the output
+//! layer, the largest matrix in the model, is applied to the last position only.
+
+use gpt2_weights::{Config, Gpt2Weights, LayerWeights};
+
+use crate::engine::{Engine, EngineError, EngineInfo, History};
+
+/// Token embedding plus learned position embedding (GPT-2 has no rotary embeddings).
+///
+/// `out (T, C)`, `tokens (T)`, `wte (V, C)`, `wpe (n_ctx, C)`:
+/// `out[t] = wte[tokens[t]] + wpe[t]`.
+pub fn embedding_forward(out: &mut [f32], tokens: &[u32], wte: &[f32], wpe: &[f32], c: usize) {
+    for (t, &token) in tokens.iter().enumerate() {
+        let token_row = &wte[token as usize * c..(token as usize + 1) * c];
+        let pos_row = &wpe[t * c..(t + 1) * c];
+        let out_row = &mut out[t * c..(t + 1) * c];
+        for i in 0..c {
+            out_row[i] = token_row[i] + pos_row[i];
+        }
+    }
+}
+
+/// Layer normalisation of each position (row) over its C channels.
+///
+/// `out (T, C)`, `inp (T, C)`, `weight (C)`, `bias (C)`:
+/// `out = (x - mean) / sqrt(var + eps) * weight + bias`, with the biased variance (divide by C).
+/// Both the mean and the bias matter: this is LayerNorm, not RMSNorm.
+pub fn layernorm_forward(
+    out: &mut [f32],
+    inp: &[f32],
+    weight: &[f32],
+    bias: &[f32],
+    c: usize,
+    eps: f32,
+) {
+    for (x, y) in inp.chunks_exact(c).zip(out.chunks_exact_mut(c)) {
+        let mean = x.iter().sum::<f32>() / c as f32;
+        let var = x.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / c as f32;
+        let rstd = 1.0 / (var + eps).sqrt();
+        for i in 0..c {
+            y[i] = (x[i] - mean) * rstd * weight[i] + bias[i];
+        }
+    }
+}
+
+/// Matrix product plus bias, the triple loop: `out = inp @ weight + bias`.
+///
+/// `out (T, N)`, `inp (T, K)`, `weight (K, N)` (the `[in, out]` layout of the weight file),
+/// `bias (N)`. The loops run t, then k, then n: the innermost loop walks one row of the weight
+/// and one row of the output contiguously, so the compiler turns it into SIMD code. The
+/// textbook order (t, n, k: a dot product per output) would stride through the weight by N
+/// floats per step and run 20-40x slower.
+pub fn matmul_forward(
+    out: &mut [f32],
+    inp: &[f32],
+    weight: &[f32],
+    bias: &[f32],
+    k: usize,
+    n: usize,
+) {
+    let t_len = inp.len() / k;
+    for t in 0..t_len {
+        let out_row = &mut out[t * n..(t + 1) * n];
+        out_row.copy_from_slice(bias);
+        for kk in 0..k {
+            let a = inp[t * k + kk];
+            let w_row = &weight[kk * n..(kk + 1) * n];
+            for j in 0..n {
+                out_row[j] += a * w_row[j];
+            }
+        }
+    }
+}
+
+/// Causal multi-head self-attention.
+///
+/// `out (T, C)`, `qkv (T, 3C)`: each row holds Q (channels 0..C), then K (C..2C), then V (2C..3C),
+/// three contiguous blocks, with head h owning channels h*D..(h+1)*D inside each block.
+/// `scores (T)` is scratch. For each head and position t:
+/// `score[s] = q_t . k_s / sqrt(D)` for s <= t (positions after t are masked out),
+/// `p = softmax(score)`, `out_t = sum_s p[s] * v_s`.
+pub fn attention_forward(
+    out: &mut [f32],
+    qkv: &[f32],
+    scores: &mut [f32],
+    t_len: usize,
+    c: usize,
+    n_head: usize,
+) {
+    let d = c / n_head;
+    let scale = 1.0 / (d as f32).sqrt();
+    for t in 0..t_len {
+        for h in 0..n_head {
+            let q = &qkv[t * 3 * c + h * d..t * 3 * c + (h + 1) * d];
+            // Scores against every position up to and including t, and their maximum.
+            let mut max = f32::NEG_INFINITY;
+            for s in 0..=t {
+                let k = &qkv[s * 3 * c + c + h * d..s * 3 * c + c + (h + 1) * d];
+                let mut dot = 0.0f32;
+                for i in 0..d {
+                    dot += q[i] * k[i];
+                }
+                scores[s] = dot * scale;
+                max = max.max(scores[s]);
+            }
+            // Softmax; subtracting the maximum keeps exp() from overflowing.
+            let mut sum = 0.0f32;
+            for score in scores.iter_mut().take(t + 1) {
+                *score = (*score - max).exp();
+                sum += *score;
+            }
+            // Weighted sum of the values.
+            let out_h = &mut out[t * c + h * d..t * c + (h + 1) * d];
+            out_h.fill(0.0);
+            for s in 0..=t {
+                let p = scores[s] / sum;
+                let v = &qkv[s * 3 * c + 2 * c + h * d..s * 3 * c + 2 * c + (h + 1) * d];
+                for i in 0..d {
+                    out_h[i] += p * v[i];
+                }
+            }
+        }
+    }
+}
+
+/// GELU, the tanh approximation GPT-2 was trained with (Hugging Face's `gelu_new`), in place:
+/// `x = 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))`.
+pub fn gelu_forward(x: &mut [f32]) {
+    let s = (2.0f32 / std::f32::consts::PI).sqrt();
+    for v in x.iter_mut() {
+        let u = *v;
+        *v = 0.5 * u * (1.0 + (s * (u + 0.044715 * u * u * u)).tanh());
+    }
+}
+
+/// The residual connection, in place: `x += delta`, both `(T, C)`.
+pub fn residual_forward(x: &mut [f32], delta: &[f32]) {
+    for (a, b) in x.iter_mut().zip(delta) {
+        *a += b;
+    }
+}
+
+/// The output layer for one position: `logits (V) = x (C) @ lm_head^T`, with `lm_head (V, C)`
+/// (in GPT-2 the token embedding itself, "tied"). One dot product per vocabulary entry; at
+/// 50257 x 768 this is the largest matrix in GPT-2 small, so it is applied only to the position
+/// whose next token we want.
+pub fn logits_forward(logits: &mut [f32], x: &[f32], lm_head: &[f32], c: usize) {
+    for (v, logit) in logits.iter_mut().enumerate() {
+        let row = &lm_head[v * c..(v + 1) * c];
+        let mut dot = 0.0f32;
+        for i in 0..c {
+            dot += x[i] * row[i];
+        }
+        *logit = dot;
+    }
+}
+
+/// Activations of one forward pass over T positions. Vectors keep their capacity between steps.
+#[derive(Debug, Default)]
+struct Activations {
+    x: Vec<f32>,      // (T, C) residual stream
+    ln: Vec<f32>,     // (T, C) layer-norm output
+    qkv: Vec<f32>,    // (T, 3C)
+    att: Vec<f32>,    // (T, C) attention output, before its projection
+    proj: Vec<f32>,   // (T, C) output of a projection, added to the residual
+    fc: Vec<f32>,     // (T, H) MLP hidden layer
+    scores: Vec<f32>, // (T) attention scores of one head and position
+    ln_f: Vec<f32>,   // (C) final layer norm of the last position
+    logits: Vec<f32>, // (V)
+}
+
+/// The naive backend: see the module docs.
+pub struct NaiveEngine<'w> {
+    w: Gpt2Weights<'w>,
+    history: History,
+    act: Activations,
+}
+
+impl<'w> NaiveEngine<'w> {
+    pub fn new(weights: Gpt2Weights<'w>) -> Self {
+        NaiveEngine {
+            w: weights,
+            history: History::default(),
+            act: Activations::default(),
+        }
+    }
+
+    fn config(&self) -> &Config {
+        &self.w.config
+    }
+}
+
+/// One transformer block: `x = x + attn(ln_1(x)); x = x + mlp(ln_2(x))`.
+fn block_forward(a: &mut Activations, l: &LayerWeights<'_>, cfg: &Config, t_len: usize) {
+    let c = cfg.n_embd as usize;
+    let h = cfg.mlp_hidden as usize;
+    let eps = cfg.layer_norm_eps;
+    layernorm_forward(&mut a.ln, &a.x, l.ln_1_w, l.ln_1_b, c, eps);
+    matmul_forward(&mut a.qkv, &a.ln, l.qkv_w, l.qkv_b, c, 3 * c);
+    attention_forward(
+        &mut a.att,
+        &a.qkv,
+        &mut a.scores,
+        t_len,
+        c,
+        cfg.n_head as usize,
+    );
+    matmul_forward(&mut a.proj, &a.att, l.attn_proj_w, l.attn_proj_b, c, c);
+    residual_forward(&mut a.x, &a.proj);
+    layernorm_forward(&mut a.ln, &a.x, l.ln_2_w, l.ln_2_b, c, eps);
+    matmul_forward(&mut a.fc, &a.ln, l.fc_w, l.fc_b, c, h);
+    gelu_forward(&mut a.fc);
+    matmul_forward(&mut a.proj, &a.fc, l.fc_proj_w, l.fc_proj_b, h, c);
+    residual_forward(&mut a.x, &a.proj);
+}
+
+/// The whole model on `tokens`; returns the logits of the last position.
+fn gpt2_forward<'a>(a: &'a mut Activations, w: &Gpt2Weights<'_>, tokens: &[u32]) -> &'a [f32] {
+    let cfg = &w.config;
+    let (t_len, c) = (tokens.len(), cfg.n_embd as usize);
+    a.x.resize(t_len * c, 0.0);
+    a.ln.resize(t_len * c, 0.0);
+    a.qkv.resize(t_len * 3 * c, 0.0);
+    a.att.resize(t_len * c, 0.0);
+    a.proj.resize(t_len * c, 0.0);
+    a.fc.resize(t_len * cfg.mlp_hidden as usize, 0.0);
+    a.scores.resize(t_len, 0.0);
+    a.ln_f.resize(c, 0.0);
+    a.logits.resize(cfg.vocab_size as usize, 0.0);
+
+    embedding_forward(&mut a.x, tokens, w.wte, w.wpe, c);
+    for layer in &w.layers {
+        block_forward(a, layer, cfg, t_len);
+    }
+    let last = &a.x[(t_len - 1) * c..];
+    layernorm_forward(&mut a.ln_f, last, w.ln_f_w, w.ln_f_b, c, cfg.layer_norm_eps);
+    logits_forward(&mut a.logits, &a.ln_f, w.lm_head, c);
+    &a.logits
+}
+
+impl Engine for NaiveEngine<'_> {
+    fn name(&self) -> &'static str {
+        "naive"
+    }
+
+    fn info(&self) -> EngineInfo {
+        EngineInfo {
+            kv_cache: false,
+            threads: 1,
+            dtype: "f32",
+            kv_cache_bytes: 0,
+            weights_copied_bytes: 0,
+            summary: "scalar loops, one thread, recomputes the whole context every step",
+        }
+    }
+
+    fn prefill(&mut self, tokens: &[u32]) -> Result<&[f32], EngineError> {
+        let cfg = *self.config();
+        let tokens = self.history.start(&cfg, tokens)?;
+        Ok(gpt2_forward(&mut self.act, &self.w, tokens))
+    }
+
+    fn step(&mut self, token: u32) -> Result<&[f32], EngineError> {
+        let cfg = *self.config();
+        let tokens = self.history.push(&cfg, token)?;
+        Ok(gpt2_forward(&mut self.act, &self.w, tokens))
+    }
+
+    fn reset(&mut self) {
+        self.history.clear();
+    }
+
+    fn position(&self) -> usize {
+        self.history.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn matmul_matches_hand_computation() {
+        // inp (2, 3) @ w (3, 2) + b
+        let inp = [1.0, 2.0, 3.0, -1.0, 0.5, 2.0];
+        let w = [1.0, 0.0, 0.0, 1.0, 1.0, 1.0];
+        let b = [0.5, -0.5];
+        let mut out = [0.0; 4];
+        matmul_forward(&mut out, &inp, &w, &b, 3, 2);
+        assert_eq!(out, [4.5, 4.5, 1.5, 2.0]);
+    }
+
+    #[test]
+    fn layernorm_normalises() {
+        let x = [1.0, 2.0, 3.0, 4.0];
+        let mut y = [0.0; 4];
+        layernorm_forward(&mut y, &x, &[1.0; 4], &[0.0; 4], 4, 0.0);
+        let mean: f32 = y.iter().sum::<f32>() / 4.0;
+        let var: f32 = y.iter().map(|v| v * v).sum::<f32>() / 4.0;
+        assert!(mean.abs() < 1e-6 && (var - 1.0).abs() < 1e-5, "{y:?}");
+    }
+
+    #[test]
+    fn gelu_values() {
+        let mut x = [0.0f32, 1.0, -1.0, 3.0];
+        gelu_forward(&mut x);
+        // Reference values of the tanh approximation.
+        let want = [0.0, 0.841_192, -0.158_808, 2.996_363];
+        for (a, b) in x.iter().zip(want) {
+            assert!((a - b).abs() < 1e-5, "{x:?}");
+        }
+    }
+
+    #[test]
+    fn attention_is_causal() {
+        // One head of size 2, three positions: position 0 can only attend to itself, so its
+        // output is its own value, whatever comes after it.
+        let c = 2;
+        let mut qkv = vec![0.0; 3 * 3 * c];
+        for t in 0..3 {
+            let row = &mut qkv[t * 3 * c..(t + 1) * 3 * c];
+            row.copy_from_slice(&[1.0, 0.0, 1.0, t as f32, 10.0 * t as f32 + 1.0, -(t as f32)]);
+        }
+        let mut out = vec![0.0; 3 * c];
+        let mut scores = vec![0.0; 3];
+        attention_forward(&mut out, &qkv, &mut scores, 3, c, 1);
+        assert_eq!(&out[..2], &[1.0, 0.0]);
+        // Position 1 mixes values 0 and 1 only.
+        assert!(out[2] > 1.0 && out[2] < 11.0);
+    }
+}

@@ -1,0 +1,210 @@
+//! `ndarray`: the same GPT-2 as `naive`, written with ndarray's arrays, broadcasting and `dot`.
+//!
+//! What changes from `naive`: every matrix product is one `dot` call, which ndarray hands to the
+//! matrixmultiply crate (packed, cache-blocked GEMM kernels, threaded; `MATMUL_NUM_THREADS`
+//! sets the thread count, which the harness sets from `--threads`). Attention is written per head
+//! as two matrix products, `softmax(Q K^T / sqrt(D)) V`, instead of loops over positions.
+//! Weights are zero-copy `ArrayView`s of the mapped file.
+//!
+//! Like `naive` it has no KV cache: every step recomputes all T positions. matrixmultiply shines
+//! on the (T, C) x (C, N) products of a long context and does poorly on a single row (it packs
+//! the whole weight matrix on every call), so its advantage over `naive` grows with T.
+
+use gpt2_weights::{Config, Gpt2Weights, LayerWeights};
+use ndarray::{Array1, Array2, ArrayView1, ArrayView2, Axis, s};
+
+use crate::engine::{Engine, EngineError, EngineInfo, History};
+
+/// matrixmultiply uses at most this many threads, whatever `MATMUL_NUM_THREADS` says.
+pub const MAX_MATMUL_THREADS: usize = 4;
+
+/// One block's weights as array views. C = n_embd, H = MLP width.
+struct LayerViews<'w> {
+    ln_1_w: ArrayView1<'w, f32>,      // (C)
+    ln_1_b: ArrayView1<'w, f32>,      // (C)
+    qkv_w: ArrayView2<'w, f32>,       // (C, 3C)
+    qkv_b: ArrayView1<'w, f32>,       // (3C)
+    attn_proj_w: ArrayView2<'w, f32>, // (C, C)
+    attn_proj_b: ArrayView1<'w, f32>, // (C)
+    ln_2_w: ArrayView1<'w, f32>,      // (C)
+    ln_2_b: ArrayView1<'w, f32>,      // (C)
+    fc_w: ArrayView2<'w, f32>,        // (C, H)
+    fc_b: ArrayView1<'w, f32>,        // (H)
+    fc_proj_w: ArrayView2<'w, f32>,   // (H, C)
+    fc_proj_b: ArrayView1<'w, f32>,   // (C)
+}
+
+fn view2<'w>(data: &'w [f32], rows: usize, cols: usize) -> ArrayView2<'w, f32> {
+    // Shapes were validated against the config when the file was opened.
+    ArrayView2::from_shape((rows, cols), data).expect("tensor shape validated on open")
+}
+
+impl<'w> LayerViews<'w> {
+    fn new(l: &LayerWeights<'w>, c: usize, h: usize) -> Self {
+        LayerViews {
+            ln_1_w: ArrayView1::from(l.ln_1_w),
+            ln_1_b: ArrayView1::from(l.ln_1_b),
+            qkv_w: view2(l.qkv_w, c, 3 * c),
+            qkv_b: ArrayView1::from(l.qkv_b),
+            attn_proj_w: view2(l.attn_proj_w, c, c),
+            attn_proj_b: ArrayView1::from(l.attn_proj_b),
+            ln_2_w: ArrayView1::from(l.ln_2_w),
+            ln_2_b: ArrayView1::from(l.ln_2_b),
+            fc_w: view2(l.fc_w, c, h),
+            fc_b: ArrayView1::from(l.fc_b),
+            fc_proj_w: view2(l.fc_proj_w, h, c),
+            fc_proj_b: ArrayView1::from(l.fc_proj_b),
+        }
+    }
+}
+
+/// Layer norm of every row: `(x - mean) / sqrt(var + eps) * w + b`, broadcasting (T, 1) and (C).
+fn layernorm(x: ArrayView2<f32>, w: ArrayView1<f32>, b: ArrayView1<f32>, eps: f32) -> Array2<f32> {
+    let mean = x.mean_axis(Axis(1)).expect("C > 0").insert_axis(Axis(1)); // (T, 1)
+    let centered = &x - &mean; // (T, C)
+    let var = centered
+        .mapv(|v| v * v)
+        .mean_axis(Axis(1))
+        .expect("C > 0")
+        .insert_axis(Axis(1)); // (T, 1)
+    let normed = centered / var.mapv(|v| (v + eps).sqrt());
+    normed * &w + &b
+}
+
+/// `x @ w + b`: (T, K) x (K, N) + (N), one matrixmultiply GEMM.
+fn linear(x: ArrayView2<f32>, w: ArrayView2<f32>, b: ArrayView1<f32>) -> Array2<f32> {
+    x.dot(&w) + &b
+}
+
+/// Causal self-attention from the fused (T, 3C) projection; returns (T, C).
+fn attention(qkv: ArrayView2<f32>, c: usize, n_head: usize) -> Array2<f32> {
+    let t_len = qkv.nrows();
+    let d = c / n_head;
+    let scale = 1.0 / (d as f32).sqrt();
+    let mut out = Array2::<f32>::zeros((t_len, c));
+    for h in 0..n_head {
+        let q = qkv.slice(s![.., h * d..(h + 1) * d]); // (T, D)
+        let k = qkv.slice(s![.., c + h * d..c + (h + 1) * d]); // (T, D)
+        let v = qkv.slice(s![.., 2 * c + h * d..2 * c + (h + 1) * d]); // (T, D)
+        let mut scores = q.dot(&k.t()) * scale; // (T, T)
+        for (t, mut row) in scores.axis_iter_mut(Axis(0)).enumerate() {
+            // Causal mask: position t sees positions 0..=t. Then a row-wise softmax.
+            row.slice_mut(s![t + 1..]).fill(f32::NEG_INFINITY);
+            let max = row.fold(f32::NEG_INFINITY, |m, &x| m.max(x));
+            row.mapv_inplace(|x| (x - max).exp());
+            let sum = row.sum();
+            row /= sum;
+        }
+        out.slice_mut(s![.., h * d..(h + 1) * d])
+            .assign(&scores.dot(&v)); // (T, D)
+    }
+    out
+}
+
+/// GPT-2's tanh GELU, element-wise in place.
+fn gelu(x: &mut Array2<f32>) {
+    let s = (2.0f32 / std::f32::consts::PI).sqrt();
+    x.mapv_inplace(|u| 0.5 * u * (1.0 + (s * (u + 0.044715 * u * u * u)).tanh()));
+}
+
+/// The ndarray backend: see the module docs.
+pub struct NdarrayEngine<'w> {
+    config: Config,
+    wte: ArrayView2<'w, f32>,     // (V, C)
+    wpe: ArrayView2<'w, f32>,     // (n_ctx, C)
+    lm_head: ArrayView2<'w, f32>, // (V, C)
+    ln_f_w: ArrayView1<'w, f32>,
+    ln_f_b: ArrayView1<'w, f32>,
+    layers: Vec<LayerViews<'w>>,
+    threads: usize,
+    history: History,
+    logits: Array1<f32>, // (V)
+}
+
+impl<'w> NdarrayEngine<'w> {
+    /// `threads` is what matrixmultiply was configured with (`MATMUL_NUM_THREADS`), for reports.
+    pub fn new(w: Gpt2Weights<'w>, threads: usize) -> Self {
+        let cfg = w.config;
+        let (c, v, h) = (
+            cfg.n_embd as usize,
+            cfg.vocab_size as usize,
+            cfg.mlp_hidden as usize,
+        );
+        NdarrayEngine {
+            config: cfg,
+            wte: view2(w.wte, v, c),
+            wpe: view2(w.wpe, cfg.n_ctx as usize, c),
+            lm_head: view2(w.lm_head, v, c),
+            ln_f_w: ArrayView1::from(w.ln_f_w),
+            ln_f_b: ArrayView1::from(w.ln_f_b),
+            layers: w.layers.iter().map(|l| LayerViews::new(l, c, h)).collect(),
+            threads,
+            history: History::default(),
+            logits: Array1::zeros(v),
+        }
+    }
+
+    fn forward(&mut self) {
+        let cfg = &self.config;
+        let tokens = self.history.tokens();
+        let (c, t_len) = (cfg.n_embd as usize, tokens.len());
+        let eps = cfg.layer_norm_eps;
+        // x (T, C) = wte[tokens] + wpe[0..T]
+        let mut x = self.wte.select(
+            Axis(0),
+            &tokens.iter().map(|&t| t as usize).collect::<Vec<_>>(),
+        );
+        x += &self.wpe.slice(s![..t_len, ..]);
+        for l in &self.layers {
+            let ln1 = layernorm(x.view(), l.ln_1_w, l.ln_1_b, eps);
+            let qkv = linear(ln1.view(), l.qkv_w, l.qkv_b); // (T, 3C)
+            let att = attention(qkv.view(), c, cfg.n_head as usize); // (T, C)
+            x += &linear(att.view(), l.attn_proj_w, l.attn_proj_b);
+            let ln2 = layernorm(x.view(), l.ln_2_w, l.ln_2_b, eps);
+            let mut fc = linear(ln2.view(), l.fc_w, l.fc_b); // (T, H)
+            gelu(&mut fc);
+            x += &linear(fc.view(), l.fc_proj_w, l.fc_proj_b);
+        }
+        // Only the last position's logits are needed: (V, C) . (C) -> (V).
+        let last = x.slice(s![t_len - 1..t_len, ..]);
+        let ln_f = layernorm(last, self.ln_f_w, self.ln_f_b, eps);
+        self.logits = self.lm_head.dot(&ln_f.row(0));
+    }
+}
+
+impl Engine for NdarrayEngine<'_> {
+    fn name(&self) -> &'static str {
+        "ndarray"
+    }
+
+    fn info(&self) -> EngineInfo {
+        EngineInfo {
+            kv_cache: false,
+            threads: self.threads,
+            dtype: "f32",
+            kv_cache_bytes: 0,
+            weights_copied_bytes: 0,
+            summary: "ndarray + matrixmultiply GEMM, recomputes the whole context every step",
+        }
+    }
+
+    fn prefill(&mut self, tokens: &[u32]) -> Result<&[f32], EngineError> {
+        self.history.start(&self.config, tokens)?;
+        self.forward();
+        Ok(self.logits.as_slice().expect("standard layout"))
+    }
+
+    fn step(&mut self, token: u32) -> Result<&[f32], EngineError> {
+        self.history.push(&self.config, token)?;
+        self.forward();
+        Ok(self.logits.as_slice().expect("standard layout"))
+    }
+
+    fn reset(&mut self) {
+        self.history.clear();
+    }
+
+    fn position(&self) -> usize {
+        self.history.len()
+    }
+}

@@ -1,0 +1,70 @@
+//! The synthetic models are built to be a demanding equivalence test (see
+//! gpt2_export::synthetic): greedy decoding must be decisive and must depend on the context.
+
+mod common;
+
+use common::*;
+use gpt2_backends::naive::NaiveEngine;
+use gpt2_weights::Config;
+
+const N: usize = 32;
+
+fn check_decisive_and_varied(file: &gpt2_weights::WeightFile) {
+    let w = file.gpt2().unwrap();
+    let mut e = NaiveEngine::new(w);
+    let prompt = [464, 3616, 286, 1204, 318]; // "The meaning of life is"
+    let (tokens, gaps) = greedy(&mut e, &prompt, N);
+
+    let min_gap = gaps.iter().cloned().fold(f32::INFINITY, f32::min);
+    assert!(
+        min_gap > 1e-2,
+        "smallest top-1/top-2 gap {min_gap} is too close to a tie"
+    );
+
+    let mut distinct = tokens.clone();
+    distinct.sort_unstable();
+    distinct.dedup();
+    assert!(
+        distinct.len() >= N / 2,
+        "only {} distinct tokens in {tokens:?}",
+        distinct.len()
+    );
+
+    // Not an echo: the next token is rarely the token just fed in.
+    let mut fed = vec![*prompt.last().unwrap()];
+    fed.extend_from_slice(&tokens[..N - 1]);
+    let echoes = fed.iter().zip(&tokens).filter(|(a, b)| a == b).count();
+    assert!(echoes <= 2, "{echoes} echoes in {tokens:?}");
+
+    // The whole context matters: change only the first prompt token.
+    let mut other = prompt;
+    other[0] = 1212;
+    let (tokens_other, _) = greedy(&mut e, &other, 8);
+    assert_ne!(
+        tokens[..8],
+        tokens_other[..],
+        "continuation ignores the start of the prompt"
+    );
+}
+
+#[test]
+fn tiny_is_decisive_and_varied() {
+    let tmp = tempfile::tempdir().unwrap();
+    check_decisive_and_varied(&tiny(tmp.path()));
+}
+
+#[test]
+fn deeper_and_wider_model_is_decisive_and_varied() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = Config {
+        n_layer: 6,
+        n_head: 4,
+        n_embd: 128,
+        vocab_size: 50257,
+        n_ctx: 64,
+        mlp_hidden: 512,
+        layer_norm_eps: 1e-5,
+        tied_output: true,
+    };
+    check_decisive_and_varied(&synthetic(tmp.path(), config, "six-layers", 9));
+}
