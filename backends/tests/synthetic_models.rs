@@ -15,10 +15,19 @@ fn check_decisive_and_varied(file: &gpt2_weights::WeightFile) {
     let prompt = [464, 3616, 286, 1204, 318]; // "The meaning of life is"
     let (tokens, gaps) = greedy(&mut e, &prompt, N);
 
+    // Backends differ by ~1e-5 per logit (see equivalence.rs); the smallest gap of 32 random
+    // draws is necessarily small, the typical one must be large.
     let min_gap = gaps.iter().cloned().fold(f32::INFINITY, f32::min);
     assert!(
-        min_gap > 1e-2,
+        min_gap > 1e-3,
         "smallest top-1/top-2 gap {min_gap} is too close to a tie"
+    );
+    let mut sorted = gaps.clone();
+    sorted.sort_by(f32::total_cmp);
+    let median = sorted[sorted.len() / 2];
+    assert!(
+        median > 0.5,
+        "median top-1/top-2 gap {median} is not decisive"
     );
 
     let mut distinct = tokens.clone();
@@ -54,17 +63,18 @@ fn tiny_is_decisive_and_varied() {
 }
 
 #[test]
-fn deeper_and_wider_model_is_decisive_and_varied() {
+fn twelve_layer_model_is_decisive_and_varied() {
+    // GPT-2 small's depth and head count at a quarter of its width, to keep the test quick.
     let tmp = tempfile::tempdir().unwrap();
     let config = Config {
-        n_layer: 6,
-        n_head: 4,
-        n_embd: 128,
+        n_layer: 12,
+        n_head: 12,
+        n_embd: 192,
         vocab_size: 50257,
         n_ctx: 64,
-        mlp_hidden: 512,
+        mlp_hidden: 768,
         layer_norm_eps: 1e-5,
         tied_output: true,
     };
-    check_decisive_and_varied(&synthetic(tmp.path(), config, "six-layers", 9));
+    check_decisive_and_varied(&synthetic(tmp.path(), config, "twelve-layers", 9));
 }

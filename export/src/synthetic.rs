@@ -9,8 +9,8 @@
 //!   of the same order as the residual stream, while the embeddings are small (std 0.1). With
 //!   GPT-2's real init (std 0.02 everywhere) a random model's residual is dominated by the input
 //!   embedding, and with tied embeddings it just echoes the last token. Two more adjustments
-//!   keep greedy decoding from settling on one token: the QKV projection has a gain of 2.5
-//!   ([`ATTENTION_GAIN`]), so heads attend sharply to particular positions rather than averaging
+//!   keep greedy decoding from settling on one token: the query and key projections have a gain of
+//!   4.5 ([`QK_GAIN`]), so heads attend sharply to particular positions rather than averaging
 //!   the context, and the MLP down-projection's bias cancels the constant vector that GELU's
 //!   non-zero mean (0.28) would otherwise add to every position. Tests in `backends/tests/
 //!   synthetic_models.rs` check the result: varied tokens, no echo, a continuation that changes
@@ -36,9 +36,10 @@ use crate::r50k::{GPT2_VOCAB_SIZE, gpt2_tokenizer_data};
 pub const LOGIT_STD: f32 = 8.0;
 /// Standard deviation of the token and position embeddings.
 const EMBEDDING_STD: f32 = 0.1;
-/// Gain of the fused QKV projection: attention scores get a standard deviation of about 6, so
-/// each head attends sharply to a few positions instead of averaging the whole context.
-const ATTENTION_GAIN: f32 = 2.5;
+/// Gain of the query and key columns of the fused QKV projection: attention scores get a
+/// standard deviation of about 20, so each head attends almost entirely to one position (which
+/// one depends on the content) instead of averaging the whole context.
+const QK_GAIN: f32 = 4.5;
 /// E[gelu(z)] for z ~ N(0, 1).
 const GELU_MEAN: f32 = 0.2821;
 
@@ -140,8 +141,6 @@ pub fn write_synthetic(
             (1.0, 0.1 / 3f32.sqrt())
         } else if name.ends_with(".bias") {
             (0.0, 0.02)
-        } else if name.ends_with("attn.c_attn.weight") {
-            (0.0, ATTENTION_GAIN / fan_in.sqrt())
         } else {
             // Linear weights, [in, out]: unit-variance outputs for unit-variance inputs.
             (0.0, 1.0 / fan_in.sqrt())
@@ -149,7 +148,15 @@ pub fn write_synthetic(
         let mut data: Vec<f32> = (0..n)
             .map(|_| mean + std * rng.uniform_unit_std())
             .collect();
-        if name.ends_with("mlp.c_proj.weight") {
+        if name.ends_with("attn.c_attn.weight") {
+            // Columns are Q | K | V; sharpen the scores, leave the values at unit variance.
+            let cols = info.shape[1] as usize;
+            for row in data.chunks_exact_mut(cols) {
+                for v in &mut row[..2 * cols / 3] {
+                    *v *= QK_GAIN;
+                }
+            }
+        } else if name.ends_with("mlp.c_proj.weight") {
             // Remember each output's column sum, for the bias that follows.
             let cols = info.shape[1] as usize;
             mlp_out_colsum = vec![0.0; cols];
