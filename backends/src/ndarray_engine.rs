@@ -68,12 +68,12 @@ fn layernorm(x: ArrayView2<f32>, w: ArrayView1<f32>, b: ArrayView1<f32>, eps: f3
         .expect("C > 0")
         .insert_axis(Axis(1)); // (T, 1)
     let normed = centered / var.mapv(|v| (v + eps).sqrt());
-    normed * &w + &b
+    normed * w + b
 }
 
 /// `x @ w + b`: (T, K) x (K, N) + (N), one matrixmultiply GEMM.
 fn linear(x: ArrayView2<f32>, w: ArrayView2<f32>, b: ArrayView1<f32>) -> Array2<f32> {
-    x.dot(&w) + &b
+    x.dot(&w) + b
 }
 
 /// Causal self-attention from the fused (T, 3C) projection; returns (T, C).

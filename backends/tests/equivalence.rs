@@ -85,7 +85,7 @@ fn input_errors_are_reported_not_panics() {
                 .contains("50257")
         );
         assert!(
-            e.prefill(&vec![1; 41])
+            e.prefill(&[1; 41])
                 .unwrap_err()
                 .to_string()
                 .contains("context is full")

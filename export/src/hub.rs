@@ -53,7 +53,7 @@ pub fn fetch(repo_id: &str, revision: Option<&str>, quiet: bool) -> Result<PathB
             .with_progress(!quiet && std::io::stderr().is_terminal())
             .build()
             .map_err(|e| hub_error(repo_id, e))?;
-        Fetcher::Api(api.repo(repo))
+        Fetcher::Api(Box::new(api.repo(repo)))
     };
 
     let config = fetcher.get(repo_id, "config.json")?;
@@ -96,7 +96,7 @@ pub fn fetch(repo_id: &str, revision: Option<&str>, quiet: bool) -> Result<PathB
 }
 
 enum Fetcher {
-    Api(ApiRepo),
+    Api(Box<ApiRepo>),
     Cache(Cache, Repo),
 }
 
@@ -114,11 +114,11 @@ impl Fetcher {
         match self {
             Fetcher::Cache(cache, repo) => match cache.repo(repo.clone()).get(file) {
                 Some(p) => Ok(Some(p)),
-                None => Err(ExportError::Hub {
+                // Offline by request counts as unreachable: callers fall back the same way.
+                None => Err(ExportError::HubUnreachable {
                     repo: repo_id.into(),
-                    message: format!(
-                        "HF_HUB_OFFLINE is set and {file} is not in the cache at {}; unset it \
-                         to download, or export from a local directory with --from DIR",
+                    detail: format!(
+                        "HF_HUB_OFFLINE is set and {file} is not in the cache at {}",
                         cache.path().display()
                     ),
                 }),

@@ -15,6 +15,9 @@ use safetensors::Dtype;
 use safetensors::tensor::TensorView;
 use serde_json::json;
 
+/// Tensors by our name: (shape, values).
+type Tensors = HashMap<String, (Vec<u64>, Vec<f32>)>;
+
 /// A small GPT-2: 2 layers, 3 heads of 6 (n_embd 18), context 16.
 fn small_config() -> Config {
     Config {
@@ -30,10 +33,7 @@ fn small_config() -> Config {
 }
 
 /// The reference tensors, by our names, from a synthetic model.
-fn reference_tensors(
-    dir: &Path,
-    config: Config,
-) -> (PathBuf, HashMap<String, (Vec<u64>, Vec<f32>)>) {
+fn reference_tensors(dir: &Path, config: Config) -> (PathBuf, Tensors) {
     let path = dir.join("reference.bin");
     write_synthetic(config, "small", 11, &path, &|_, _| {}).unwrap();
     let f = WeightFile::open(&path).unwrap();
@@ -178,12 +178,7 @@ fn write_safetensors(dir: &Path, tensors: &[(String, Vec<usize>, Dtype, Vec<u8>)
 }
 
 /// Builds an HF checkpoint directory in `layout` from the reference tensors.
-fn make_checkpoint(
-    root: &Path,
-    layout: Layout,
-    config: &Config,
-    reference: &HashMap<String, (Vec<u64>, Vec<f32>)>,
-) -> PathBuf {
+fn make_checkpoint(root: &Path, layout: Layout, config: &Config, reference: &Tensors) -> PathBuf {
     let dir = root.join("ckpt");
     std::fs::create_dir_all(&dir).unwrap();
     write_config(&dir, config, layout.n_inner_null, json!({}));
@@ -318,7 +313,7 @@ fn export_err(dir: &Path, out: &Path) -> String {
     e
 }
 
-fn default_checkpoint(tmp: &Path) -> (PathBuf, HashMap<String, (Vec<u64>, Vec<f32>)>) {
+fn default_checkpoint(tmp: &Path) -> (PathBuf, Tensors) {
     let (_, reference) = reference_tensors(tmp, small_config());
     (
         make_checkpoint(tmp, DEFAULT, &small_config(), &reference),
@@ -328,7 +323,7 @@ fn default_checkpoint(tmp: &Path) -> (PathBuf, HashMap<String, (Vec<u64>, Vec<f3
 
 fn replace_tensor(
     dir: &Path,
-    reference: &HashMap<String, (Vec<u64>, Vec<f32>)>,
+    reference: &Tensors,
     name: &str,
     replacement: Option<(Vec<usize>, Dtype, Vec<u8>)>,
 ) {
