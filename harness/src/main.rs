@@ -437,6 +437,7 @@ fn compare(
     let all_match = results.iter().all(|r| r.tokens_match);
     let report = Report {
         schema_version: report::SCHEMA_VERSION,
+        command_line: std::env::args().collect(),
         model: model_info(file),
         prompt: args
             .prompt

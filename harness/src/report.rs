@@ -77,6 +77,8 @@ pub struct BackendResult {
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
     pub schema_version: u32,
+    /// The command line that produced this report.
+    pub command_line: Vec<String>,
     pub model: ModelInfo,
     pub prompt: String,
     pub prompt_token_ids: Vec<u32>,
