@@ -8,19 +8,23 @@
 //! |---|---|---|
 //! | `naive` | [`naive`] | the reference: scalar loops, one function per operation |
 //! | `ndarray` | [`ndarray_engine`] | arrays and GEMM calls (matrixmultiply) instead of loops |
+//! | `simd` | [`simd`], [`kernels`] | hand-written AVX2/FMA (or NEON) kernels, all cores, a thread pool |
+//! | `simd-kv` | [`simd`] | the same kernels plus a KV cache: one new position per step |
 //!
 //! [`create`] builds a backend by name; [`BACKENDS`] lists the names.
 
 pub mod engine;
+pub mod kernels;
 pub mod naive;
 pub mod ndarray_engine;
+pub mod simd;
 pub mod testing;
 
 pub use engine::{Engine, EngineError, EngineInfo};
 use gpt2_weights::Gpt2Weights;
 
 /// Backend names, in the order `--compare` runs them (the first is the default reference).
-pub const BACKENDS: &[&str] = &["naive", "ndarray"];
+pub const BACKENDS: &[&str] = &["naive", "ndarray", "simd", "simd-kv"];
 
 /// Options every backend understands.
 #[derive(Debug, Clone)]
@@ -52,6 +56,20 @@ pub fn create<'w>(
             weights.clone(),
             options.threads.clamp(1, ndarray_engine::MAX_MATMUL_THREADS),
         ))),
+        "simd" => Ok(Box::new(
+            simd::SimdEngine::new(weights.clone(), kernels::Kernels::detect(), options.threads)
+                .map_err(|message| EngineError::Backend {
+                    backend: "simd",
+                    message,
+                })?,
+        )),
+        "simd-kv" => Ok(Box::new(
+            simd::SimdKvEngine::new(weights.clone(), kernels::Kernels::detect(), options.threads)
+                .map_err(|message| EngineError::Backend {
+                backend: "simd-kv",
+                message,
+            })?,
+        )),
         testing::DIVERGENT if options.allow_test_engines => Ok(Box::new(
             testing::DivergentEngine::new(naive::NaiveEngine::new(weights.clone()), 3),
         )),

@@ -1,0 +1,519 @@
+//! AVX2 + FMA kernels (x86-64), 8 floats per register.
+//!
+//! Every public function here is a safe wrapper that checks its slice bounds and then calls a
+//! `#[target_feature(enable = "avx2,fma")]` body. The wrappers are reachable only through
+//! [`super::Kernels::detect`], which hands them out after `is_x86_feature_detected!` confirmed
+//! both features; that is the precondition every `unsafe` call below relies on.
+//!
+//! - [`matmul_cols`]: (T, K) x (K, N) on a range of output columns, in register tiles of
+//!   6 rows x 16 columns (12 accumulators), the weight row segment loaded once per k and reused by
+//!   all 6 rows. For T = 1 it switches to [`matvec_cols`].
+//! - [`matvec_cols`]: one row times the weight, streaming 4 weight rows at a time from start to
+//!   end (sequential reads, the memory-bandwidth-bound decode case), the output slice in L1.
+//! - [`dot_rows`]: the output layer, `x . wte[v]` for 4 vocabulary rows at a time.
+//! - element-wise: layer norm, GELU (vectorised tanh from a Cephes-style exp), softmax, add.
+
+#![allow(unsafe_op_in_unsafe_fn)]
+
+use std::arch::x86_64::*;
+
+use super::scalar;
+
+/// Horizontal sum of 8 lanes.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn hsum(v: __m256) -> f32 {
+    let lo = _mm256_castps256_ps128(v);
+    let hi = _mm256_extractf128_ps(v, 1);
+    let s = _mm_add_ps(lo, hi);
+    let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    let s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
+    _mm_cvtss_f32(s)
+}
+
+/// e^x for 8 lanes: range reduction to x = n ln2 + r, |r| <= ln2 / 2, a degree-6 polynomial for
+/// e^r (Cephes `expf` coefficients), and 2^n built in the exponent bits. Relative error ~1e-7.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn exp8(x: __m256) -> __m256 {
+    let x = _mm256_min_ps(
+        _mm256_max_ps(x, _mm256_set1_ps(-87.3)),
+        _mm256_set1_ps(88.3),
+    );
+    let n = _mm256_floor_ps(_mm256_fmadd_ps(
+        x,
+        _mm256_set1_ps(std::f32::consts::LOG2_E),
+        _mm256_set1_ps(0.5),
+    ));
+    // r = x - n ln2, with ln2 split in two parts for precision.
+    let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693_359_4), x);
+    let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.121_944_4e-4), r);
+    let mut p = _mm256_set1_ps(1.987_569_1e-4);
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.398_199_9e-3));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.333_452e-3));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.166_579_6e-2));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.666_666_5e-1));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.000_000_1e-1));
+    let r2 = _mm256_mul_ps(r, r);
+    let e_r = _mm256_add_ps(_mm256_fmadd_ps(p, r2, r), _mm256_set1_ps(1.0));
+    let pow2n = _mm256_castsi256_ps(_mm256_slli_epi32(
+        _mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)),
+        23,
+    ));
+    _mm256_mul_ps(e_r, pow2n)
+}
+
+/// tanh(u) = 1 - 2 / (e^(2u) + 1), saturating cleanly at +-1.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn tanh8(u: __m256) -> __m256 {
+    let e = exp8(_mm256_add_ps(u, u));
+    let one = _mm256_set1_ps(1.0);
+    _mm256_sub_ps(
+        one,
+        _mm256_div_ps(_mm256_set1_ps(2.0), _mm256_add_ps(e, one)),
+    )
+}
+
+// ---------------------------------------------------------------------------------------------
+// Matrix products
+
+/// Calls `$tile::<R>` for consecutive groups of R = 6 rows, then the remainder.
+macro_rules! row_groups {
+    ($t:expr, $tile:ident, $($arg:expr),*) => {{
+        let mut r = 0;
+        while r + 6 <= $t {
+            $tile::<6>($($arg,)* r);
+            r += 6;
+        }
+        match $t - r {
+            5 => $tile::<5>($($arg,)* r),
+            4 => $tile::<4>($($arg,)* r),
+            3 => $tile::<3>($($arg,)* r),
+            2 => $tile::<2>($($arg,)* r),
+            1 => $tile::<1>($($arg,)* r),
+            _ => {}
+        }
+    }};
+}
+
+/// See [`scalar::matmul_cols`]; same arguments.
+pub fn matmul_cols(
+    out: &mut [f32],
+    inp: &[f32],
+    w: &[f32],
+    bias: &[f32],
+    k: usize,
+    n: usize,
+    n0: usize,
+) {
+    let width = bias.len();
+    let t = inp.len() / k;
+    assert!(
+        inp.len() == t * k && out.len() == t * width && n0 + width <= n && w.len() >= k * n,
+        "matmul_cols: inconsistent shapes"
+    );
+    if t == 1 {
+        return matvec_cols(out, inp, w, bias, k, n, n0);
+    }
+    // SAFETY: AVX2 and FMA were detected before this kernel was handed out (module docs), and
+    // the shapes were checked above, which is all the unchecked indexing below relies on.
+    unsafe {
+        // Column tiles outside, row groups inside: a (K, 16) weight panel is read from memory
+        // once and then served from cache to every group of 6 rows.
+        let mut j = 0;
+        while j + 16 <= width {
+            row_groups!(t, tile16, out, inp, w, bias, k, n, n0 + j, j);
+            j += 16;
+        }
+        while j + 8 <= width {
+            row_groups!(t, tile8, out, inp, w, bias, k, n, n0 + j, j);
+            j += 8;
+        }
+        for jj in j..width {
+            for r in 0..t {
+                let mut s = bias[jj];
+                for kk in 0..k {
+                    s += inp[r * k + kk] * w[kk * n + n0 + jj];
+                }
+                out[r * width + jj] = s;
+            }
+        }
+    }
+}
+
+/// One register tile: rows `r0..r0 + R`, 16 output columns. `wc` is the tile's first column in
+/// the weight, `oc` in `out` (whose rows are `bias.len()` wide).
+#[allow(clippy::too_many_arguments)]
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn tile16<const R: usize>(
+    out: &mut [f32],
+    inp: &[f32],
+    w: &[f32],
+    bias: &[f32],
+    k: usize,
+    n: usize,
+    wc: usize,
+    oc: usize,
+    r0: usize,
+) {
+    let width = bias.len();
+    let a = inp.as_ptr().add(r0 * k);
+    let o = out.as_mut_ptr().add(r0 * width + oc);
+    let wp = w.as_ptr().add(wc);
+    let b0 = _mm256_loadu_ps(bias.as_ptr().add(oc));
+    let b1 = _mm256_loadu_ps(bias.as_ptr().add(oc + 8));
+    let mut acc = [[b0, b1]; R];
+    for kk in 0..k {
+        let wrow = wp.add(kk * n);
+        let w0 = _mm256_loadu_ps(wrow);
+        let w1 = _mm256_loadu_ps(wrow.add(8));
+        for (r, acc_r) in acc.iter_mut().enumerate() {
+            let x = _mm256_set1_ps(*a.add(r * k + kk));
+            acc_r[0] = _mm256_fmadd_ps(x, w0, acc_r[0]);
+            acc_r[1] = _mm256_fmadd_ps(x, w1, acc_r[1]);
+        }
+    }
+    for (r, acc_r) in acc.iter().enumerate() {
+        _mm256_storeu_ps(o.add(r * width), acc_r[0]);
+        _mm256_storeu_ps(o.add(r * width + 8), acc_r[1]);
+    }
+}
+
+/// As [`tile16`], 8 columns.
+#[allow(clippy::too_many_arguments)]
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn tile8<const R: usize>(
+    out: &mut [f32],
+    inp: &[f32],
+    w: &[f32],
+    bias: &[f32],
+    k: usize,
+    n: usize,
+    wc: usize,
+    oc: usize,
+    r0: usize,
+) {
+    let width = bias.len();
+    let a = inp.as_ptr().add(r0 * k);
+    let o = out.as_mut_ptr().add(r0 * width + oc);
+    let wp = w.as_ptr().add(wc);
+    let mut acc = [_mm256_loadu_ps(bias.as_ptr().add(oc)); R];
+    for kk in 0..k {
+        let w0 = _mm256_loadu_ps(wp.add(kk * n));
+        for (r, acc_r) in acc.iter_mut().enumerate() {
+            *acc_r = _mm256_fmadd_ps(_mm256_set1_ps(*a.add(r * k + kk)), w0, *acc_r);
+        }
+    }
+    for (r, acc_r) in acc.iter().enumerate() {
+        _mm256_storeu_ps(o.add(r * width), *acc_r);
+    }
+}
+
+/// One input row: `out (width) = x (K) @ w[:, n0..n0+width] + bias`. Streams the weight four
+/// rows at a time, front to back, accumulating into `out` (which stays in L1).
+pub fn matvec_cols(
+    out: &mut [f32],
+    x: &[f32],
+    w: &[f32],
+    bias: &[f32],
+    k: usize,
+    n: usize,
+    n0: usize,
+) {
+    let width = bias.len();
+    assert!(
+        x.len() == k && out.len() == width && n0 + width <= n && w.len() >= k * n,
+        "matvec_cols: inconsistent shapes"
+    );
+    // SAFETY: features detected before this kernel was handed out; shapes checked above.
+    unsafe { matvec_cols_avx2(out, x, w, bias, k, n, n0) }
+}
+
+#[target_feature(enable = "avx2,fma")]
+unsafe fn matvec_cols_avx2(
+    out: &mut [f32],
+    x: &[f32],
+    w: &[f32],
+    bias: &[f32],
+    k: usize,
+    n: usize,
+    n0: usize,
+) {
+    let width = bias.len();
+    out.copy_from_slice(bias);
+    let o = out.as_mut_ptr();
+    let mut kk = 0;
+    while kk + 4 <= k {
+        let (x0, x1, x2, x3) = (
+            _mm256_set1_ps(x[kk]),
+            _mm256_set1_ps(x[kk + 1]),
+            _mm256_set1_ps(x[kk + 2]),
+            _mm256_set1_ps(x[kk + 3]),
+        );
+        let p0 = w.as_ptr().add(kk * n + n0);
+        let (p1, p2, p3) = (p0.add(n), p0.add(2 * n), p0.add(3 * n));
+        let mut j = 0;
+        while j + 8 <= width {
+            let mut y = _mm256_loadu_ps(o.add(j));
+            y = _mm256_fmadd_ps(x0, _mm256_loadu_ps(p0.add(j)), y);
+            y = _mm256_fmadd_ps(x1, _mm256_loadu_ps(p1.add(j)), y);
+            y = _mm256_fmadd_ps(x2, _mm256_loadu_ps(p2.add(j)), y);
+            y = _mm256_fmadd_ps(x3, _mm256_loadu_ps(p3.add(j)), y);
+            _mm256_storeu_ps(o.add(j), y);
+            j += 8;
+        }
+        for jj in j..width {
+            *o.add(jj) += x[kk] * *p0.add(jj)
+                + x[kk + 1] * *p1.add(jj)
+                + x[kk + 2] * *p2.add(jj)
+                + x[kk + 3] * *p3.add(jj);
+        }
+        kk += 4;
+    }
+    for kr in kk..k {
+        let row = &w[kr * n + n0..kr * n + n0 + width];
+        axpy_avx2(out, x[kr], row);
+    }
+}
+
+/// `out[v] = x . rows[v]`, four rows at a time.
+pub fn dot_rows(out: &mut [f32], x: &[f32], rows: &[f32]) {
+    let c = x.len();
+    assert!(rows.len() == out.len() * c, "dot_rows: inconsistent shapes");
+    // SAFETY: features detected before this kernel was handed out; shapes checked above.
+    unsafe { dot_rows_avx2(out, x, rows) }
+}
+
+#[target_feature(enable = "avx2,fma")]
+unsafe fn dot_rows_avx2(out: &mut [f32], x: &[f32], rows: &[f32]) {
+    let c = x.len();
+    let xp = x.as_ptr();
+    let mut v = 0;
+    while v + 4 <= out.len() {
+        let p = rows.as_ptr().add(v * c);
+        let (mut a0, mut a1, mut a2, mut a3) = (
+            _mm256_setzero_ps(),
+            _mm256_setzero_ps(),
+            _mm256_setzero_ps(),
+            _mm256_setzero_ps(),
+        );
+        let mut i = 0;
+        while i + 8 <= c {
+            let xv = _mm256_loadu_ps(xp.add(i));
+            a0 = _mm256_fmadd_ps(xv, _mm256_loadu_ps(p.add(i)), a0);
+            a1 = _mm256_fmadd_ps(xv, _mm256_loadu_ps(p.add(c + i)), a1);
+            a2 = _mm256_fmadd_ps(xv, _mm256_loadu_ps(p.add(2 * c + i)), a2);
+            a3 = _mm256_fmadd_ps(xv, _mm256_loadu_ps(p.add(3 * c + i)), a3);
+            i += 8;
+        }
+        let mut s = [hsum(a0), hsum(a1), hsum(a2), hsum(a3)];
+        for ii in i..c {
+            for (r, s_r) in s.iter_mut().enumerate() {
+                *s_r += x[ii] * *p.add(r * c + ii);
+            }
+        }
+        out[v..v + 4].copy_from_slice(&s);
+        v += 4;
+    }
+    for vv in v..out.len() {
+        out[vv] = dot_avx2(x, &rows[vv * c..(vv + 1) * c]);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Vectors
+
+pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len(), "dot: lengths differ");
+    // SAFETY: features detected before this kernel was handed out; lengths checked above.
+    unsafe { dot_avx2(a, b) }
+}
+
+#[target_feature(enable = "avx2,fma")]
+unsafe fn dot_avx2(a: &[f32], b: &[f32]) -> f32 {
+    let (pa, pb) = (a.as_ptr(), b.as_ptr());
+    let (mut s0, mut s1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+    let mut i = 0;
+    while i + 16 <= a.len() {
+        s0 = _mm256_fmadd_ps(_mm256_loadu_ps(pa.add(i)), _mm256_loadu_ps(pb.add(i)), s0);
+        s1 = _mm256_fmadd_ps(
+            _mm256_loadu_ps(pa.add(i + 8)),
+            _mm256_loadu_ps(pb.add(i + 8)),
+            s1,
+        );
+        i += 16;
+    }
+    if i + 8 <= a.len() {
+        s0 = _mm256_fmadd_ps(_mm256_loadu_ps(pa.add(i)), _mm256_loadu_ps(pb.add(i)), s0);
+        i += 8;
+    }
+    let mut s = hsum(_mm256_add_ps(s0, s1));
+    for j in i..a.len() {
+        s += a[j] * b[j];
+    }
+    s
+}
+
+pub fn axpy(y: &mut [f32], alpha: f32, x: &[f32]) {
+    assert_eq!(y.len(), x.len(), "axpy: lengths differ");
+    // SAFETY: features detected before this kernel was handed out; lengths checked above.
+    unsafe { axpy_avx2(y, alpha, x) }
+}
+
+#[target_feature(enable = "avx2,fma")]
+unsafe fn axpy_avx2(y: &mut [f32], alpha: f32, x: &[f32]) {
+    let a = _mm256_set1_ps(alpha);
+    let (py, px) = (y.as_mut_ptr(), x.as_ptr());
+    let mut i = 0;
+    while i + 8 <= y.len() {
+        let v = _mm256_fmadd_ps(a, _mm256_loadu_ps(px.add(i)), _mm256_loadu_ps(py.add(i)));
+        _mm256_storeu_ps(py.add(i), v);
+        i += 8;
+    }
+    for j in i..y.len() {
+        y[j] += alpha * x[j];
+    }
+}
+
+pub fn add(x: &mut [f32], y: &[f32]) {
+    assert_eq!(x.len(), y.len(), "add: lengths differ");
+    // SAFETY: features detected before this kernel was handed out; lengths checked above.
+    unsafe { axpy_avx2(x, 1.0, y) }
+}
+
+pub fn layernorm(out: &mut [f32], x: &[f32], w: &[f32], b: &[f32], eps: f32) {
+    let c = x.len();
+    assert!(
+        out.len() == c && w.len() == c && b.len() == c,
+        "layernorm: lengths differ"
+    );
+    // SAFETY: features detected before this kernel was handed out; lengths checked above.
+    unsafe { layernorm_avx2(out, x, w, b, eps) }
+}
+
+#[target_feature(enable = "avx2,fma")]
+unsafe fn layernorm_avx2(out: &mut [f32], x: &[f32], w: &[f32], b: &[f32], eps: f32) {
+    let c = x.len();
+    let px = x.as_ptr();
+    let mut s = _mm256_setzero_ps();
+    let mut i = 0;
+    while i + 8 <= c {
+        s = _mm256_add_ps(s, _mm256_loadu_ps(px.add(i)));
+        i += 8;
+    }
+    let mut sum = hsum(s);
+    for v in &x[i..] {
+        sum += v;
+    }
+    let mean = sum / c as f32;
+    let m = _mm256_set1_ps(mean);
+    let mut s = _mm256_setzero_ps();
+    i = 0;
+    while i + 8 <= c {
+        let d = _mm256_sub_ps(_mm256_loadu_ps(px.add(i)), m);
+        s = _mm256_fmadd_ps(d, d, s);
+        i += 8;
+    }
+    let mut var = hsum(s);
+    for v in &x[i..] {
+        var += (v - mean) * (v - mean);
+    }
+    let rstd = 1.0 / (var / c as f32 + eps).sqrt();
+    let r = _mm256_set1_ps(rstd);
+    let po = out.as_mut_ptr();
+    i = 0;
+    while i + 8 <= c {
+        let d = _mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(px.add(i)), m), r);
+        let y = _mm256_fmadd_ps(
+            d,
+            _mm256_loadu_ps(w.as_ptr().add(i)),
+            _mm256_loadu_ps(b.as_ptr().add(i)),
+        );
+        _mm256_storeu_ps(po.add(i), y);
+        i += 8;
+    }
+    for j in i..c {
+        out[j] = (x[j] - mean) * rstd * w[j] + b[j];
+    }
+}
+
+pub fn gelu(x: &mut [f32]) {
+    // SAFETY: features detected before this kernel was handed out; the body stays in bounds.
+    unsafe { gelu_avx2(x) }
+}
+
+#[target_feature(enable = "avx2,fma")]
+unsafe fn gelu_avx2(x: &mut [f32]) {
+    let s = _mm256_set1_ps((2.0f32 / std::f32::consts::PI).sqrt());
+    let c = _mm256_set1_ps(0.044715);
+    let half = _mm256_set1_ps(0.5);
+    let one = _mm256_set1_ps(1.0);
+    let p = x.as_mut_ptr();
+    let mut i = 0;
+    while i + 8 <= x.len() {
+        let u = _mm256_loadu_ps(p.add(i));
+        let u3 = _mm256_mul_ps(_mm256_mul_ps(u, u), u);
+        let inner = _mm256_mul_ps(s, _mm256_fmadd_ps(c, u3, u));
+        let y = _mm256_mul_ps(_mm256_mul_ps(half, u), _mm256_add_ps(one, tanh8(inner)));
+        _mm256_storeu_ps(p.add(i), y);
+        i += 8;
+    }
+    scalar::gelu(&mut x[i..]);
+}
+
+pub fn softmax(x: &mut [f32]) {
+    // SAFETY: features detected before this kernel was handed out; the body stays in bounds.
+    unsafe { softmax_avx2(x) }
+}
+
+#[target_feature(enable = "avx2,fma")]
+unsafe fn softmax_avx2(x: &mut [f32]) {
+    let max = x.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+    let m = _mm256_set1_ps(max);
+    let p = x.as_mut_ptr();
+    let mut acc = _mm256_setzero_ps();
+    let mut i = 0;
+    while i + 8 <= x.len() {
+        let e = exp8(_mm256_sub_ps(_mm256_loadu_ps(p.add(i)), m));
+        _mm256_storeu_ps(p.add(i), e);
+        acc = _mm256_add_ps(acc, e);
+        i += 8;
+    }
+    let mut sum = hsum(acc);
+    for v in &mut x[i..] {
+        *v = (*v - max).exp();
+        sum += *v;
+    }
+    let inv = 1.0 / sum;
+    for v in x.iter_mut() {
+        *v *= inv;
+    }
+}
+
+/// Peak-throughput probe: `iters` rounds of 12 independent FMA chains (enough to keep both FMA
+/// pipes busy through their latency), entirely in registers. Returns a value that depends on
+/// every chain so the work cannot be optimised away.
+pub fn fma_loop(iters: u64) -> f32 {
+    // SAFETY: features detected before this kernel was handed out; no memory is accessed.
+    unsafe { fma_loop_avx2(iters) }
+}
+
+#[target_feature(enable = "avx2,fma")]
+unsafe fn fma_loop_avx2(iters: u64) -> f32 {
+    let a = _mm256_set1_ps(0.999_999);
+    let b = _mm256_set1_ps(1e-7);
+    let mut acc = [_mm256_set1_ps(1.0); 12];
+    for _ in 0..iters {
+        for x in acc.iter_mut() {
+            *x = _mm256_fmadd_ps(*x, a, b);
+        }
+    }
+    let mut s = _mm256_setzero_ps();
+    for x in acc {
+        s = _mm256_add_ps(s, x);
+    }
+    hsum(s)
+}

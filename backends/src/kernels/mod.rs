@@ -1,0 +1,360 @@
+//! Hand-written kernels for the `simd` and `simd-kv` backends, chosen at run time, and the
+//! drivers that spread them over a persistent thread pool.
+//!
+//! [`Kernels::detect`] picks the best instruction set the CPU has: AVX2+FMA on x86-64 (checked
+//! with `is_x86_feature_detected!`), NEON on aarch64 (baseline there), otherwise the portable
+//! scalar kernels, which are always compiled. `GPT2_BENCH_FORCE_SCALAR=1` forces the scalar ones,
+//! so tests and CI exercise both paths on the same machine.
+//!
+//! The drivers ([`Compute`]) split work by output columns (matrix products), vocabulary rows (the
+//! output layer), or positions/heads (attention) across a rayon pool built once per engine, so no
+//! thread is spawned per matmul. Splitting by columns means each weight byte is read by exactly
+//! one thread, which is what a bandwidth-bound decode step needs.
+
+pub mod scalar;
+
+// Private: their kernels are reachable only through `Kernels::detect`, after detection.
+#[cfg(target_arch = "x86_64")]
+mod avx2;
+
+#[cfg(target_arch = "aarch64")]
+mod neon;
+
+pub mod probe;
+
+use rayon::prelude::*;
+
+/// Environment variable that forces the scalar kernels when set to `1`.
+pub const FORCE_SCALAR_ENV: &str = "GPT2_BENCH_FORCE_SCALAR";
+
+/// The instruction set a [`Kernels`] table uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Isa {
+    Avx2Fma,
+    Neon,
+    Scalar,
+}
+
+impl Isa {
+    pub fn name(self) -> &'static str {
+        match self {
+            Isa::Avx2Fma => "avx2+fma",
+            Isa::Neon => "neon",
+            Isa::Scalar => "scalar",
+        }
+    }
+}
+
+type MatmulCols = fn(&mut [f32], &[f32], &[f32], &[f32], usize, usize, usize);
+
+/// A table of kernels for one instruction set. Only [`Kernels::detect`] and
+/// [`Kernels::scalar`] build one, so a SIMD kernel is never reachable on a CPU without it.
+#[derive(Clone, Copy)]
+pub struct Kernels {
+    isa: Isa,
+    matmul_cols: MatmulCols,
+    dot_rows: fn(&mut [f32], &[f32], &[f32]),
+    dot: fn(&[f32], &[f32]) -> f32,
+    axpy: fn(&mut [f32], f32, &[f32]),
+    add: fn(&mut [f32], &[f32]),
+    layernorm: fn(&mut [f32], &[f32], &[f32], &[f32], f32),
+    gelu: fn(&mut [f32]),
+    softmax: fn(&mut [f32]),
+    /// (kernel, flops per iteration) for the peak-throughput probe.
+    fma_probe: (fn(u64) -> f32, u64),
+}
+
+impl std::fmt::Debug for Kernels {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Kernels").field("isa", &self.isa).finish()
+    }
+}
+
+impl Kernels {
+    /// The portable kernels.
+    pub fn scalar() -> Self {
+        Kernels {
+            isa: Isa::Scalar,
+            matmul_cols: scalar::matmul_cols,
+            dot_rows: scalar::dot_rows,
+            dot: scalar::dot,
+            axpy: scalar::axpy,
+            add: scalar::add,
+            layernorm: scalar::layernorm,
+            gelu: scalar::gelu,
+            softmax: scalar::softmax,
+            fma_probe: (scalar::fma_loop, 12 * 2),
+        }
+    }
+
+    /// The best kernels this CPU supports, unless `GPT2_BENCH_FORCE_SCALAR=1`.
+    pub fn detect() -> Self {
+        if std::env::var(FORCE_SCALAR_ENV).is_ok_and(|v| v == "1") {
+            return Self::scalar();
+        }
+        Self::best_available()
+    }
+
+    /// The best kernels this CPU supports, ignoring the environment.
+    pub fn best_available() -> Self {
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        {
+            return Kernels {
+                isa: Isa::Avx2Fma,
+                matmul_cols: avx2::matmul_cols,
+                dot_rows: avx2::dot_rows,
+                dot: avx2::dot,
+                axpy: avx2::axpy,
+                add: avx2::add,
+                layernorm: avx2::layernorm,
+                gelu: avx2::gelu,
+                softmax: avx2::softmax,
+                fma_probe: (avx2::fma_loop, 12 * 8 * 2),
+            };
+        }
+        #[cfg(target_arch = "aarch64")]
+        return Kernels {
+            isa: Isa::Neon,
+            matmul_cols: neon::matmul_cols,
+            dot_rows: neon::dot_rows,
+            dot: neon::dot,
+            axpy: neon::axpy,
+            add: neon::add,
+            layernorm: neon::layernorm,
+            gelu: neon::gelu,
+            softmax: neon::softmax,
+            fma_probe: (scalar::fma_loop, 12 * 2),
+        };
+        #[allow(unreachable_code)]
+        Self::scalar()
+    }
+
+    pub fn isa(&self) -> Isa {
+        self.isa
+    }
+
+    /// `out (T, width) = inp (T, K) @ w[:, n0..n0 + width] + bias`, `w` being (K, N).
+    #[allow(clippy::too_many_arguments)]
+    pub fn matmul_cols(
+        &self,
+        out: &mut [f32],
+        inp: &[f32],
+        w: &[f32],
+        bias: &[f32],
+        k: usize,
+        n: usize,
+        n0: usize,
+    ) {
+        (self.matmul_cols)(out, inp, w, bias, k, n, n0)
+    }
+
+    /// `out[r] = x . rows[r]`.
+    pub fn dot_rows(&self, out: &mut [f32], x: &[f32], rows: &[f32]) {
+        (self.dot_rows)(out, x, rows)
+    }
+
+    pub fn dot(&self, a: &[f32], b: &[f32]) -> f32 {
+        (self.dot)(a, b)
+    }
+
+    /// `y += alpha * x`.
+    pub fn axpy(&self, y: &mut [f32], alpha: f32, x: &[f32]) {
+        (self.axpy)(y, alpha, x)
+    }
+
+    /// `x += y`.
+    pub fn add(&self, x: &mut [f32], y: &[f32]) {
+        (self.add)(x, y)
+    }
+
+    /// Layer norm of one row.
+    pub fn layernorm(&self, out: &mut [f32], x: &[f32], w: &[f32], b: &[f32], eps: f32) {
+        (self.layernorm)(out, x, w, b, eps)
+    }
+
+    pub fn gelu(&self, x: &mut [f32]) {
+        (self.gelu)(x)
+    }
+
+    pub fn softmax(&self, x: &mut [f32]) {
+        (self.softmax)(x)
+    }
+
+    /// Runs the peak-FMA probe for `iters` iterations; returns (checksum, flops done).
+    pub fn fma_probe(&self, iters: u64) -> (f32, u64) {
+        let (f, flops_per_iter) = self.fma_probe;
+        (f(iters), iters * flops_per_iter)
+    }
+}
+
+/// Kernels plus the thread pool they run on.
+pub struct Compute {
+    pub kernels: Kernels,
+    pool: std::sync::Arc<rayon::ThreadPool>,
+    threads: usize,
+}
+
+impl Compute {
+    pub fn new(kernels: Kernels, threads: usize) -> Result<Self, String> {
+        let threads = threads.max(1);
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .thread_name(|i| format!("gpt2-simd-{i}"))
+            .build()
+            .map_err(|e| format!("cannot start {threads} worker threads: {e}"))?;
+        Ok(Compute {
+            kernels,
+            pool: std::sync::Arc::new(pool),
+            threads,
+        })
+    }
+
+    pub fn threads(&self) -> usize {
+        self.threads
+    }
+
+    /// The pool, to run a whole forward pass inside (`pool.install(...)`).
+    pub fn pool(&self) -> std::sync::Arc<rayon::ThreadPool> {
+        self.pool.clone()
+    }
+
+    /// Width of each thread's column slice: a multiple of 16 (one register tile).
+    fn column_chunk(&self, n: usize) -> usize {
+        n.div_ceil(self.threads).div_ceil(16).max(1) * 16
+    }
+
+    /// `out (T, N) = inp (T, K) @ w (K, N) + bias`, split by output columns across the pool.
+    /// For T > 1 each thread writes its columns into `scratch` (at least T*N), which is then
+    /// copied into `out`; for T = 1 the slices of `out` are contiguous and written in place.
+    /// Must run inside the pool.
+    #[allow(clippy::too_many_arguments)]
+    pub fn linear(
+        &self,
+        out: &mut [f32],
+        inp: &[f32],
+        w: &[f32],
+        bias: &[f32],
+        k: usize,
+        n: usize,
+        scratch: &mut [f32],
+    ) {
+        let t = inp.len() / k;
+        let cw = self.column_chunk(n);
+        let kern = self.kernels;
+        if t == 1 {
+            out[..n].par_chunks_mut(cw).enumerate().for_each(|(j, o)| {
+                let n0 = j * cw;
+                kern.matmul_cols(o, inp, w, &bias[n0..n0 + o.len()], k, n, n0)
+            });
+            return;
+        }
+        let scratch = &mut scratch[..t * n];
+        scratch
+            .par_chunks_mut(t * cw)
+            .enumerate()
+            .for_each(|(j, s)| {
+                let n0 = j * cw;
+                let width = s.len() / t;
+                kern.matmul_cols(s, inp, w, &bias[n0..n0 + width], k, n, n0)
+            });
+        // Scatter the column blocks back into row-major order.
+        out[..t * n]
+            .par_chunks_mut(n)
+            .enumerate()
+            .for_each(|(row, o)| {
+                let mut n0 = 0;
+                for block in scratch.chunks(t * cw) {
+                    let width = block.len() / t;
+                    o[n0..n0 + width].copy_from_slice(&block[row * width..(row + 1) * width]);
+                    n0 += width;
+                }
+            });
+    }
+
+    /// `logits[v] = x . rows[v]` (the output layer), split by vocabulary rows. Inside the pool.
+    pub fn logits(&self, logits: &mut [f32], x: &[f32], rows: &[f32]) {
+        let c = x.len();
+        let chunk = logits.len().div_ceil(self.threads * 4).max(1);
+        let kern = self.kernels;
+        logits
+            .par_chunks_mut(chunk)
+            .zip(rows.par_chunks(chunk * c))
+            .for_each(|(o, r)| kern.dot_rows(o, x, r));
+    }
+
+    /// Layer norm of every row of `inp (T, C)` into `out`. Inside the pool.
+    pub fn layernorm_rows(&self, out: &mut [f32], inp: &[f32], w: &[f32], b: &[f32], eps: f32) {
+        let c = w.len();
+        let kern = self.kernels;
+        out.par_chunks_mut(c)
+            .zip(inp.par_chunks(c))
+            .for_each(|(o, x)| kern.layernorm(o, x, w, b, eps));
+    }
+
+    /// GELU in place, in parallel slices. Inside the pool.
+    pub fn gelu(&self, x: &mut [f32]) {
+        let kern = self.kernels;
+        let chunk = x.len().div_ceil(self.threads).max(4096);
+        x.par_chunks_mut(chunk).for_each(|s| kern.gelu(s));
+    }
+
+    /// `x += y`. Cheap; single-threaded.
+    pub fn add(&self, x: &mut [f32], y: &[f32]) {
+        self.kernels.add(x, y)
+    }
+
+    /// Causal attention of T new positions (absolute positions `pos0..pos0 + T`) against the
+    /// keys and values of positions `0..pos0 + T` in the cache.
+    ///
+    /// `att (T, C)` out (C = n_embd); `qkv (T, 3C)` holds the new queries in its first C columns;
+    /// `k_cache`, `v_cache` are (n_ctx, C) with the new positions already written;
+    /// `scores` has room for `max(T, n_head) * n_ctx`. Work is split by position, or by head
+    /// when there is a single position (decode). Inside the pool.
+    #[allow(clippy::too_many_arguments)]
+    pub fn attention(
+        &self,
+        att: &mut [f32],
+        qkv: &[f32],
+        k_cache: &[f32],
+        v_cache: &[f32],
+        scores: &mut [f32],
+        pos0: usize,
+        c: usize,
+        n_head: usize,
+        n_ctx: usize,
+    ) {
+        let t = att.len() / c;
+        let d = c / n_head;
+        let scale = 1.0 / (d as f32).sqrt();
+        let kern = self.kernels;
+        // One head of one position: scores, softmax, weighted sum of values.
+        let head = |out: &mut [f32], q: &[f32], s: &mut [f32], pos: usize, h: usize| {
+            let s = &mut s[..=pos];
+            for (j, sj) in s.iter_mut().enumerate() {
+                *sj = kern.dot(q, &k_cache[j * c + h * d..j * c + (h + 1) * d]) * scale;
+            }
+            kern.softmax(s);
+            out.fill(0.0);
+            for (j, &p) in s.iter().enumerate() {
+                kern.axpy(out, p, &v_cache[j * c + h * d..j * c + (h + 1) * d]);
+            }
+        };
+        if t == 1 {
+            att.par_chunks_mut(d)
+                .zip(scores.par_chunks_mut(n_ctx))
+                .enumerate()
+                .for_each(|(h, (out, s))| head(out, &qkv[h * d..(h + 1) * d], s, pos0, h));
+        } else {
+            att.par_chunks_mut(c)
+                .zip(scores.par_chunks_mut(n_ctx))
+                .enumerate()
+                .for_each(|(i, (row, s))| {
+                    for h in 0..n_head {
+                        let q = &qkv[i * 3 * c + h * d..i * 3 * c + (h + 1) * d];
+                        head(&mut row[h * d..(h + 1) * d], q, s, pos0 + i, h);
+                    }
+                });
+        }
+    }
+}

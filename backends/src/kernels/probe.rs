@@ -1,0 +1,60 @@
+//! This machine's limits, measured in the same run as a benchmark: read bandwidth with all
+//! threads (which bounds batch-1 decode, since every weight is read once per token) and peak f32
+//! FMA throughput (which bounds prefill). Both use the same kernels and thread pool as the
+//! `simd` backends.
+
+use std::time::Instant;
+
+use rayon::prelude::*;
+
+use super::Compute;
+
+/// Best read bandwidth in bytes per second over `passes` reads of a `bytes`-sized buffer
+/// (choose it well above the last-level cache; the weights of GPT-2 small are 0.5 GB).
+pub fn read_bandwidth(compute: &Compute, bytes: usize, passes: usize) -> f64 {
+    let buf = vec![1.0f32; bytes / 4];
+    let kern = compute.kernels;
+    let chunk = buf.len().div_ceil(compute.threads());
+    let mut best = 0.0f64;
+    let pool = compute.pool();
+    for _ in 0..passes {
+        let start = Instant::now();
+        let sum: f32 = pool.install(|| buf.par_chunks(chunk).map(|c| kern.dot(c, c)).sum());
+        let secs = start.elapsed().as_secs_f64();
+        std::hint::black_box(sum);
+        best = best.max(buf.len() as f64 * 4.0 / secs);
+    }
+    best
+}
+
+/// Peak f32 multiply-add throughput in FLOP/s with every thread of the pool busy for about
+/// `seconds`.
+pub fn peak_flops(compute: &Compute, seconds: f64) -> f64 {
+    let kern = compute.kernels;
+    let threads = compute.threads();
+    // Calibrate on one thread, then run every thread for the target time.
+    let mut iters = 1u64 << 16;
+    loop {
+        let start = Instant::now();
+        std::hint::black_box(kern.fma_probe(iters));
+        if start.elapsed().as_secs_f64() > 0.02 {
+            let per_iter = start.elapsed().as_secs_f64() / iters as f64;
+            iters = ((seconds / per_iter) as u64).max(1);
+            break;
+        }
+        iters *= 4;
+    }
+    let pool = compute.pool();
+    let start = Instant::now();
+    let flops: u64 = pool.install(|| {
+        (0..threads)
+            .into_par_iter()
+            .map(|_| {
+                let (check, flops) = kern.fma_probe(iters);
+                std::hint::black_box(check);
+                flops
+            })
+            .sum()
+    });
+    flops as f64 / start.elapsed().as_secs_f64()
+}

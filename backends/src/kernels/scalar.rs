@@ -1,0 +1,96 @@
+//! Portable kernels: plain Rust, always compiled, used when no SIMD instruction set is detected
+//! or when `GPT2_BENCH_FORCE_SCALAR=1`. They define what every SIMD kernel must compute.
+
+/// Rows of a matrix product: `out (T, N) = inp (T, K) @ w (K, N) + bias (N)`, restricted to the
+/// output columns `n0..n0 + width`: `out` is `(T, width)`, `bias` is that slice of the bias.
+pub fn matmul_cols(
+    out: &mut [f32],
+    inp: &[f32],
+    w: &[f32],
+    bias: &[f32],
+    k: usize,
+    n: usize,
+    n0: usize,
+) {
+    let width = bias.len();
+    for (out_row, in_row) in out.chunks_exact_mut(width).zip(inp.chunks_exact(k)) {
+        out_row.copy_from_slice(bias);
+        for (kk, &a) in in_row.iter().enumerate() {
+            let w_row = &w[kk * n + n0..kk * n + n0 + width];
+            for (o, &wv) in out_row.iter_mut().zip(w_row) {
+                *o += a * wv;
+            }
+        }
+    }
+}
+
+/// `out[r] = x . rows[r]` for each row of `rows (R, C)`.
+pub fn dot_rows(out: &mut [f32], x: &[f32], rows: &[f32]) {
+    let c = x.len();
+    for (o, row) in out.iter_mut().zip(rows.chunks_exact(c)) {
+        *o = dot(x, row);
+    }
+}
+
+pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+/// `y += alpha * x`.
+pub fn axpy(y: &mut [f32], alpha: f32, x: &[f32]) {
+    for (a, b) in y.iter_mut().zip(x) {
+        *a += alpha * b;
+    }
+}
+
+/// `x += y`.
+pub fn add(x: &mut [f32], y: &[f32]) {
+    for (a, b) in x.iter_mut().zip(y) {
+        *a += b;
+    }
+}
+
+/// Layer norm of one row.
+pub fn layernorm(out: &mut [f32], x: &[f32], w: &[f32], b: &[f32], eps: f32) {
+    let c = x.len() as f32;
+    let mean = x.iter().sum::<f32>() / c;
+    let var = x.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / c;
+    let rstd = 1.0 / (var + eps).sqrt();
+    for i in 0..x.len() {
+        out[i] = (x[i] - mean) * rstd * w[i] + b[i];
+    }
+}
+
+/// GPT-2's tanh GELU, in place.
+pub fn gelu(x: &mut [f32]) {
+    let s = (2.0f32 / std::f32::consts::PI).sqrt();
+    for v in x.iter_mut() {
+        let u = *v;
+        *v = 0.5 * u * (1.0 + (s * (u + 0.044715 * u * u * u)).tanh());
+    }
+}
+
+/// Softmax in place.
+pub fn softmax(x: &mut [f32]) {
+    let max = x.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+    let mut sum = 0.0;
+    for v in x.iter_mut() {
+        *v = (*v - max).exp();
+        sum += *v;
+    }
+    let inv = 1.0 / sum;
+    for v in x.iter_mut() {
+        *v *= inv;
+    }
+}
+
+/// Peak-throughput probe: 12 independent multiply-add chains. See `avx2::fma_loop`.
+pub fn fma_loop(iters: u64) -> f32 {
+    let mut acc = [1.0f32; 12];
+    for _ in 0..iters {
+        for x in acc.iter_mut() {
+            *x = x.mul_add(0.999_999, 1e-7);
+        }
+    }
+    acc.iter().sum()
+}
