@@ -29,7 +29,7 @@ pub struct SimdModel<'w> {
     att: Vec<f32>,     // (T, C)
     proj: Vec<f32>,    // (T, C)
     fc: Vec<f32>,      // (T, H)
-    scratch: Vec<f32>, // (T, max(3C, H)) column blocks of a threaded matmul
+    scratch: Vec<f32>, // (max(T, 4 threads), max(3C, H)) partial results of a threaded matmul
     scores: Vec<f32>,  // (max(n_ctx, n_head), n_ctx) attention scores
     ln_f: Vec<f32>,    // (C)
     logits: Vec<f32>,  // (V)
@@ -45,14 +45,14 @@ impl<'w> SimdModel<'w> {
         let kv = c.n_layer as usize * n_ctx * e;
         let zeros = |n: usize| vec![0.0f32; n];
         Ok(SimdModel {
-            compute: Compute::new(kernels, threads)?,
+            compute: Compute::new(kernels, threads, (3 * e).max(h))?,
             x: zeros(n_ctx * e),
             ln: zeros(n_ctx * e),
             qkv: zeros(n_ctx * 3 * e),
             att: zeros(n_ctx * e),
             proj: zeros(n_ctx * e),
             fc: zeros(n_ctx * h),
-            scratch: zeros(n_ctx * (3 * e).max(h)),
+            scratch: zeros(n_ctx.max(4 * threads) * (3 * e).max(h)),
             scores: zeros(n_ctx.max(c.n_head as usize) * n_ctx),
             ln_f: zeros(e),
             logits: zeros(c.vocab_size as usize),

@@ -107,3 +107,63 @@ fn input_errors_are_reported_not_panics() {
         )
     );
 }
+
+/// The simd backends on every kernel set this machine has (its SIMD one and the scalar fallback
+/// that `GPT2_BENCH_FORCE_SCALAR=1` selects) and on 1 and 3 threads, against naive.
+#[test]
+fn simd_backends_on_every_kernel_set_and_thread_count() {
+    use gpt2_backends::Engine;
+    use gpt2_backends::kernels::Kernels;
+    use gpt2_backends::simd::{SimdEngine, SimdKvEngine};
+
+    let tmp = tempfile::tempdir().unwrap();
+    for file in [
+        tiny(tmp.path()),
+        synthetic(tmp.path(), odd_config(), "odd", 4),
+    ] {
+        let w = file.gpt2().unwrap();
+        let prompt = [464, 3616, 286, 1204, 318, 11];
+        let mut naive = create("naive", &w, &EngineOptions::default()).unwrap();
+        let mut want = vec![naive.prefill(&prompt).unwrap().to_vec()];
+        let mut fed = Vec::new();
+        for _ in 0..DECODE_STEPS {
+            fed.push(argmax(want.last().unwrap()));
+            want.push(naive.step(*fed.last().unwrap()).unwrap().to_vec());
+        }
+        for kernels in [Kernels::best_available(), Kernels::scalar()] {
+            for threads in [1, 3] {
+                let engines: Vec<Box<dyn Engine>> = vec![
+                    Box::new(SimdEngine::new(w.clone(), kernels, threads).unwrap()),
+                    Box::new(SimdKvEngine::new(w.clone(), kernels, threads).unwrap()),
+                ];
+                for mut e in engines {
+                    let label = format!("{} {:?} {threads} threads", e.name(), kernels.isa());
+                    let diff = max_abs_diff(e.prefill(&prompt).unwrap(), &want[0]);
+                    assert!(diff <= LOGIT_TOLERANCE, "{label} prefill: {diff}");
+                    for (i, &t) in fed.iter().enumerate() {
+                        let diff = max_abs_diff(e.step(t).unwrap(), &want[i + 1]);
+                        assert!(diff <= LOGIT_TOLERANCE, "{label} step {i}: {diff}");
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn simd_kv_reports_its_cache() {
+    let tmp = tempfile::tempdir().unwrap();
+    let f = tiny(tmp.path());
+    let w = f.gpt2().unwrap();
+    let e = create("simd-kv", &w, &EngineOptions::default()).unwrap();
+    let info = e.info();
+    assert!(info.kv_cache);
+    // 3 layers x (K and V) x 128 positions x 60 channels x 4 bytes.
+    assert_eq!(info.kv_cache_bytes, 3 * 2 * 128 * 60 * 4);
+    assert!(
+        !create("simd", &w, &EngineOptions::default())
+            .unwrap()
+            .info()
+            .kv_cache
+    );
+}

@@ -9,6 +9,7 @@ mod generate;
 mod machine;
 mod model;
 mod report;
+mod roofline;
 
 use std::collections::HashSet;
 use std::io::{IsTerminal, Write};
@@ -24,6 +25,12 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::generate::{Generation, generate, max_new_tokens};
 use crate::report::{BackendResult, Divergence, Format, ModelInfo, NEAR_TIE_GAP, Report};
+
+/// The text behind `--prompt-tokens N`: its GPT-2 tokens, repeated and cut to N.
+const SYNTHETIC_PROMPT_TEXT: &str = "The history of computing is a story of machines that \
+    learned to do arithmetic faster than the people who built them. Early calculators used gears \
+    and levers; later ones used relays, vacuum tubes and finally transistors, each generation \
+    smaller, cheaper and more reliable than the last. ";
 
 /// Exit status when every backend matched (or the single run succeeded).
 const EXIT_OK: u8 = 0;
@@ -91,8 +98,12 @@ struct RunArgs {
     #[arg(long, conflicts_with = "prompt_ids")]
     prompt: Option<String>,
     /// The prompt as token ids, e.g. "15496 995" (spaces or commas).
-    #[arg(long, value_name = "IDS")]
+    #[arg(long, value_name = "IDS", conflicts_with = "prompt_tokens")]
     prompt_ids: Option<String>,
+    /// A synthetic prompt of exactly N tokens (a fixed English text, repeated as needed), for
+    /// measuring prefill and decode at a chosen context length.
+    #[arg(long, value_name = "N", conflicts_with = "prompt")]
+    prompt_tokens: Option<usize>,
     /// Weight file [default: weights/gpt2.bin, see below].
     #[arg(long, value_name = "FILE")]
     model: Option<PathBuf>,
@@ -108,6 +119,13 @@ struct RunArgs {
     /// No progress output on stderr.
     #[arg(long, short)]
     quiet: bool,
+    /// Measure this machine's read bandwidth and peak FMA rate, and print the decode roofline
+    /// of the model. With --compare, skip that measurement with --no-roofline.
+    #[arg(long, conflicts_with_all = ["compare", "backend"])]
+    roofline: bool,
+    /// With --compare: do not measure the roofline (saves about a second).
+    #[arg(long, requires = "compare")]
+    no_roofline: bool,
 }
 
 fn main() -> ExitCode {
@@ -145,11 +163,22 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
         None => {}
     }
     let args = cli.run;
+    if args.roofline {
+        let options = engine_options(args.threads)?;
+        let path = model::resolve(args.model.as_deref(), args.quiet)?;
+        let file = WeightFile::open(&path)?;
+        let r = roofline::measure(file.config(), options.threads)?;
+        print_stdout(&report::render_roofline(
+            &r,
+            &file.header().provenance.model_name,
+        ))?;
+        return Ok(EXIT_OK);
+    }
     if !args.compare && args.backend.is_none() {
         bail!("give --compare (all backends) or --backend NAME (one backend); see --help");
     }
-    if args.prompt.is_none() && args.prompt_ids.is_none() {
-        bail!("give a prompt: --prompt TEXT or --prompt-ids \"15496 995\"");
+    if args.prompt.is_none() && args.prompt_ids.is_none() && args.prompt_tokens.is_none() {
+        bail!("give a prompt: --prompt TEXT, --prompt-ids \"15496 995\" or --prompt-tokens N");
     }
     if args.max_tokens == 0 {
         bail!("--max-tokens must be at least 1");
@@ -277,6 +306,14 @@ fn prompt_ids(
 ) -> anyhow::Result<Vec<u32>> {
     let config = file.config();
     let ids = match (&args.prompt, &args.prompt_ids) {
+        _ if args.prompt_tokens.is_some() => {
+            let n = args.prompt_tokens.unwrap_or_default();
+            if n == 0 {
+                bail!("--prompt-tokens must be at least 1");
+            }
+            let base = tokenizer.encode(SYNTHETIC_PROMPT_TEXT)?;
+            base.iter().copied().cycle().take(n).collect()
+        }
         (Some(text), _) => {
             if text.is_empty() {
                 bail!("--prompt is empty; give some text");
@@ -306,7 +343,7 @@ fn prompt_ids(
             }
             ids
         }
-        (None, None) => unreachable!("checked by the caller"),
+        (None, None) => bail!("give a prompt"),
     };
     if ids.len() > config.n_ctx as usize {
         bail!(
@@ -365,6 +402,12 @@ fn compare(
     notes: Vec<String>,
 ) -> anyhow::Result<u8> {
     let weights = file.gpt2()?;
+    let roofline = if args.no_roofline {
+        None
+    } else {
+        Some(roofline::measure(file.config(), options.threads)?)
+    };
+    let prefill_flops = roofline::prefill_flops(file.config(), prompt.len());
     let mut runs: Vec<(String, gpt2_backends::EngineInfo, Generation)> = Vec::new();
     for name in selected {
         let mut engine = gpt2_backends::create(name, &weights, options)?;
@@ -411,6 +454,9 @@ fn compare(
                     }
                 });
             let decode_tokens = g.steps.len();
+            let decode_tok_per_s =
+                (decode_tokens > 0).then(|| decode_tokens as f64 / g.decode_total().as_secs_f64());
+            let prefill_gflops = prefill_flops / g.prefill.as_secs_f64() / 1e9;
             BackendResult {
                 backend: name.clone(),
                 summary: info.summary.to_string(),
@@ -425,8 +471,13 @@ fn compare(
                 ttft_ms: ms(g.prefill),
                 prefill_tok_per_s: prompt.len() as f64 / g.prefill.as_secs_f64(),
                 decode_ms: ms(g.decode_total()),
-                decode_tok_per_s: (decode_tokens > 0)
-                    .then(|| decode_tokens as f64 / g.decode_total().as_secs_f64()),
+                decode_tok_per_s,
+                decode_roofline_fraction: roofline
+                    .as_ref()
+                    .zip(decode_tok_per_s)
+                    .map(|(r, d)| d / r.decode_roofline_tok_per_s),
+                prefill_gflops,
+                prefill_peak_fraction: roofline.as_ref().map(|r| prefill_gflops / r.peak_gflops),
                 total_ms: ms(total),
                 speedup_vs_slowest: slowest.as_secs_f64() / total.as_secs_f64(),
                 tokens_match: divergence.is_none() && g.token_ids == reference.token_ids,
@@ -448,6 +499,7 @@ fn compare(
         reference: selected[0].clone(),
         results,
         all_match,
+        roofline,
         notes,
         machine: machine::Machine::detect(),
     };

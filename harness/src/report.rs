@@ -67,6 +67,12 @@ pub struct BackendResult {
     /// Decode steps: every token after the first. Absent when only one token was generated.
     pub decode_ms: f64,
     pub decode_tok_per_s: Option<f64>,
+    /// decode_tok_per_s divided by the measured decode roofline (when measured).
+    pub decode_roofline_fraction: Option<f64>,
+    /// FLOPs of the prefill divided by its time (see roofline::prefill_flops), GFLOP/s.
+    pub prefill_gflops: f64,
+    /// prefill_gflops divided by the measured peak FMA rate (when measured).
+    pub prefill_peak_fraction: Option<f64>,
     pub total_ms: f64,
     /// Slowest backend's total time divided by this one's.
     pub speedup_vs_slowest: f64,
@@ -86,6 +92,7 @@ pub struct Report {
     pub reference: String,
     pub results: Vec<BackendResult>,
     pub all_match: bool,
+    pub roofline: Option<crate::roofline::Roofline>,
     pub notes: Vec<String>,
     pub machine: Machine,
 }
@@ -98,7 +105,7 @@ pub enum Format {
     Json,
 }
 
-const HEADERS: [&str; 10] = [
+const HEADERS: [&str; 12] = [
     "backend",
     "threads",
     "KV cache",
@@ -107,11 +114,17 @@ const HEADERS: [&str; 10] = [
     "TTFT ms",
     "prefill tok/s",
     "decode tok/s",
+    "% roofline",
+    "prefill % peak",
     "speedup",
     "tokens match",
 ];
 
-fn row(r: &BackendResult, reference: &str) -> [String; 10] {
+fn percent(x: Option<f64>) -> String {
+    x.map_or_else(|| "-".to_string(), |v| format!("{:.0}%", v * 100.0))
+}
+
+fn row(r: &BackendResult, reference: &str) -> [String; 12] {
     [
         r.backend.clone(),
         r.threads.to_string(),
@@ -122,6 +135,8 @@ fn row(r: &BackendResult, reference: &str) -> [String; 10] {
         format!("{:.1}", r.prefill_tok_per_s),
         r.decode_tok_per_s
             .map_or_else(|| "-".to_string(), |v| format!("{v:.2}")),
+        percent(r.decode_roofline_fraction),
+        percent(r.prefill_peak_fraction),
         format!("{:.2}x", r.speedup_vs_slowest),
         if r.backend == reference {
             "reference".to_string()
@@ -193,10 +208,16 @@ pub fn render(report: &Report, format: Format) -> String {
                 report.machine.logical_cores
             );
             let _ = writeln!(out, "{}", table(report, presets::UTF8_FULL_CONDENSED));
+            if let Some(r) = &report.roofline {
+                let _ = writeln!(out, "{}", roofline_line(r));
+            }
             let _ = writeln!(out, "{}", generated_text(report));
         }
         Format::Md => {
             let _ = writeln!(out, "{}\n", table(report, presets::ASCII_MARKDOWN));
+            if let Some(r) = &report.roofline {
+                let _ = writeln!(out, "{}\n", roofline_line(r));
+            }
             let _ = writeln!(
                 out,
                 "Model `{}` ({:.1}M parameters, checksum {}), {} build, {}, commit {}.\n",
@@ -226,6 +247,25 @@ pub fn render(report: &Report, format: Format) -> String {
         }
     }
     out
+}
+
+/// One line: the measured limits and the decode roofline.
+pub fn roofline_line(r: &crate::roofline::Roofline) -> String {
+    format!(
+        "Roofline (measured now, {} threads, {}): read bandwidth {:.1} GB/s, {:.1} MB of weights \
+         per token -> decode at most {:.1} tok/s; peak FMA {:.1} GFLOP/s.",
+        r.threads,
+        r.isa,
+        r.read_gb_per_s,
+        r.weight_bytes_per_token as f64 / 1e6,
+        r.decode_roofline_tok_per_s,
+        r.peak_gflops
+    )
+}
+
+/// The `--roofline` report.
+pub fn render_roofline(r: &crate::roofline::Roofline, model: &str) -> String {
+    format!("model {model}\n{}\n", roofline_line(r))
 }
 
 /// The divergence report for every backend that differs from the reference (for stderr).

@@ -114,7 +114,7 @@ fn json_follows_the_schema() {
     );
     assert!(v["machine"]["cpu"].is_string() && v["machine"]["git_commit"].is_string());
     let results = v["results"].as_array().unwrap();
-    assert_eq!(results.len(), 2);
+    assert_eq!(results.len(), 4);
     let reference_ids = &results[0]["token_ids"];
     for r in results {
         assert!(r["backend"].is_string());
@@ -287,7 +287,10 @@ fn bad_input_is_a_one_line_error_with_status_3() {
             "--backends",
             "naive,gpu",
         ]),
-        &["unknown backend \"gpu\"", "valid backends: naive, ndarray"],
+        &[
+            "unknown backend \"gpu\"",
+            "valid backends: naive, ndarray, simd, simd-kv",
+        ],
     );
     assert_usage_error(
         &bench(&["--backend", "fast", "--prompt", "x", "--model", m]),
@@ -398,7 +401,7 @@ fn inspect_and_backends_subcommands() {
     assert_eq!(o.status.code(), Some(0), "{}", err(&o));
     assert!(out(&o).contains("synthetic-tiny") && out(&o).contains("OK (verified"));
     let o = bench(&["backends"]);
-    assert_eq!(out(&o), "naive\nndarray\n");
+    assert_eq!(out(&o), "naive\nndarray\nsimd\nsimd-kv\n");
 }
 
 #[test]
@@ -428,4 +431,76 @@ fn offline_default_model_falls_back_to_synthetic() {
         1,
         "{e}"
     );
+}
+
+#[test]
+fn prompt_tokens_and_roofline() {
+    let o = bench(&[
+        "--compare",
+        "--prompt-tokens",
+        "40",
+        "--model",
+        model(),
+        "--max-tokens",
+        "3",
+        "--format",
+        "json",
+        "-q",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", err(&o));
+    let v: serde_json::Value = serde_json::from_str(&out(&o)).unwrap();
+    assert_eq!(v["prompt_token_ids"].as_array().unwrap().len(), 40);
+    let r = &v["roofline"];
+    assert!(r["read_gb_per_s"].as_f64().unwrap() > 0.0 && r["peak_gflops"].as_f64().unwrap() > 0.0);
+    let kv = v["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["backend"] == "simd-kv")
+        .unwrap();
+    assert_eq!(kv["kv_cache"], true);
+    assert_eq!(kv["kv_cache_bytes"], 3 * 2 * 128 * 60 * 4);
+    assert!(kv["decode_roofline_fraction"].as_f64().unwrap() > 0.0);
+
+    let o = bench(&["--roofline", "--model", model()]);
+    assert_eq!(o.status.code(), Some(0), "{}", err(&o));
+    assert!(out(&o).contains("decode at most"), "{}", out(&o));
+    assert_usage_error(
+        &bench(&["--compare", "--prompt-tokens", "0", "--model", model()]),
+        &["--prompt-tokens must be at least 1"],
+    );
+}
+
+#[test]
+fn forced_scalar_kernels_are_used_and_agree() {
+    let o = bench_env(
+        &[
+            "--compare",
+            "--prompt",
+            "Hello",
+            "--model",
+            model(),
+            "--max-tokens",
+            "6",
+            "--backends",
+            "naive,simd,simd-kv",
+            "--format",
+            "json",
+            "--no-roofline",
+            "-q",
+        ],
+        &[("GPT2_BENCH_FORCE_SCALAR", "1")],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", err(&o));
+    let v: serde_json::Value = serde_json::from_str(&out(&o)).unwrap();
+    for r in v["results"].as_array().unwrap().iter().skip(1) {
+        assert!(
+            r["summary"]
+                .as_str()
+                .unwrap()
+                .starts_with("scalar fallback"),
+            "{r}"
+        );
+        assert_eq!(r["tokens_match"], true);
+    }
 }

@@ -53,7 +53,7 @@ unsafe fn exp8(x: __m256) -> __m256 {
     p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.333_452e-3));
     p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.166_579_6e-2));
     p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.666_666_5e-1));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.000_000_1e-1));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0.5));
     let r2 = _mm256_mul_ps(r, r);
     let e_r = _mm256_add_ps(_mm256_fmadd_ps(p, r2, r), _mm256_set1_ps(1.0));
     let pow2n = _mm256_castsi256_ps(_mm256_slli_epi32(
@@ -310,9 +310,9 @@ unsafe fn dot_rows_avx2(out: &mut [f32], x: &[f32], rows: &[f32]) {
             i += 8;
         }
         let mut s = [hsum(a0), hsum(a1), hsum(a2), hsum(a3)];
-        for ii in i..c {
+        for (ii, &xv) in x.iter().enumerate().skip(i) {
             for (r, s_r) in s.iter_mut().enumerate() {
-                *s_r += x[ii] * *p.add(r * c + ii);
+                *s_r += xv * *p.add(r * c + ii);
             }
         }
         out[v..v + 4].copy_from_slice(&s);
@@ -516,4 +516,26 @@ unsafe fn fma_loop_avx2(iters: u64) -> f32 {
         s = _mm256_add_ps(s, x);
     }
     hsum(s)
+}
+
+/// Bandwidth probe: sums `x` with four independent accumulators (plain loads, no second stream),
+/// so the only limit is how fast memory delivers the bytes.
+pub fn read_sum(x: &[f32]) -> f32 {
+    // SAFETY: features detected before this kernel was handed out; loads stay below x.len().
+    unsafe { read_sum_avx2(x) }
+}
+
+#[target_feature(enable = "avx2,fma")]
+unsafe fn read_sum_avx2(x: &[f32]) -> f32 {
+    let p = x.as_ptr();
+    let mut acc = [_mm256_setzero_ps(); 4];
+    let mut i = 0;
+    while i + 32 <= x.len() {
+        for (j, a) in acc.iter_mut().enumerate() {
+            *a = _mm256_add_ps(*a, _mm256_loadu_ps(p.add(i + 8 * j)));
+        }
+        i += 32;
+    }
+    let s = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
+    hsum(s) + x[i..].iter().sum::<f32>()
 }

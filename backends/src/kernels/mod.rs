@@ -24,6 +24,9 @@ pub mod probe;
 
 use rayon::prelude::*;
 
+/// Work items per thread in the split of a matrix-vector product.
+const BLOCKS_PER_THREAD: usize = 4;
+
 /// Environment variable that forces the scalar kernels when set to `1`.
 pub const FORCE_SCALAR_ENV: &str = "GPT2_BENCH_FORCE_SCALAR";
 
@@ -46,6 +49,7 @@ impl Isa {
 }
 
 type MatmulCols = fn(&mut [f32], &[f32], &[f32], &[f32], usize, usize, usize);
+type LayerNorm = fn(&mut [f32], &[f32], &[f32], &[f32], f32);
 
 /// A table of kernels for one instruction set. Only [`Kernels::detect`] and
 /// [`Kernels::scalar`] build one, so a SIMD kernel is never reachable on a CPU without it.
@@ -57,11 +61,12 @@ pub struct Kernels {
     dot: fn(&[f32], &[f32]) -> f32,
     axpy: fn(&mut [f32], f32, &[f32]),
     add: fn(&mut [f32], &[f32]),
-    layernorm: fn(&mut [f32], &[f32], &[f32], &[f32], f32),
+    layernorm: LayerNorm,
     gelu: fn(&mut [f32]),
     softmax: fn(&mut [f32]),
     /// (kernel, flops per iteration) for the peak-throughput probe.
     fma_probe: (fn(u64) -> f32, u64),
+    read_sum: fn(&[f32]) -> f32,
 }
 
 impl std::fmt::Debug for Kernels {
@@ -84,6 +89,7 @@ impl Kernels {
             gelu: scalar::gelu,
             softmax: scalar::softmax,
             fma_probe: (scalar::fma_loop, 12 * 2),
+            read_sum: scalar::read_sum,
         }
     }
 
@@ -111,6 +117,7 @@ impl Kernels {
                 gelu: avx2::gelu,
                 softmax: avx2::softmax,
                 fma_probe: (avx2::fma_loop, 12 * 8 * 2),
+                read_sum: avx2::read_sum,
             };
         }
         #[cfg(target_arch = "aarch64")]
@@ -125,6 +132,7 @@ impl Kernels {
             gelu: neon::gelu,
             softmax: neon::softmax,
             fma_probe: (scalar::fma_loop, 12 * 2),
+            read_sum: scalar::read_sum,
         };
         #[allow(unreachable_code)]
         Self::scalar()
@@ -181,6 +189,11 @@ impl Kernels {
         (self.softmax)(x)
     }
 
+    /// Sums `x`, reading it once (the bandwidth probe).
+    pub fn read_sum(&self, x: &[f32]) -> f32 {
+        (self.read_sum)(x)
+    }
+
     /// Runs the peak-FMA probe for `iters` iterations; returns (checksum, flops done).
     pub fn fma_probe(&self, iters: u64) -> (f32, u64) {
         let (f, flops_per_iter) = self.fma_probe;
@@ -193,10 +206,13 @@ pub struct Compute {
     pub kernels: Kernels,
     pool: std::sync::Arc<rayon::ThreadPool>,
     threads: usize,
+    /// A zero bias for the partial products of a row-split matrix-vector product.
+    zeros: Vec<f32>,
 }
 
 impl Compute {
-    pub fn new(kernels: Kernels, threads: usize) -> Result<Self, String> {
+    /// `max_width` is the widest output of any `linear` call (3C or H for GPT-2).
+    pub fn new(kernels: Kernels, threads: usize, max_width: usize) -> Result<Self, String> {
         let threads = threads.max(1);
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(threads)
@@ -207,6 +223,7 @@ impl Compute {
             kernels,
             pool: std::sync::Arc::new(pool),
             threads,
+            zeros: vec![0.0; max_width],
         })
     }
 
@@ -224,10 +241,15 @@ impl Compute {
         n.div_ceil(self.threads).div_ceil(16).max(1) * 16
     }
 
-    /// `out (T, N) = inp (T, K) @ w (K, N) + bias`, split by output columns across the pool.
-    /// For T > 1 each thread writes its columns into `scratch` (at least T*N), which is then
-    /// copied into `out`; for T = 1 the slices of `out` are contiguous and written in place.
-    /// Must run inside the pool.
+    /// `out (T, N) = inp (T, K) @ w (K, N) + bias` on the pool; `scratch` holds at least
+    /// `max(T, 4 * threads) * N` values. Must run inside the pool.
+    ///
+    /// T = 1 (decode) is bound by memory bandwidth, so the weight is split by rows: each thread
+    /// streams one contiguous block of whole rows (the access pattern hardware prefetchers like
+    /// best) into a partial output, and the partials are summed. T > 1 (prefill) is bound by
+    /// arithmetic, so the weight is split by columns: each thread computes its columns for all
+    /// positions into `scratch`, in register tiles that reuse each loaded weight for 6 positions,
+    /// and the column blocks are copied into `out`.
     #[allow(clippy::too_many_arguments)]
     pub fn linear(
         &self,
@@ -243,10 +265,26 @@ impl Compute {
         let cw = self.column_chunk(n);
         let kern = self.kernels;
         if t == 1 {
-            out[..n].par_chunks_mut(cw).enumerate().for_each(|(j, o)| {
-                let n0 = j * cw;
-                kern.matmul_cols(o, inp, w, &bias[n0..n0 + o.len()], k, n, n0)
-            });
+            // Several blocks per thread, so that rayon can rebalance when one core is slowed
+            // (on a shared 2-vCPU machine a static half-and-half split waits for the slower).
+            let rows = k.div_ceil(self.threads * BLOCKS_PER_THREAD).div_ceil(4) * 4;
+            let parts = k.div_ceil(rows);
+            let partials = &mut scratch[..parts * n];
+            let zeros = &self.zeros[..n];
+            partials
+                .par_chunks_mut(n)
+                .enumerate()
+                .for_each(|(j, part)| {
+                    let (k0, k1) = (j * rows, ((j + 1) * rows).min(k));
+                    let b = if j == 0 { bias } else { zeros };
+                    kern.matmul_cols(part, &inp[k0..k1], &w[k0 * n..k1 * n], b, k1 - k0, n, 0);
+                });
+            let (first, rest) = partials.split_at(n);
+            let out = &mut out[..n];
+            out.copy_from_slice(first);
+            for part in rest.chunks_exact(n) {
+                kern.add(out, part);
+            }
             return;
         }
         let scratch = &mut scratch[..t * n];
@@ -355,6 +393,138 @@ impl Compute {
                         head(&mut row[h * d..(h + 1) * d], q, s, pos0 + i, h);
                     }
                 });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Every kernel of the detected instruction set against the scalar kernels, on sizes that
+    //! leave remainders at every level (not multiples of 4, 8 or 16), and through the threaded
+    //! drivers with 1 and 3 threads. On a machine without AVX2 both sides are scalar.
+    use super::*;
+
+    /// Deterministic values in [-1, 1).
+    fn data(n: usize, seed: u32) -> Vec<f32> {
+        let mut s = seed.wrapping_mul(2_654_435_761).wrapping_add(12345);
+        (0..n)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 17;
+                s ^= s << 5;
+                (s % 20_000) as f32 / 10_000.0 - 1.0
+            })
+            .collect()
+    }
+
+    fn close(a: &[f32], b: &[f32], tol: f32) {
+        assert_eq!(a.len(), b.len());
+        for (i, (x, y)) in a.iter().zip(b).enumerate() {
+            assert!((x - y).abs() <= tol * (1.0 + y.abs()), "at {i}: {x} vs {y}");
+        }
+    }
+
+    #[test]
+    fn matmul_cols_matches_scalar() {
+        let (fast, slow) = (Kernels::best_available(), Kernels::scalar());
+        for (t, k, n) in [
+            (1, 35, 105),
+            (1, 768, 40),
+            (2, 19, 33),
+            (7, 60, 240),
+            (13, 37, 50),
+        ] {
+            let inp = data(t * k, 1);
+            let w = data(k * n, 2);
+            let bias = data(n, 3);
+            for (n0, width) in [(0, n), (5, n - 5), (16, n.min(40) - 16)] {
+                let mut a = vec![0.0; t * width];
+                let mut b = vec![0.0; t * width];
+                fast.matmul_cols(&mut a, &inp, &w, &bias[n0..n0 + width], k, n, n0);
+                slow.matmul_cols(&mut b, &inp, &w, &bias[n0..n0 + width], k, n, n0);
+                close(&a, &b, 1e-5);
+            }
+        }
+    }
+
+    #[test]
+    fn vector_kernels_match_scalar() {
+        let (fast, slow) = (Kernels::best_available(), Kernels::scalar());
+        for n in [1, 7, 8, 15, 16, 33, 60, 768] {
+            let (x, y) = (data(n, 4), data(n, 5));
+            let d = (fast.dot(&x, &y) - slow.dot(&x, &y)).abs();
+            assert!(d <= 1e-5 * n as f32, "dot {n}: {d}");
+            let (mut a, mut b) = (y.clone(), y.clone());
+            fast.axpy(&mut a, 0.37, &x);
+            slow.axpy(&mut b, 0.37, &x);
+            close(&a, &b, 1e-6);
+            let (w, bias) = (data(n, 6), data(n, 7));
+            let (mut a, mut b) = (vec![0.0; n], vec![0.0; n]);
+            fast.layernorm(&mut a, &x, &w, &bias, 1e-5);
+            slow.layernorm(&mut b, &x, &w, &bias, 1e-5);
+            close(&a, &b, 1e-5);
+            let (mut a, mut b) = (x.clone(), x.clone());
+            fast.softmax(&mut a);
+            slow.softmax(&mut b);
+            close(&a, &b, 1e-6);
+            let rows = data(5 * n, 8);
+            let (mut a, mut b) = (vec![0.0; 5], vec![0.0; 5]);
+            fast.dot_rows(&mut a, &x, &rows);
+            slow.dot_rows(&mut b, &x, &rows);
+            close(&a, &b, 1e-5);
+            let s = (fast.read_sum(&x) - slow.read_sum(&x)).abs();
+            assert!(s <= 1e-5 * n as f32, "read_sum {n}: {s}");
+        }
+    }
+
+    #[test]
+    fn gelu_is_accurate_over_its_range() {
+        // The vectorised tanh must keep GELU within ~1e-6 of the libm version.
+        let x: Vec<f32> = (0..4001).map(|i| (i as f32 - 2000.0) / 200.0).collect();
+        let (mut a, mut b) = (x.clone(), x.clone());
+        Kernels::best_available().gelu(&mut a);
+        Kernels::scalar().gelu(&mut b);
+        for ((fa, fb), xi) in a.iter().zip(&b).zip(&x) {
+            assert!(
+                (fa - fb).abs() <= 1e-6 * (1.0 + fb.abs()),
+                "gelu({xi}): {fa} vs {fb}"
+            );
+        }
+        // Softmax of extreme inputs stays finite and normalised.
+        let mut s = vec![-1e30, 0.0, 80.0, 88.0, -88.0, 1e30];
+        Kernels::best_available().softmax(&mut s);
+        assert!(s.iter().all(|v| v.is_finite()), "{s:?}");
+        assert!((s.iter().sum::<f32>() - 1.0).abs() < 1e-6);
+    }
+
+    #[test]
+    fn threaded_drivers_match_single_thread_scalar() {
+        let (t_max, k, n) = (9, 70, 150);
+        let w = data(k * n, 9);
+        let bias = data(n, 10);
+        for threads in [1, 3] {
+            for kernels in [Kernels::best_available(), Kernels::scalar()] {
+                let compute = Compute::new(kernels, threads, n).unwrap();
+                for t in [1, 2, t_max] {
+                    let inp = data(t * k, 11);
+                    let mut want = vec![0.0; t * n];
+                    Kernels::scalar().matmul_cols(&mut want, &inp, &w, &bias, k, n, 0);
+                    let mut got = vec![0.0; t * n];
+                    let mut scratch = vec![0.0; t.max(4 * threads) * n];
+                    compute
+                        .pool()
+                        .install(|| compute.linear(&mut got, &inp, &w, &bias, k, n, &mut scratch));
+                    close(&got, &want, 1e-5);
+                }
+                let x = data(k, 12);
+                let rows = data(37 * k, 13);
+                let (mut got, mut want) = (vec![0.0; 37], vec![0.0; 37]);
+                compute
+                    .pool()
+                    .install(|| compute.logits(&mut got, &x, &rows));
+                Kernels::scalar().dot_rows(&mut want, &x, &rows);
+                close(&got, &want, 1e-5);
+            }
         }
     }
 }

@@ -94,3 +94,8 @@ pub fn fma_loop(iters: u64) -> f32 {
     }
     acc.iter().sum()
 }
+
+/// Bandwidth probe: a plain sum. See `avx2::read_sum`.
+pub fn read_sum(x: &[f32]) -> f32 {
+    x.iter().sum()
+}

@@ -1,0 +1,104 @@
+//! The machine's limits, measured in the same run as the benchmark, and what they imply for the
+//! loaded model.
+//!
+//! - Decode at batch 1 reads every weight once per token, so it can go no faster than
+//!   `read bandwidth / weight bytes per token` (the decode roofline). The bandwidth is measured
+//!   with all threads reading a buffer far larger than the caches.
+//! - Prefill is a sequence of matrix-matrix products, bound by arithmetic: its FLOP rate is
+//!   compared with the peak f32 FMA rate measured with all threads on register-only FMAs.
+//!
+//! Both probes use the same kernels and thread pool as the `simd` backends.
+
+use gpt2_backends::kernels::{Compute, Kernels, probe};
+use gpt2_weights::Config;
+use serde::Serialize;
+
+/// Buffer read by the bandwidth probe: as large as GPT-2 small's weights, far beyond any cache.
+const PROBE_BYTES: usize = 512 << 20;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Roofline {
+    pub threads: usize,
+    pub isa: &'static str,
+    /// Best of several all-thread passes over a 512 MiB buffer, in GB/s (1e9 bytes).
+    pub read_gb_per_s: f64,
+    /// Register-only f32 FMA throughput with every thread busy, GFLOP/s.
+    pub peak_gflops: f64,
+    /// Bytes of weights one decode step reads (every weight once; one row of wpe).
+    pub weight_bytes_per_token: u64,
+    /// `read_gb_per_s / weight_bytes_per_token`: the fastest decode this machine allows.
+    pub decode_roofline_tok_per_s: f64,
+}
+
+/// Bytes of weights read by one decode step: all parameters, except that only one row of the
+/// position embedding is used. (Reading the KV cache comes on top and grows with the context.)
+pub fn weight_bytes_per_token(c: &Config) -> u64 {
+    let wpe_unused = u64::from(c.n_ctx - 1) * u64::from(c.n_embd);
+    (c.parameter_count() - wpe_unused) * 4
+}
+
+/// FLOPs of a prefill of `t` positions: the matrix products of every block for every position
+/// (2 per multiply-add), causal attention (QK^T and PV over t(t+1)/2 pairs per head), and the
+/// output layer for the last position only.
+pub fn prefill_flops(c: &Config, t: usize) -> f64 {
+    let (e, h, l, v) = (
+        f64::from(c.n_embd),
+        f64::from(c.mlp_hidden),
+        f64::from(c.n_layer),
+        f64::from(c.vocab_size),
+    );
+    let t = t as f64;
+    let per_position = 2.0 * (e * 3.0 * e + e * e + 2.0 * e * h);
+    let attention = 2.0 * 2.0 * e * t * (t + 1.0) / 2.0;
+    l * (t * per_position + attention) + 2.0 * e * v
+}
+
+pub fn measure(config: &Config, threads: usize) -> anyhow::Result<Roofline> {
+    let compute = Compute::new(Kernels::detect(), threads, 0).map_err(anyhow::Error::msg)?;
+    let read = probe::read_bandwidth(&compute, PROBE_BYTES, 5);
+    let peak = probe::peak_flops(&compute, 0.3);
+    let bytes = weight_bytes_per_token(config);
+    Ok(Roofline {
+        threads: compute.threads(),
+        isa: compute.kernels.isa().name(),
+        read_gb_per_s: read / 1e9,
+        peak_gflops: peak / 1e9,
+        weight_bytes_per_token: bytes,
+        decode_roofline_tok_per_s: read / bytes as f64,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn gpt2_small() -> Config {
+        Config {
+            n_layer: 12,
+            n_head: 12,
+            n_embd: 768,
+            vocab_size: 50257,
+            n_ctx: 1024,
+            mlp_hidden: 3072,
+            layer_norm_eps: 1e-5,
+            tied_output: true,
+        }
+    }
+
+    #[test]
+    fn gpt2_small_reads_half_a_gigabyte_per_token() {
+        let bytes = weight_bytes_per_token(&gpt2_small());
+        // 124,439,808 parameters minus 1023 unused wpe rows of 768, times 4 bytes.
+        assert_eq!(bytes, (124_439_808 - 1023 * 768) * 4);
+    }
+
+    #[test]
+    fn prefill_flops_of_one_position() {
+        // One position: 2 * 85M block multiply-adds + attention over 1 pair + output layer.
+        let f = prefill_flops(&gpt2_small(), 1);
+        let blocks = 12.0 * 2.0 * (768.0 * 2304.0 + 768.0 * 768.0 + 2.0 * 768.0 * 3072.0);
+        let attention = 12.0 * 2.0 * 2.0 * 768.0;
+        let head = 2.0 * 768.0 * 50257.0;
+        assert!((f - (blocks + attention + head)).abs() < 1.0);
+    }
+}
