@@ -167,7 +167,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
         let options = engine_options(args.threads)?;
         let path = model::resolve(args.model.as_deref(), args.quiet)?;
         let file = WeightFile::open(&path)?;
-        let r = roofline::measure(file.config(), options.threads)?;
+        let r = roofline::measure(&file, options.threads)?;
         print_stdout(&report::render_roofline(
             &r,
             &file.header().provenance.model_name,
@@ -405,7 +405,7 @@ fn compare(
     let roofline = if args.no_roofline {
         None
     } else {
-        Some(roofline::measure(file.config(), options.threads)?)
+        Some(roofline::measure(file, options.threads)?)
     };
     let prefill_flops = roofline::prefill_flops(file.config(), prompt.len());
     let mut runs: Vec<(String, gpt2_backends::EngineInfo, Generation)> = Vec::new();
@@ -478,6 +478,9 @@ fn compare(
                     .map(|(r, d)| d / r.decode_roofline_tok_per_s),
                 prefill_gflops,
                 prefill_peak_fraction: roofline.as_ref().map(|r| prefill_gflops / r.peak_gflops),
+                prefill_best_gemm_fraction: roofline
+                    .as_ref()
+                    .map(|r| prefill_gflops / r.gemm_simd_gflops.max(r.gemm_matrixmultiply_gflops)),
                 total_ms: ms(total),
                 speedup_vs_slowest: slowest.as_secs_f64() / total.as_secs_f64(),
                 tokens_match: divergence.is_none() && g.token_ids == reference.token_ids,

@@ -73,6 +73,8 @@ pub struct BackendResult {
     pub prefill_gflops: f64,
     /// prefill_gflops divided by the measured peak FMA rate (when measured).
     pub prefill_peak_fraction: Option<f64>,
+    /// prefill_gflops divided by the best GEMM rate measured in the same run.
+    pub prefill_best_gemm_fraction: Option<f64>,
     pub total_ms: f64,
     /// Slowest backend's total time divided by this one's.
     pub speedup_vs_slowest: f64,
@@ -253,13 +255,18 @@ pub fn render(report: &Report, format: Format) -> String {
 pub fn roofline_line(r: &crate::roofline::Roofline) -> String {
     format!(
         "Roofline (measured now, {} threads, {}): read bandwidth {:.1} GB/s, {:.1} MB of weights \
-         per token -> decode at most {:.1} tok/s; peak FMA {:.1} GFLOP/s.",
+         per token -> decode at most {:.1} tok/s; peak FMA {:.1} GFLOP/s; GEMM 128x{}x{}: \
+         simd {:.1}, matrixmultiply {:.1} GFLOP/s.",
         r.threads,
         r.isa,
         r.read_gb_per_s,
         r.weight_bytes_per_token as f64 / 1e6,
         r.decode_roofline_tok_per_s,
-        r.peak_gflops
+        r.peak_gflops,
+        r.gemm_k,
+        r.gemm_n,
+        r.gemm_simd_gflops,
+        r.gemm_matrixmultiply_gflops
     )
 }
 

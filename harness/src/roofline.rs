@@ -3,27 +3,33 @@
 //!
 //! - Decode at batch 1 reads every weight once per token, so it can go no faster than
 //!   `read bandwidth / weight bytes per token` (the decode roofline). The bandwidth is measured
-//!   with all threads reading a buffer far larger than the caches.
+//!   with all threads reading the model's own mapped tensor data, the bytes decode reads (for a
+//!   model small enough to stay in cache, that gives a cache-speed roofline, as it should).
 //! - Prefill is a sequence of matrix-matrix products, bound by arithmetic: its FLOP rate is
-//!   compared with the peak f32 FMA rate measured with all threads on register-only FMAs.
+//!   compared with the peak f32 FMA rate measured with all threads on register-only FMAs, and
+//!   with the best matrix-matrix rate at GPT-2's shape (our kernel or matrixmultiply, measured
+//!   here too).
 //!
 //! Both probes use the same kernels and thread pool as the `simd` backends.
 
 use gpt2_backends::kernels::{Compute, Kernels, probe};
-use gpt2_weights::Config;
+use gpt2_weights::{Config, WeightFile};
 use serde::Serialize;
-
-/// Buffer read by the bandwidth probe: as large as GPT-2 small's weights, far beyond any cache.
-const PROBE_BYTES: usize = 512 << 20;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Roofline {
     pub threads: usize,
     pub isa: &'static str,
-    /// Best of several all-thread passes over a 512 MiB buffer, in GB/s (1e9 bytes).
+    /// Best of several all-thread passes over the model's mapped tensor data, GB/s (1e9 bytes).
     pub read_gb_per_s: f64,
     /// Register-only f32 FMA throughput with every thread busy, GFLOP/s.
     pub peak_gflops: f64,
+    /// Best matrix-matrix rate at prefill's shape (128 x C x 4C), ours and matrixmultiply's.
+    pub gemm_simd_gflops: f64,
+    pub gemm_matrixmultiply_gflops: f64,
+    /// The GEMM probe's shape: (128, gemm_k) x (gemm_k, gemm_n).
+    pub gemm_k: usize,
+    pub gemm_n: usize,
     /// Bytes of weights one decode step reads (every weight once; one row of wpe).
     pub weight_bytes_per_token: u64,
     /// `read_gb_per_s / weight_bytes_per_token`: the fastest decode this machine allows.
@@ -53,16 +59,23 @@ pub fn prefill_flops(c: &Config, t: usize) -> f64 {
     l * (t * per_position + attention) + 2.0 * e * v
 }
 
-pub fn measure(config: &Config, threads: usize) -> anyhow::Result<Roofline> {
+pub fn measure(file: &WeightFile, threads: usize) -> anyhow::Result<Roofline> {
+    let config = file.config();
     let compute = Compute::new(Kernels::detect(), threads, 0).map_err(anyhow::Error::msg)?;
-    let read = probe::read_bandwidth(&compute, PROBE_BYTES, 5);
+    let read = probe::read_bandwidth(&compute, file.data_f32()?, 10);
     let peak = probe::peak_flops(&compute, 0.3);
+    let c = config.n_embd as usize;
+    let (gemm_simd, gemm_mm) = probe::gemm_rates(&compute, 128, c, 4 * c, 5);
     let bytes = weight_bytes_per_token(config);
     Ok(Roofline {
         threads: compute.threads(),
         isa: compute.kernels.isa().name(),
         read_gb_per_s: read / 1e9,
         peak_gflops: peak / 1e9,
+        gemm_simd_gflops: gemm_simd / 1e9,
+        gemm_matrixmultiply_gflops: gemm_mm / 1e9,
+        gemm_k: c,
+        gemm_n: 4 * c,
         weight_bytes_per_token: bytes,
         decode_roofline_tok_per_s: read / bytes as f64,
     })

@@ -113,6 +113,17 @@ impl WeightFile {
             .map_err(|e| WeightsError::format(&self.path, e))
     }
 
+    /// The whole tensor data section as f32 values (padding included): every byte a decode
+    /// step reads, in file order. Used to measure read bandwidth on the real mapping.
+    pub fn data_f32(&self) -> Result<&[f32]> {
+        bytemuck::try_cast_slice(self.data_section()).map_err(|e| {
+            WeightsError::format(
+                &self.path,
+                FormatError::Corrupt(format!("data section cannot be viewed as f32: {e}")),
+            )
+        })
+    }
+
     fn data_section(&self) -> &[u8] {
         let p = &self.header.preamble;
         &self.mmap[p.data_offset as usize..p.file_len as usize]

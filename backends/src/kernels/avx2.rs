@@ -6,8 +6,10 @@
 //! both features; that is the precondition every `unsafe` call below relies on.
 //!
 //! - [`matmul_cols`]: (T, K) x (K, N) on a range of output columns, in register tiles of
-//!   6 rows x 16 columns (12 accumulators), the weight row segment loaded once per k and reused by
-//!   all 6 rows. For T = 1 it switches to [`matvec_cols`].
+//!   6 rows x 16 columns (12 accumulators). Inputs are packed by groups of 6 rows and each
+//!   (K, 16) weight panel into a contiguous buffer, so that the tile reads two sequential
+//!   streams; each loaded weight vector is reused by all 6 rows. For T = 1 it switches to
+//!   [`matvec_cols`].
 //! - [`matvec_cols`]: one row times the weight, streaming 4 weight rows at a time from start to
 //!   end (sequential reads, the memory-bandwidth-bound decode case), the output slice in L1.
 //! - [`dot_rows`]: the output layer, `x . wte[v]` for 4 vocabulary rows at a time.
@@ -116,21 +118,29 @@ pub fn matmul_cols(
     if t == 1 {
         return matvec_cols(out, inp, w, bias, k, n, n0);
     }
-    // SAFETY: AVX2 and FMA were detected before this kernel was handed out (module docs), and
-    // the shapes were checked above, which is all the unchecked indexing below relies on.
-    unsafe {
-        // Column tiles outside, row groups inside: a (K, 16) weight panel is read from memory
-        // once and then served from cache to every group of 6 rows.
-        let mut j = 0;
-        while j + 16 <= width {
-            row_groups!(t, tile16, out, inp, w, bias, k, n, n0 + j, j);
-            j += 16;
+    PACKED.with(|cell| {
+        let mut bufs = cell.borrow_mut();
+        let (a_packed, w_panel) = &mut *bufs;
+        pack_rows(a_packed, inp, t, k);
+        // SAFETY: AVX2 and FMA were detected before this kernel was handed out (module docs),
+        // and the shapes were checked above, which is all the unchecked indexing relies on.
+        unsafe {
+            // Column tiles outside, row groups inside: each (K, 16) weight panel is packed into
+            // a contiguous buffer once and then served from L1/L2 to every group of 6 rows. (The
+            // unpacked panel has a row stride of N floats; for GPT-2's N that is a multiple of
+            // 4 KiB, so every row would land in the same L1 set.)
+            let mut j = 0;
+            while j + 16 <= width {
+                pack_panel(w_panel, w, k, n, n0 + j);
+                packed_tiles(out, a_packed, w_panel, bias, t, k, j);
+                j += 16;
+            }
+            while j + 8 <= width {
+                row_groups!(t, tile8, out, inp, w, bias, k, n, n0 + j, j);
+                j += 8;
+            }
         }
-        while j + 8 <= width {
-            row_groups!(t, tile8, out, inp, w, bias, k, n, n0 + j, j);
-            j += 8;
-        }
-        for jj in j..width {
+        for jj in j_tail(width)..width {
             for r in 0..t {
                 let mut s = bias[jj];
                 for kk in 0..k {
@@ -139,49 +149,84 @@ pub fn matmul_cols(
                 out[r * width + jj] = s;
             }
         }
-    }
+    });
 }
 
-/// One register tile: rows `r0..r0 + R`, 16 output columns. `wc` is the tile's first column in
-/// the weight, `oc` in `out` (whose rows are `bias.len()` wide).
-#[allow(clippy::too_many_arguments)]
-#[inline]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn tile16<const R: usize>(
-    out: &mut [f32],
-    inp: &[f32],
-    w: &[f32],
-    bias: &[f32],
-    k: usize,
-    n: usize,
-    wc: usize,
-    oc: usize,
-    r0: usize,
-) {
-    let width = bias.len();
-    let a = inp.as_ptr().add(r0 * k);
-    let o = out.as_mut_ptr().add(r0 * width + oc);
-    let wp = w.as_ptr().add(wc);
-    let b0 = _mm256_loadu_ps(bias.as_ptr().add(oc));
-    let b1 = _mm256_loadu_ps(bias.as_ptr().add(oc + 8));
-    let mut acc = [[b0, b1]; R];
-    for kk in 0..k {
-        let wrow = wp.add(kk * n);
-        let w0 = _mm256_loadu_ps(wrow);
-        let w1 = _mm256_loadu_ps(wrow.add(8));
-        for (r, acc_r) in acc.iter_mut().enumerate() {
-            let x = _mm256_set1_ps(*a.add(r * k + kk));
-            acc_r[0] = _mm256_fmadd_ps(x, w0, acc_r[0]);
-            acc_r[1] = _mm256_fmadd_ps(x, w1, acc_r[1]);
+/// First column not covered by the 16- and 8-wide tiles.
+fn j_tail(width: usize) -> usize {
+    width / 16 * 16 + (width % 16) / 8 * 8
+}
+
+thread_local! {
+    /// Per-thread packing buffers (input row groups, weight panel), reused across calls.
+    static PACKED: std::cell::RefCell<(Vec<f32>, Vec<f32>)> =
+        const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
+}
+
+/// Packs `inp (T, K)` by groups of 6 rows, k-major inside a group: `[group][k][6]`, the last
+/// group zero-padded. The microkernel then reads its 6 inputs for one k from one cache line.
+fn pack_rows(dst: &mut Vec<f32>, inp: &[f32], t: usize, k: usize) {
+    let groups = t.div_ceil(6);
+    dst.clear();
+    dst.resize(groups * k * 6, 0.0);
+    for (r, row) in inp.chunks_exact(k).enumerate() {
+        let (g, lane) = (r / 6, r % 6);
+        let base = g * k * 6 + lane;
+        for (kk, &v) in row.iter().enumerate() {
+            dst[base + kk * 6] = v;
         }
     }
-    for (r, acc_r) in acc.iter().enumerate() {
-        _mm256_storeu_ps(o.add(r * width), acc_r[0]);
-        _mm256_storeu_ps(o.add(r * width + 8), acc_r[1]);
+}
+
+/// Copies the weight columns `c0..c0 + 16` of all K rows into a contiguous (K, 16) panel.
+fn pack_panel(dst: &mut Vec<f32>, w: &[f32], k: usize, n: usize, c0: usize) {
+    dst.clear();
+    for kk in 0..k {
+        dst.extend_from_slice(&w[kk * n + c0..kk * n + c0 + 16]);
     }
 }
 
-/// As [`tile16`], 8 columns.
+/// Every row group against one packed 16-column panel; output columns `oc..oc + 16`.
+#[target_feature(enable = "avx2,fma")]
+unsafe fn packed_tiles(
+    out: &mut [f32],
+    a_packed: &[f32],
+    panel: &[f32],
+    bias: &[f32],
+    t: usize,
+    k: usize,
+    oc: usize,
+) {
+    let width = bias.len();
+    let b0 = _mm256_loadu_ps(bias.as_ptr().add(oc));
+    let b1 = _mm256_loadu_ps(bias.as_ptr().add(oc + 8));
+    for g in 0..t.div_ceil(6) {
+        let a = a_packed.as_ptr().add(g * k * 6);
+        let mut acc = [[b0, b1]; 6];
+        let mut wp = panel.as_ptr();
+        for kk in 0..k {
+            let w0 = _mm256_loadu_ps(wp);
+            let w1 = _mm256_loadu_ps(wp.add(8));
+            let ak = a.add(kk * 6);
+            for (r, acc_r) in acc.iter_mut().enumerate() {
+                let x = _mm256_broadcast_ss(&*ak.add(r));
+                acc_r[0] = _mm256_fmadd_ps(x, w0, acc_r[0]);
+                acc_r[1] = _mm256_fmadd_ps(x, w1, acc_r[1]);
+            }
+            wp = wp.add(16);
+        }
+        let rows = (t - g * 6).min(6);
+        let o = out.as_mut_ptr().add(g * 6 * width + oc);
+        for (r, acc_r) in acc.iter().enumerate().take(rows) {
+            _mm256_storeu_ps(o.add(r * width), acc_r[0]);
+            _mm256_storeu_ps(o.add(r * width + 8), acc_r[1]);
+        }
+    }
+}
+
+/// One register tile of R rows (starting at `r0`) and 8 output columns: `wc` is the tile's
+/// first column in the weight, `oc` in `out` (whose rows are `bias.len()` wide). Used for the
+/// 8-column remainder after the packed 16-column panels.
 #[allow(clippy::too_many_arguments)]
 #[inline]
 #[target_feature(enable = "avx2,fma")]

@@ -9,10 +9,9 @@ use rayon::prelude::*;
 
 use super::Compute;
 
-/// Best read bandwidth in bytes per second over `passes` reads of a `bytes`-sized buffer
-/// (choose it well above the last-level cache; the weights of GPT-2 small are 0.5 GB).
-pub fn read_bandwidth(compute: &Compute, bytes: usize, passes: usize) -> f64 {
-    let buf = vec![1.0f32; bytes / 4];
+/// Best read bandwidth in bytes per second over `passes` all-thread reads of `buf`. To bound
+/// decode, pass the model's own mapped tensor data: the very bytes a decode step reads.
+pub fn read_bandwidth(compute: &Compute, buf: &[f32], passes: usize) -> f64 {
     let kern = compute.kernels;
     let chunk = buf.len().div_ceil(compute.threads());
     let mut best = 0.0f64;
@@ -57,4 +56,29 @@ pub fn peak_flops(compute: &Compute, seconds: f64) -> f64 {
             .sum()
     });
     flops as f64 / start.elapsed().as_secs_f64()
+}
+
+/// Matrix-matrix rates at prefill's shape, in FLOP/s: (our kernel through [`Compute::linear`],
+/// matrixmultiply through ndarray), best of `reps`. matrixmultiply uses `MATMUL_NUM_THREADS`
+/// threads (the harness sets it to the same count).
+pub fn gemm_rates(compute: &Compute, t: usize, k: usize, n: usize, reps: usize) -> (f64, f64) {
+    let a: Vec<f32> = (0..t * k).map(|i| (i % 17) as f32 * 0.01).collect();
+    let w: Vec<f32> = (0..k * n).map(|i| (i % 13) as f32 * 0.01).collect();
+    let bias = vec![0.0f32; n];
+    let mut out = vec![0.0f32; t * n];
+    let mut scratch = vec![0.0f32; t.max(4 * compute.threads()) * n];
+    let flops = (2 * t * k * n) as f64;
+    let pool = compute.pool();
+    let (mut ours, mut theirs) = (0.0f64, 0.0f64);
+    let av = ndarray::ArrayView2::from_shape((t, k), &a[..]).expect("shape");
+    let wv = ndarray::ArrayView2::from_shape((k, n), &w[..]).expect("shape");
+    for _ in 0..reps {
+        let start = Instant::now();
+        pool.install(|| compute.linear(&mut out, &a, &w, &bias, k, n, &mut scratch));
+        ours = ours.max(flops / start.elapsed().as_secs_f64());
+        let start = Instant::now();
+        std::hint::black_box(av.dot(&wv));
+        theirs = theirs.max(flops / start.elapsed().as_secs_f64());
+    }
+    (ours, theirs)
 }
