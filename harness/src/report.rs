@@ -105,6 +105,8 @@ pub enum Format {
     Md,
     Csv,
     Json,
+    /// The JSON report on one line, for appending runs to a file.
+    Jsonl,
 }
 
 const HEADERS: [&str; 12] = [
@@ -238,6 +240,9 @@ pub fn render(report: &Report, format: Format) -> String {
                 let fields = row(r, &report.reference).map(|s| csv_field(&s));
                 let _ = writeln!(out, "{}", fields.join(","));
             }
+        }
+        Format::Jsonl => {
+            let _ = writeln!(out, "{}", serde_json::to_string(report).unwrap_or_default());
         }
         Format::Json => {
             // Serialising plain structs of numbers and strings cannot fail.
