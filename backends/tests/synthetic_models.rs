@@ -78,3 +78,43 @@ fn twelve_layer_model_is_decisive_and_varied() {
     };
     check_decisive_and_varied(&synthetic(tmp.path(), config, "twelve-layers", 9));
 }
+
+/// Correct backends must stay close at long contexts too: a synthetic model in a chaotic regime
+/// (much sharper attention was tried) amplifies rounding differences with depth and context
+/// length until greedy choices flip. 12 layers, 200 positions.
+#[test]
+fn rounding_differences_do_not_grow_with_context() {
+    use gpt2_backends::{EngineOptions, create};
+    let tmp = tempfile::tempdir().unwrap();
+    let config = Config {
+        n_layer: 12,
+        n_head: 12,
+        n_embd: 192,
+        vocab_size: 50257,
+        n_ctx: 256,
+        mlp_hidden: 768,
+        layer_norm_eps: 1e-5,
+        tied_output: true,
+    };
+    let f = synthetic(tmp.path(), config, "long-context", 3);
+    let w = f.gpt2().unwrap();
+    let prompt: Vec<u32> = (0..200u32).map(|i| i * 7919 % 50000).collect();
+    let opts = EngineOptions::default();
+    let want = create("naive", &w, &opts)
+        .unwrap()
+        .prefill(&prompt)
+        .unwrap()
+        .to_vec();
+    for name in ["ndarray", "simd-kv"] {
+        let got = create(name, &w, &opts)
+            .unwrap()
+            .prefill(&prompt)
+            .unwrap()
+            .to_vec();
+        let diff = max_abs_diff(&got, &want);
+        assert!(
+            diff < 1e-3,
+            "{name}: logits differ from naive by {diff} at 200 positions"
+        );
+    }
+}
