@@ -26,9 +26,17 @@ fn main() {
         commit
     };
     println!("cargo:rustc-env=GPT2_BENCH_GIT_COMMIT={commit}");
-    // Rebuild the metadata when the checkout moves or its tracked files change.
-    for path in ["../.git/HEAD", "../.git/index"] {
-        if std::path::Path::new(path).exists() {
+    // Rebuild the metadata when the checkout moves (HEAD, or the branch it points to, which a
+    // commit updates) or its tracked files change (index).
+    let mut watched = vec!["../.git/HEAD".to_string(), "../.git/index".to_string()];
+    if let Ok(head) = std::fs::read_to_string("../.git/HEAD")
+        && let Some(branch) = head.trim().strip_prefix("ref: ")
+    {
+        watched.push(format!("../.git/{branch}"));
+        watched.push("../.git/packed-refs".to_string());
+    }
+    for path in watched {
+        if std::path::Path::new(&path).exists() {
             println!("cargo:rerun-if-changed={path}");
         }
     }
