@@ -86,16 +86,7 @@ mod tests {
     use super::*;
 
     fn gpt2_small() -> Config {
-        Config {
-            n_layer: 12,
-            n_head: 12,
-            n_embd: 768,
-            vocab_size: 50257,
-            n_ctx: 1024,
-            mlp_hidden: 3072,
-            layer_norm_eps: 1e-5,
-            tied_output: true,
-        }
+        gpt2_export::SyntheticSize::Gpt2.config()
     }
 
     #[test]
