@@ -366,17 +366,8 @@ impl Compute {
         let d = c / n_head;
         let scale = 1.0 / (d as f32).sqrt();
         let kern = self.kernels;
-        // One head of one position: scores, softmax, weighted sum of values.
         let head = |out: &mut [f32], q: &[f32], s: &mut [f32], pos: usize, h: usize| {
-            let s = &mut s[..=pos];
-            for (j, sj) in s.iter_mut().enumerate() {
-                *sj = kern.dot(q, &k_cache[j * c + h * d..j * c + (h + 1) * d]) * scale;
-            }
-            kern.softmax(s);
-            out.fill(0.0);
-            for (j, &p) in s.iter().enumerate() {
-                kern.axpy(out, p, &v_cache[j * c + h * d..j * c + (h + 1) * d]);
-            }
+            attend_head(&kern, out, q, k_cache, v_cache, s, pos, h * d, c, scale)
         };
         if t == 1 {
             att.par_chunks_mut(d)
@@ -394,6 +385,34 @@ impl Compute {
                     }
                 });
         }
+    }
+}
+
+/// One attention head of one position: scores of `q` against the keys of positions `0..=pos`,
+/// softmax, weighted sum of their values into `out`. The head's channels are `h0..h0 + D` of
+/// each (n_ctx, C) cache row; `scores` has room for `pos + 1` values.
+#[allow(clippy::too_many_arguments)]
+pub fn attend_head(
+    kern: &Kernels,
+    out: &mut [f32],
+    q: &[f32],
+    k_cache: &[f32],
+    v_cache: &[f32],
+    scores: &mut [f32],
+    pos: usize,
+    h0: usize,
+    c: usize,
+    scale: f32,
+) {
+    let d = q.len();
+    let s = &mut scores[..=pos];
+    for (j, sj) in s.iter_mut().enumerate() {
+        *sj = kern.dot(q, &k_cache[j * c + h0..j * c + h0 + d]) * scale;
+    }
+    kern.softmax(s);
+    out.fill(0.0);
+    for (j, &p) in s.iter().enumerate() {
+        kern.axpy(out, p, &v_cache[j * c + h0..j * c + h0 + d]);
     }
 }
 
