@@ -21,8 +21,6 @@ pub struct EngineInfo {
     pub dtype: &'static str,
     /// Bytes of KV cache allocated (0 without a cache).
     pub kv_cache_bytes: u64,
-    /// Bytes of weights the backend copied out of the mapped file (0 when it reads the map).
-    pub weights_copied_bytes: u64,
     /// One line on how it computes, for people reading the table.
     pub summary: &'static str,
 }

@@ -261,7 +261,6 @@ impl Engine for NaiveEngine<'_> {
             threads: 1,
             dtype: "f32",
             kv_cache_bytes: 0,
-            weights_copied_bytes: 0,
             summary: "scalar loops, one thread, recomputes the whole context every step",
         }
     }

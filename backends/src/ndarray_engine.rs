@@ -183,7 +183,6 @@ impl Engine for NdarrayEngine<'_> {
             threads: self.threads,
             dtype: "f32",
             kv_cache_bytes: 0,
-            weights_copied_bytes: 0,
             summary: "ndarray + matrixmultiply GEMM, recomputes the whole context every step",
         }
     }

@@ -215,7 +215,6 @@ impl Engine for SimdEngine<'_> {
             threads: self.model.threads(),
             dtype: "f32",
             kv_cache_bytes: 0,
-            weights_copied_bytes: 0,
             summary: summary(self.model.kernels().isa(), false),
         }
     }
@@ -268,7 +267,6 @@ impl Engine for SimdKvEngine<'_> {
             threads: self.model.threads(),
             dtype: "f32",
             kv_cache_bytes: self.model.kv_bytes(),
-            weights_copied_bytes: 0,
             summary: summary(self.model.kernels().isa(), true),
         }
     }

@@ -14,7 +14,7 @@
 //!
 //! Tensors are converted and written one at a time, so memory stays at about one tensor.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashSet};
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
@@ -498,10 +498,9 @@ fn missing_tensor(dir: &Path, name: &str, have: &BTreeMap<String, Found>) -> Exp
     } else {
         ""
     };
-    let layers: HashMap<&str, ()> = have
+    let layers: HashSet<&str> = have
         .keys()
         .filter_map(|k| k.strip_prefix("h.")?.split('.').next())
-        .map(|l| (l, ()))
         .collect();
     ExportError::Checkpoint {
         path: dir.to_path_buf(),

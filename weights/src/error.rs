@@ -73,14 +73,6 @@ impl WeightsError {
             source,
         }
     }
-
-    /// The format-level cause, when there is one (lets tests and callers match on the kind).
-    pub fn format_error(&self) -> Option<&FormatError> {
-        match self {
-            WeightsError::Format { source, .. } => Some(source),
-            _ => None,
-        }
-    }
 }
 
 pub type Result<T, E = WeightsError> = std::result::Result<T, E>;

@@ -259,15 +259,7 @@ unsafe fn tile8<const R: usize>(
 
 /// One input row: `out (width) = x (K) @ w[:, n0..n0+width] + bias`. Streams the weight four
 /// rows at a time, front to back, accumulating into `out` (which stays in L1).
-pub fn matvec_cols(
-    out: &mut [f32],
-    x: &[f32],
-    w: &[f32],
-    bias: &[f32],
-    k: usize,
-    n: usize,
-    n0: usize,
-) {
+fn matvec_cols(out: &mut [f32], x: &[f32], w: &[f32], bias: &[f32], k: usize, n: usize, n0: usize) {
     let width = bias.len();
     assert!(
         x.len() == k && out.len() == width && n0 + width <= n && w.len() >= k * n,

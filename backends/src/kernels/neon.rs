@@ -66,25 +66,7 @@ pub fn matmul_cols(
     n: usize,
     n0: usize,
 ) {
-    let width = bias.len();
-    for (out_row, in_row) in out.chunks_exact_mut(width).zip(inp.chunks_exact(k)) {
-        out_row.copy_from_slice(bias);
-        for (kk, &a) in in_row.iter().enumerate() {
-            axpy(out_row, a, &w[kk * n + n0..kk * n + n0 + width]);
-        }
-    }
-}
-
-pub fn matvec_cols(
-    out: &mut [f32],
-    x: &[f32],
-    w: &[f32],
-    bias: &[f32],
-    k: usize,
-    n: usize,
-    n0: usize,
-) {
-    matmul_cols(out, x, w, bias, k, n, n0)
+    super::scalar::matmul_cols_with(axpy, out, inp, w, bias, k, n, n0)
 }
 
 pub fn dot_rows(out: &mut [f32], x: &[f32], rows: &[f32]) {

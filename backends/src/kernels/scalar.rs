@@ -12,14 +12,27 @@ pub fn matmul_cols(
     n: usize,
     n0: usize,
 ) {
+    matmul_cols_with(axpy, out, inp, w, bias, k, n, n0)
+}
+
+/// [`matmul_cols`] as a sequence of `out_row += inp[t, kk] * w[kk, cols]` row updates, with the
+/// row update supplied by the caller (the NEON kernels pass theirs).
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_cols_with(
+    axpy: fn(&mut [f32], f32, &[f32]),
+    out: &mut [f32],
+    inp: &[f32],
+    w: &[f32],
+    bias: &[f32],
+    k: usize,
+    n: usize,
+    n0: usize,
+) {
     let width = bias.len();
     for (out_row, in_row) in out.chunks_exact_mut(width).zip(inp.chunks_exact(k)) {
         out_row.copy_from_slice(bias);
         for (kk, &a) in in_row.iter().enumerate() {
-            let w_row = &w[kk * n + n0..kk * n + n0 + width];
-            for (o, &wv) in out_row.iter_mut().zip(w_row) {
-                *o += a * wv;
-            }
+            axpy(out_row, a, &w[kk * n + n0..kk * n + n0 + width]);
         }
     }
 }
