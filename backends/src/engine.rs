@@ -21,6 +21,11 @@ pub struct EngineInfo {
     pub dtype: &'static str,
     /// Bytes of KV cache allocated (0 without a cache).
     pub kv_cache_bytes: u64,
+    /// Bytes of weights copied out of the mapped file at start-up (0 for backends that compute
+    /// on the mapped pages in place).
+    pub weights_copied_bytes: u64,
+    /// Where it computes: `cpu`, or `cuda:N`.
+    pub device: String,
     /// One line on how it computes, for people reading the table.
     pub summary: &'static str,
 }

@@ -10,9 +10,11 @@
 //! | `ndarray` | [`ndarray_engine`] | arrays and GEMM calls (matrixmultiply) instead of loops |
 //! | `simd` | [`simd`], [`kernels`] | hand-written AVX2/FMA (or NEON) kernels, all cores, a thread pool |
 //! | `simd-kv` | [`simd`] | the same kernels plus a KV cache: one new position per step |
+//! | `candle` | [`candle_engine`] | a tensor library (candle-core) instead of our own kernels; KV cache; CUDA behind a feature |
 //!
 //! [`create`] builds a backend by name; [`BACKENDS`] lists the names.
 
+pub mod candle_engine;
 pub mod engine;
 pub mod kernels;
 pub mod naive;
@@ -20,17 +22,20 @@ pub mod ndarray_engine;
 pub mod simd;
 pub mod testing;
 
+pub use candle_engine::DeviceChoice;
 pub use engine::{Engine, EngineError, EngineInfo};
 use gpt2_weights::Gpt2Weights;
 
 /// Backend names, in the order `--compare` runs them (the first is the default reference).
-pub const BACKENDS: &[&str] = &["naive", "ndarray", "simd", "simd-kv"];
+pub const BACKENDS: &[&str] = &["naive", "ndarray", "simd", "simd-kv", "candle"];
 
 /// Options every backend understands.
 #[derive(Debug, Clone)]
 pub struct EngineOptions {
     /// Threads to compute with (backends that are single-threaded ignore it and report 1).
     pub threads: usize,
+    /// Where the `candle` backend computes; the other backends always run on the CPU.
+    pub device: DeviceChoice,
     /// Also accept the test-only backends of [`testing`] (used by the harness's CLI tests).
     pub allow_test_engines: bool,
 }
@@ -39,6 +44,7 @@ impl Default for EngineOptions {
     fn default() -> Self {
         EngineOptions {
             threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            device: DeviceChoice::Cpu,
             allow_test_engines: false,
         }
     }
@@ -70,6 +76,11 @@ pub fn create<'w>(
                 message,
             })?,
         )),
+        "candle" => Ok(Box::new(candle_engine::CandleEngine::new(
+            weights,
+            options.threads,
+            options.device,
+        )?)),
         testing::DIVERGENT if options.allow_test_engines => Ok(Box::new(
             testing::DivergentEngine::new(naive::NaiveEngine::new(weights.clone()), 3),
         )),

@@ -261,6 +261,8 @@ impl Engine for NaiveEngine<'_> {
             threads: 1,
             dtype: "f32",
             kv_cache_bytes: 0,
+            weights_copied_bytes: 0,
+            device: "cpu".to_string(),
             summary: "scalar loops, one thread, recomputes the whole context every step",
         }
     }

@@ -183,6 +183,8 @@ impl Engine for NdarrayEngine<'_> {
             threads: self.threads,
             dtype: "f32",
             kv_cache_bytes: 0,
+            weights_copied_bytes: 0,
+            device: "cpu".to_string(),
             summary: "ndarray + matrixmultiply GEMM, recomputes the whole context every step",
         }
     }

@@ -215,6 +215,8 @@ impl Engine for SimdEngine<'_> {
             threads: self.model.threads(),
             dtype: "f32",
             kv_cache_bytes: 0,
+            weights_copied_bytes: 0,
+            device: "cpu".to_string(),
             summary: summary(self.model.kernels().isa(), false),
         }
     }
@@ -267,6 +269,8 @@ impl Engine for SimdKvEngine<'_> {
             threads: self.model.threads(),
             dtype: "f32",
             kv_cache_bytes: self.model.kv_bytes(),
+            weights_copied_bytes: 0,
+            device: "cpu".to_string(),
             summary: summary(self.model.kernels().isa(), true),
         }
     }

@@ -151,15 +151,28 @@ fn simd_backends_on_every_kernel_set_and_thread_count() {
 }
 
 #[test]
-fn simd_kv_reports_its_cache() {
+fn cached_backends_report_their_cache_and_copies() {
     let tmp = tempfile::tempdir().unwrap();
     let f = tiny(tmp.path());
     let w = f.gpt2().unwrap();
-    let e = create("simd-kv", &w, &EngineOptions::default()).unwrap();
-    let info = e.info();
-    assert!(info.kv_cache);
-    // 3 layers x (K and V) x 128 positions x 60 channels x 4 bytes.
-    assert_eq!(info.kv_cache_bytes, 3 * 2 * 128 * 60 * 4);
+    for name in ["simd-kv", "candle"] {
+        let info = create(name, &w, &EngineOptions::default()).unwrap().info();
+        assert!(info.kv_cache, "{name}");
+        // 3 layers x (K and V) x 128 positions x 60 channels x 4 bytes.
+        assert_eq!(info.kv_cache_bytes, 3 * 2 * 128 * 60 * 4, "{name}");
+        assert_eq!(info.device, "cpu");
+    }
+    // candle copies every stored tensor once (the tied output layer is the embedding tensor);
+    // the hand-written backends compute on the mapped file.
+    let stored_bytes: u64 = f.header().tensors.iter().map(|t| t.byte_len).sum();
+    let copied = |name| {
+        create(name, &w, &EngineOptions::default())
+            .unwrap()
+            .info()
+            .weights_copied_bytes
+    };
+    assert_eq!(copied("candle"), stored_bytes);
+    assert_eq!(copied("simd-kv"), 0);
     assert!(
         !create("simd", &w, &EngineOptions::default())
             .unwrap()

@@ -105,7 +105,7 @@ fn rounding_differences_do_not_grow_with_context() {
         .prefill(&prompt)
         .unwrap()
         .to_vec();
-    for name in ["ndarray", "simd-kv"] {
+    for name in ["ndarray", "simd-kv", "candle"] {
         let got = create(name, &w, &opts)
             .unwrap()
             .prefill(&prompt)

@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
-use gpt2_backends::{BACKENDS, EngineOptions};
+use gpt2_backends::{BACKENDS, DeviceChoice, EngineOptions};
 use gpt2_weights::{Gpt2Tokenizer, StreamDecoder, WeightFile};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
@@ -116,6 +116,10 @@ struct RunArgs {
     /// Threads for multi-threaded backends [default: all logical cores].
     #[arg(long, value_name = "N")]
     threads: Option<usize>,
+    /// Where the candle backend computes: cpu, cuda or cuda:N (needs a build with
+    /// `--features cuda`). The other backends always run on the CPU.
+    #[arg(long, default_value = "cpu", value_name = "DEVICE")]
+    device: DeviceChoice,
     /// No progress output on stderr.
     #[arg(long, short)]
     quiet: bool,
@@ -164,7 +168,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
     }
     let args = cli.run;
     if args.roofline {
-        let options = engine_options(args.threads)?;
+        let options = engine_options(args.threads, args.device)?;
         let path = model::resolve(args.model.as_deref(), args.quiet)?;
         let file = WeightFile::open(&path)?;
         let r = roofline::measure(&file, options.threads)?;
@@ -183,7 +187,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
     if args.max_tokens == 0 {
         bail!("--max-tokens must be at least 1");
     }
-    let options = engine_options(args.threads)?;
+    let options = engine_options(args.threads, args.device)?;
     let selected = select_backends(&args, &options)?;
 
     let path = model::resolve(args.model.as_deref(), args.quiet)?;
@@ -229,9 +233,11 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
 }
 
 /// Threads: `--threads`, else all logical cores. matrixmultiply (the ndarray backend) reads its
-/// thread count from `MATMUL_NUM_THREADS` once, so it is set here, before any thread exists.
-fn engine_options(threads: Option<usize>) -> anyhow::Result<EngineOptions> {
+/// thread count from `MATMUL_NUM_THREADS` once, and candle's matrix products from
+/// `RAYON_NUM_THREADS`, so both are set here, before any thread exists.
+fn engine_options(threads: Option<usize>, device: DeviceChoice) -> anyhow::Result<EngineOptions> {
     let mut options = EngineOptions {
+        device,
         allow_test_engines: std::env::var_os("GPT2_BENCH_TEST_ENGINES").is_some_and(|v| v == "1"),
         ..EngineOptions::default()
     };
@@ -249,7 +255,17 @@ fn engine_options(threads: Option<usize>) -> anyhow::Result<EngineOptions> {
     }
     // SAFETY: called from `main`'s thread before any other thread is started (no backend, pool
     // or progress bar exists yet), so nothing can read the environment concurrently.
-    unsafe { std::env::set_var("MATMUL_NUM_THREADS", options.threads.to_string()) };
+    unsafe {
+        std::env::set_var("MATMUL_NUM_THREADS", options.threads.to_string());
+        std::env::set_var("RAYON_NUM_THREADS", options.threads.to_string());
+        // candle runs elementwise operations on its own worker threads, which spin for a while
+        // after each operation (25,000 turns by default) before sleeping; on a machine with as
+        // many cores as threads they then take cores from the matrix products' rayon workers.
+        // A short spin measured ~10% faster prefill here (bench-results/README.md).
+        if std::env::var_os("CANDLE_BARRIER_POOL_SPIN_LIMIT").is_none() {
+            std::env::set_var("CANDLE_BARRIER_POOL_SPIN_LIMIT", "500");
+        }
+    }
     Ok(options)
 }
 
@@ -463,6 +479,8 @@ fn compare(
                 threads: info.threads,
                 kv_cache: info.kv_cache,
                 kv_cache_bytes: info.kv_cache_bytes,
+                weights_copied_bytes: info.weights_copied_bytes,
+                device: info.device.clone(),
                 dtype: info.dtype.to_string(),
                 prompt_tokens: prompt.len(),
                 new_tokens: g.token_ids.len(),
@@ -528,10 +546,11 @@ fn single(
     let info = engine.info();
     if !args.quiet {
         eprintln!(
-            "{name}: {} | model {} ({:.1}M parameters) | {} threads",
+            "{name}: {} | model {} ({:.1}M parameters) | {} | {} threads",
             info.summary,
             file.header().provenance.model_name,
             file.config().parameter_count() as f64 / 1e6,
+            info.device,
             info.threads
         );
     }

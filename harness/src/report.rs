@@ -56,6 +56,10 @@ pub struct BackendResult {
     pub threads: usize,
     pub kv_cache: bool,
     pub kv_cache_bytes: u64,
+    /// Bytes of weights the backend copied out of the mapped file (candle: all of them).
+    pub weights_copied_bytes: u64,
+    /// `cpu` or `cuda:N`.
+    pub device: String,
     pub dtype: String,
     pub prompt_tokens: usize,
     pub new_tokens: usize,

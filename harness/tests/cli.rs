@@ -114,7 +114,7 @@ fn json_follows_the_schema() {
     );
     assert!(v["machine"]["cpu"].is_string() && v["machine"]["git_commit"].is_string());
     let results = v["results"].as_array().unwrap();
-    assert_eq!(results.len(), 4);
+    assert_eq!(results.len(), 5);
     let reference_ids = &results[0]["token_ids"];
     for r in results {
         assert!(r["backend"].is_string());
@@ -131,6 +131,10 @@ fn json_follows_the_schema() {
         }
         assert_eq!(r["tokens_match"], true);
         assert!(r["divergence"].is_null());
+        assert_eq!(r["device"], "cpu");
+        let copied = r["weights_copied_bytes"].as_u64().unwrap();
+        // Only candle copies the weights out of the mapped file.
+        assert_eq!(copied > 0, r["backend"] == "candle", "{}", r["backend"]);
     }
     assert_eq!(v["all_match"], true);
 }
@@ -401,7 +405,40 @@ fn inspect_and_backends_subcommands() {
     assert_eq!(o.status.code(), Some(0), "{}", err(&o));
     assert!(out(&o).contains("synthetic-tiny") && out(&o).contains("OK (verified"));
     let o = bench(&["backends"]);
-    assert_eq!(out(&o), "naive\nndarray\nsimd\nsimd-kv\n");
+    assert_eq!(out(&o), "naive\nndarray\nsimd\nsimd-kv\ncandle\n");
+}
+
+#[test]
+fn candle_device_errors_say_what_to_do() {
+    let run = |device: &str| {
+        bench(&[
+            "--backend",
+            "candle",
+            "--device",
+            device,
+            "--prompt",
+            "Hi",
+            "--model",
+            model(),
+            "-q",
+        ])
+    };
+    let o = run("gpu");
+    assert_eq!(o.status.code(), Some(3));
+    assert!(err(&o).contains("use cpu, cuda or cuda:N"), "{}", err(&o));
+    let o = run("cuda");
+    if cfg!(feature = "cuda") {
+        // Built with CUDA: either a GPU ran it, or the error names the device.
+        assert!(
+            o.status.code() == Some(0) || err(&o).contains("CUDA device"),
+            "{}",
+            err(&o)
+        );
+    } else {
+        assert_usage_error(&o, &["--features cuda", "--device cpu"]);
+    }
+    let o = run("cpu");
+    assert_eq!(o.status.code(), Some(0), "{}", err(&o));
 }
 
 #[test]
