@@ -363,6 +363,7 @@ impl Engine for CandleEngine {
             dtype: "f32",
             kv_cache_bytes: self.kv_bytes,
             weights_copied_bytes: self.copied_bytes,
+            scratch_bytes: None,
             device: self.device_choice.to_string(),
             summary: match self.device_choice {
                 DeviceChoice::Cpu => "candle-core tensors on the CPU (gemm crate), KV cache",

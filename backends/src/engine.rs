@@ -24,6 +24,9 @@ pub struct EngineInfo {
     /// Bytes of weights copied out of the mapped file at start-up (0 for backends that compute
     /// on the mapped pages in place).
     pub weights_copied_bytes: u64,
+    /// Bytes of activation buffers kept between calls; `None` for backends that allocate them
+    /// per call.
+    pub scratch_bytes: Option<u64>,
     /// Where it computes: `cpu`, or `cuda:N`.
     pub device: String,
     /// One line on how it computes, for people reading the table.

@@ -262,6 +262,7 @@ impl Engine for NaiveEngine<'_> {
             dtype: "f32",
             kv_cache_bytes: 0,
             weights_copied_bytes: 0,
+            scratch_bytes: None,
             device: "cpu".to_string(),
             summary: "scalar loops, one thread, recomputes the whole context every step",
         }

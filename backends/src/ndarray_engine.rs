@@ -184,6 +184,7 @@ impl Engine for NdarrayEngine<'_> {
             dtype: "f32",
             kv_cache_bytes: 0,
             weights_copied_bytes: 0,
+            scratch_bytes: None,
             device: "cpu".to_string(),
             summary: "ndarray + matrixmultiply GEMM, recomputes the whole context every step",
         }

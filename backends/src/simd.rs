@@ -80,6 +80,26 @@ impl<'w> SimdModel<'w> {
         ((self.k_cache.len() + self.v_cache.len()) * 4) as u64
     }
 
+    /// Bytes of the activation buffers (everything but the weights and the KV cache).
+    pub fn scratch_bytes(&self) -> u64 {
+        let floats = [
+            &self.x,
+            &self.ln,
+            &self.qkv,
+            &self.att,
+            &self.proj,
+            &self.fc,
+            &self.scratch,
+            &self.scores,
+            &self.ln_f,
+            &self.logits,
+        ]
+        .iter()
+        .map(|v| v.len())
+        .sum::<usize>();
+        (floats * std::mem::size_of::<f32>()) as u64
+    }
+
     /// Positions currently stored.
     pub fn position(&self) -> usize {
         self.pos
@@ -216,6 +236,7 @@ impl Engine for SimdEngine<'_> {
             dtype: "f32",
             kv_cache_bytes: 0,
             weights_copied_bytes: 0,
+            scratch_bytes: Some(self.model.scratch_bytes()),
             device: "cpu".to_string(),
             summary: summary(self.model.kernels().isa(), false),
         }
@@ -270,6 +291,7 @@ impl Engine for SimdKvEngine<'_> {
             dtype: "f32",
             kv_cache_bytes: self.model.kv_bytes(),
             weights_copied_bytes: 0,
+            scratch_bytes: Some(self.model.scratch_bytes()),
             device: "cpu".to_string(),
             summary: summary(self.model.kernels().isa(), true),
         }

@@ -10,6 +10,7 @@
 //! place at the end, so a failed or interrupted export leaves nothing behind.
 
 pub mod error;
+pub mod golden;
 pub mod hf;
 pub mod hub;
 pub mod inspect;

@@ -5,11 +5,17 @@
 //! tokens differ from the reference's) and `--backend NAME` (one backend, streaming its text:
 //! the teaching mode). `inspect FILE` describes a weight file.
 
+mod check;
+mod compare;
+mod gate;
 mod generate;
 mod machine;
 mod model;
+mod plot;
 mod report;
 mod roofline;
+mod save;
+mod stats;
 
 use std::collections::HashSet;
 use std::io::{IsTerminal, Write};
@@ -23,8 +29,8 @@ use gpt2_backends::{BACKENDS, DeviceChoice, EngineOptions};
 use gpt2_weights::{Gpt2Tokenizer, StreamDecoder, WeightFile};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use crate::generate::{Generation, generate, max_new_tokens};
-use crate::report::{BackendResult, Divergence, Format, ModelInfo, NEAR_TIE_GAP, Report};
+use crate::generate::{generate, max_new_tokens};
+use crate::report::{Format, ModelInfo, Report};
 
 /// The text behind `--prompt-tokens N`: its GPT-2 tokens, repeated and cut to N.
 const SYNTHETIC_PROMPT_TEXT: &str = "The history of computing is a story of machines that \
@@ -34,8 +40,10 @@ const SYNTHETIC_PROMPT_TEXT: &str = "The history of computing is a story of mach
 
 /// Exit status when every backend matched (or the single run succeeded).
 const EXIT_OK: u8 = 0;
-/// Exit status when a backend's tokens differ from the reference's.
+/// Exit status when a backend's tokens differ from the reference's (or from the golden file).
 const EXIT_MISMATCH: u8 = 1;
+/// Exit status when `--baseline` finds a slowdown beyond `--max-slowdown`.
+const EXIT_REGRESSION: u8 = 2;
 /// Exit status for a usage or input error.
 const EXIT_USAGE: u8 = 3;
 
@@ -43,13 +51,17 @@ const AFTER_HELP: &str = "\
 Examples:
   gpt2-bench --compare --prompt \"The meaning of life is\"
   gpt2-bench --compare --prompt \"Hello\" --backends naive,ndarray --max-tokens 16 --format json
+  gpt2-bench --compare --prompt-tokens 16,128,512 --backends simd,simd-kv --runs 5 --plot out.svg
+  gpt2-bench --compare --prompt-tokens 128 --save --baseline bench-results/base.json --max-slowdown 10%
   gpt2-bench --backend naive --prompt \"Once upon a time\"
+  gpt2-bench check --golden backends/tests/fixtures/golden.json
   gpt2-bench inspect weights/gpt2.bin
 
 Model: --model FILE, else weights/gpt2.bin, else GPT-2 small exported from the Hugging Face hub,
 else (offline) a synthetic GPT-2 small with random weights (said on stderr).
 
-Exit status: 0 all backends agree; 1 a backend's tokens differ from the reference's;
+Exit status: 0 all good; 1 a backend's tokens differ from the reference's (or, for `check`, from
+the golden file); 2 a performance regression beyond --max-slowdown against --baseline;
 3 usage or input error.";
 
 #[derive(Parser)]
@@ -78,6 +90,22 @@ enum Command {
     },
     /// List the backends.
     Backends,
+    /// Check every backend against a golden file from Hugging Face transformers: exact greedy
+    /// ids and logits within tolerance (exit status 1 on any difference).
+    Check {
+        /// The golden JSON file (written by backends/tests/fixtures/make_golden.py).
+        #[arg(long, value_name = "FILE")]
+        golden: PathBuf,
+        /// Weight file to check [default: the golden file's own checkpoint, exported on the fly].
+        #[arg(long, value_name = "FILE")]
+        model: Option<PathBuf>,
+        /// Backends to check, comma-separated [default: all].
+        #[arg(long, value_delimiter = ',', value_name = "LIST")]
+        backends: Option<Vec<String>>,
+        /// Threads for multi-threaded backends [default: all logical cores].
+        #[arg(long, value_name = "N")]
+        threads: Option<usize>,
+    },
 }
 
 #[derive(Args)]
@@ -101,9 +129,15 @@ struct RunArgs {
     #[arg(long, value_name = "IDS", conflicts_with = "prompt_tokens")]
     prompt_ids: Option<String>,
     /// A synthetic prompt of exactly N tokens (a fixed English text, repeated as needed), for
-    /// measuring prefill and decode at a chosen context length.
-    #[arg(long, value_name = "N", conflicts_with = "prompt")]
-    prompt_tokens: Option<usize>,
+    /// measuring prefill and decode at a chosen context length. With --compare, a list
+    /// (16,128,512) runs every backend at each length.
+    #[arg(
+        long,
+        value_name = "N[,N...]",
+        value_delimiter = ',',
+        conflicts_with = "prompt"
+    )]
+    prompt_tokens: Option<Vec<usize>>,
     /// Weight file [default: weights/gpt2.bin, see below].
     #[arg(long, value_name = "FILE")]
     model: Option<PathBuf>,
@@ -130,6 +164,27 @@ struct RunArgs {
     /// With --compare: do not measure the roofline (saves about a second).
     #[arg(long, requires = "compare")]
     no_roofline: bool,
+    /// Measured runs per backend and prompt length (--compare).
+    #[arg(long, default_value_t = 3, value_name = "N")]
+    runs: usize,
+    /// Warm-up runs before the measured ones, not in the statistics (--compare).
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    warmup: usize,
+    /// Save the JSON report to DIR/<date>-<commit>-<model>.json and append a row to
+    /// DIR/history.md [DIR: bench-results].
+    #[arg(long, value_name = "DIR", num_args = 0..=1, default_missing_value = "bench-results", requires = "compare")]
+    save: Option<PathBuf>,
+    /// Write an SVG chart of decode tok/s per backend (and of latency against context length
+    /// when several --prompt-tokens lengths ran).
+    #[arg(long, value_name = "FILE.svg", requires = "compare")]
+    plot: Option<PathBuf>,
+    /// Compare tok/s with a saved JSON report; exit status 2 on a slowdown beyond
+    /// --max-slowdown.
+    #[arg(long, value_name = "FILE.json", requires = "compare")]
+    baseline: Option<PathBuf>,
+    /// Largest tolerated slowdown against --baseline, after subtracting both runs' spread.
+    #[arg(long, value_name = "PERCENT", default_value = "10%", value_parser = gate::parse_slowdown)]
+    max_slowdown: f64,
 }
 
 fn main() -> ExitCode {
@@ -164,6 +219,35 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             }
             return Ok(EXIT_OK);
         }
+        Some(Command::Check {
+            golden,
+            model,
+            backends,
+            threads,
+        }) => {
+            let options = engine_options(threads, DeviceChoice::Cpu)?;
+            let names = match backends {
+                Some(list) => {
+                    for name in &list {
+                        if !BACKENDS.contains(&name.as_str()) {
+                            bail!(
+                                "--backends: unknown backend {name:?}; valid backends: {}",
+                                BACKENDS.join(", ")
+                            );
+                        }
+                    }
+                    list
+                }
+                None => BACKENDS.iter().map(|s| s.to_string()).collect(),
+            };
+            let (golden, outcomes) = check::run(&golden, model.as_deref(), &names, &options)?;
+            print_stdout(&check::render(&golden, &outcomes))?;
+            return Ok(if outcomes.iter().all(check::Outcome::passed) {
+                EXIT_OK
+            } else {
+                EXIT_MISMATCH
+            });
+        }
         None => {}
     }
     let args = cli.run;
@@ -194,42 +278,67 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
     let file = WeightFile::open_verified(&path)?;
     let tokenizer = file.tokenizer()?;
     let prompt_ids = prompt_ids(&args, &tokenizer, &file)?;
+    let lengths = prompt_lengths(&args, prompt_ids.len())?;
     let n_ctx = file.config().n_ctx as usize;
-    let n_new = args.max_tokens.min(max_new_tokens(prompt_ids.len(), n_ctx));
     let mut notes = vec!["tokenization is not timed".to_string()];
-    if n_new < args.max_tokens {
-        let note = format!(
-            "the context holds {n_ctx} positions: with a {}-token prompt, generation stops after \
-             {n_new} of the {} requested tokens",
-            prompt_ids.len(),
-            args.max_tokens
-        );
-        eprintln!("note: {note}");
-        notes.push(note);
+    let mut new_tokens = Vec::new();
+    for &len in &lengths {
+        let n_new = args.max_tokens.min(max_new_tokens(len, n_ctx));
+        if n_new < args.max_tokens {
+            let note = format!(
+                "the context holds {n_ctx} positions: with a {len}-token prompt, generation \
+                 stops after {n_new} of the {} requested tokens",
+                args.max_tokens
+            );
+            eprintln!("note: {note}");
+            notes.push(note);
+        }
+        new_tokens.push(n_new);
     }
 
     if args.compare {
-        compare(
-            &args,
-            &file,
-            &tokenizer,
-            &prompt_ids,
-            n_new,
-            &selected,
-            &options,
-            notes,
-        )
+        if args.runs == 0 {
+            bail!("--runs must be at least 1");
+        }
+        let plan = compare::Plan {
+            backends: &selected,
+            prompt: &prompt_ids,
+            lengths,
+            new_tokens,
+            runs: args.runs,
+            warmup: args.warmup,
+            options: &options,
+            quiet: args.quiet,
+        };
+        run_compare(&args, &file, &tokenizer, &plan, notes)
     } else {
         single(
             &args,
             &file,
             &tokenizer,
             &prompt_ids,
-            n_new,
+            new_tokens[0],
             &selected[0],
             &options,
         )
     }
+}
+
+/// The prompt lengths to run: every `--prompt-tokens` value (--compare only), else the prompt's.
+fn prompt_lengths(args: &RunArgs, prompt_len: usize) -> anyhow::Result<Vec<usize>> {
+    let Some(list) = &args.prompt_tokens else {
+        return Ok(vec![prompt_len]);
+    };
+    if list.len() > 1 && !args.compare {
+        bail!("--prompt-tokens takes one length with --backend; give a list only with --compare");
+    }
+    let mut seen = HashSet::new();
+    for &n in list {
+        if !seen.insert(n) {
+            bail!("--prompt-tokens lists {n} twice");
+        }
+    }
+    Ok(list.clone())
 }
 
 /// Threads: `--threads`, else all logical cores. matrixmultiply (the ndarray backend) reads its
@@ -323,10 +432,12 @@ fn prompt_ids(
     let config = file.config();
     let ids = match (&args.prompt, &args.prompt_ids) {
         _ if args.prompt_tokens.is_some() => {
-            let n = args.prompt_tokens.unwrap_or_default();
-            if n == 0 {
+            let lengths = args.prompt_tokens.as_deref().unwrap_or_default();
+            if lengths.contains(&0) {
                 bail!("--prompt-tokens must be at least 1");
             }
+            // The longest prompt; shorter lengths run its first N tokens.
+            let n = lengths.iter().copied().max().unwrap_or(1);
             let base = tokenizer.encode(SYNTHETIC_PROMPT_TEXT)?;
             base.iter().copied().cycle().take(n).collect()
         }
@@ -371,19 +482,6 @@ fn prompt_ids(
     Ok(ids)
 }
 
-fn progress_bar(quiet: bool, name: &str, n_new: usize) -> ProgressBar {
-    if quiet || !std::io::stderr().is_terminal() {
-        return ProgressBar::hidden();
-    }
-    let bar = ProgressBar::with_draw_target(Some(n_new as u64), ProgressDrawTarget::stderr());
-    bar.set_style(
-        ProgressStyle::with_template("{prefix:>10} [{bar:30}] {pos}/{len} tokens ({elapsed})")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
-    );
-    bar.set_prefix(name.to_string());
-    bar
-}
-
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
@@ -406,128 +504,113 @@ fn model_info(file: &WeightFile) -> ModelInfo {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-fn compare(
+fn progress_bar(quiet: bool, name: &str, total_tokens: u64) -> ProgressBar {
+    if quiet || !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::with_draw_target(Some(total_tokens), ProgressDrawTarget::stderr());
+    bar.set_style(
+        ProgressStyle::with_template("{prefix:>10} [{bar:30}] {pos}/{len} tokens ({elapsed})")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    bar.set_prefix(name.to_string());
+    bar
+}
+
+fn run_compare(
     args: &RunArgs,
     file: &WeightFile,
     tokenizer: &Gpt2Tokenizer,
-    prompt: &[u32],
-    n_new: usize,
-    selected: &[String],
-    options: &EngineOptions,
+    plan: &compare::Plan,
     notes: Vec<String>,
 ) -> anyhow::Result<u8> {
-    let weights = file.gpt2()?;
+    // Check the outputs before spending minutes on the run.
+    let baseline = args
+        .baseline
+        .as_deref()
+        .map(gate::Baseline::load)
+        .transpose()?;
+    let date_utc = machine::now_utc();
+    let load_before = machine::load_average_1min();
     let roofline = if args.no_roofline {
         None
     } else {
-        Some(roofline::measure(file, options.threads)?)
+        Some(roofline::measure(file, plan.options.threads)?)
     };
-    let prefill_flops = roofline::prefill_flops(file.config(), prompt.len());
-    let mut runs: Vec<(String, gpt2_backends::EngineInfo, Generation)> = Vec::new();
-    for name in selected {
-        let mut engine = gpt2_backends::create(name, &weights, options)?;
-        let bar = progress_bar(args.quiet, name, n_new);
-        let g = generate(engine.as_mut(), prompt, n_new, |_| bar.inc(1))
-            .with_context(|| format!("backend {name}"))?;
-        bar.finish_and_clear();
-        if !args.quiet {
-            eprintln!(
-                "{name}: {} tokens in {:.2} s",
-                g.token_ids.len(),
-                (g.prefill + g.decode_total()).as_secs_f64()
-            );
-        }
-        runs.push((name.clone(), engine.info(), g));
-    }
-
-    let reference = &runs[0].2;
-    let slowest = runs
-        .iter()
-        .map(|(_, _, g)| g.prefill + g.decode_total())
-        .max()
-        .unwrap_or_default();
-    let results: Vec<BackendResult> = runs
-        .iter()
-        .map(|(name, info, g)| {
-            let total = g.prefill + g.decode_total();
-            let divergence = g
-                .token_ids
-                .iter()
-                .zip(&reference.token_ids)
-                .position(|(a, b)| a != b)
-                .map(|step| {
-                    let (want, got) = (reference.token_ids[step], g.token_ids[step]);
-                    let gap = reference.top2_gaps[step];
-                    Divergence {
-                        step,
-                        reference_id: want,
-                        backend_id: got,
-                        reference_text: tokenizer.decode(&[want]),
-                        backend_text: tokenizer.decode(&[got]),
-                        reference_top2_gap: gap,
-                        near_tie: gap < NEAR_TIE_GAP,
-                    }
-                });
-            let decode_tokens = g.steps.len();
-            let decode_tok_per_s =
-                (decode_tokens > 0).then(|| decode_tokens as f64 / g.decode_total().as_secs_f64());
-            let prefill_gflops = prefill_flops / g.prefill.as_secs_f64() / 1e9;
-            BackendResult {
-                backend: name.clone(),
-                summary: info.summary.to_string(),
-                threads: info.threads,
-                kv_cache: info.kv_cache,
-                kv_cache_bytes: info.kv_cache_bytes,
-                weights_copied_bytes: info.weights_copied_bytes,
-                device: info.device.clone(),
-                dtype: info.dtype.to_string(),
-                prompt_tokens: prompt.len(),
-                new_tokens: g.token_ids.len(),
-                token_ids: g.token_ids.clone(),
-                text: tokenizer.decode(&g.token_ids),
-                ttft_ms: ms(g.prefill),
-                prefill_tok_per_s: prompt.len() as f64 / g.prefill.as_secs_f64(),
-                decode_ms: ms(g.decode_total()),
-                decode_tok_per_s,
-                decode_roofline_fraction: roofline
-                    .as_ref()
-                    .zip(decode_tok_per_s)
-                    .map(|(r, d)| d / r.decode_roofline_tok_per_s),
-                prefill_gflops,
-                prefill_peak_fraction: roofline.as_ref().map(|r| prefill_gflops / r.peak_gflops),
-                prefill_best_gemm_fraction: roofline
-                    .as_ref()
-                    .map(|r| prefill_gflops / r.gemm_simd_gflops.max(r.gemm_matrixmultiply_gflops)),
-                total_ms: ms(total),
-                speedup_vs_slowest: slowest.as_secs_f64() / total.as_secs_f64(),
-                tokens_match: divergence.is_none() && g.token_ids == reference.token_ids,
-                divergence,
-            }
-        })
-        .collect();
+    let progress = |name: &str, total: u64| progress_bar(args.quiet, name, total);
+    let (results, backend_warnings) =
+        compare::run(plan, file, tokenizer, roofline.as_ref(), &progress)?;
+    let machine = machine::Machine::detect();
+    let mut warnings = compare::machine_warnings(load_before, machine.logical_cores);
+    warnings.extend(backend_warnings);
+    let model = model_info(file);
+    let gate = baseline.as_ref().map(|b| {
+        gate::compare(
+            b,
+            &results,
+            &model.checksum,
+            &machine.cpu,
+            args.max_slowdown,
+        )
+    });
     let all_match = results.iter().all(|r| r.tokens_match);
     let report = Report {
         schema_version: report::SCHEMA_VERSION,
         command_line: std::env::args().collect(),
-        model: model_info(file),
-        prompt: args
-            .prompt
-            .clone()
-            .unwrap_or_else(|| tokenizer.decode(prompt)),
-        prompt_token_ids: prompt.to_vec(),
+        date_utc,
+        model,
+        prompt: match &args.prompt {
+            Some(text) => text.clone(),
+            None => tokenizer.decode(plan.prompt),
+        },
+        prompt_token_ids: plan.prompt.to_vec(),
         max_tokens: args.max_tokens,
-        reference: selected[0].clone(),
+        runs: plan.runs,
+        warmup: plan.warmup,
+        reference: plan.backends[0].clone(),
         results,
         all_match,
         roofline,
         notes,
-        machine: machine::Machine::detect(),
+        warnings,
+        gate,
+        machine,
     };
     print_stdout(&report::render(&report, args.format))?;
+    if args.format != Format::Md {
+        for w in &report.warnings {
+            eprintln!("warning: {w}");
+        }
+    }
+    if let Some(dir) = &args.save {
+        let (json, history) = save::save(&report, dir)?;
+        if !args.quiet {
+            eprintln!(
+                "saved {} and a row in {}",
+                json.display(),
+                history.display()
+            );
+        }
+    }
+    if let Some(path) = &args.plot {
+        save::write_atomically(path, plot::svg(&report).as_bytes())
+            .with_context(|| format!("--plot {}", path.display()))?;
+    }
     if !all_match {
         eprint!("{}", report::divergence_report(&report));
         return Ok(EXIT_MISMATCH);
+    }
+    if let Some(g) = &report.gate {
+        if args.format != Format::Table && args.format != Format::Md {
+            eprint!("{}", gate::render(g));
+        }
+        if g.regressed {
+            eprintln!(
+                "REGRESSION: a backend is slower than the baseline beyond {:.0}%",
+                args.max_slowdown * 100.0
+            );
+            return Ok(EXIT_REGRESSION);
+        }
     }
     Ok(EXIT_OK)
 }

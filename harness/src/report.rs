@@ -10,9 +10,10 @@ use comfy_table::{Cell, CellAlignment, ContentArrangement, Table, presets};
 use serde::Serialize;
 
 use crate::machine::Machine;
+use crate::stats::Summary;
 
 /// Bumped whenever a field changes meaning or disappears (adding fields does not bump it).
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// A logit gap below this is within the tolerance backends are held to, so a divergence there
 /// may be float rounding rather than a bug.
@@ -49,41 +50,83 @@ pub struct Divergence {
     pub near_tie: bool,
 }
 
+/// Per-token decode latency, over every decode step of every measured run.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Latency {
+    pub mean_ms: f64,
+    pub p50_ms: f64,
+    pub p90_ms: f64,
+    pub p99_ms: f64,
+}
+
+/// Memory a backend used.
+#[derive(Debug, Clone, Serialize)]
+pub struct Memory {
+    /// The model file, memory-mapped (shared by every backend; pages are read in place).
+    pub weights_mapped_bytes: u64,
+    /// Weights copied out of the mapped file into the backend's own memory (candle).
+    pub weights_copied_bytes: u64,
+    pub kv_cache_bytes: u64,
+    /// Activation buffers the backend keeps between calls; `None` for backends that allocate
+    /// them per call (their cost shows in the peak RSS).
+    pub scratch_bytes: Option<u64>,
+    /// Peak resident set size of the process while this backend was created and run (the peak
+    /// is reset before each backend where the OS allows; mapped weight pages count once touched).
+    pub peak_rss_bytes: Option<u64>,
+}
+
+/// Every raw timing, in nanoseconds, so that any statistic can be recomputed.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Samples {
+    /// Time to first token of each measured run.
+    pub prefill_ns: Vec<u64>,
+    /// Each measured run's decode steps.
+    pub decode_step_ns: Vec<Vec<u64>>,
+    /// The same for the warm-up runs (not in any statistic).
+    pub warmup_prefill_ns: Vec<u64>,
+    pub warmup_decode_step_ns: Vec<Vec<u64>>,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct BackendResult {
     pub backend: String,
     pub summary: String,
-    pub threads: usize,
-    pub kv_cache: bool,
-    pub kv_cache_bytes: u64,
-    /// Bytes of weights the backend copied out of the mapped file (candle: all of them).
-    pub weights_copied_bytes: u64,
     /// `cpu` or `cuda:N`.
     pub device: String,
+    pub threads: usize,
+    pub kv_cache: bool,
     pub dtype: String,
     pub prompt_tokens: usize,
     pub new_tokens: usize,
     pub token_ids: Vec<u32>,
     pub text: String,
-    /// Time to first token: the prefill plus choosing the first token.
-    pub ttft_ms: f64,
-    pub prefill_tok_per_s: f64,
-    /// Decode steps: every token after the first. Absent when only one token was generated.
-    pub decode_ms: f64,
-    pub decode_tok_per_s: Option<f64>,
-    /// decode_tok_per_s divided by the measured decode roofline (when measured).
+    pub runs: usize,
+    pub warmup: usize,
+    /// Time to first token: the prefill plus choosing the first token (per run).
+    pub ttft_ms: Summary,
+    pub prefill_tok_per_s: Summary,
+    /// Decode steps are every token after the first; `None` when only one token was generated.
+    pub decode_tok_per_s: Option<Summary>,
+    pub decode_latency: Option<Latency>,
+    /// Mean decode_tok_per_s divided by the measured decode roofline (when measured).
     pub decode_roofline_fraction: Option<f64>,
-    /// FLOPs of the prefill divided by its time (see roofline::prefill_flops), GFLOP/s.
+    /// FLOPs of the prefill divided by its mean time (see roofline::prefill_flops), GFLOP/s.
     pub prefill_gflops: f64,
     /// prefill_gflops divided by the measured peak FMA rate (when measured).
     pub prefill_peak_fraction: Option<f64>,
     /// prefill_gflops divided by the best GEMM rate measured in the same run.
     pub prefill_best_gemm_fraction: Option<f64>,
+    /// Mean time of one whole run (prefill and every decode step).
     pub total_ms: f64,
-    /// Slowest backend's total time divided by this one's.
+    /// Slowest backend's mean total time divided by this one's (same prompt length).
     pub speedup_vs_slowest: f64,
+    pub memory: Memory,
+    /// Every run of this backend produced the same tokens (a backend must be deterministic).
+    pub runs_agree: bool,
+    /// Same tokens as the reference, in every run.
     pub tokens_match: bool,
     pub divergence: Option<Divergence>,
+    pub samples: Samples,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -91,15 +134,26 @@ pub struct Report {
     pub schema_version: u32,
     /// The command line that produced this report.
     pub command_line: Vec<String>,
+    /// When the run started, UTC, ISO 8601.
+    pub date_utc: String,
     pub model: ModelInfo,
+    /// The prompt (the longest one when several `--prompt-tokens` lengths ran: the shorter
+    /// prompts are its first N tokens).
     pub prompt: String,
     pub prompt_token_ids: Vec<u32>,
     pub max_tokens: usize,
+    pub runs: usize,
+    pub warmup: usize,
     pub reference: String,
+    /// One row per backend and prompt length.
     pub results: Vec<BackendResult>,
     pub all_match: bool,
     pub roofline: Option<crate::roofline::Roofline>,
     pub notes: Vec<String>,
+    /// Reasons to doubt these timings (debug build, outliers, a busy machine, ...).
+    pub warnings: Vec<String>,
+    /// The comparison with `--baseline`, when given.
+    pub gate: Option<crate::gate::Gate>,
     pub machine: Machine,
 }
 
@@ -113,7 +167,7 @@ pub enum Format {
     Jsonl,
 }
 
-const HEADERS: [&str; 12] = [
+const HEADERS: [&str; 15] = [
     "backend",
     "threads",
     "KV cache",
@@ -122,8 +176,11 @@ const HEADERS: [&str; 12] = [
     "TTFT ms",
     "prefill tok/s",
     "decode tok/s",
+    "p50 ms",
+    "p99 ms",
     "% roofline",
     "prefill % peak",
+    "peak RSS MB",
     "speedup",
     "tokens match",
 ];
@@ -132,24 +189,52 @@ fn percent(x: Option<f64>) -> String {
     x.map_or_else(|| "-".to_string(), |v| format!("{:.0}%", v * 100.0))
 }
 
-fn row(r: &BackendResult, reference: &str) -> [String; 12] {
+/// `mean ± stddev`, the stddev left out for a single run.
+fn mean_sd(s: &Summary, decimals: usize) -> String {
+    if s.n > 1 {
+        format!("{:.decimals$} ± {:.decimals$}", s.mean, s.stddev)
+    } else {
+        format!("{:.decimals$}", s.mean)
+    }
+}
+
+fn row(r: &BackendResult, reference: &str) -> [String; 15] {
+    let dash = || "-".to_string();
     [
         r.backend.clone(),
-        r.threads.to_string(),
+        if r.device == "cpu" {
+            r.threads.to_string()
+        } else {
+            r.device.clone()
+        },
         if r.kv_cache { "yes" } else { "no" }.to_string(),
         r.prompt_tokens.to_string(),
         r.new_tokens.to_string(),
-        format!("{:.1}", r.ttft_ms),
-        format!("{:.1}", r.prefill_tok_per_s),
+        mean_sd(&r.ttft_ms, 1),
+        mean_sd(&r.prefill_tok_per_s, 1),
         r.decode_tok_per_s
-            .map_or_else(|| "-".to_string(), |v| format!("{v:.2}")),
+            .as_ref()
+            .map_or_else(dash, |s| mean_sd(s, 2)),
+        r.decode_latency
+            .map_or_else(dash, |l| format!("{:.1}", l.p50_ms)),
+        r.decode_latency
+            .map_or_else(dash, |l| format!("{:.1}", l.p99_ms)),
         percent(r.decode_roofline_fraction),
         percent(r.prefill_peak_fraction),
+        r.memory
+            .peak_rss_bytes
+            .map_or_else(dash, |b| format!("{:.0}", b as f64 / 1e6)),
         format!("{:.2}x", r.speedup_vs_slowest),
         if r.backend == reference {
-            "reference".to_string()
+            if r.runs_agree {
+                "reference".to_string()
+            } else {
+                "NO (runs differ)".to_string()
+            }
         } else if r.tokens_match {
             "yes".to_string()
+        } else if !r.runs_agree {
+            "NO (runs differ)".to_string()
         } else {
             match &r.divergence {
                 Some(d) => format!("NO (step {})", d.step),
@@ -176,6 +261,15 @@ fn table(report: &Report, preset: &str) -> String {
         t.add_row(cells);
     }
     t.to_string()
+}
+
+/// How the figures were taken, under the table.
+fn method_line(report: &Report) -> String {
+    format!(
+        "{} measured run(s) per backend after {} warm-up run(s); ± is the standard deviation over \
+         runs; p50/p99: per-token decode latency over all runs.",
+        report.runs, report.warmup
+    )
 }
 
 /// The text generated by the reference, shown once under the table.
@@ -216,15 +310,32 @@ pub fn render(report: &Report, format: Format) -> String {
                 report.machine.logical_cores
             );
             let _ = writeln!(out, "{}", table(report, presets::UTF8_FULL_CONDENSED));
+            let _ = writeln!(out, "{}", method_line(report));
             if let Some(r) = &report.roofline {
                 let _ = writeln!(out, "{}", roofline_line(r));
+            }
+            for note in &report.notes {
+                let _ = writeln!(out, "Note: {note}.");
+            }
+            if let Some(g) = &report.gate {
+                let _ = write!(out, "{}", crate::gate::render(g));
             }
             let _ = writeln!(out, "{}", generated_text(report));
         }
         Format::Md => {
             let _ = writeln!(out, "{}\n", table(report, presets::ASCII_MARKDOWN));
+            let _ = writeln!(out, "{}\n", method_line(report));
             if let Some(r) = &report.roofline {
                 let _ = writeln!(out, "{}\n", roofline_line(r));
+            }
+            for note in &report.notes {
+                let _ = writeln!(out, "Note: {note}.\n");
+            }
+            for w in &report.warnings {
+                let _ = writeln!(out, "Warning: {w}\n");
+            }
+            if let Some(g) = &report.gate {
+                let _ = writeln!(out, "{}", crate::gate::render(g));
             }
             let _ = writeln!(
                 out,

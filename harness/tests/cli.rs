@@ -102,7 +102,12 @@ fn json_follows_the_schema() {
     ]);
     assert_eq!(o.status.code(), Some(0), "{}", err(&o));
     let v: serde_json::Value = serde_json::from_str(&out(&o)).expect("stdout is one JSON document");
-    assert_eq!(v["schema_version"], 1);
+    assert_eq!(v["schema_version"], 2);
+    assert_eq!(
+        (v["runs"].as_u64(), v["warmup"].as_u64()),
+        (Some(3), Some(1))
+    );
+    assert!(v["date_utc"].as_str().unwrap().ends_with('Z'));
     assert_eq!(v["prompt"], "Hello world");
     assert_eq!(v["prompt_token_ids"], serde_json::json!([15496, 995]));
     assert_eq!(v["model"]["n_embd"], 60);
@@ -121,18 +126,29 @@ fn json_follows_the_schema() {
         assert_eq!(r["token_ids"].as_array().unwrap().len(), 5);
         assert_eq!(&r["token_ids"], reference_ids);
         assert!(r["text"].is_string());
-        for field in [
-            "prefill_tok_per_s",
-            "decode_tok_per_s",
-            "ttft_ms",
-            "speedup_vs_slowest",
-        ] {
-            assert!(r[field].as_f64().unwrap() > 0.0, "{field}");
+        for field in ["prefill_tok_per_s", "decode_tok_per_s", "ttft_ms"] {
+            assert!(r[field]["mean"].as_f64().unwrap() > 0.0, "{field}");
+            assert!(r[field]["stddev"].as_f64().unwrap() >= 0.0, "{field}");
+            assert_eq!(r[field]["n"], 3, "{field}");
         }
+        assert!(r["speedup_vs_slowest"].as_f64().unwrap() > 0.0);
+        let latency = &r["decode_latency"];
+        assert!(latency["p50_ms"].as_f64().unwrap() <= latency["p99_ms"].as_f64().unwrap());
+        // Raw samples: one prefill per measured run, 4 decode steps per run, warm-up kept apart.
+        let samples = &r["samples"];
+        assert_eq!(samples["prefill_ns"].as_array().unwrap().len(), 3);
+        let steps = samples["decode_step_ns"].as_array().unwrap();
+        assert_eq!(steps.len(), 3);
+        assert!(steps.iter().all(|run| run.as_array().unwrap().len() == 4));
+        assert_eq!(samples["warmup_prefill_ns"].as_array().unwrap().len(), 1);
+        assert_eq!(r["runs_agree"], true);
+        let mem = &r["memory"];
+        assert!(mem["weights_mapped_bytes"].as_u64().unwrap() > 0);
+        assert!(mem["peak_rss_bytes"].as_u64().unwrap() > 0);
         assert_eq!(r["tokens_match"], true);
         assert!(r["divergence"].is_null());
         assert_eq!(r["device"], "cpu");
-        let copied = r["weights_copied_bytes"].as_u64().unwrap();
+        let copied = r["memory"]["weights_copied_bytes"].as_u64().unwrap();
         // Only candle copies the weights out of the mapped file.
         assert_eq!(copied > 0, r["backend"] == "candle", "{}", r["backend"]);
     }
@@ -496,7 +512,7 @@ fn prompt_tokens_and_roofline() {
         .find(|r| r["backend"] == "simd-kv")
         .unwrap();
     assert_eq!(kv["kv_cache"], true);
-    assert_eq!(kv["kv_cache_bytes"], 3 * 2 * 128 * 60 * 4);
+    assert_eq!(kv["memory"]["kv_cache_bytes"], 3 * 2 * 128 * 60 * 4);
     assert!(kv["decode_roofline_fraction"].as_f64().unwrap() > 0.0);
 
     let o = bench(&["--roofline", "--model", model()]);
@@ -540,4 +556,243 @@ fn forced_scalar_kernels_are_used_and_agree() {
         );
         assert_eq!(r["tokens_match"], true);
     }
+}
+
+/// Runs --compare on the tiny model with JSON output and returns the parsed report.
+fn compare_json(extra: &[&str]) -> (Output, serde_json::Value) {
+    let mut args = vec![
+        "--compare",
+        "--prompt",
+        "Hello",
+        "--model",
+        model(),
+        "--max-tokens",
+        "4",
+        "--no-roofline",
+        "--format",
+        "json",
+        "-q",
+    ];
+    args.extend_from_slice(extra);
+    let o = bench(&args);
+    let v = serde_json::from_str(&out(&o)).unwrap_or(serde_json::Value::Null);
+    (o, v)
+}
+
+#[test]
+fn several_prompt_lengths_give_one_row_each_and_a_plot() {
+    let tmp = tempfile::tempdir().unwrap();
+    let svg = tmp.path().join("chart.svg");
+    let o = bench(&[
+        "--compare",
+        "--prompt-tokens",
+        "8,24",
+        "--model",
+        model(),
+        "--max-tokens",
+        "3",
+        "--backends",
+        "naive,simd-kv",
+        "--runs",
+        "2",
+        "--warmup",
+        "0",
+        "--no-roofline",
+        "--format",
+        "json",
+        "--plot",
+        svg.to_str().unwrap(),
+        "-q",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", err(&o));
+    let v: serde_json::Value = serde_json::from_str(&out(&o)).unwrap();
+    let rows: Vec<(String, u64)> = v["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["backend"].as_str().unwrap().to_string(),
+                r["prompt_tokens"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            ("naive".into(), 8),
+            ("naive".into(), 24),
+            ("simd-kv".into(), 8),
+            ("simd-kv".into(), 24)
+        ]
+    );
+    assert_eq!(v["prompt_token_ids"].as_array().unwrap().len(), 24);
+    assert!(v["results"].as_array().unwrap().iter().all(|r| {
+        r["samples"]["warmup_prefill_ns"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    }));
+    let chart = std::fs::read_to_string(&svg).unwrap();
+    assert!(chart.starts_with("<svg") && chart.trim_end().ends_with("</svg>"));
+    assert!(chart.contains("simd-kv") && chart.contains("against context length"));
+    assert_eq!(
+        chart.matches("<polyline").count(),
+        2,
+        "one latency line per backend"
+    );
+}
+
+#[test]
+fn save_writes_a_report_and_appends_history() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("results");
+    for _ in 0..2 {
+        let (o, _) = compare_json(&[
+            "--backends",
+            "naive,simd",
+            "--runs",
+            "1",
+            "--save",
+            dir.to_str().unwrap(),
+        ]);
+        assert_eq!(o.status.code(), Some(0), "{}", err(&o));
+    }
+    let mut reports: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".json"))
+        .collect();
+    reports.sort();
+    assert_eq!(
+        reports.len(),
+        2,
+        "the second run does not overwrite the first: {reports:?}"
+    );
+    assert!(reports[0].contains("synthetic-tiny"), "{reports:?}");
+    let saved: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join(&reports[0])).unwrap()).unwrap();
+    assert_eq!(saved["schema_version"], 2);
+    let history = std::fs::read_to_string(dir.join("history.md")).unwrap();
+    assert_eq!(
+        history.lines().filter(|l| l.starts_with("| 20")).count(),
+        4,
+        "{history}"
+    );
+}
+
+#[test]
+fn baseline_gate_passes_on_itself_and_fails_on_a_faster_baseline() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (o, v) = compare_json(&["--backends", "naive,simd-kv", "--runs", "2"]);
+    assert_eq!(o.status.code(), Some(0), "{}", err(&o));
+    let base = tmp.path().join("base.json");
+    std::fs::write(&base, serde_json::to_string(&v).unwrap()).unwrap();
+
+    // Against itself with a generous threshold: no regression (timings vary, but not 10x).
+    let (o, now) = compare_json(&[
+        "--backends",
+        "naive,simd-kv",
+        "--runs",
+        "2",
+        "--baseline",
+        base.to_str().unwrap(),
+        "--max-slowdown",
+        "90%",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", err(&o));
+    let comparisons = now["gate"]["comparisons"].as_array().unwrap();
+    assert_eq!(comparisons.len(), 4, "prefill and decode for two backends");
+    assert!(
+        err(&o).contains("simd-kv (1-token prompt) decode:"),
+        "{}",
+        err(&o)
+    );
+
+    // A baseline 1000x faster with no spread: every backend regressed, exit status 2.
+    let mut fast = v.clone();
+    for r in fast["results"].as_array_mut().unwrap() {
+        for metric in ["prefill_tok_per_s", "decode_tok_per_s"] {
+            let m = r[metric]["mean"].as_f64().unwrap();
+            r[metric]["mean"] = serde_json::json!(m * 1000.0);
+            r[metric]["stddev"] = serde_json::json!(0.0);
+        }
+    }
+    std::fs::write(&base, serde_json::to_string(&fast).unwrap()).unwrap();
+    let (o, now) = compare_json(&[
+        "--backends",
+        "naive,simd-kv",
+        "--baseline",
+        base.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", err(&o));
+    assert_eq!(now["gate"]["regressed"], true);
+    assert!(err(&o).contains("REGRESSION"), "{}", err(&o));
+
+    // An old or foreign file is a usage error naming the file.
+    std::fs::write(&base, r#"{"schema_version": 1}"#).unwrap();
+    let (o, _) = compare_json(&["--baseline", base.to_str().unwrap()]);
+    assert_usage_error(&o, &["base.json", "schema version 1"]);
+    let (o, _) = compare_json(&[
+        "--baseline",
+        base.to_str().unwrap(),
+        "--max-slowdown",
+        "lots",
+    ]);
+    assert_eq!(o.status.code(), Some(3));
+    assert!(err(&o).contains("not a percentage"), "{}", err(&o));
+}
+
+fn golden_fixture() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../backends/tests/fixtures/golden.json")
+}
+
+#[test]
+fn check_passes_on_the_golden_fixture_and_fails_on_a_wrong_one() {
+    let golden = golden_fixture();
+    let o = bench(&["check", "--golden", golden.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}{}", out(&o), err(&o));
+    let text = out(&o);
+    for name in ["naive", "ndarray", "simd", "simd-kv", "candle"] {
+        let line = text.lines().find(|l| l.starts_with(name)).unwrap();
+        assert!(line.ends_with(" ok"), "{line}");
+    }
+
+    // The same golden file with one expected id changed: every backend fails, exit status 1.
+    let tmp = tempfile::tempdir().unwrap();
+    let fixtures = golden.parent().unwrap();
+    let mut v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&golden).unwrap()).unwrap();
+    v["greedy_token_ids"][5] = serde_json::json!(1);
+    v["checkpoint"] = serde_json::json!(fixtures.join("hf-tiny-gpt2").to_str().unwrap());
+    v["logits_file"] =
+        serde_json::json!(fixtures.join("golden_logits.safetensors").to_str().unwrap());
+    let wrong = tmp.path().join("wrong.json");
+    std::fs::write(&wrong, v.to_string()).unwrap();
+    let o = bench(&[
+        "check",
+        "--golden",
+        wrong.to_str().unwrap(),
+        "--backends",
+        "naive,simd-kv",
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", err(&o));
+    assert!(
+        out(&o).contains("FAIL: generated token 5 differs"),
+        "{}",
+        out(&o)
+    );
+
+    let o = bench(&[
+        "check",
+        "--golden",
+        golden.to_str().unwrap(),
+        "--model",
+        model(),
+        "--backends",
+        "naive",
+    ]);
+    // A model that is not the golden one computes other logits: exit status 1.
+    assert_eq!(o.status.code(), Some(1), "{}", err(&o));
+    assert!(out(&o).contains("FAIL"), "{}", out(&o));
 }

@@ -1,0 +1,129 @@
+//! `gpt2-bench check --golden FILE`: the CI equivalence check against an independent
+//! implementation.
+//!
+//! Runs every selected backend on a golden file's prompt ids (see `gpt2_export::golden`) and
+//! requires, for each: exactly the golden greedy ids, and logits within [`LOGIT_TOLERANCE`] of
+//! the golden logits for every step that has them. Prints one line per backend; exit status 1 on
+//! any difference.
+
+use anyhow::Context;
+use gpt2_backends::EngineOptions;
+use gpt2_export::golden::Golden;
+use gpt2_weights::WeightFile;
+
+use crate::generate::greedy_choice;
+
+/// Largest absolute logit difference accepted: the same tolerance the backends are held to
+/// against each other. GPT-2's logits are in the tens to hundreds; torch and our backends
+/// sum in different orders.
+pub const LOGIT_TOLERANCE: f32 = 2e-3;
+
+/// One backend's verdict.
+pub struct Outcome {
+    pub backend: String,
+    /// Index of the first generated token that differs, if any.
+    pub first_wrong_token: Option<usize>,
+    /// Largest logit difference over the golden steps.
+    pub max_logit_diff: f32,
+}
+
+impl Outcome {
+    pub fn passed(&self) -> bool {
+        self.first_wrong_token.is_none() && self.max_logit_diff <= LOGIT_TOLERANCE
+    }
+}
+
+fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    if a.len() != b.len() {
+        return f32::INFINITY;
+    }
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
+/// Runs `backends` against the golden file; `model` overrides the golden checkpoint.
+pub fn run(
+    golden_path: &std::path::Path,
+    model: Option<&std::path::Path>,
+    backends: &[String],
+    options: &EngineOptions,
+) -> anyhow::Result<(Golden, Vec<Outcome>)> {
+    let golden = Golden::load(golden_path)?;
+    let scratch = tempfile::tempdir().context("creating a temporary directory")?;
+    let path = match model {
+        Some(p) => p.to_path_buf(),
+        None => golden.weight_file(scratch.path())?,
+    };
+    let file = WeightFile::open_verified(&path)?;
+    let vocab = file.config().vocab_size as usize;
+    if let Some(row) = golden.logits.first()
+        && row.len() != vocab
+    {
+        anyhow::bail!(
+            "--golden {}: its logits have {} entries but {} has a vocabulary of {vocab}; \
+             give the model it was made from",
+            golden_path.display(),
+            row.len(),
+            path.display()
+        );
+    }
+    let weights = file.gpt2()?;
+    let mut outcomes = Vec::new();
+    for name in backends {
+        let mut engine = gpt2_backends::create(name, &weights, options)?;
+        let mut logits = engine
+            .prefill(&golden.prompt_token_ids)
+            .with_context(|| format!("backend {name}"))?
+            .to_vec();
+        let mut outcome = Outcome {
+            backend: name.clone(),
+            first_wrong_token: None,
+            max_logit_diff: 0.0,
+        };
+        let n = golden.greedy_token_ids.len();
+        for (step, &want) in golden.greedy_token_ids.iter().enumerate() {
+            if let Some(row) = golden.logits.get(step) {
+                outcome.max_logit_diff = outcome.max_logit_diff.max(max_abs_diff(&logits, row));
+            }
+            let (token, _) = greedy_choice(&logits);
+            if token != want {
+                outcome.first_wrong_token = Some(step);
+                break;
+            }
+            if step + 1 < n {
+                logits = engine
+                    .step(token)
+                    .with_context(|| format!("backend {name}"))?
+                    .to_vec();
+            }
+        }
+        outcomes.push(outcome);
+    }
+    Ok((golden, outcomes))
+}
+
+/// The report: one line per backend.
+pub fn render(golden: &Golden, outcomes: &[Outcome]) -> String {
+    let mut out = format!(
+        "golden {}: {} prompt tokens, {} greedy tokens, logits for {} step(s), tolerance {:e}\n",
+        golden.path.display(),
+        golden.prompt_token_ids.len(),
+        golden.greedy_token_ids.len(),
+        golden.logits.len(),
+        LOGIT_TOLERANCE
+    );
+    for o in outcomes {
+        let verdict = match (o.first_wrong_token, o.max_logit_diff <= LOGIT_TOLERANCE) {
+            (None, true) => "ok".to_string(),
+            (Some(step), _) => format!("FAIL: generated token {step} differs"),
+            (None, false) => "FAIL: logits beyond tolerance".to_string(),
+        };
+        out.push_str(&format!(
+            "{:<10} max logit difference {:.2e}  {verdict}\n",
+            o.backend, o.max_logit_diff
+        ));
+    }
+    out
+}

@@ -1,0 +1,301 @@
+//! `--compare`: every selected backend on the same greedy decoding, repeated, timed, checked.
+//!
+//! For each backend: create it once (its start-up is not timed), then for each prompt length run
+//! `warmup` untimed-in-statistics runs and `runs` measured ones. Each run is a prefill (timed
+//! with the choice of the first token: the time to first token) and `n_new - 1` decode steps,
+//! each timed on its own. Tokenization happens once, before any of this, and is not timed.
+//! Every run of every backend must produce the same tokens as the reference backend's runs.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use gpt2_backends::{EngineInfo, EngineOptions};
+use gpt2_weights::{Gpt2Tokenizer, WeightFile};
+
+use crate::generate::{Generation, generate};
+use crate::machine;
+use crate::report::{BackendResult, Divergence, Latency, Memory, NEAR_TIE_GAP, Samples};
+use crate::roofline::{Roofline, prefill_flops};
+use crate::stats::{Summary, outliers, percentile};
+
+/// What `--compare` runs.
+pub struct Plan<'a> {
+    pub backends: &'a [String],
+    /// The longest prompt; each case runs its first `lengths[i]` tokens.
+    pub prompt: &'a [u32],
+    pub lengths: Vec<usize>,
+    /// New tokens per case (already capped by the context).
+    pub new_tokens: Vec<usize>,
+    pub runs: usize,
+    pub warmup: usize,
+    pub options: &'a EngineOptions,
+    pub quiet: bool,
+}
+
+/// One backend at one prompt length: its runs.
+struct Measured {
+    name: String,
+    info: EngineInfo,
+    prompt_tokens: usize,
+    warmup: Vec<Generation>,
+    runs: Vec<Generation>,
+    peak_rss_bytes: Option<u64>,
+}
+
+fn ns(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// Runs the plan; the progress bar advances once per generated token.
+fn measure(
+    plan: &Plan,
+    weights: &gpt2_weights::Gpt2Weights,
+    progress: &dyn Fn(&str, u64) -> indicatif::ProgressBar,
+) -> anyhow::Result<Vec<Measured>> {
+    let mut out = Vec::new();
+    let per_backend: usize = plan.new_tokens.iter().sum::<usize>() * (plan.runs + plan.warmup);
+    for name in plan.backends {
+        let rss_reset = machine::reset_peak_rss();
+        let mut engine = gpt2_backends::create(name, weights, plan.options)?;
+        let bar = progress(name, per_backend as u64);
+        let mut cases = Vec::new();
+        for (&len, &n_new) in plan.lengths.iter().zip(&plan.new_tokens) {
+            let prompt = &plan.prompt[..len];
+            let mut runs = Vec::new();
+            for _ in 0..plan.warmup + plan.runs {
+                let g = generate(engine.as_mut(), prompt, n_new, |_| bar.inc(1))
+                    .with_context(|| format!("backend {name}"))?;
+                runs.push(g);
+            }
+            let measured = runs.split_off(plan.warmup);
+            cases.push((len, runs, measured));
+        }
+        bar.finish_and_clear();
+        let peak = machine::peak_rss_bytes().filter(|_| rss_reset);
+        let info = engine.info();
+        drop(engine);
+        for (len, warmup, runs) in cases {
+            if !plan.quiet {
+                let total: Duration = runs.iter().map(|g| g.prefill + g.decode_total()).sum();
+                eprintln!(
+                    "{name}: {len}-token prompt, {} run(s) of {} tokens in {:.2} s",
+                    runs.len(),
+                    runs.first().map_or(0, |g| g.token_ids.len()),
+                    total.as_secs_f64()
+                );
+            }
+            out.push(Measured {
+                name: name.clone(),
+                info: info.clone(),
+                prompt_tokens: len,
+                warmup,
+                runs,
+                peak_rss_bytes: peak,
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// Where `got` first differs from the reference's tokens.
+fn divergence(
+    reference: &Generation,
+    got: &Generation,
+    tokenizer: &Gpt2Tokenizer,
+) -> Option<Divergence> {
+    let step = got
+        .token_ids
+        .iter()
+        .zip(&reference.token_ids)
+        .position(|(a, b)| a != b)?;
+    let (want, have) = (reference.token_ids[step], got.token_ids[step]);
+    let gap = reference.top2_gaps[step];
+    Some(Divergence {
+        step,
+        reference_id: want,
+        backend_id: have,
+        reference_text: tokenizer.decode(&[want]),
+        backend_text: tokenizer.decode(&[have]),
+        reference_top2_gap: gap,
+        near_tie: gap < NEAR_TIE_GAP,
+    })
+}
+
+/// Measures and summarises: one result row per backend and prompt length, plus warnings.
+pub fn run(
+    plan: &Plan,
+    file: &WeightFile,
+    tokenizer: &Gpt2Tokenizer,
+    roofline: Option<&Roofline>,
+    progress: &dyn Fn(&str, u64) -> indicatif::ProgressBar,
+) -> anyhow::Result<(Vec<BackendResult>, Vec<String>)> {
+    let weights = file.gpt2()?;
+    let measured = measure(plan, &weights, progress)?;
+    let mut results = Vec::new();
+    let mut warnings = Vec::new();
+    for m in &measured {
+        let reference = measured
+            .iter()
+            .find(|r| r.prompt_tokens == m.prompt_tokens)
+            .expect("the reference ran every length");
+        let first = &m.runs[0];
+        let runs_agree = m
+            .runs
+            .iter()
+            .chain(&m.warmup)
+            .all(|g| g.token_ids == first.token_ids);
+        let div = m
+            .runs
+            .iter()
+            .find_map(|g| divergence(&reference.runs[0], g, tokenizer));
+        let prompt_tokens = m.prompt_tokens;
+        let secs = |d: Duration| d.as_secs_f64();
+        let ttft: Vec<f64> = m.runs.iter().map(|g| secs(g.prefill) * 1e3).collect();
+        let prefill_rate: Vec<f64> = m
+            .runs
+            .iter()
+            .map(|g| prompt_tokens as f64 / secs(g.prefill))
+            .collect();
+        let decode_rate: Vec<f64> = m
+            .runs
+            .iter()
+            .filter(|g| !g.steps.is_empty())
+            .map(|g| g.steps.len() as f64 / secs(g.decode_total()))
+            .collect();
+        let step_ms: Vec<f64> = m
+            .runs
+            .iter()
+            .flat_map(|g| g.steps.iter().map(|&d| secs(d) * 1e3))
+            .collect();
+        let ttft = Summary::of(&ttft).expect("at least one run");
+        let prefill_tok_per_s = Summary::of(&prefill_rate).expect("at least one run");
+        let decode_tok_per_s = Summary::of(&decode_rate);
+        let decode_latency = Summary::of(&step_ms).map(|s| Latency {
+            mean_ms: s.mean,
+            p50_ms: percentile(&step_ms, 50.0),
+            p90_ms: percentile(&step_ms, 90.0),
+            p99_ms: percentile(&step_ms, 99.0),
+        });
+        let prefill_gflops = prefill_flops(file.config(), prompt_tokens) / (ttft.mean / 1e3) / 1e9;
+        let total_ms: f64 = m
+            .runs
+            .iter()
+            .map(|g| secs(g.prefill + g.decode_total()) * 1e3)
+            .sum::<f64>()
+            / m.runs.len() as f64;
+
+        // hyperfine-style warnings about this backend's timings.
+        let outlier_steps = outliers(&step_ms);
+        if outlier_steps > 0 {
+            warnings.push(format!(
+                "{} ({prompt_tokens}-token prompt): {outlier_steps} of {} decode steps are \
+                 statistical outliers (more than {} median absolute deviations from the median); \
+                 other programs may be interfering: run on a quiet machine, or raise --runs",
+                m.name,
+                step_ms.len(),
+                crate::stats::OUTLIER_Z
+            ));
+        }
+        let run_totals: Vec<f64> = m
+            .runs
+            .iter()
+            .map(|g| secs(g.prefill + g.decode_total()))
+            .collect();
+        if run_totals.len() >= 3 {
+            let rest_median = percentile(&run_totals[1..], 50.0);
+            if run_totals[0] > 1.5 * rest_median {
+                warnings.push(format!(
+                    "{} ({prompt_tokens}-token prompt): the first measured run took {:.2} s, much \
+                     longer than the others (median {:.2} s): caches, page faults or frequency \
+                     scaling; raise --warmup (now {})",
+                    m.name, run_totals[0], rest_median, plan.warmup
+                ));
+            }
+        }
+
+        results.push(BackendResult {
+            backend: m.name.clone(),
+            summary: m.info.summary.to_string(),
+            device: m.info.device.clone(),
+            threads: m.info.threads,
+            kv_cache: m.info.kv_cache,
+            dtype: m.info.dtype.to_string(),
+            prompt_tokens,
+            new_tokens: first.token_ids.len(),
+            token_ids: first.token_ids.clone(),
+            text: tokenizer.decode(&first.token_ids),
+            runs: m.runs.len(),
+            warmup: m.warmup.len(),
+            ttft_ms: ttft,
+            prefill_tok_per_s,
+            decode_roofline_fraction: roofline
+                .zip(decode_tok_per_s)
+                .map(|(r, d)| d.mean / r.decode_roofline_tok_per_s),
+            decode_tok_per_s,
+            decode_latency,
+            prefill_gflops,
+            prefill_peak_fraction: roofline.map(|r| prefill_gflops / r.peak_gflops),
+            prefill_best_gemm_fraction: roofline
+                .map(|r| prefill_gflops / r.gemm_simd_gflops.max(r.gemm_matrixmultiply_gflops)),
+            total_ms,
+            speedup_vs_slowest: 0.0, // filled in below, per prompt length
+            memory: Memory {
+                weights_mapped_bytes: file.file_len(),
+                weights_copied_bytes: m.info.weights_copied_bytes,
+                kv_cache_bytes: m.info.kv_cache_bytes,
+                scratch_bytes: m.info.scratch_bytes,
+                peak_rss_bytes: m.peak_rss_bytes,
+            },
+            runs_agree,
+            tokens_match: runs_agree && div.is_none(),
+            divergence: div,
+            samples: Samples {
+                prefill_ns: m.runs.iter().map(|g| ns(g.prefill)).collect(),
+                decode_step_ns: m
+                    .runs
+                    .iter()
+                    .map(|g| g.steps.iter().map(|&d| ns(d)).collect())
+                    .collect(),
+                warmup_prefill_ns: m.warmup.iter().map(|g| ns(g.prefill)).collect(),
+                warmup_decode_step_ns: m
+                    .warmup
+                    .iter()
+                    .map(|g| g.steps.iter().map(|&d| ns(d)).collect())
+                    .collect(),
+            },
+        });
+    }
+    for len in &plan.lengths {
+        let slowest = results
+            .iter()
+            .filter(|r| r.prompt_tokens == *len)
+            .map(|r| r.total_ms)
+            .fold(0.0, f64::max);
+        for r in results.iter_mut().filter(|r| r.prompt_tokens == *len) {
+            r.speedup_vs_slowest = slowest / r.total_ms;
+        }
+    }
+    Ok((results, warnings))
+}
+
+/// Warnings about the whole run: build profile and other load on the machine.
+pub fn machine_warnings(load_before: Option<f64>, cores: usize) -> Vec<String> {
+    let mut w = Vec::new();
+    if cfg!(debug_assertions) {
+        w.push(
+            "this is a debug build: timings are many times slower than a release build and not \
+             comparable; build with `cargo build --release` (or `cargo run --release`)"
+                .to_string(),
+        );
+    }
+    if let Some(load) = load_before
+        && load > 0.5 * cores as f64
+    {
+        w.push(format!(
+            "the machine was busy before this run (1-minute load average {load:.2} on {cores} \
+             cores): other programs compete for cores and memory bandwidth, so timings may be \
+             low and noisy"
+        ));
+    }
+    w
+}

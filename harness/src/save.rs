@@ -1,0 +1,130 @@
+//! `--save [DIR]`: the JSON report as `DIR/<date>-<commit>-<model>.json` (never overwriting an
+//! earlier one) plus one Markdown row per backend appended to `DIR/history.md`, so a directory
+//! of runs doubles as a readable log. Files are written to a temporary file and renamed, so an
+//! interrupted run leaves no half-written report.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+
+use crate::report::Report;
+
+/// Writes `bytes` to `path` through a temporary file in the same directory and a rename.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".gpt2-bench-")
+        .suffix(".partial")
+        .tempfile_in(dir)
+        .with_context(|| format!("creating a temporary file in {}", dir.display()))?;
+    tmp.write_all(bytes)
+        .and_then(|_| tmp.as_file().sync_all())
+        .with_context(|| format!("writing {}", path.display()))?;
+    tmp.persist(path)
+        .map_err(|e| e.error)
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}
+
+/// A file name part: letters, digits, `-`, `_` and `.` kept, anything else `-`.
+fn slug(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "-_.".contains(c) {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect()
+}
+
+const HISTORY_HEADER: &str = "\
+| date (UTC) | commit | model | backend | threads | prompt tok | new tok | runs | prefill tok/s | decode tok/s | p50 ms | tokens match | report |
+|---|---|---|---|---|---|---|---|---|---|---|---|---|
+";
+
+/// Saves the report; returns the JSON file and the history file written.
+pub fn save(report: &Report, dir: &Path) -> anyhow::Result<(PathBuf, PathBuf)> {
+    std::fs::create_dir_all(dir).with_context(|| format!("--save: creating {}", dir.display()))?;
+    let commit: String = report.machine.git_commit.chars().take(18).collect();
+    let stem = format!(
+        "{}-{}-{}",
+        &report.date_utc[..10.min(report.date_utc.len())],
+        slug(&commit),
+        slug(&report.model.name)
+    );
+    let json = serde_json::to_string_pretty(report).context("serialising the report")?;
+    // Never overwrite an earlier run: add -2, -3, ... on a clash.
+    let mut path = dir.join(format!("{stem}.json"));
+    let mut n = 2;
+    while path.exists() {
+        path = dir.join(format!("{stem}-{n}.json"));
+        n += 1;
+    }
+    write_atomically(&path, json.as_bytes())?;
+
+    let history = dir.join("history.md");
+    let mut text = match std::fs::read_to_string(&history) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            format!(
+                "# gpt2-bench history\n\nOne row per backend per saved run (`--save`).\n\n{HISTORY_HEADER}"
+            )
+        }
+        Err(e) => return Err(e).with_context(|| format!("reading {}", history.display())),
+    };
+    if !text.ends_with('\n') {
+        text.push('\n');
+    }
+    let file_name = path
+        .file_name()
+        .map_or_else(String::new, |f| f.to_string_lossy().into_owned());
+    for r in &report.results {
+        let sd = |s: &crate::stats::Summary| format!("{:.2} ± {:.2}", s.mean, s.stddev);
+        text.push_str(&format!(
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | [{file_name}]({file_name}) |\n",
+            report.date_utc,
+            report.machine.git_commit,
+            report.model.name,
+            r.backend,
+            r.threads,
+            r.prompt_tokens,
+            r.new_tokens,
+            r.runs,
+            sd(&r.prefill_tok_per_s),
+            r.decode_tok_per_s.as_ref().map_or_else(|| "-".into(), sd),
+            r.decode_latency.map_or_else(|| "-".into(), |l| format!("{:.1}", l.p50_ms)),
+            if r.tokens_match { "yes" } else { "NO" },
+        ));
+    }
+    write_atomically(&history, text.as_bytes())?;
+    Ok((path, history))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slugs_are_safe_file_names() {
+        assert_eq!(slug("synthetic-gpt2"), "synthetic-gpt2");
+        assert_eq!(slug("a/b c:d"), "a-b-c-d");
+        assert_eq!(slug("abc123-dirty"), "abc123-dirty");
+    }
+
+    #[test]
+    fn atomic_write_replaces_the_whole_file() {
+        let tmp = tempfile::tempdir().unwrap();
+        let p = tmp.path().join("x.json");
+        write_atomically(&p, b"first version, long").unwrap();
+        write_atomically(&p, b"second").unwrap();
+        assert_eq!(std::fs::read(&p).unwrap(), b"second");
+        let leftovers = std::fs::read_dir(tmp.path()).unwrap().count();
+        assert_eq!(leftovers, 1, "no temporary file left behind");
+    }
+}
