@@ -32,6 +32,7 @@ use gpt2_weights::{Config, Gpt2Weights};
 use rayon::prelude::*;
 
 use crate::engine::{Engine, EngineError, EngineInfo, check_prompt, check_step};
+use crate::profile::{Op, OpTimes, Profiler, timed};
 
 /// Where candle computes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -129,6 +130,7 @@ pub struct CandleEngine {
     kv_bytes: u64,
     pos: usize,
     logits: Vec<f32>, // (V) last position's logits, copied back from the device
+    profiler: Profiler,
 }
 
 impl CandleEngine {
@@ -200,6 +202,7 @@ impl CandleEngine {
             kv_bytes,
             pos: 0,
             logits: vec![0.0; cfg.vocab_size as usize],
+            profiler: Profiler::default(),
         })
     }
 
@@ -215,10 +218,10 @@ impl CandleEngine {
 
     /// Appends `tokens` at the next positions and stores the last one's logits in `self.logits`.
     fn forward(&mut self, tokens: &[u32]) -> Result<(), EngineError> {
-        let pool = &self.pool;
-        let logits = pool
-            .install(|| forward(self, tokens))
-            .map_err(backend_error)?;
+        let mut profiler = std::mem::take(&mut self.profiler);
+        let result = self.pool.install(|| forward(self, &mut profiler, tokens));
+        self.profiler = profiler;
+        let logits = result.map_err(backend_error)?;
         self.logits.copy_from_slice(&logits);
         self.pos += tokens.len();
         Ok(())
@@ -318,10 +321,24 @@ fn attention_forward(
         .reshape((t, c)) // reshape copies the transposed layout into (T, C)
 }
 
-fn forward(e: &CandleEngine, tokens: &[u32]) -> candle_core::Result<Vec<f32>> {
+fn forward(e: &CandleEngine, p: &mut Profiler, tokens: &[u32]) -> candle_core::Result<Vec<f32>> {
     let cfg = &e.config;
     let (t, p0) = (tokens.len(), e.pos);
     let eps = cfg.layer_norm_eps;
+    // A GPU runs operations asynchronously: when profiling, wait for each one so its time is
+    // its own. (On the CPU every operation has finished when it returns.)
+    let wait_for_gpu = p.enabled() && !e.device.is_cpu();
+    macro_rules! op {
+        ($op:expr, $body:expr) => {
+            timed!(p, $op, {
+                let result = $body;
+                if wait_for_gpu {
+                    e.device.synchronize()?;
+                }
+                result
+            })
+        };
+    }
     let ids = Tensor::new(tokens, &e.device)?;
     // New position i (absolute p0 + i) may not see positions after itself; built once per call.
     let mask = if t > 1 {
@@ -334,21 +351,46 @@ fn forward(e: &CandleEngine, tokens: &[u32]) -> candle_core::Result<Vec<f32>> {
         None
     };
     // x = wte[tokens] + wpe[p0 .. p0 + T]
-    let mut x = e.wte.embedding(&ids)?.add(&e.wpe.narrow(0, p0, t)?)?; // (T, C)
+    let mut x = op!(
+        Op::Embedding,
+        e.wte.embedding(&ids)?.add(&e.wpe.narrow(0, p0, t)?)?
+    ); // (T, C)
     for layer in &e.layers {
-        let ln = layernorm(&x, &layer.ln_1_w, &layer.ln_1_b, eps)?;
-        let qkv = linear(&ln, &layer.qkv_w, &layer.qkv_b)?; // (T, 3C)
-        let att = attention_forward(&qkv, layer, p0, cfg.n_head as usize, mask.as_ref())?; // (T, C)
-        x = (x + linear(&att, &layer.attn_proj_w, &layer.attn_proj_b)?)?;
-        let ln = layernorm(&x, &layer.ln_2_w, &layer.ln_2_b, eps)?;
-        let fc = gelu(&linear(&ln, &layer.fc_w, &layer.fc_b)?)?; // (T, H)
-        x = (x + linear(&fc, &layer.fc_proj_w, &layer.fc_proj_b)?)?;
+        let ln = op!(
+            Op::LayerNorm,
+            layernorm(&x, &layer.ln_1_w, &layer.ln_1_b, eps)?
+        );
+        let qkv = op!(Op::QkvProjection, linear(&ln, &layer.qkv_w, &layer.qkv_b)?); // (T, 3C)
+        let att = op!(
+            Op::Attention,
+            attention_forward(&qkv, layer, p0, cfg.n_head as usize, mask.as_ref())?
+        ); // (T, C)
+        let proj = op!(
+            Op::OutputProjection,
+            linear(&att, &layer.attn_proj_w, &layer.attn_proj_b)?
+        );
+        x = op!(Op::Residual, (x + proj)?);
+        let ln = op!(
+            Op::LayerNorm,
+            layernorm(&x, &layer.ln_2_w, &layer.ln_2_b, eps)?
+        );
+        let fc = op!(Op::MlpUp, linear(&ln, &layer.fc_w, &layer.fc_b)?); // (T, H)
+        let fc = op!(Op::Gelu, gelu(&fc)?);
+        let proj = op!(
+            Op::MlpDown,
+            linear(&fc, &layer.fc_proj_w, &layer.fc_proj_b)?
+        );
+        x = op!(Op::Residual, (x + proj)?);
     }
     let last = x.narrow(0, t - 1, 1)?; // (1, C): logits for the last position only
-    let ln_f = layernorm(&last, &e.ln_f_w, &e.ln_f_b, eps)?;
-    matmul_split(&ln_f, &e.lm_head.t()?)?
-        .squeeze(0)?
-        .to_vec1::<f32>() // (V)
+    let ln_f = op!(Op::LayerNorm, layernorm(&last, &e.ln_f_w, &e.ln_f_b, eps)?);
+    let logits = op!(
+        Op::OutputLayer,
+        matmul_split(&ln_f, &e.lm_head.t()?)?
+            .squeeze(0)?
+            .to_vec1::<f32>()? // (V)
+    );
+    Ok(logits)
 }
 
 impl Engine for CandleEngine {
@@ -391,6 +433,14 @@ impl Engine for CandleEngine {
 
     fn position(&self) -> usize {
         self.pos
+    }
+
+    fn set_profiling(&mut self, on: bool) {
+        self.profiler.set_enabled(on);
+    }
+
+    fn take_profile(&mut self) -> Option<OpTimes> {
+        self.profiler.take()
     }
 }
 

@@ -9,6 +9,8 @@
 
 use gpt2_weights::Config;
 
+use crate::profile::OpTimes;
+
 /// What a backend is and does, for the results table and JSON.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EngineInfo {
@@ -73,6 +75,13 @@ pub trait Engine {
 
     /// Number of positions in the current sequence.
     fn position(&self) -> usize;
+
+    /// Turns per-operation timing on or off (off by default; off costs one branch per
+    /// operation). See [`crate::profile`].
+    fn set_profiling(&mut self, on: bool);
+
+    /// Time spent per operation since the last call (and resets it); `None` when off.
+    fn take_profile(&mut self) -> Option<OpTimes>;
 }
 
 /// Checks a prompt before any work: non-empty, ids in the vocabulary, fits in the context.

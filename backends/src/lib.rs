@@ -19,6 +19,7 @@ pub mod engine;
 pub mod kernels;
 pub mod naive;
 pub mod ndarray_engine;
+pub mod profile;
 pub mod simd;
 pub mod testing;
 

@@ -16,6 +16,7 @@
 use gpt2_weights::{Config, Gpt2Weights, LayerWeights};
 
 use crate::engine::{Engine, EngineError, EngineInfo, History};
+use crate::profile::{Op, OpTimes, Profiler, timed};
 
 /// Token embedding plus learned position embedding (GPT-2 has no rotary embeddings).
 ///
@@ -186,6 +187,7 @@ pub struct NaiveEngine<'w> {
     w: Gpt2Weights<'w>,
     history: History,
     act: Activations,
+    profiler: Profiler,
 }
 
 impl<'w> NaiveEngine<'w> {
@@ -194,6 +196,7 @@ impl<'w> NaiveEngine<'w> {
             w: weights,
             history: History::default(),
             act: Activations::default(),
+            profiler: Profiler::default(),
         }
     }
 
@@ -203,31 +206,71 @@ impl<'w> NaiveEngine<'w> {
 }
 
 /// One transformer block: `x = x + attn(ln_1(x)); x = x + mlp(ln_2(x))`.
-fn block_forward(a: &mut Activations, l: &LayerWeights<'_>, cfg: &Config, t_len: usize) {
+/// (`timed!` only measures the call inside it when `--profile` is on; read through it.)
+fn block_forward(
+    a: &mut Activations,
+    p: &mut Profiler,
+    l: &LayerWeights<'_>,
+    cfg: &Config,
+    t_len: usize,
+) {
     let c = cfg.n_embd as usize;
     let h = cfg.mlp_hidden as usize;
     let eps = cfg.layer_norm_eps;
-    layernorm_forward(&mut a.ln, &a.x, l.ln_1_w, l.ln_1_b, c, eps);
-    matmul_forward(&mut a.qkv, &a.ln, l.qkv_w, l.qkv_b, c, 3 * c);
-    attention_forward(
-        &mut a.att,
-        &a.qkv,
-        &mut a.scores,
-        t_len,
-        c,
-        cfg.n_head as usize,
+    timed!(
+        p,
+        Op::LayerNorm,
+        layernorm_forward(&mut a.ln, &a.x, l.ln_1_w, l.ln_1_b, c, eps)
     );
-    matmul_forward(&mut a.proj, &a.att, l.attn_proj_w, l.attn_proj_b, c, c);
-    residual_forward(&mut a.x, &a.proj);
-    layernorm_forward(&mut a.ln, &a.x, l.ln_2_w, l.ln_2_b, c, eps);
-    matmul_forward(&mut a.fc, &a.ln, l.fc_w, l.fc_b, c, h);
-    gelu_forward(&mut a.fc);
-    matmul_forward(&mut a.proj, &a.fc, l.fc_proj_w, l.fc_proj_b, h, c);
-    residual_forward(&mut a.x, &a.proj);
+    timed!(
+        p,
+        Op::QkvProjection,
+        matmul_forward(&mut a.qkv, &a.ln, l.qkv_w, l.qkv_b, c, 3 * c)
+    );
+    timed!(
+        p,
+        Op::Attention,
+        attention_forward(
+            &mut a.att,
+            &a.qkv,
+            &mut a.scores,
+            t_len,
+            c,
+            cfg.n_head as usize
+        )
+    );
+    timed!(
+        p,
+        Op::OutputProjection,
+        matmul_forward(&mut a.proj, &a.att, l.attn_proj_w, l.attn_proj_b, c, c)
+    );
+    timed!(p, Op::Residual, residual_forward(&mut a.x, &a.proj));
+    timed!(
+        p,
+        Op::LayerNorm,
+        layernorm_forward(&mut a.ln, &a.x, l.ln_2_w, l.ln_2_b, c, eps)
+    );
+    timed!(
+        p,
+        Op::MlpUp,
+        matmul_forward(&mut a.fc, &a.ln, l.fc_w, l.fc_b, c, h)
+    );
+    timed!(p, Op::Gelu, gelu_forward(&mut a.fc));
+    timed!(
+        p,
+        Op::MlpDown,
+        matmul_forward(&mut a.proj, &a.fc, l.fc_proj_w, l.fc_proj_b, h, c)
+    );
+    timed!(p, Op::Residual, residual_forward(&mut a.x, &a.proj));
 }
 
 /// The whole model on `tokens`; returns the logits of the last position.
-fn gpt2_forward<'a>(a: &'a mut Activations, w: &Gpt2Weights<'_>, tokens: &[u32]) -> &'a [f32] {
+fn gpt2_forward<'a>(
+    a: &'a mut Activations,
+    p: &mut Profiler,
+    w: &Gpt2Weights<'_>,
+    tokens: &[u32],
+) -> &'a [f32] {
     let cfg = &w.config;
     let (t_len, c) = (tokens.len(), cfg.n_embd as usize);
     a.x.resize(t_len * c, 0.0);
@@ -240,13 +283,25 @@ fn gpt2_forward<'a>(a: &'a mut Activations, w: &Gpt2Weights<'_>, tokens: &[u32])
     a.ln_f.resize(c, 0.0);
     a.logits.resize(cfg.vocab_size as usize, 0.0);
 
-    embedding_forward(&mut a.x, tokens, w.wte, w.wpe, c);
+    timed!(
+        p,
+        Op::Embedding,
+        embedding_forward(&mut a.x, tokens, w.wte, w.wpe, c)
+    );
     for layer in &w.layers {
-        block_forward(a, layer, cfg, t_len);
+        block_forward(a, p, layer, cfg, t_len);
     }
     let last = &a.x[(t_len - 1) * c..];
-    layernorm_forward(&mut a.ln_f, last, w.ln_f_w, w.ln_f_b, c, cfg.layer_norm_eps);
-    logits_forward(&mut a.logits, &a.ln_f, w.lm_head, c);
+    timed!(
+        p,
+        Op::LayerNorm,
+        layernorm_forward(&mut a.ln_f, last, w.ln_f_w, w.ln_f_b, c, cfg.layer_norm_eps)
+    );
+    timed!(
+        p,
+        Op::OutputLayer,
+        logits_forward(&mut a.logits, &a.ln_f, w.lm_head, c)
+    );
     &a.logits
 }
 
@@ -271,17 +326,35 @@ impl Engine for NaiveEngine<'_> {
     fn prefill(&mut self, tokens: &[u32]) -> Result<&[f32], EngineError> {
         let cfg = *self.config();
         let tokens = self.history.start(&cfg, tokens)?;
-        Ok(gpt2_forward(&mut self.act, &self.w, tokens))
+        Ok(gpt2_forward(
+            &mut self.act,
+            &mut self.profiler,
+            &self.w,
+            tokens,
+        ))
     }
 
     fn step(&mut self, token: u32) -> Result<&[f32], EngineError> {
         let cfg = *self.config();
         let tokens = self.history.push(&cfg, token)?;
-        Ok(gpt2_forward(&mut self.act, &self.w, tokens))
+        Ok(gpt2_forward(
+            &mut self.act,
+            &mut self.profiler,
+            &self.w,
+            tokens,
+        ))
     }
 
     fn reset(&mut self) {
         self.history.clear();
+    }
+
+    fn set_profiling(&mut self, on: bool) {
+        self.profiler.set_enabled(on);
+    }
+
+    fn take_profile(&mut self) -> Option<OpTimes> {
+        self.profiler.take()
     }
 
     fn position(&self) -> usize {

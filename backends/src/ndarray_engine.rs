@@ -14,6 +14,7 @@ use gpt2_weights::{Config, Gpt2Weights, LayerWeights};
 use ndarray::{Array1, Array2, ArrayView1, ArrayView2, Axis, s};
 
 use crate::engine::{Engine, EngineError, EngineInfo, History};
+use crate::profile::{Op, OpTimes, Profiler, timed};
 
 /// matrixmultiply uses at most this many threads, whatever `MATMUL_NUM_THREADS` says.
 pub const MAX_MATMUL_THREADS: usize = 4;
@@ -119,6 +120,7 @@ pub struct NdarrayEngine<'w> {
     threads: usize,
     history: History,
     logits: Array1<f32>, // (V)
+    profiler: Profiler,
 }
 
 impl<'w> NdarrayEngine<'w> {
@@ -141,34 +143,63 @@ impl<'w> NdarrayEngine<'w> {
             threads,
             history: History::default(),
             logits: Array1::zeros(v),
+            profiler: Profiler::default(),
         }
     }
 
     fn forward(&mut self) {
+        // Moved out for the pass so that timing can borrow it mutably beside the weights.
+        let mut p = std::mem::take(&mut self.profiler);
         let cfg = &self.config;
         let tokens = self.history.tokens();
         let (c, t_len) = (cfg.n_embd as usize, tokens.len());
         let eps = cfg.layer_norm_eps;
         // x (T, C) = wte[tokens] + wpe[0..T]
-        let mut x = self.wte.select(
-            Axis(0),
-            &tokens.iter().map(|&t| t as usize).collect::<Vec<_>>(),
-        );
-        x += &self.wpe.slice(s![..t_len, ..]);
+        let mut x = timed!(p, Op::Embedding, {
+            let mut x = self.wte.select(
+                Axis(0),
+                &tokens.iter().map(|&t| t as usize).collect::<Vec<_>>(),
+            );
+            x += &self.wpe.slice(s![..t_len, ..]);
+            x
+        });
         for l in &self.layers {
-            let ln1 = layernorm(x.view(), l.ln_1_w, l.ln_1_b, eps);
-            let qkv = linear(ln1.view(), l.qkv_w, l.qkv_b); // (T, 3C)
-            let att = attention(qkv.view(), c, cfg.n_head as usize); // (T, C)
-            x += &linear(att.view(), l.attn_proj_w, l.attn_proj_b);
-            let ln2 = layernorm(x.view(), l.ln_2_w, l.ln_2_b, eps);
-            let mut fc = linear(ln2.view(), l.fc_w, l.fc_b); // (T, H)
-            gelu(&mut fc);
-            x += &linear(fc.view(), l.fc_proj_w, l.fc_proj_b);
+            let ln1 = timed!(
+                p,
+                Op::LayerNorm,
+                layernorm(x.view(), l.ln_1_w, l.ln_1_b, eps)
+            );
+            let qkv = timed!(p, Op::QkvProjection, linear(ln1.view(), l.qkv_w, l.qkv_b)); // (T, 3C)
+            let att = timed!(
+                p,
+                Op::Attention,
+                attention(qkv.view(), c, cfg.n_head as usize)
+            ); // (T, C)
+            let proj = timed!(
+                p,
+                Op::OutputProjection,
+                linear(att.view(), l.attn_proj_w, l.attn_proj_b)
+            );
+            timed!(p, Op::Residual, x += &proj);
+            let ln2 = timed!(
+                p,
+                Op::LayerNorm,
+                layernorm(x.view(), l.ln_2_w, l.ln_2_b, eps)
+            );
+            let mut fc = timed!(p, Op::MlpUp, linear(ln2.view(), l.fc_w, l.fc_b)); // (T, H)
+            timed!(p, Op::Gelu, gelu(&mut fc));
+            let proj = timed!(p, Op::MlpDown, linear(fc.view(), l.fc_proj_w, l.fc_proj_b));
+            timed!(p, Op::Residual, x += &proj);
         }
         // Only the last position's logits are needed: (V, C) . (C) -> (V).
         let last = x.slice(s![t_len - 1..t_len, ..]);
-        let ln_f = layernorm(last, self.ln_f_w, self.ln_f_b, eps);
-        self.logits = self.lm_head.dot(&ln_f.row(0));
+        let ln_f = timed!(
+            p,
+            Op::LayerNorm,
+            layernorm(last, self.ln_f_w, self.ln_f_b, eps)
+        );
+        self.logits = timed!(p, Op::OutputLayer, self.lm_head.dot(&ln_f.row(0)));
+        self.profiler = p;
     }
 }
 
@@ -204,6 +235,14 @@ impl Engine for NdarrayEngine<'_> {
 
     fn reset(&mut self) {
         self.history.clear();
+    }
+
+    fn set_profiling(&mut self, on: bool) {
+        self.profiler.set_enabled(on);
+    }
+
+    fn take_profile(&mut self) -> Option<OpTimes> {
+        self.profiler.take()
     }
 
     fn position(&self) -> usize {

@@ -18,6 +18,7 @@ use gpt2_weights::{Config, Gpt2Weights};
 
 use crate::engine::{Engine, EngineError, EngineInfo, History, check_prompt, check_step};
 use crate::kernels::{Compute, Isa, Kernels};
+use crate::profile::{Op, OpTimes, Profiler, timed};
 
 /// The shared forward pass and its buffers.
 pub struct SimdModel<'w> {
@@ -36,6 +37,7 @@ pub struct SimdModel<'w> {
     k_cache: Vec<f32>, // (n_layer, n_ctx, C)
     v_cache: Vec<f32>, // (n_layer, n_ctx, C)
     pos: usize,        // positions stored so far
+    profiler: Profiler,
 }
 
 impl<'w> SimdModel<'w> {
@@ -59,6 +61,7 @@ impl<'w> SimdModel<'w> {
             k_cache: zeros(kv),
             v_cache: zeros(kv),
             pos: 0,
+            profiler: Profiler::default(),
             w,
         })
     }
@@ -110,6 +113,10 @@ impl<'w> SimdModel<'w> {
         self.pos = 0;
     }
 
+    pub fn profiler(&mut self) -> &mut Profiler {
+        &mut self.profiler
+    }
+
     /// Appends `tokens` at the next positions and returns the logits of the last one.
     /// The caller has checked the ids and that they fit in the context.
     pub fn forward(&mut self, tokens: &[u32]) -> &[f32] {
@@ -131,66 +138,85 @@ impl<'w> SimdModel<'w> {
         let proj = &mut self.proj[..t * c];
         let fc = &mut self.fc[..t * h];
 
+        let p = &mut self.profiler;
         // x[i] = wte[token] + wpe[position]
-        for (i, &tok) in tokens.iter().enumerate() {
-            let row = &mut x[i * c..(i + 1) * c];
-            row.copy_from_slice(&self.w.wte[tok as usize * c..(tok as usize + 1) * c]);
-            k.add(row, &self.w.wpe[(p0 + i) * c..(p0 + i + 1) * c]);
-        }
+        timed!(p, Op::Embedding, {
+            for (i, &tok) in tokens.iter().enumerate() {
+                let row = &mut x[i * c..(i + 1) * c];
+                row.copy_from_slice(&self.w.wte[tok as usize * c..(tok as usize + 1) * c]);
+                k.add(row, &self.w.wpe[(p0 + i) * c..(p0 + i + 1) * c]);
+            }
+        });
         for (l, lw) in self.w.layers.iter().enumerate() {
             let k_cache = &mut self.k_cache[l * n_ctx * c..(l + 1) * n_ctx * c];
             let v_cache = &mut self.v_cache[l * n_ctx * c..(l + 1) * n_ctx * c];
-            self.compute
-                .layernorm_rows(ln, x, lw.ln_1_w, lw.ln_1_b, eps);
-            self.compute
-                .linear(qkv, ln, lw.qkv_w, lw.qkv_b, c, 3 * c, &mut self.scratch);
-            // Store the new keys and values at their positions.
-            for i in 0..t {
-                let row = &qkv[i * 3 * c..(i + 1) * 3 * c];
-                k_cache[(p0 + i) * c..(p0 + i + 1) * c].copy_from_slice(&row[c..2 * c]);
-                v_cache[(p0 + i) * c..(p0 + i + 1) * c].copy_from_slice(&row[2 * c..]);
-            }
-            self.compute.attention(
-                att,
-                qkv,
-                k_cache,
-                v_cache,
-                &mut self.scores,
-                p0,
-                c,
-                n_head,
-                n_ctx,
+            let compute = &self.compute;
+            let scratch = &mut self.scratch;
+            timed!(
+                p,
+                Op::LayerNorm,
+                compute.layernorm_rows(ln, x, lw.ln_1_w, lw.ln_1_b, eps)
             );
-            self.compute.linear(
-                proj,
-                att,
-                lw.attn_proj_w,
-                lw.attn_proj_b,
-                c,
-                c,
-                &mut self.scratch,
+            timed!(
+                p,
+                Op::QkvProjection,
+                compute.linear(qkv, ln, lw.qkv_w, lw.qkv_b, c, 3 * c, scratch)
             );
-            self.compute.add(x, proj);
-            self.compute
-                .layernorm_rows(ln, x, lw.ln_2_w, lw.ln_2_b, eps);
-            self.compute
-                .linear(fc, ln, lw.fc_w, lw.fc_b, c, h, &mut self.scratch);
-            self.compute.gelu(fc);
-            self.compute.linear(
-                proj,
-                fc,
-                lw.fc_proj_w,
-                lw.fc_proj_b,
-                h,
-                c,
-                &mut self.scratch,
+            timed!(p, Op::Attention, {
+                // Store the new keys and values at their positions, then attend.
+                for i in 0..t {
+                    let row = &qkv[i * 3 * c..(i + 1) * 3 * c];
+                    k_cache[(p0 + i) * c..(p0 + i + 1) * c].copy_from_slice(&row[c..2 * c]);
+                    v_cache[(p0 + i) * c..(p0 + i + 1) * c].copy_from_slice(&row[2 * c..]);
+                }
+                compute.attention(
+                    att,
+                    qkv,
+                    k_cache,
+                    v_cache,
+                    &mut self.scores,
+                    p0,
+                    c,
+                    n_head,
+                    n_ctx,
+                )
+            });
+            timed!(
+                p,
+                Op::OutputProjection,
+                compute.linear(proj, att, lw.attn_proj_w, lw.attn_proj_b, c, c, scratch)
             );
-            self.compute.add(x, proj);
+            timed!(p, Op::Residual, compute.add(x, proj));
+            timed!(
+                p,
+                Op::LayerNorm,
+                compute.layernorm_rows(ln, x, lw.ln_2_w, lw.ln_2_b, eps)
+            );
+            timed!(
+                p,
+                Op::MlpUp,
+                compute.linear(fc, ln, lw.fc_w, lw.fc_b, c, h, scratch)
+            );
+            timed!(p, Op::Gelu, compute.gelu(fc));
+            timed!(
+                p,
+                Op::MlpDown,
+                compute.linear(proj, fc, lw.fc_proj_w, lw.fc_proj_b, h, c, scratch)
+            );
+            timed!(p, Op::Residual, compute.add(x, proj));
         }
         let last = &x[(t - 1) * c..];
-        k.layernorm(&mut self.ln_f, last, self.w.ln_f_w, self.w.ln_f_b, eps);
-        self.compute
-            .logits(&mut self.logits, &self.ln_f, self.w.lm_head);
+        timed!(
+            p,
+            Op::LayerNorm,
+            k.layernorm(&mut self.ln_f, last, self.w.ln_f_w, self.w.ln_f_b, eps)
+        );
+        timed!(
+            p,
+            Op::OutputLayer,
+            self.compute
+                .logits(&mut self.logits, &self.ln_f, self.w.lm_head)
+        );
         self.pos += t;
     }
 }
@@ -261,6 +287,14 @@ impl Engine for SimdEngine<'_> {
         self.model.reset();
     }
 
+    fn set_profiling(&mut self, on: bool) {
+        self.model.profiler().set_enabled(on);
+    }
+
+    fn take_profile(&mut self) -> Option<OpTimes> {
+        self.model.profiler().take()
+    }
+
     fn position(&self) -> usize {
         self.history.len()
     }
@@ -310,6 +344,14 @@ impl Engine for SimdKvEngine<'_> {
 
     fn reset(&mut self) {
         self.model.reset();
+    }
+
+    fn set_profiling(&mut self, on: bool) {
+        self.model.profiler().set_enabled(on);
+    }
+
+    fn take_profile(&mut self) -> Option<OpTimes> {
+        self.model.profiler().take()
     }
 
     fn position(&self) -> usize {

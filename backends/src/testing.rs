@@ -3,6 +3,7 @@
 //! them only when `GPT2_BENCH_TEST_ENGINES=1` is set.
 
 use crate::engine::{Engine, EngineError, EngineInfo};
+use crate::profile::OpTimes;
 
 /// Name of [`DivergentEngine`] on the command line.
 pub const DIVERGENT: &str = "test-divergent";
@@ -73,5 +74,13 @@ impl<E: Engine> Engine for DivergentEngine<E> {
 
     fn position(&self) -> usize {
         self.inner.position()
+    }
+
+    fn set_profiling(&mut self, on: bool) {
+        self.inner.set_profiling(on);
+    }
+
+    fn take_profile(&mut self) -> Option<OpTimes> {
+        self.inner.take_profile()
     }
 }

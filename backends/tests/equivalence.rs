@@ -180,3 +180,33 @@ fn cached_backends_report_their_cache_and_copies() {
             .kv_cache
     );
 }
+
+#[test]
+fn every_backend_profiles_every_operation_only_when_asked() {
+    use gpt2_backends::profile::Op;
+    let tmp = tempfile::tempdir().unwrap();
+    let f = tiny(tmp.path());
+    let w = f.gpt2().unwrap();
+    for &name in BACKENDS {
+        let mut e = create(name, &w, &EngineOptions::default()).unwrap();
+        e.prefill(&[1, 2, 3]).unwrap();
+        assert_eq!(e.take_profile(), None, "{name}: off by default");
+        e.set_profiling(true);
+        e.prefill(&[1, 2, 3]).unwrap();
+        let pre = e.take_profile().unwrap();
+        e.step(4).unwrap();
+        let step = e.take_profile().unwrap();
+        for times in [pre, step] {
+            for op in Op::ALL {
+                assert!(
+                    times.get(op) > 0,
+                    "{name}: no time recorded for {}",
+                    op.name()
+                );
+            }
+        }
+        e.set_profiling(false);
+        e.step(5).unwrap();
+        assert_eq!(e.take_profile(), None, "{name}");
+    }
+}

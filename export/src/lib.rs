@@ -27,6 +27,19 @@ pub fn exporter_id() -> String {
     format!("gpt2-export {}", env!("CARGO_PKG_VERSION"))
 }
 
+/// Makes Ctrl-C (SIGINT, and SIGTERM) during an export leave nothing behind: the handler deletes
+/// the temporary file of every export in progress, then exits with status 130 as an interrupted
+/// program does. (A process killed by a signal runs no destructors, so without this the hidden
+/// `.gpt2-export-*.partial` file would stay in the destination directory; the destination
+/// itself is never touched before the final rename either way.) Call once, early in `main`.
+pub fn remove_partial_exports_on_interrupt() {
+    // Fails only if a handler is already installed, which is then the caller's choice.
+    let _ = ctrlc::set_handler(|| {
+        gpt2_weights::write::remove_partial_files();
+        std::process::exit(130);
+    });
+}
+
 /// Where exported files go by default: `$GPT2_BENCH_WEIGHTS_DIR`, else `weights/` under the
 /// current directory (the `weights/` crate directory when run from the repository root, where
 /// `*.bin` is git-ignored).

@@ -67,6 +67,7 @@ struct ExportArgs {
 }
 
 fn main() -> ExitCode {
+    gpt2_export::remove_partial_exports_on_interrupt();
     let cli = Cli::parse();
     match run(cli) {
         Ok(code) => code,

@@ -218,3 +218,52 @@ fn usage_errors() {
     let o = gpt2_export(&["--from", "a/b/c/not-here"], &[]);
     assert_fails_with(&o, &["no such directory"]);
 }
+
+#[cfg(unix)]
+#[test]
+fn interrupted_export_leaves_nothing_behind() {
+    use std::time::{Duration, Instant};
+    let tmp = tempfile::tempdir().unwrap();
+    let dest = tmp.path().join("gpt2.bin");
+    // GPT-2 small takes seconds to generate: long enough to interrupt mid-write.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_gpt2-export"))
+        .args([
+            "--synthetic",
+            "gpt2",
+            "--quiet",
+            "--out",
+            dest.to_str().unwrap(),
+        ])
+        .spawn()
+        .unwrap();
+    let partial = || {
+        std::fs::read_dir(tmp.path())
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .any(|e| e.file_name().to_string_lossy().ends_with(".partial"))
+    };
+    let start = Instant::now();
+    while !partial() {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "no temporary file appeared"
+        );
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "export ended before it could be interrupted"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let kill = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130), "{status:?}");
+    assert!(
+        !dest.exists(),
+        "an interrupted export wrote the destination"
+    );
+    assert!(!partial(), "the temporary file was left behind");
+}

@@ -11,7 +11,7 @@ use gpt2_backends::EngineOptions;
 use gpt2_export::golden::Golden;
 use gpt2_weights::WeightFile;
 
-use crate::generate::greedy_choice;
+use crate::sampling::greedy_choice;
 
 /// Largest absolute logit difference accepted: the same tolerance the backends are held to
 /// against each other. GPT-2's logits are in the tens to hundreds; torch and our backends
@@ -54,7 +54,10 @@ pub fn run(
     let scratch = tempfile::tempdir().context("creating a temporary directory")?;
     let path = match model {
         Some(p) => p.to_path_buf(),
-        None => golden.weight_file(scratch.path())?,
+        None => {
+            gpt2_export::remove_partial_exports_on_interrupt();
+            golden.weight_file(scratch.path())?
+        }
     };
     let file = WeightFile::open_verified(&path)?;
     let vocab = file.config().vocab_size as usize;

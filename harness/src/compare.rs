@@ -16,6 +16,7 @@ use crate::generate::{Generation, generate};
 use crate::machine;
 use crate::report::{BackendResult, Divergence, Latency, Memory, NEAR_TIE_GAP, Samples};
 use crate::roofline::{Roofline, prefill_flops};
+use crate::sampling::SamplingOptions;
 use crate::stats::{Summary, outliers, percentile};
 
 /// What `--compare` runs.
@@ -29,6 +30,8 @@ pub struct Plan<'a> {
     pub runs: usize,
     pub warmup: usize,
     pub options: &'a EngineOptions,
+    /// Greedy, or sampling with one seed (every run and backend starts from it).
+    pub sampling: SamplingOptions,
     pub quiet: bool,
 }
 
@@ -63,8 +66,11 @@ fn measure(
             let prompt = &plan.prompt[..len];
             let mut runs = Vec::new();
             for _ in 0..plan.warmup + plan.runs {
-                let g = generate(engine.as_mut(), prompt, n_new, |_| bar.inc(1))
-                    .with_context(|| format!("backend {name}"))?;
+                // End-of-text does not stop --compare: every backend does the same work.
+                let g = generate(engine.as_mut(), prompt, n_new, plan.sampling, None, |_| {
+                    bar.inc(1)
+                })
+                .with_context(|| format!("backend {name}"))?;
                 runs.push(g);
             }
             let measured = runs.split_off(plan.warmup);

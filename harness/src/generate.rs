@@ -1,29 +1,15 @@
 //! The decoding loop, identical for every backend, and what it measures.
 //!
-//! The token choice is made here, not in the backends, so that every backend is judged on its
-//! logits alone: greedy decoding picks the largest logit, and the lowest id wins an exact tie.
-//! Timing covers the backend calls and the choice of the token; tokenization happens before and
-//! is not timed.
+//! The token choice is made here, not in the backends (see [`crate::sampling`]), so that every
+//! backend is judged on its logits alone. Timing covers the backend calls and the choice of the
+//! token; tokenization happens before and is not timed.
 
 use std::time::{Duration, Instant};
 
+use gpt2_backends::profile::OpTimes;
 use gpt2_backends::{Engine, EngineError};
 
-/// The greedy choice: index of the largest logit (lowest index on a tie), and the gap between
-/// the largest and second-largest logit, which says how close the choice was.
-pub fn greedy_choice(logits: &[f32]) -> (u32, f32) {
-    let (mut best, mut best_v, mut second_v) = (0usize, f32::NEG_INFINITY, f32::NEG_INFINITY);
-    for (i, &v) in logits.iter().enumerate() {
-        if v > best_v {
-            second_v = best_v;
-            best_v = v;
-            best = i;
-        } else if v > second_v {
-            second_v = v;
-        }
-    }
-    (best as u32, best_v - second_v)
-}
+use crate::sampling::{Sampler, SamplingOptions};
 
 /// One backend's run: the tokens it produced and how long each part took.
 #[derive(Debug, Clone)]
@@ -36,6 +22,13 @@ pub struct Generation {
     pub prefill: Duration,
     /// Each decode step (one `step` call plus the choice of its token).
     pub steps: Vec<Duration>,
+    /// Of those times, choosing the tokens (greedy or sampling): prefill's one, and all steps'.
+    pub prefill_choice: Duration,
+    pub decode_choice: Duration,
+    /// Per-operation times of the prefill and of all decode steps, when the engine's profiling
+    /// is on (`Engine::set_profiling`).
+    pub prefill_ops: Option<OpTimes>,
+    pub decode_ops: Option<OpTimes>,
 }
 
 impl Generation {
@@ -50,33 +43,55 @@ pub fn max_new_tokens(prompt_len: usize, n_ctx: usize) -> usize {
     n_ctx.saturating_sub(prompt_len) + 1
 }
 
-/// Generates `n_new` tokens greedily. `on_token` sees each token as soon as it is chosen
-/// (streaming output, progress bars); its time is not counted.
+/// Generates up to `n_new` tokens, chosen by a fresh [`Sampler`] with `sampling` (so every run
+/// and every backend draws from the same seed). Stops early after `stop_at` (the end-of-text
+/// token) when given. `on_token` sees each token as soon as it is chosen (streaming output,
+/// progress bars); its time is not counted.
 pub fn generate(
     engine: &mut dyn Engine,
     prompt: &[u32],
     n_new: usize,
+    sampling: SamplingOptions,
+    stop_at: Option<u32>,
     mut on_token: impl FnMut(u32),
 ) -> Result<Generation, EngineError> {
+    let mut sampler = Sampler::new(sampling);
     let mut g = Generation {
         token_ids: Vec::with_capacity(n_new),
         top2_gaps: Vec::with_capacity(n_new),
         prefill: Duration::ZERO,
         steps: Vec::with_capacity(n_new.saturating_sub(1)),
+        prefill_choice: Duration::ZERO,
+        decode_choice: Duration::ZERO,
+        prefill_ops: None,
+        decode_ops: None,
     };
     if n_new == 0 {
         return Ok(g);
     }
     let start = Instant::now();
-    let (mut token, gap) = greedy_choice(engine.prefill(prompt)?);
+    let logits = engine.prefill(prompt)?;
+    let choice = Instant::now();
+    let (mut token, gap) = sampler.choose(logits);
     g.prefill = start.elapsed();
+    g.prefill_choice = choice.elapsed();
+    g.prefill_ops = engine.take_profile();
     g.token_ids.push(token);
     g.top2_gaps.push(gap);
     on_token(token);
     for _ in 1..n_new {
+        if Some(token) == stop_at {
+            break;
+        }
         let start = Instant::now();
-        let (next, gap) = greedy_choice(engine.step(token)?);
+        let logits = engine.step(token)?;
+        let choice = Instant::now();
+        let (next, gap) = sampler.choose(logits);
         g.steps.push(start.elapsed());
+        g.decode_choice += choice.elapsed();
+        if let Some(ops) = engine.take_profile() {
+            g.decode_ops.get_or_insert_with(OpTimes::default).add(&ops);
+        }
         token = next;
         g.token_ids.push(token);
         g.top2_gaps.push(gap);
@@ -89,11 +104,63 @@ pub fn generate(
 mod tests {
     use super::*;
 
+    /// Prefers token `pos % 4` at every position: ..., 3, 0, 1, ...
+    struct Counter {
+        logits: Vec<f32>,
+        pos: usize,
+    }
+
+    impl Counter {
+        fn out(&mut self) -> &[f32] {
+            self.logits.iter_mut().for_each(|v| *v = 0.0);
+            self.logits[self.pos % 4] = 10.0;
+            &self.logits
+        }
+    }
+
+    impl Engine for Counter {
+        fn name(&self) -> &'static str {
+            "counter"
+        }
+        fn info(&self) -> gpt2_backends::EngineInfo {
+            unimplemented!("not needed by generate")
+        }
+        fn prefill(&mut self, tokens: &[u32]) -> Result<&[f32], EngineError> {
+            self.pos = tokens.len();
+            Ok(self.out())
+        }
+        fn step(&mut self, _token: u32) -> Result<&[f32], EngineError> {
+            self.pos += 1;
+            Ok(self.out())
+        }
+        fn reset(&mut self) {
+            self.pos = 0;
+        }
+        fn position(&self) -> usize {
+            self.pos
+        }
+        fn set_profiling(&mut self, _on: bool) {}
+        fn take_profile(&mut self) -> Option<OpTimes> {
+            None
+        }
+    }
+
     #[test]
-    fn lowest_id_wins_a_tie() {
-        assert_eq!(greedy_choice(&[1.0, 3.0, 3.0, 2.0]), (1, 0.0));
-        assert_eq!(greedy_choice(&[5.0, 1.0, 2.0]), (0, 3.0));
-        assert_eq!(greedy_choice(&[-1.0, -0.5]), (1, 0.5));
+    fn stops_after_the_stop_token_only_when_asked() {
+        let mut e = Counter {
+            logits: vec![0.0; 8],
+            pos: 0,
+        };
+        let greedy = SamplingOptions::default();
+        let g = generate(&mut e, &[5, 5], 10, greedy, Some(0), |_| {}).unwrap();
+        assert_eq!(
+            g.token_ids,
+            [2, 3, 0],
+            "stops right after emitting the stop token"
+        );
+        assert_eq!(g.steps.len(), 2);
+        let g = generate(&mut e, &[5, 5], 10, greedy, None, |_| {}).unwrap();
+        assert_eq!(g.token_ids.len(), 10);
     }
 
     #[test]

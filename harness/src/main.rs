@@ -14,8 +14,10 @@ mod model;
 mod plot;
 mod report;
 mod roofline;
+mod sampling;
 mod save;
 mod stats;
+mod teach;
 
 use std::collections::HashSet;
 use std::io::{IsTerminal, Write};
@@ -182,6 +184,30 @@ struct RunArgs {
     /// --max-slowdown.
     #[arg(long, value_name = "FILE.json", requires = "compare")]
     baseline: Option<PathBuf>,
+    /// Sample with this temperature instead of greedy decoding (0 = greedy). The harness
+    /// samples from the logits, the same way for every backend.
+    #[arg(long, default_value_t = 0.0, value_name = "T")]
+    temperature: f32,
+    /// With --temperature: keep only the K most likely tokens (0 = all).
+    #[arg(long, default_value_t = 0, value_name = "K")]
+    top_k: usize,
+    /// With --temperature: keep the most likely tokens up to total probability P.
+    #[arg(long, default_value_t = 1.0, value_name = "P")]
+    top_p: f32,
+    /// Seed of the sampler; the same seed gives the same tokens on every backend.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    seed: u64,
+    /// With --backend: keep generating after the end-of-text token (--compare always does).
+    #[arg(long)]
+    ignore_eos: bool,
+    /// With --backend: after the run, print where the time went, per GPT-2 operation, for
+    /// prefill and decode.
+    #[arg(long, requires = "backend")]
+    profile: bool,
+    /// With --backend: first explain what this backend does differently from the previous one
+    /// (naive -> ndarray -> simd -> simd-kv -> candle) and what one decode step costs.
+    #[arg(long, requires = "backend")]
+    explain: bool,
     /// Largest tolerated slowdown against --baseline, after subtracting both runs' spread.
     #[arg(long, value_name = "PERCENT", default_value = "10%", value_parser = gate::parse_slowdown)]
     max_slowdown: f64,
@@ -271,6 +297,13 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
     if args.max_tokens == 0 {
         bail!("--max-tokens must be at least 1");
     }
+    let sampling = sampling::SamplingOptions {
+        temperature: args.temperature,
+        top_k: args.top_k,
+        top_p: args.top_p,
+        seed: args.seed,
+    };
+    sampling.validate().map_err(anyhow::Error::msg)?;
     let options = engine_options(args.threads, args.device)?;
     let selected = select_backends(&args, &options)?;
 
@@ -308,6 +341,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             runs: args.runs,
             warmup: args.warmup,
             options: &options,
+            sampling,
             quiet: args.quiet,
         };
         run_compare(&args, &file, &tokenizer, &plan, notes)
@@ -320,6 +354,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             new_tokens[0],
             &selected[0],
             &options,
+            sampling,
         )
     }
 }
@@ -565,6 +600,7 @@ fn run_compare(
         },
         prompt_token_ids: plan.prompt.to_vec(),
         max_tokens: args.max_tokens,
+        sampling: plan.sampling.describe(),
         runs: plan.runs,
         warmup: plan.warmup,
         reference: plan.backends[0].clone(),
@@ -615,6 +651,7 @@ fn run_compare(
     Ok(EXIT_OK)
 }
 
+#[allow(clippy::too_many_arguments)]
 fn single(
     args: &RunArgs,
     file: &WeightFile,
@@ -623,10 +660,18 @@ fn single(
     n_new: usize,
     name: &str,
     options: &EngineOptions,
+    sampling: sampling::SamplingOptions,
 ) -> anyhow::Result<u8> {
     let weights = file.gpt2()?;
     let mut engine = gpt2_backends::create(name, &weights, options)?;
     let info = engine.info();
+    if args.explain {
+        eprint!(
+            "{}",
+            teach::explain(name, file.config(), info.kv_cache, prompt.len())
+        );
+    }
+    engine.set_profiling(args.profile);
     if !args.quiet {
         eprintln!(
             "{name}: {} | model {} ({:.1}M parameters) | {} | {} threads",
@@ -648,7 +693,8 @@ fn single(
         }
     };
     emit(&tokenizer.decode(prompt), &mut stdout);
-    let g = generate(engine.as_mut(), prompt, n_new, |id| {
+    let stop_at = (!args.ignore_eos).then(|| tokenizer.eot_id());
+    let g = generate(engine.as_mut(), prompt, n_new, sampling, stop_at, |id| {
         let text = decoder.push(tokenizer.token_bytes(id).unwrap_or_default());
         emit(&text, &mut stdout);
     })
@@ -663,10 +709,18 @@ fn single(
         return Err(e).context("writing to stdout");
     }
     let decode_tokens = g.steps.len();
+    let stopped_at_eos = g.token_ids.len() < n_new && g.token_ids.last() == stop_at.as_ref();
     let mut summary = format!(
-        "{name}: {} prompt tokens, {} new tokens; time to first token {:.1} ms ({:.1} prompt tok/s)",
+        "{name}: {} prompt tokens, {} new tokens{} ({}); time to first token {:.1} ms ({:.1} \
+         prompt tok/s)",
         prompt.len(),
         g.token_ids.len(),
+        if stopped_at_eos {
+            ", stopped at end-of-text (--ignore-eos to go on)"
+        } else {
+            ""
+        },
+        sampling.describe(),
         ms(g.prefill),
         prompt.len() as f64 / g.prefill.as_secs_f64()
     );
@@ -681,6 +735,9 @@ fn single(
         );
     }
     eprintln!("{summary}");
+    if args.profile {
+        eprint!("{}", teach::profile_table(&g));
+    }
     Ok(EXIT_OK)
 }
 

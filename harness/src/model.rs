@@ -27,6 +27,9 @@ pub fn resolve(explicit: Option<&Path>, quiet: bool) -> anyhow::Result<PathBuf> 
         return Ok(real);
     }
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    // An export follows; Ctrl-C must not leave its temporary file behind. (Installed here, not
+    // in main: main sets environment variables before any thread exists, and this starts one.)
+    gpt2_export::remove_partial_exports_on_interrupt();
     match gpt2_export::export_from(DEFAULT_HUB_REPO, None, &real, quiet, &|_, _| {}) {
         Ok(p) => {
             eprintln!(

@@ -142,6 +142,8 @@ pub struct Report {
     pub prompt: String,
     pub prompt_token_ids: Vec<u32>,
     pub max_tokens: usize,
+    /// `greedy`, or the sampling settings and seed.
+    pub sampling: String,
     pub runs: usize,
     pub warmup: usize,
     pub reference: String,
@@ -267,8 +269,8 @@ fn table(report: &Report, preset: &str) -> String {
 fn method_line(report: &Report) -> String {
     format!(
         "{} measured run(s) per backend after {} warm-up run(s); ± is the standard deviation over \
-         runs; p50/p99: per-token decode latency over all runs.",
-        report.runs, report.warmup
+         runs; p50/p99: per-token decode latency over all runs; tokens {}.",
+        report.runs, report.warmup, report.sampling
     )
 }
 

@@ -796,3 +796,116 @@ fn check_passes_on_the_golden_fixture_and_fails_on_a_wrong_one() {
     assert_eq!(o.status.code(), Some(1), "{}", err(&o));
     assert!(out(&o).contains("FAIL"), "{}", out(&o));
 }
+
+#[test]
+fn sampling_with_a_seed_is_reproducible_and_the_same_on_every_backend() {
+    let run = |extra: &[&str]| {
+        let (o, v) = compare_json(&[&["--runs", "1"], extra].concat());
+        assert_eq!(o.status.code(), Some(0), "{}", err(&o));
+        v["results"][0]["token_ids"].clone()
+    };
+    let sampled = [
+        "--temperature",
+        "1.5",
+        "--top-k",
+        "50",
+        "--top-p",
+        "0.95",
+        "--seed",
+        "7",
+    ];
+    let a = run(&sampled);
+    assert_eq!(a, run(&sampled), "same seed, same tokens");
+    assert_ne!(a, run(&[]), "sampling is not greedy");
+    assert_ne!(a, run(&["--temperature", "1.5", "--seed", "8"]));
+    // compare_json's run already required every backend to draw the same tokens (exit 0).
+    let (o, v) = compare_json(&sampled);
+    assert_eq!(o.status.code(), Some(0));
+    assert!(
+        v["sampling"].as_str().unwrap().contains("seed 7"),
+        "{}",
+        v["sampling"]
+    );
+
+    let o = bench(&[
+        "--backend",
+        "simd-kv",
+        "--prompt",
+        "Hi",
+        "--model",
+        model(),
+        "--temperature",
+        "0.7",
+        "--seed",
+        "1",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", err(&o));
+    assert!(err(&o).contains("sampled: temperature 0.7"), "{}", err(&o));
+    for (bad, flag) in [
+        ("--temperature=-1", "--temperature"),
+        ("--top-p=0", "--top-p"),
+    ] {
+        let o = bench(&[
+            "--backend",
+            "naive",
+            "--prompt",
+            "Hi",
+            "--model",
+            model(),
+            bad,
+        ]);
+        assert_usage_error(&o, &[flag]);
+    }
+}
+
+#[test]
+fn profile_and_explain_on_every_backend() {
+    for name in ["naive", "ndarray", "simd", "simd-kv", "candle"] {
+        let o = bench(&[
+            "--backend",
+            name,
+            "--prompt",
+            "Hello there",
+            "--model",
+            model(),
+            "--max-tokens",
+            "4",
+            "--profile",
+            "--explain",
+            "--ignore-eos",
+        ]);
+        assert_eq!(o.status.code(), Some(0), "{name}: {}", err(&o));
+        let e = err(&o);
+        assert!(e.contains("One decode step here"), "{name}: {e}");
+        for op in [
+            "embedding",
+            "layernorm",
+            "QKV projection",
+            "attention",
+            "MLP up",
+            "GELU",
+            "MLP down",
+            "output layer",
+            "sampling",
+            "total",
+        ] {
+            let line = e
+                .lines()
+                .find(|l| l.starts_with(op))
+                .unwrap_or_else(|| panic!("{name}: no {op} row in {e}"));
+            assert!(line.contains('%') || op == "total", "{line}");
+        }
+    }
+    // Without the flags there is no table.
+    let o = bench(&[
+        "--backend",
+        "naive",
+        "--prompt",
+        "Hi",
+        "--model",
+        model(),
+        "--max-tokens",
+        "2",
+    ]);
+    assert!(!err(&o).contains("prefill ms"));
+}

@@ -9,6 +9,7 @@
 use std::fs::File;
 use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use tempfile::NamedTempFile;
 use xxhash_rust::xxh3::Xxh3;
@@ -19,10 +20,30 @@ use crate::format::{
 };
 use crate::tokenizer::TokenizerData;
 
+/// Temporary files of exports in progress, so that an interrupt handler can remove them
+/// ([`remove_partial_files`]): a process killed by a signal runs no destructors.
+static PARTIAL_FILES: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+
+fn partial_files() -> std::sync::MutexGuard<'static, Vec<PathBuf>> {
+    // A panic while holding the lock leaves a list that is still valid.
+    PARTIAL_FILES.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Deletes the temporary file of every export still in progress. For a Ctrl-C handler: call it,
+/// then exit. Returns how many files were removed.
+pub fn remove_partial_files() -> usize {
+    partial_files()
+        .drain(..)
+        .filter(|p| std::fs::remove_file(p).is_ok())
+        .count()
+}
+
 /// Writes one weight file; see the module docs.
 pub struct WeightWriter {
     dest: PathBuf,
-    tmp: NamedTempFile,
+    /// `None` once [`WeightWriter::finish`] has renamed it into place.
+    tmp: Option<NamedTempFile>,
+    tmp_path: PathBuf,
     header_block: Vec<u8>,
     data_offset: u64,
     plan: Vec<TensorInfo>,
@@ -93,6 +114,8 @@ impl WeightWriter {
                 path: dest.clone(),
                 message: format!("cannot create a file in {}: {e}", dir.display()),
             })?;
+        let tmp_path = tmp.path().to_path_buf();
+        partial_files().push(tmp_path.clone());
 
         let (plan, data_len) = format::plan_tensors(config);
         let header_block = format::encode_header_block(config, provenance, tokenizer, &plan);
@@ -108,7 +131,8 @@ impl WeightWriter {
 
         Ok(WeightWriter {
             dest,
-            tmp,
+            tmp: Some(tmp),
+            tmp_path,
             header_block,
             data_offset,
             plan,
@@ -150,7 +174,13 @@ impl WeightWriter {
         self.hasher.update(&pad);
         self.hasher.update(bytes);
         let path = &self.dest;
-        let file = self.tmp.as_file_mut();
+        let Some(tmp) = self.tmp.as_mut() else {
+            return Err(WeightsError::Write {
+                path: path.clone(),
+                message: "write after finish()".into(),
+            });
+        };
+        let file = tmp.as_file_mut();
         file.write_all(&pad)
             .and_then(|_| file.write_all(bytes))
             .map_err(|e| WeightsError::io(path, e))?;
@@ -179,7 +209,10 @@ impl WeightWriter {
             header_checksum: format::checksum(&self.header_block),
         };
         let io_path = self.dest.clone();
-        let file: &mut File = self.tmp.as_file_mut();
+        let Some(mut tmp) = self.tmp.take() else {
+            return Err(self.write_error("finish() called twice".into()));
+        };
+        let file: &mut File = tmp.as_file_mut();
         let io = |e| WeightsError::io(&io_path, e);
         file.seek(SeekFrom::Start(0)).map_err(io)?;
         file.write_all(&format::encode_preamble(&preamble))
@@ -193,7 +226,7 @@ impl WeightWriter {
         }
         file.sync_all().map_err(io)?;
         let dest = self.dest.clone();
-        self.tmp.persist(&dest).map_err(|e| WeightsError::Write {
+        tmp.persist(&dest).map_err(|e| WeightsError::Write {
             path: dest.clone(),
             message: format!("cannot move the finished file into place: {}", e.error),
         })?;
@@ -205,5 +238,13 @@ impl WeightWriter {
             path: self.dest.clone(),
             message,
         }
+    }
+}
+
+impl Drop for WeightWriter {
+    fn drop(&mut self) {
+        // The temporary file is gone now: renamed into place by finish(), or deleted by the
+        // NamedTempFile's own destructor right after this.
+        partial_files().retain(|p| p != &self.tmp_path);
     }
 }

@@ -1,0 +1,160 @@
+//! Where a forward pass spends its time, per GPT-2 operation (`gpt2-bench --profile`).
+//!
+//! Every backend brackets each operation with [`Profiler::start`] and [`Profiler::stop`]. When
+//! profiling is off (the default) `start` returns `None` and `stop` does nothing: one predictable
+//! branch per operation, against operations that take microseconds to milliseconds, so the cost
+//! when off is nil. The clock is read only when profiling is on.
+//!
+//! Operations that a backend fuses are charged to the first of them (a backend that adds the
+//! bias inside its matrix product charges the bias to the product), and the residual additions
+//! are their own line, so every backend's table adds up the same way.
+
+use std::time::Instant;
+
+/// `timed!(profiler, Op::X, expression)`: evaluates the expression, charging its time to `Op::X`
+/// when profiling is on.
+macro_rules! timed {
+    ($profiler:expr, $op:expr, $body:expr) => {{
+        let start = $profiler.start();
+        let result = $body;
+        $profiler.stop($op, start);
+        result
+    }};
+}
+pub(crate) use timed;
+
+/// The operations of GPT-2's forward pass, in the order they run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    /// Token plus position embedding.
+    Embedding,
+    /// Every layer norm (two per block and the final one).
+    LayerNorm,
+    /// x @ W_qkv + b: the fused query, key and value projection.
+    QkvProjection,
+    /// Scores, causal mask, softmax and the weighted sum of values (and the KV-cache writes).
+    Attention,
+    /// The attention output projection.
+    OutputProjection,
+    /// The MLP's first product (C -> 4C).
+    MlpUp,
+    Gelu,
+    /// The MLP's second product (4C -> C).
+    MlpDown,
+    /// The two residual additions per block.
+    Residual,
+    /// The final product with the token embeddings: the logits.
+    OutputLayer,
+}
+
+impl Op {
+    pub const ALL: [Op; 10] = [
+        Op::Embedding,
+        Op::LayerNorm,
+        Op::QkvProjection,
+        Op::Attention,
+        Op::OutputProjection,
+        Op::MlpUp,
+        Op::Gelu,
+        Op::MlpDown,
+        Op::Residual,
+        Op::OutputLayer,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Op::Embedding => "embedding",
+            Op::LayerNorm => "layernorm",
+            Op::QkvProjection => "QKV projection",
+            Op::Attention => "attention",
+            Op::OutputProjection => "output projection",
+            Op::MlpUp => "MLP up",
+            Op::Gelu => "GELU",
+            Op::MlpDown => "MLP down",
+            Op::Residual => "residual add",
+            Op::OutputLayer => "output layer (logits)",
+        }
+    }
+}
+
+/// Nanoseconds per operation.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OpTimes {
+    pub ns: [u64; Op::ALL.len()],
+}
+
+impl OpTimes {
+    pub fn get(&self, op: Op) -> u64 {
+        self.ns[op as usize]
+    }
+
+    pub fn total_ns(&self) -> u64 {
+        self.ns.iter().sum()
+    }
+
+    pub fn add(&mut self, other: &OpTimes) {
+        for (a, b) in self.ns.iter_mut().zip(other.ns) {
+            *a += b;
+        }
+    }
+}
+
+/// Accumulates [`OpTimes`] while enabled.
+#[derive(Debug, Clone, Default)]
+pub struct Profiler {
+    enabled: bool,
+    times: OpTimes,
+}
+
+impl Profiler {
+    pub fn set_enabled(&mut self, on: bool) {
+        self.enabled = on;
+        self.times = OpTimes::default();
+    }
+
+    pub fn enabled(&self) -> bool {
+        self.enabled
+    }
+
+    /// Marks the start of an operation; `None` (and no clock read) when off.
+    #[inline]
+    pub fn start(&self) -> Option<Instant> {
+        self.enabled.then(Instant::now)
+    }
+
+    /// Charges the time since `start` to `op`.
+    #[inline]
+    pub fn stop(&mut self, op: Op, start: Option<Instant>) {
+        if let Some(t) = start {
+            self.times.ns[op as usize] += u64::try_from(t.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        }
+    }
+
+    /// The times since the last call (and resets them); `None` when off.
+    pub fn take(&mut self) -> Option<OpTimes> {
+        self.enabled.then(|| std::mem::take(&mut self.times))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn off_records_nothing_on_records_each_op() {
+        let mut p = Profiler::default();
+        let t = p.start();
+        assert!(t.is_none());
+        p.stop(Op::Gelu, t);
+        assert_eq!(p.take(), None);
+
+        p.set_enabled(true);
+        let t = p.start();
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        p.stop(Op::Gelu, t);
+        let times = p.take().unwrap();
+        assert!(times.get(Op::Gelu) >= 2_000_000);
+        assert_eq!(times.total_ns(), times.get(Op::Gelu));
+        assert_eq!(p.take().unwrap().total_ns(), 0, "take resets");
+    }
+}

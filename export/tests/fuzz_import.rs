@@ -1,0 +1,237 @@
+//! Fuzzing the safetensors import: a Hugging Face checkpoint whose `model.safetensors` is
+//! mutated (its JSON header, its 8-byte header length, its data, its length) must export
+//! cleanly or fail with an error: never panic, never allocate more than the file implies,
+//! never leave a file at the destination on failure.
+//!
+//! Seeded and bounded like `weights/tests/fuzz_reader.rs`: `GPT2_BENCH_FUZZ_ITERS` (default
+//! 3 000; every input is a full export) and `GPT2_BENCH_FUZZ_SEED` (default 1).
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use gpt2_export::hf::export_dir;
+use safetensors::Dtype;
+use safetensors::tensor::TensorView;
+use serde_json::json;
+
+struct CountingAlloc;
+
+static TRACKING: AtomicBool = AtomicBool::new(false);
+static LARGEST: AtomicUsize = AtomicUsize::new(0);
+
+// SAFETY: forwards every call unchanged to the system allocator; only reads the size.
+unsafe impl GlobalAlloc for CountingAlloc {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        if TRACKING.load(Ordering::Relaxed) {
+            LARGEST.fetch_max(layout.size(), Ordering::Relaxed);
+        }
+        // SAFETY: same contract as the caller's.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: same contract as the caller's.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        if TRACKING.load(Ordering::Relaxed) {
+            LARGEST.fetch_max(new_size, Ordering::Relaxed);
+        }
+        // SAFETY: same contract as the caller's.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static ALLOC: CountingAlloc = CountingAlloc;
+
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n.max(1) as u64) as usize
+    }
+}
+
+fn env_or(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// A tiny GPT-2 checkpoint (1 layer, n_embd 8, a 257-token byte-level vocabulary); returns the
+/// bytes of its model.safetensors.
+fn write_checkpoint(dir: &Path) -> Vec<u8> {
+    let (c, h, v, n_ctx) = (8usize, 32usize, 257usize, 16usize);
+    std::fs::write(
+        dir.join("config.json"),
+        json!({
+            "model_type": "gpt2", "activation_function": "gelu_new",
+            "n_layer": 1, "n_head": 2, "n_embd": c, "vocab_size": v, "n_positions": n_ctx,
+            "n_ctx": n_ctx, "layer_norm_epsilon": 1e-5, "n_inner": null,
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let alphabet = gpt2_weights::tokenizer::bytes_to_unicode();
+    let mut vocab: serde_json::Map<_, _> = alphabet
+        .iter()
+        .enumerate()
+        .map(|(i, ch)| (ch.to_string(), json!(i)))
+        .collect();
+    vocab.insert("<|endoftext|>".into(), json!(256));
+    std::fs::write(
+        dir.join("vocab.json"),
+        serde_json::Value::Object(vocab).to_string(),
+    )
+    .unwrap();
+    std::fs::write(dir.join("merges.txt"), "#version: 0.2\n").unwrap();
+    let shapes: Vec<(String, Vec<usize>)> = vec![
+        ("wte.weight".into(), vec![v, c]),
+        ("wpe.weight".into(), vec![n_ctx, c]),
+        ("h.0.ln_1.weight".into(), vec![c]),
+        ("h.0.ln_1.bias".into(), vec![c]),
+        ("h.0.attn.c_attn.weight".into(), vec![c, 3 * c]),
+        ("h.0.attn.c_attn.bias".into(), vec![3 * c]),
+        ("h.0.attn.c_proj.weight".into(), vec![c, c]),
+        ("h.0.attn.c_proj.bias".into(), vec![c]),
+        ("h.0.ln_2.weight".into(), vec![c]),
+        ("h.0.ln_2.bias".into(), vec![c]),
+        ("h.0.mlp.c_fc.weight".into(), vec![c, h]),
+        ("h.0.mlp.c_fc.bias".into(), vec![h]),
+        ("h.0.mlp.c_proj.weight".into(), vec![h, c]),
+        ("h.0.mlp.c_proj.bias".into(), vec![c]),
+        ("ln_f.weight".into(), vec![c]),
+        ("ln_f.bias".into(), vec![c]),
+    ];
+    let data: Vec<Vec<u8>> = shapes
+        .iter()
+        .map(|(_, s)| {
+            (0..s.iter().product::<usize>())
+                .flat_map(|i| ((i % 7) as f32 * 0.1).to_le_bytes())
+                .collect()
+        })
+        .collect();
+    let views: Vec<(String, TensorView)> = shapes
+        .iter()
+        .zip(&data)
+        .map(|((n, s), b)| {
+            (
+                n.clone(),
+                TensorView::new(Dtype::F32, s.clone(), b).unwrap(),
+            )
+        })
+        .collect();
+    safetensors::serialize(views, None).unwrap()
+}
+
+fn mutate(rng: &mut Rng, seed: &[u8]) -> Vec<u8> {
+    let mut b = seed.to_vec();
+    let header_len = u64::from_le_bytes(seed[..8].try_into().unwrap()) as usize;
+    for _ in 0..1 + rng.below(3) {
+        if b.len() < 16 {
+            // Too short to mutate in place (an earlier truncation): grow it.
+            b.extend((0..rng.below(64)).map(|_| rng.next() as u8));
+            continue;
+        }
+        // The header may have been cut short by an earlier mutation.
+        let header_len = header_len.min(b.len() - 8);
+        match rng.below(7) {
+            0 | 1 => {
+                // A byte of the JSON header (names, dtypes, shapes, offsets).
+                let i = 8 + rng.below(header_len.max(1)).min(b.len() - 9);
+                b[i] = match rng.below(3) {
+                    0 => b"0123456789"[rng.below(10)],
+                    1 => b"[]{},:\"FBI"[rng.below(10)],
+                    _ => rng.next() as u8,
+                };
+            }
+            2 => {
+                // The header length itself.
+                let v: u64 = [0, 1, 7, header_len as u64 + 1, u64::MAX, 1 << 40][rng.below(6)];
+                b[..8].copy_from_slice(&v.to_le_bytes());
+            }
+            3 => b.truncate(rng.below(b.len() + 1)),
+            4 => {
+                let extra = rng.below(512);
+                b.extend((0..extra).map(|_| rng.next() as u8));
+            }
+            5 => {
+                // A digit in the header replaced by a long number (huge shapes or offsets).
+                let header =
+                    String::from_utf8_lossy(&b[8..(8 + header_len).min(b.len())]).into_owned();
+                if let Some(pos) = header.find(|c: char| c.is_ascii_digit()) {
+                    let big = ["99999999999", "18446744073709551615", "4294967296"][rng.below(3)];
+                    let mut json = header.clone();
+                    json.replace_range(pos..pos + 1, big);
+                    let mut out = (json.len() as u64).to_le_bytes().to_vec();
+                    out.extend_from_slice(json.as_bytes());
+                    out.extend_from_slice(&b[8 + header_len..]);
+                    b = out;
+                }
+            }
+            _ => {
+                let i = rng.below(b.len());
+                b[i] ^= 1 << rng.below(8);
+            }
+        }
+    }
+    b
+}
+
+#[test]
+fn mutated_safetensors_are_errors_never_panics_or_huge_allocations() {
+    let iterations = env_or("GPT2_BENCH_FUZZ_ITERS", 3_000);
+    let seed = env_or("GPT2_BENCH_FUZZ_SEED", 1);
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("ckpt");
+    std::fs::create_dir(&dir).unwrap();
+    let valid = write_checkpoint(&dir);
+    let out = tmp.path().join("out.bin");
+    std::fs::write(dir.join("model.safetensors"), &valid).unwrap();
+    export_dir(&dir, &out, "dir:fuzz", &|_, _| {}).expect("the seed checkpoint exports");
+    std::fs::remove_file(&out).unwrap();
+
+    let mut rng = Rng(seed);
+    let mut exported = 0u64;
+    for i in 0..iterations {
+        let bytes = mutate(&mut rng, &valid);
+        std::fs::write(dir.join("model.safetensors"), &bytes).unwrap();
+        LARGEST.store(0, Ordering::Relaxed);
+        TRACKING.store(true, Ordering::Relaxed);
+        let result = export_dir(&dir, &out, "dir:fuzz", &|_, _| {});
+        TRACKING.store(false, Ordering::Relaxed);
+        let largest = LARGEST.load(Ordering::Relaxed);
+        // The config, tokenizer and output plan are small; tensor buffers come from the file.
+        assert!(
+            largest <= 8 * bytes.len() + (1 << 20),
+            "iteration {i} (seed {seed}): a {largest}-byte allocation for a {}-byte file",
+            bytes.len()
+        );
+        match result {
+            Ok(_) => {
+                exported += 1;
+                std::fs::remove_file(&out).unwrap();
+            }
+            Err(e) => {
+                assert!(!out.exists(), "iteration {i}: a failed export left {out:?}");
+                assert!(!e.to_string().is_empty());
+            }
+        }
+    }
+    let leftovers: Vec<_> = std::fs::read_dir(tmp.path())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".partial"))
+        .collect();
+    assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
+    eprintln!("fuzz_import: {iterations} inputs (seed {seed}); {exported} exported");
+}

@@ -1,0 +1,260 @@
+//! Fuzzing the weight-file reader: arbitrary and mutated bytes must never panic, never allocate
+//! more than the input's size implies, and always come back as an error (or, rarely, a file that
+//! is valid after all).
+//!
+//! A bounded, seeded, mutation-based fuzzer run as an ordinary test, so it needs no nightly
+//! toolchain and runs in CI. Inputs start from a small valid file and are mutated: random bytes
+//! flipped, 64-bit fields set to extreme values, truncated, extended, spliced; half of the
+//! header mutations then re-seal the header checksum, so that the parser's deeper checks (the
+//! config, the tokenizer tables, the tensor table) see the damage instead of the checksum
+//! catching it first. Every 64th input also goes through the real `WeightFile::open` path (a
+//! file on disk, memory-mapped) and, if that succeeds, every accessor.
+//!
+//! `GPT2_BENCH_FUZZ_ITERS` (default 20 000) and `GPT2_BENCH_FUZZ_SEED` (default 1) set the
+//! length and the seed: `GPT2_BENCH_FUZZ_ITERS=1000000 cargo test --release -p gpt2-weights
+//! --test fuzz_reader -- --nocapture`.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use gpt2_weights::format::{self, PREAMBLE_LEN};
+use gpt2_weights::{Config, Provenance, TokenizerData, WeightFile, WeightWriter};
+
+/// Records the largest single allocation while `TRACKING` is on.
+struct CountingAlloc;
+
+static TRACKING: AtomicBool = AtomicBool::new(false);
+static LARGEST: AtomicUsize = AtomicUsize::new(0);
+
+// SAFETY: forwards every call unchanged to the system allocator; only reads the size.
+unsafe impl GlobalAlloc for CountingAlloc {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        if TRACKING.load(Ordering::Relaxed) {
+            LARGEST.fetch_max(layout.size(), Ordering::Relaxed);
+        }
+        // SAFETY: same contract as the caller's.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: same contract as the caller's.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        if TRACKING.load(Ordering::Relaxed) {
+            LARGEST.fetch_max(new_size, Ordering::Relaxed);
+        }
+        // SAFETY: same contract as the caller's.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static ALLOC: CountingAlloc = CountingAlloc;
+
+/// xoshiro-free and dependency-free: SplitMix64 is enough to drive mutations.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n.max(1) as u64) as usize
+    }
+}
+
+fn env_or(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// A small valid weight file: 1 layer, n_embd 8, a 260-token byte-level vocabulary.
+fn seed_file(dir: &std::path::Path) -> Vec<u8> {
+    let config = Config {
+        n_layer: 1,
+        n_head: 2,
+        n_embd: 8,
+        vocab_size: 260,
+        n_ctx: 16,
+        mlp_hidden: 32,
+        layer_norm_eps: 1e-5,
+        tied_output: true,
+    };
+    let alphabet = gpt2_weights::tokenizer::bytes_to_unicode();
+    let mut tokens: Vec<String> = alphabet.iter().map(|c| c.to_string()).collect();
+    let merges = vec![
+        ("Ġ".to_string(), "t".to_string()),
+        ("h".to_string(), "e".to_string()),
+        ("Ġt".to_string(), "he".to_string()),
+    ];
+    tokens.extend(["Ġt", "he", "Ġthe"].map(String::from));
+    tokens.push("<|endoftext|>".to_string());
+    let tokenizer = TokenizerData {
+        tokens,
+        merges,
+        eot_id: 259,
+    };
+    let provenance = Provenance {
+        model_name: "fuzz-seed".into(),
+        source: "test".into(),
+        exporter: "fuzz_reader".into(),
+    };
+    let path = dir.join("seed.bin");
+    let mut w = WeightWriter::create(&path, &config, &provenance, &tokenizer).unwrap();
+    for info in w.remaining().to_vec() {
+        let n = (info.byte_len / 4) as usize;
+        let data: Vec<f32> = (0..n).map(|i| (i % 13) as f32 * 0.01).collect();
+        w.write_tensor(&info.name, &data).unwrap();
+    }
+    w.finish().unwrap();
+    let bytes = std::fs::read(&path).unwrap();
+    WeightFile::open_verified(&path).expect("the seed file is valid");
+    bytes
+}
+
+const EXTREMES: [u64; 8] = [
+    0,
+    1,
+    63,
+    64,
+    u32::MAX as u64,
+    u64::MAX,
+    u64::MAX / 2,
+    1 << 40,
+];
+
+fn mutate(rng: &mut Rng, seed: &[u8], header_len: usize) -> Vec<u8> {
+    let mut b = seed.to_vec();
+    let header = PREAMBLE_LEN..PREAMBLE_LEN + header_len;
+    let mut touched_preamble = false;
+    for _ in 0..1 + rng.below(4) {
+        if b.len() < header.end {
+            // Cut short by an earlier truncation: only flip bytes or grow it from here.
+            if !b.is_empty() && rng.below(2) == 0 {
+                let i = rng.below(b.len());
+                b[i] ^= 1 << rng.below(8);
+                touched_preamble |= i < PREAMBLE_LEN;
+            } else {
+                b.extend((0..rng.below(256)).map(|_| rng.next() as u8));
+            }
+            continue;
+        }
+        match rng.below(8) {
+            0 => {
+                // Flip a byte anywhere.
+                let i = rng.below(b.len());
+                b[i] ^= 1 << rng.below(8);
+                touched_preamble |= i < PREAMBLE_LEN;
+            }
+            1 | 2 => {
+                // Flip or randomise bytes inside the header (strings, counts, shapes).
+                let i = header.start + rng.below(header.len());
+                b[i] = rng.next() as u8;
+            }
+            3 => {
+                // An extreme 32- or 64-bit value at a random aligned place in the header.
+                let v = EXTREMES[rng.below(EXTREMES.len())];
+                let at = header.start + rng.below(header.len().saturating_sub(8)) / 4 * 4;
+                let width = if rng.below(2) == 0 { 4 } else { 8 };
+                b[at..at + width].copy_from_slice(&v.to_le_bytes()[..width]);
+            }
+            4 => {
+                // An extreme value in a preamble field (lengths, offsets, version).
+                let v = EXTREMES[rng.below(EXTREMES.len())];
+                let at = 8 + rng.below(7) * 8;
+                b[at..at + 8].copy_from_slice(&v.to_le_bytes());
+                touched_preamble = true;
+            }
+            5 => {
+                b.truncate(rng.below(b.len() + 1));
+            }
+            6 => {
+                let extra = rng.below(256);
+                b.extend((0..extra).map(|_| rng.next() as u8));
+            }
+            _ => {
+                // Copy a run of bytes from one place to another (duplicated table entries).
+                let len = 1 + rng.below(32);
+                if b.len() > 2 * len {
+                    let from = rng.below(b.len() - len);
+                    let to = rng.below(b.len() - len);
+                    let run = b[from..from + len].to_vec();
+                    b[to..to + len].copy_from_slice(&run);
+                    touched_preamble |= to < PREAMBLE_LEN;
+                }
+            }
+        }
+    }
+    // Re-seal the header checksum half of the time, so the parse goes past it.
+    if !touched_preamble && b.len() >= header.end && rng.below(2) == 0 {
+        let sum = format::checksum(&b[header.clone()]);
+        b[56..64].copy_from_slice(&sum.to_le_bytes());
+    }
+    b
+}
+
+#[test]
+fn mutated_files_are_errors_never_panics_or_huge_allocations() {
+    let iterations = env_or("GPT2_BENCH_FUZZ_ITERS", 20_000);
+    let seed = env_or("GPT2_BENCH_FUZZ_SEED", 1);
+    let dir = tempfile::tempdir().unwrap();
+    let valid = seed_file(dir.path());
+    let header_len = format::parse_preamble(&valid, valid.len() as u64)
+        .unwrap()
+        .header_len as usize;
+    let mut rng = Rng(seed);
+    let (mut accepted, mut opened) = (0u64, 0u64);
+    let disk = dir.path().join("mutant.bin");
+    for i in 0..iterations {
+        let bytes = if i % 16 == 15 {
+            // Pure noise behind a valid magic now and then.
+            let mut b: Vec<u8> = (0..rng.below(4096)).map(|_| rng.next() as u8).collect();
+            if b.len() >= 8 && rng.below(2) == 0 {
+                b[..8].copy_from_slice(b"GPT2BNCH");
+            }
+            b
+        } else {
+            mutate(&mut rng, &valid, header_len)
+        };
+        // The length the parser is told may also lie about the real input.
+        let claimed = if rng.below(8) == 0 {
+            EXTREMES[rng.below(EXTREMES.len())]
+        } else {
+            bytes.len() as u64
+        };
+        LARGEST.store(0, Ordering::Relaxed);
+        TRACKING.store(true, Ordering::Relaxed);
+        let parsed = format::parse_header(&bytes, claimed.min(bytes.len() as u64));
+        TRACKING.store(false, Ordering::Relaxed);
+        let largest = LARGEST.load(Ordering::Relaxed);
+        // Everything the parser builds comes from the header bytes: no single allocation may
+        // exceed a small multiple of the input (vectors grow by doubling), plus a constant.
+        assert!(
+            largest <= 8 * bytes.len() + (1 << 16),
+            "iteration {i} (seed {seed}): a {largest}-byte allocation for a {}-byte input",
+            bytes.len()
+        );
+        accepted += u64::from(parsed.is_ok());
+
+        if i % 64 == 0 {
+            std::fs::write(&disk, &bytes).unwrap();
+            if let Ok(f) = WeightFile::open(&disk) {
+                opened += 1;
+                let _ = f.verify_checksum();
+                let _ = f.gpt2();
+                let _ = f.tokenizer();
+                let _ = f.data_f32();
+            }
+        }
+    }
+    eprintln!(
+        "fuzz_reader: {iterations} inputs (seed {seed}); {accepted} parsed as valid headers, \
+         {opened} opened from disk"
+    );
+}
