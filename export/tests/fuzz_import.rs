@@ -212,7 +212,7 @@ fn mutated_safetensors_are_errors_never_panics_or_huge_allocations() {
         let largest = LARGEST.load(Ordering::Relaxed);
         // The config, tokenizer and output plan are small; tensor buffers come from the file.
         assert!(
-            largest <= 8 * bytes.len() + (1 << 20),
+            largest <= 16 * bytes.len() + (1 << 20),
             "iteration {i} (seed {seed}): a {largest}-byte allocation for a {}-byte file",
             bytes.len()
         );

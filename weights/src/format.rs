@@ -158,6 +158,11 @@ impl Config {
         t
     }
 
+    /// How many tensors [`Config::expected_tensors`] lists, without building the list.
+    pub fn expected_tensor_count(&self) -> usize {
+        4 + 12 * self.n_layer as usize + usize::from(!self.tied_output)
+    }
+
     /// Number of parameters, counting a tied output layer once (as Hugging Face does).
     pub fn parameter_count(&self) -> u64 {
         self.expected_tensors()
@@ -406,6 +411,13 @@ pub fn parse_header(bytes: &[u8], actual_file_len: u64) -> Result<Header, Format
 
     let eot_id = r.u32("end-of-text id")?;
     let n_tokens = r.count("token count", 4)?;
+    // Checked before allocating: a count that disagrees with the config is refused outright.
+    if n_tokens != config.vocab_size as usize {
+        return Err(FormatError::InvalidConfig(format!(
+            "the tokenizer has {n_tokens} tokens but vocab_size is {}",
+            config.vocab_size
+        )));
+    }
     let mut tokens = Vec::with_capacity(n_tokens);
     for _ in 0..n_tokens {
         tokens.push(r.str("token")?.to_string());
@@ -489,14 +501,16 @@ fn check_tensor_table(
     tensors: &[TensorInfo],
     data_len: u64,
 ) -> Result<(), FormatError> {
-    let expected = config.expected_tensors();
-    if tensors.len() != expected.len() {
+    // Counted before the list is built: the list's size comes from n_layer, a number in the
+    // file, while the table's size is bounded by the bytes actually there.
+    if tensors.len() != config.expected_tensor_count() {
         return Err(FormatError::Corrupt(format!(
             "the tensor table has {} entries but this config needs {}",
             tensors.len(),
-            expected.len()
+            config.expected_tensor_count()
         )));
     }
+    let expected = config.expected_tensors();
     let mut next_free = 0u64;
     for (t, (name, shape)) in tensors.iter().zip(&expected) {
         if &t.name != name {
@@ -848,6 +862,17 @@ mod tests {
                 .config
                 .tied_output
         );
+    }
+
+    #[test]
+    fn expected_tensor_count_matches_the_list() {
+        for tied in [true, false] {
+            let c = Config {
+                tied_output: tied,
+                ..tiny_config()
+            };
+            assert_eq!(c.expected_tensor_count(), c.expected_tensors().len());
+        }
     }
 
     #[test]

@@ -234,9 +234,10 @@ fn mutated_files_are_errors_never_panics_or_huge_allocations() {
         TRACKING.store(false, Ordering::Relaxed);
         let largest = LARGEST.load(Ordering::Relaxed);
         // Everything the parser builds comes from the header bytes: no single allocation may
-        // exceed a small multiple of the input (vectors grow by doubling), plus a constant.
+        // exceed a fixed multiple of the input plus a constant. (The multiple is not 1: a
+        // token's 4-byte minimum on disk becomes a 24-byte String slot in memory, 6x.)
         assert!(
-            largest <= 8 * bytes.len() + (1 << 16),
+            largest <= 16 * bytes.len() + (1 << 16),
             "iteration {i} (seed {seed}): a {largest}-byte allocation for a {}-byte input",
             bytes.len()
         );
