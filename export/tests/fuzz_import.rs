@@ -6,66 +6,17 @@
 //! Seeded and bounded like `weights/tests/fuzz_reader.rs`: `GPT2_BENCH_FUZZ_ITERS` (default
 //! 3 000; every input is a full export) and `GPT2_BENCH_FUZZ_SEED` (default 1).
 
-use std::alloc::{GlobalAlloc, Layout, System};
+#[path = "../../weights/tests/fuzz_support/mod.rs"]
+mod fuzz_support;
+
+use fuzz_support::{Rng, iterations_and_seed, largest_allocation};
+
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use gpt2_export::hf::export_dir;
 use safetensors::Dtype;
 use safetensors::tensor::TensorView;
 use serde_json::json;
-
-struct CountingAlloc;
-
-static TRACKING: AtomicBool = AtomicBool::new(false);
-static LARGEST: AtomicUsize = AtomicUsize::new(0);
-
-// SAFETY: forwards every call unchanged to the system allocator; only reads the size.
-unsafe impl GlobalAlloc for CountingAlloc {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if TRACKING.load(Ordering::Relaxed) {
-            LARGEST.fetch_max(layout.size(), Ordering::Relaxed);
-        }
-        // SAFETY: same contract as the caller's.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: same contract as the caller's.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        if TRACKING.load(Ordering::Relaxed) {
-            LARGEST.fetch_max(new_size, Ordering::Relaxed);
-        }
-        // SAFETY: same contract as the caller's.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
-#[global_allocator]
-static ALLOC: CountingAlloc = CountingAlloc;
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-}
-
-fn env_or(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 /// A tiny GPT-2 checkpoint (1 layer, n_embd 8, a 257-token byte-level vocabulary); returns the
 /// bytes of its model.safetensors.
@@ -189,8 +140,7 @@ fn mutate(rng: &mut Rng, seed: &[u8]) -> Vec<u8> {
 
 #[test]
 fn mutated_safetensors_are_errors_never_panics_or_huge_allocations() {
-    let iterations = env_or("GPT2_BENCH_FUZZ_ITERS", 3_000);
-    let seed = env_or("GPT2_BENCH_FUZZ_SEED", 1);
+    let (iterations, seed) = iterations_and_seed(3_000);
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("ckpt");
     std::fs::create_dir(&dir).unwrap();
@@ -205,11 +155,8 @@ fn mutated_safetensors_are_errors_never_panics_or_huge_allocations() {
     for i in 0..iterations {
         let bytes = mutate(&mut rng, &valid);
         std::fs::write(dir.join("model.safetensors"), &bytes).unwrap();
-        LARGEST.store(0, Ordering::Relaxed);
-        TRACKING.store(true, Ordering::Relaxed);
-        let result = export_dir(&dir, &out, "dir:fuzz", &|_, _| {});
-        TRACKING.store(false, Ordering::Relaxed);
-        let largest = LARGEST.load(Ordering::Relaxed);
+        let (result, largest) =
+            largest_allocation(|| export_dir(&dir, &out, "dir:fuzz", &|_, _| {}));
         // The config, tokenizer and output plan are small; tensor buffers come from the file.
         assert!(
             largest <= 16 * bytes.len() + (1 << 20),

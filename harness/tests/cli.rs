@@ -909,3 +909,50 @@ fn profile_and_explain_on_every_backend() {
     ]);
     assert!(!err(&o).contains("prefill ms"));
 }
+
+#[test]
+fn a_closed_stdout_pipe_ends_the_run_quietly() {
+    use std::io::Read;
+    use std::process::Stdio;
+    let single = [
+        "--backend",
+        "naive",
+        "--prompt",
+        "Hello",
+        "--max-tokens",
+        "40",
+    ];
+    let compare = [
+        "--compare",
+        "--backends",
+        "naive,simd",
+        "--prompt",
+        "Hi",
+        "--runs",
+        "1",
+    ];
+    for args in [&single[..], &compare[..]] {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_gpt2-bench"))
+            .args(args)
+            .args(["--model", model()])
+            .env("HF_HUB_OFFLINE", "1")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        drop(child.stdout.take()); // like `| head -0`: the reader is gone before any output
+        let mut stderr = String::new();
+        child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut stderr)
+            .unwrap();
+        let status = child.wait().unwrap();
+        assert_eq!(status.code(), Some(0), "{args:?}: {stderr}");
+        assert!(
+            !stderr.contains("panicked") && !stderr.contains("error"),
+            "{stderr}"
+        );
+    }
+}

@@ -14,65 +14,12 @@
 //! length and the seed: `GPT2_BENCH_FUZZ_ITERS=1000000 cargo test --release -p gpt2-weights
 //! --test fuzz_reader -- --nocapture`.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+mod fuzz_support;
+
+use fuzz_support::{Rng, iterations_and_seed, largest_allocation};
 
 use gpt2_weights::format::{self, PREAMBLE_LEN};
 use gpt2_weights::{Config, Provenance, TokenizerData, WeightFile, WeightWriter};
-
-/// Records the largest single allocation while `TRACKING` is on.
-struct CountingAlloc;
-
-static TRACKING: AtomicBool = AtomicBool::new(false);
-static LARGEST: AtomicUsize = AtomicUsize::new(0);
-
-// SAFETY: forwards every call unchanged to the system allocator; only reads the size.
-unsafe impl GlobalAlloc for CountingAlloc {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if TRACKING.load(Ordering::Relaxed) {
-            LARGEST.fetch_max(layout.size(), Ordering::Relaxed);
-        }
-        // SAFETY: same contract as the caller's.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: same contract as the caller's.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        if TRACKING.load(Ordering::Relaxed) {
-            LARGEST.fetch_max(new_size, Ordering::Relaxed);
-        }
-        // SAFETY: same contract as the caller's.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
-#[global_allocator]
-static ALLOC: CountingAlloc = CountingAlloc;
-
-/// xoshiro-free and dependency-free: SplitMix64 is enough to drive mutations.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-}
-
-fn env_or(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 /// A small valid weight file: 1 layer, n_embd 8, a 260-token byte-level vocabulary.
 fn seed_file(dir: &std::path::Path) -> Vec<u8> {
@@ -201,8 +148,7 @@ fn mutate(rng: &mut Rng, seed: &[u8], header_len: usize) -> Vec<u8> {
 
 #[test]
 fn mutated_files_are_errors_never_panics_or_huge_allocations() {
-    let iterations = env_or("GPT2_BENCH_FUZZ_ITERS", 20_000);
-    let seed = env_or("GPT2_BENCH_FUZZ_SEED", 1);
+    let (iterations, seed) = iterations_and_seed(20_000);
     let dir = tempfile::tempdir().unwrap();
     let valid = seed_file(dir.path());
     let header_len = format::parse_preamble(&valid, valid.len() as u64)
@@ -228,11 +174,8 @@ fn mutated_files_are_errors_never_panics_or_huge_allocations() {
         } else {
             bytes.len() as u64
         };
-        LARGEST.store(0, Ordering::Relaxed);
-        TRACKING.store(true, Ordering::Relaxed);
-        let parsed = format::parse_header(&bytes, claimed.min(bytes.len() as u64));
-        TRACKING.store(false, Ordering::Relaxed);
-        let largest = LARGEST.load(Ordering::Relaxed);
+        let (parsed, largest) =
+            largest_allocation(|| format::parse_header(&bytes, claimed.min(bytes.len() as u64)));
         // Everything the parser builds comes from the header bytes: no single allocation may
         // exceed a fixed multiple of the input plus a constant. (The multiple is not 1: a
         // token's 4-byte minimum on disk becomes a 24-byte String slot in memory, 6x.)
