@@ -107,6 +107,9 @@ enum Command {
         /// Threads for multi-threaded backends [default: all logical cores].
         #[arg(long, value_name = "N")]
         threads: Option<usize>,
+        /// Where the candle backend computes: cpu, cuda or cuda:N.
+        #[arg(long, default_value = "cpu", value_name = "DEVICE")]
+        device: DeviceChoice,
     },
 }
 
@@ -250,8 +253,9 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             model,
             backends,
             threads,
+            device,
         }) => {
-            let options = engine_options(threads, DeviceChoice::Cpu)?;
+            let options = engine_options(threads, device)?;
             let names = match backends {
                 Some(list) => {
                     for name in &list {

@@ -455,6 +455,20 @@ fn candle_device_errors_say_what_to_do() {
     }
     let o = run("cpu");
     assert_eq!(o.status.code(), Some(0), "{}", err(&o));
+    // The golden check takes the device too.
+    if !cfg!(feature = "cuda") {
+        let golden = golden_fixture();
+        let o = bench(&[
+            "check",
+            "--golden",
+            golden.to_str().unwrap(),
+            "--backends",
+            "candle",
+            "--device",
+            "cuda",
+        ]);
+        assert_usage_error(&o, &["--features cuda"]);
+    }
 }
 
 #[test]
