@@ -96,9 +96,10 @@ pub fn load_average_1min() -> Option<f64> {
 }
 
 /// Resets the process's peak RSS (Linux: writing 5 to /proc/self/clear_refs), so that the next
-/// [`peak_rss_bytes`] measures from now. Returns false where that is not possible.
-pub fn reset_peak_rss() -> bool {
-    std::fs::write("/proc/self/clear_refs", "5").is_ok()
+/// [`peak_rss_bytes`] measures from now. Where that is not possible it does nothing, and the
+/// peak is the process's so far.
+pub fn reset_peak_rss() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
 }
 
 /// Peak resident set size of this process (VmHWM), in bytes.

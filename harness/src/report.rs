@@ -71,7 +71,8 @@ pub struct Memory {
     /// them per call (their cost shows in the peak RSS).
     pub scratch_bytes: Option<u64>,
     /// Peak resident set size of the process while this backend was created and run (the peak
-    /// is reset before each backend where the OS allows; mapped weight pages count once touched).
+    /// is reset before each backend where the OS allows, else it is the process's peak so far;
+    /// mapped weight pages count once touched).
     pub peak_rss_bytes: Option<u64>,
 }
 
