@@ -93,7 +93,9 @@ impl SplitMix64 {
 pub struct Sampler {
     options: SamplingOptions,
     rng: SplitMix64,
+    // Reused between tokens: sampling allocates nothing per token after the first.
     candidates: Vec<(f32, u32)>,
+    weights: Vec<f64>,
 }
 
 /// The greedy choice: index of the largest logit (lowest index on a tie), and the gap between
@@ -118,6 +120,7 @@ impl Sampler {
             options,
             rng: SplitMix64(options.seed),
             candidates: Vec::new(),
+            weights: Vec::new(),
         }
     }
 
@@ -133,18 +136,23 @@ impl Sampler {
         self.candidates.clear();
         self.candidates
             .extend(logits.iter().enumerate().map(|(i, &v)| (v, i as u32)));
-        self.candidates
-            .sort_unstable_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
-        if self.options.top_k > 0 {
-            self.candidates.truncate(self.options.top_k);
+        let order = |a: &(f32, u32), b: &(f32, u32)| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1));
+        let k = self.options.top_k;
+        if k > 0 && k < self.candidates.len() {
+            // Partition out the k best first: sorting 50257 logits per token would dominate.
+            self.candidates.select_nth_unstable_by(k - 1, order);
+            self.candidates.truncate(k);
         }
+        self.candidates.sort_unstable_by(order);
         // Softmax of logit / temperature, shifted by the maximum.
         let max = self.candidates[0].0;
-        let weights: Vec<f64> = self
-            .candidates
-            .iter()
-            .map(|&(v, _)| f64::from((v - max) / t).exp())
-            .collect();
+        self.weights.clear();
+        self.weights.extend(
+            self.candidates
+                .iter()
+                .map(|&(v, _)| f64::from((v - max) / t).exp()),
+        );
+        let weights = &self.weights;
         let total: f64 = weights.iter().sum();
         // Nucleus: the shortest prefix whose probability reaches top_p.
         let mut keep = weights.len();
