@@ -27,6 +27,21 @@ pub fn exporter_id() -> String {
     format!("gpt2-export {}", env!("CARGO_PKG_VERSION"))
 }
 
+/// A progress bar on stderr in `template` (indicatif syntax), hidden with `quiet` or when
+/// stderr is not a terminal (piped, redirected, CI). Shared by gpt2-export and gpt2-bench.
+pub fn progress_bar(quiet: bool, template: &str, total: u64) -> indicatif::ProgressBar {
+    use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+    use std::io::IsTerminal;
+    if quiet || !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
+    bar.set_style(
+        ProgressStyle::with_template(template).unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    bar
+}
+
 /// Makes Ctrl-C (SIGINT, and SIGTERM) during an export leave nothing behind: the handler deletes
 /// the temporary file of every export in progress, then exits with status 130 as an interrupted
 /// program does. (A process killed by a signal runs no destructors, so without this the hidden

@@ -1,6 +1,5 @@
 //! `gpt2-export`: write gpt2-bench weight files, and inspect them. See the crate docs.
 
-use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
@@ -9,7 +8,6 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use gpt2_export::{SyntheticSize, export_from, inspect, synthetic};
 use gpt2_weights::WeightFile;
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 #[derive(Parser)]
 #[command(
@@ -90,7 +88,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         });
     }
     let args = cli.export;
-    let bar = progress_bar(args.quiet);
+    let bar = gpt2_export::progress_bar(
+        args.quiet,
+        "{msg} [{bar:30}] {pos}/{len} tensors ({elapsed})",
+        0,
+    );
     let on_tensor = |done: usize, total: usize| {
         bar.set_length(total as u64);
         bar.set_position(done as u64);
@@ -142,16 +144,4 @@ fn ensure_default_dir(out: &std::path::Path) -> anyhow::Result<()> {
             .with_context(|| format!("creating {}", default_dir.display()))?;
     }
     Ok(())
-}
-
-fn progress_bar(quiet: bool) -> ProgressBar {
-    if quiet || !std::io::stderr().is_terminal() {
-        return ProgressBar::hidden();
-    }
-    let bar = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr());
-    bar.set_style(
-        ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} tensors ({elapsed})")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
-    );
-    bar
 }

@@ -20,7 +20,7 @@ mod stats;
 mod teach;
 
 use std::collections::HashSet;
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -29,7 +29,6 @@ use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
 use gpt2_backends::{BACKENDS, DeviceChoice, EngineOptions};
 use gpt2_weights::{Gpt2Tokenizer, StreamDecoder, WeightFile};
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::generate::{generate, max_new_tokens};
 use crate::report::{Format, ModelInfo, Report};
@@ -543,19 +542,6 @@ fn model_info(file: &WeightFile) -> ModelInfo {
     }
 }
 
-fn progress_bar(quiet: bool, name: &str, total_tokens: u64) -> ProgressBar {
-    if quiet || !std::io::stderr().is_terminal() {
-        return ProgressBar::hidden();
-    }
-    let bar = ProgressBar::with_draw_target(Some(total_tokens), ProgressDrawTarget::stderr());
-    bar.set_style(
-        ProgressStyle::with_template("{prefix:>10} [{bar:30}] {pos}/{len} tokens ({elapsed})")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
-    );
-    bar.set_prefix(name.to_string());
-    bar
-}
-
 fn run_compare(
     args: &RunArgs,
     file: &WeightFile,
@@ -576,7 +562,12 @@ fn run_compare(
     } else {
         Some(roofline::measure(file, plan.options.threads)?)
     };
-    let progress = |name: &str, total: u64| progress_bar(args.quiet, name, total);
+    let progress = |name: &str, total: u64| {
+        let template = "{prefix:>10} [{bar:30}] {pos}/{len} tokens ({elapsed})";
+        let bar = gpt2_export::progress_bar(args.quiet, template, total);
+        bar.set_prefix(name.to_string());
+        bar
+    };
     let (results, backend_warnings) =
         compare::run(plan, file, tokenizer, roofline.as_ref(), &progress)?;
     let machine = machine::Machine::detect();

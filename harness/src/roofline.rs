@@ -43,20 +43,31 @@ pub fn weight_bytes_per_token(c: &Config) -> u64 {
     (c.parameter_count() - wpe_unused) * 4
 }
 
-/// FLOPs of a prefill of `t` positions: the matrix products of every block for every position
-/// (2 per multiply-add), causal attention (QK^T and PV over t(t+1)/2 pairs per head), and the
-/// output layer for the last position only.
-pub fn prefill_flops(c: &Config, t: usize) -> f64 {
+/// FLOPs of `positions` new positions that together attend to `attended_pairs` (query, key)
+/// pairs per layer and head: the matrix products of every block for every position (2 per
+/// multiply-add), attention (QK^T and PV: 4 C per pair, summed over heads), and the output layer
+/// for the last position only.
+fn forward_flops(c: &Config, positions: f64, attended_pairs: f64) -> f64 {
     let (e, h, l, v) = (
         f64::from(c.n_embd),
         f64::from(c.mlp_hidden),
         f64::from(c.n_layer),
         f64::from(c.vocab_size),
     );
-    let t = t as f64;
     let per_position = 2.0 * (e * 3.0 * e + e * e + 2.0 * e * h);
-    let attention = 2.0 * 2.0 * e * t * (t + 1.0) / 2.0;
-    l * (t * per_position + attention) + 2.0 * e * v
+    l * (positions * per_position + 4.0 * e * attended_pairs) + 2.0 * e * v
+}
+
+/// FLOPs of a prefill of `t` positions (causal: t(t+1)/2 attended pairs per head).
+pub fn prefill_flops(c: &Config, t: usize) -> f64 {
+    let t = t as f64;
+    forward_flops(c, t, t * (t + 1.0) / 2.0)
+}
+
+/// FLOPs of one decode step with a KV cache at context length `context`: one position attending
+/// to every cached one.
+pub fn cached_step_flops(c: &Config, context: usize) -> f64 {
+    forward_flops(c, 1.0, context as f64)
 }
 
 pub fn measure(file: &WeightFile, threads: usize) -> anyhow::Result<Roofline> {

@@ -9,7 +9,7 @@ use gpt2_backends::profile::{Op, OpTimes};
 use gpt2_weights::Config;
 
 use crate::generate::Generation;
-use crate::roofline::{prefill_flops, weight_bytes_per_token};
+use crate::roofline::{cached_step_flops, prefill_flops, weight_bytes_per_token};
 
 /// What a backend changes from the one before it in naive -> ndarray -> simd -> simd-kv -> candle.
 fn ladder_step(backend: &str) -> &'static str {
@@ -41,19 +41,6 @@ fn ladder_step(backend: &str) -> &'static str {
         }
         _ => "a test backend.",
     }
-}
-
-/// FLOPs of one decode step at context length `context` with a KV cache: every weight once
-/// (2 FLOPs per multiply-add), attention over `context` cached positions, the output layer.
-fn cached_step_flops(c: &Config, context: usize) -> f64 {
-    let (e, h, l, v) = (
-        f64::from(c.n_embd),
-        f64::from(c.mlp_hidden),
-        f64::from(c.n_layer),
-        f64::from(c.vocab_size),
-    );
-    let per_layer = 2.0 * (e * 3.0 * e + e * e + 2.0 * e * h) + 2.0 * 2.0 * e * context as f64;
-    l * per_layer + 2.0 * e * v
 }
 
 /// The `--explain` text for `backend` on a model `c`, with a prompt of `prompt_len` tokens.
