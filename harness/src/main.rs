@@ -408,7 +408,7 @@ fn engine_options(threads: Option<usize>, device: DeviceChoice) -> anyhow::Resul
         // candle runs elementwise operations on its own worker threads, which spin for a while
         // after each operation (25,000 turns by default) before sleeping; on a machine with as
         // many cores as threads they then take cores from the matrix products' rayon workers.
-        // A short spin measured ~10% faster prefill here (bench-results/README.md).
+        // A short spin measured ~10% faster prefill here (README.md, section "candle").
         if std::env::var_os("CANDLE_BARRIER_POOL_SPIN_LIMIT").is_none() {
             std::env::set_var("CANDLE_BARRIER_POOL_SPIN_LIMIT", "500");
         }
