@@ -12,7 +12,9 @@
 //!
 //! Buffer shapes (T new positions, C = n_embd, H = MLP width, V = vocabulary): `x`, `ln`,
 //! `att`, `proj` are (T, C); `qkv` is (T, 3C); `fc` is (T, H); the key and value stores are
-//! (n_layer, n_ctx, C); `logits` is (V). Every buffer is sized for T = n_ctx up front.
+//! (n_layer, n_head, n_ctx, D) with D = C / n_head, so that the keys one head attends over are
+//! contiguous (attention streams them instead of gathering D floats every C); `logits` is (V).
+//! Every buffer is sized for T = n_ctx up front.
 
 use gpt2_weights::{Config, Gpt2Weights};
 
@@ -34,8 +36,8 @@ pub struct SimdModel<'w> {
     scores: Vec<f32>,  // (max(n_ctx, n_head), n_ctx) attention scores
     ln_f: Vec<f32>,    // (C)
     logits: Vec<f32>,  // (V)
-    k_cache: Vec<f32>, // (n_layer, n_ctx, C)
-    v_cache: Vec<f32>, // (n_layer, n_ctx, C)
+    k_cache: Vec<f32>, // (n_layer, n_head, n_ctx, D)
+    v_cache: Vec<f32>, // (n_layer, n_head, n_ctx, D)
     pos: usize,        // positions stored so far
     profiler: Profiler,
 }
@@ -163,11 +165,16 @@ impl<'w> SimdModel<'w> {
                 compute.linear(qkv, ln, lw.qkv_w, lw.qkv_b, c, 3 * c, scratch)
             );
             timed!(p, Op::Attention, {
-                // Store the new keys and values at their positions, then attend.
+                // Store the new keys and values at their positions, head by head, then attend.
+                let d = c / n_head;
                 for i in 0..t {
                     let row = &qkv[i * 3 * c..(i + 1) * 3 * c];
-                    k_cache[(p0 + i) * c..(p0 + i + 1) * c].copy_from_slice(&row[c..2 * c]);
-                    v_cache[(p0 + i) * c..(p0 + i + 1) * c].copy_from_slice(&row[2 * c..]);
+                    for hd in 0..n_head {
+                        let at = (hd * n_ctx + p0 + i) * d;
+                        let (k_new, v_new) = (c + hd * d, 2 * c + hd * d);
+                        k_cache[at..at + d].copy_from_slice(&row[k_new..k_new + d]);
+                        v_cache[at..at + d].copy_from_slice(&row[v_new..v_new + d]);
+                    }
                 }
                 compute.attention(
                     att,

@@ -346,7 +346,7 @@ impl Compute {
     /// keys and values of positions `0..pos0 + T` in the cache.
     ///
     /// `att (T, C)` out (C = n_embd); `qkv (T, 3C)` holds the new queries in its first C columns;
-    /// `k_cache`, `v_cache` are (n_ctx, C) with the new positions already written;
+    /// `k_cache`, `v_cache` are (n_head, n_ctx, D) with the new positions already written;
     /// `scores` has room for `max(T, n_head) * n_ctx`. Work is split by position, or by head
     /// when there is a single position (decode). Inside the pool.
     #[allow(clippy::too_many_arguments)]
@@ -366,8 +366,11 @@ impl Compute {
         let d = c / n_head;
         let scale = 1.0 / (d as f32).sqrt();
         let kern = self.kernels;
+        let zeros = &self.zeros[..d];
         let head = |out: &mut [f32], q: &[f32], s: &mut [f32], pos: usize, h: usize| {
-            attend_head(&kern, out, q, k_cache, v_cache, s, pos, h * d, c, scale)
+            let cache = h * n_ctx * d..(h + 1) * n_ctx * d;
+            let (k_head, v_head) = (&k_cache[cache.clone()], &v_cache[cache]);
+            attend_head(&kern, out, q, k_head, v_head, s, pos, scale, zeros)
         };
         if t == 1 {
             att.par_chunks_mut(d)
@@ -388,32 +391,31 @@ impl Compute {
     }
 }
 
-/// One attention head of one position: scores of `q` against the keys of positions `0..=pos`,
-/// softmax, weighted sum of their values into `out`. The head's channels are `h0..h0 + D` of
-/// each (n_ctx, C) cache row; `scores` has room for `pos + 1` values.
+/// One attention head of one position: scores of `q (D)` against the keys of positions
+/// `0..=pos`, softmax, weighted sum of their values into `out (D)`. `k_head` and `v_head` are
+/// this head's (n_ctx, D) slices of the cache: each head's keys are contiguous, so the scores
+/// are one matrix-vector product (`dot_rows`) and the weighted sum another (`matmul_cols`), both
+/// streaming memory front to back. `scores` has room for `pos + 1` values; `zeros` holds D zeros.
 #[allow(clippy::too_many_arguments)]
 pub fn attend_head(
     kern: &Kernels,
     out: &mut [f32],
     q: &[f32],
-    k_cache: &[f32],
-    v_cache: &[f32],
+    k_head: &[f32],
+    v_head: &[f32],
     scores: &mut [f32],
     pos: usize,
-    h0: usize,
-    c: usize,
     scale: f32,
+    zeros: &[f32],
 ) {
-    let d = q.len();
-    let s = &mut scores[..=pos];
-    for (j, sj) in s.iter_mut().enumerate() {
-        *sj = kern.dot(q, &k_cache[j * c + h0..j * c + h0 + d]) * scale;
+    let (d, n) = (q.len(), pos + 1);
+    let s = &mut scores[..n];
+    kern.dot_rows(s, q, &k_head[..n * d]); // (n) = (n, D) @ (D)
+    for sj in s.iter_mut() {
+        *sj *= scale;
     }
     kern.softmax(s);
-    out.fill(0.0);
-    for (j, &p) in s.iter().enumerate() {
-        kern.axpy(out, p, &v_cache[j * c + h0..j * c + h0 + d]);
-    }
+    kern.matmul_cols(out, s, &v_head[..n * d], zeros, n, d, 0); // (D) = (n) @ (n, D)
 }
 
 #[cfg(test)]
@@ -514,6 +516,81 @@ mod tests {
         Kernels::best_available().softmax(&mut s);
         assert!(s.iter().all(|v| v.is_finite()), "{s:?}");
         assert!((s.iter().sum::<f32>() - 1.0).abs() < 1e-6);
+    }
+
+    /// Causal attention straight from the definition, on the (n_head, n_ctx, D) cache layout.
+    #[allow(clippy::too_many_arguments)]
+    fn attention_reference(
+        qkv: &[f32],
+        k_cache: &[f32],
+        v_cache: &[f32],
+        t: usize,
+        pos0: usize,
+        c: usize,
+        n_head: usize,
+        n_ctx: usize,
+    ) -> Vec<f32> {
+        let d = c / n_head;
+        let mut att = vec![0.0; t * c];
+        for i in 0..t {
+            for h in 0..n_head {
+                let q = &qkv[i * 3 * c + h * d..i * 3 * c + (h + 1) * d];
+                let key = |j: usize| &k_cache[(h * n_ctx + j) * d..(h * n_ctx + j + 1) * d];
+                let scores: Vec<f32> = (0..=pos0 + i)
+                    .map(|j| q.iter().zip(key(j)).map(|(a, b)| a * b).sum::<f32>())
+                    .map(|s| s / (d as f32).sqrt())
+                    .collect();
+                let max = scores.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+                let exps: Vec<f32> = scores.iter().map(|s| (s - max).exp()).collect();
+                let total: f32 = exps.iter().sum();
+                for (j, e) in exps.iter().enumerate() {
+                    let value = &v_cache[(h * n_ctx + j) * d..(h * n_ctx + j + 1) * d];
+                    for (o, v) in att[i * c + h * d..i * c + (h + 1) * d]
+                        .iter_mut()
+                        .zip(value)
+                    {
+                        *o += e / total * v;
+                    }
+                }
+            }
+        }
+        att
+    }
+
+    #[test]
+    fn attention_matches_its_definition() {
+        // 5 heads of 7: D is not a multiple of 4 or 8, so every remainder path runs.
+        let (c, n_head, n_ctx) = (35, 5, 23);
+        let k_cache = data(n_ctx * c, 21);
+        let v_cache = data(n_ctx * c, 22);
+        for threads in [1, 3] {
+            for kernels in [Kernels::best_available(), Kernels::scalar()] {
+                let compute = Compute::new(kernels, threads, 3 * c).unwrap();
+                // Decode (one position after 17 cached), prefill from scratch, and a chunk
+                // appended after cached positions.
+                for (t, pos0) in [(1, 17), (9, 0), (4, 11)] {
+                    let qkv = data(t * 3 * c, 23 + t as u32);
+                    let mut scores = vec![0.0; t.max(n_head) * n_ctx];
+                    let mut got = vec![0.0; t * c];
+                    compute.pool().install(|| {
+                        compute.attention(
+                            &mut got,
+                            &qkv,
+                            &k_cache,
+                            &v_cache,
+                            &mut scores,
+                            pos0,
+                            c,
+                            n_head,
+                            n_ctx,
+                        )
+                    });
+                    let want =
+                        attention_reference(&qkv, &k_cache, &v_cache, t, pos0, c, n_head, n_ctx);
+                    close(&got, &want, 1e-5);
+                }
+            }
+        }
     }
 
     #[test]
