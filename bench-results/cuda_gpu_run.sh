@@ -4,7 +4,7 @@
 # against simd-kv on the same machine's CPU at three context lengths, and a per-operation
 # profile of candle on the GPU. Writes everything into OUT_DIR.
 #
-#   cargo build --release -p gpt2-harness -p gpt2-export --features gpt2-harness/cuda
+#   cargo build --release -p gpt2-harness -p gpt2-export --features gpt2-harness/cuda  # or .ci/build-cuda.sh
 #   cargo test --release -p gpt2-backends --features cuda --test cuda --no-run  # prints the test binary
 #   BIN=target/release CUDA_TESTS=target/release/deps/cuda-HASH bash bench-results/cuda_gpu_run.sh OUT_DIR
 #
@@ -14,8 +14,10 @@ set -euo pipefail
 out=${1:?usage: cuda_gpu_run.sh OUT_DIR}
 bin=${BIN:-target/release}
 mkdir -p "$out"
-for dir in /usr/local/cuda/lib64 /usr/local/cuda/targets/x86_64-linux/lib /usr/local/nvidia/lib64; do
-  [ -d "$dir" ] && export LD_LIBRARY_PATH="$dir${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+# The toolkit's usual places, then the CUDA libraries that pip installs beside PyTorch.
+pip_cuda=$(python3 -c 'import nvidia, os; print(os.path.join(nvidia.__path__[0], "cu13", "lib"))' 2>/dev/null || true)
+for dir in /usr/local/cuda/lib64 /usr/local/cuda/targets/x86_64-linux/lib /usr/local/nvidia/lib64 $pip_cuda; do
+  if [ -d "$dir" ]; then export LD_LIBRARY_PATH="${LD_LIBRARY_PATH:+$LD_LIBRARY_PATH:}$dir"; fi
 done
 model=weights/synthetic-gpt2-seed0.bin
 
