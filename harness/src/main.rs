@@ -68,7 +68,12 @@ the golden file); 2 a performance regression beyond --max-slowdown against --bas
 #[derive(Parser)]
 #[command(
     name = "gpt2-bench",
-    version,
+    version = concat!(
+        env!("CARGO_PKG_VERSION"),
+        " (commit ",
+        env!("GPT2_BENCH_GIT_COMMIT"),
+        ")"
+    ),
     about = "Run GPT-2 on several backends, check they agree token for token, and time them.",
     after_help = AFTER_HELP,
     args_conflicts_with_subcommands = true

@@ -424,6 +424,28 @@ fn inspect_and_backends_subcommands() {
     assert_eq!(out(&o), "naive\nndarray\nsimd\nsimd-kv\ncandle\n");
 }
 
+/// `--version` names the commit the binary was built from (what an A/B of two builds shows).
+#[test]
+fn version_names_the_commit() {
+    let o = bench(&["--version"]);
+    assert_eq!(o.status.code(), Some(0), "{}", err(&o));
+    let text = out(&o);
+    let commit = text
+        .trim()
+        .strip_prefix(concat!(
+            "gpt2-bench ",
+            env!("CARGO_PKG_VERSION"),
+            " (commit "
+        ))
+        .and_then(|rest| rest.strip_suffix(')'))
+        .unwrap_or_else(|| panic!("unexpected --version output: {text:?}"));
+    let hex = commit.strip_suffix("-dirty").unwrap_or(commit);
+    assert!(
+        hex == "unknown" || (hex.len() == 12 && hex.chars().all(|c| c.is_ascii_hexdigit())),
+        "{commit:?}"
+    );
+}
+
 #[test]
 fn candle_device_errors_say_what_to_do() {
     let run = |device: &str| {
