@@ -130,6 +130,13 @@ impl Profiler {
         }
     }
 
+    /// Adds times measured elsewhere (by a worker thread); ignored when off.
+    pub fn add(&mut self, times: &OpTimes) {
+        if self.enabled {
+            self.times.add(times);
+        }
+    }
+
     /// The times since the last call (and resets them); `None` when off.
     pub fn take(&mut self) -> Option<OpTimes> {
         self.enabled.then(|| std::mem::take(&mut self.times))

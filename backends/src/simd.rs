@@ -6,7 +6,9 @@
 //!
 //! - `simd-kv` keeps the store between calls: the prompt is prefilled in one batched pass
 //!   (matrix-matrix products), then each new token is one position: one matrix-vector pass over
-//!   the weights plus attention over the cached keys and values. Nothing is allocated per token.
+//!   the weights plus attention over the cached keys and values. No buffer is allocated per
+//!   token. A step runs as one team of the pool's threads ([`SimdModel::forward_one`]), not as
+//!   one parallel dispatch per operation.
 //! - `simd` has no cache: every step empties the store and runs the whole history again, as
 //!   `naive` and `ndarray` do. That isolates what the cache buys: same kernels, same threads.
 //!
@@ -19,15 +21,19 @@
 use gpt2_weights::{Config, Gpt2Weights};
 
 use crate::engine::{Engine, EngineError, EngineInfo, History, check_prompt, check_step};
-use crate::kernels::{Compute, Isa, Kernels};
+use crate::kernels::team::{Shared, Team};
+use crate::kernels::{Compute, Isa, Kernels, attend_head};
 use crate::profile::{Op, OpTimes, Profiler, timed};
+
+/// Parallel operations per block in a team decode step (see [`SimdModel::forward_one`]).
+const TEAM_OPS_PER_LAYER: usize = 8;
 
 /// The shared forward pass and its buffers.
 pub struct SimdModel<'w> {
     w: Gpt2Weights<'w>,
     compute: Compute,
     x: Vec<f32>,       // (T, C) residual stream
-    ln: Vec<f32>,      // (T, C)
+    ln: Vec<f32>,      // (max(T, threads), C); in a decode step, row i is thread i's copy
     qkv: Vec<f32>,     // (T, 3C)
     att: Vec<f32>,     // (T, C)
     proj: Vec<f32>,    // (T, C)
@@ -39,6 +45,7 @@ pub struct SimdModel<'w> {
     k_cache: Vec<f32>, // (n_layer, n_head, n_ctx, D)
     v_cache: Vec<f32>, // (n_layer, n_head, n_ctx, D)
     pos: usize,        // positions stored so far
+    team: Team,        // claim counters and barrier of a decode step
     profiler: Profiler,
 }
 
@@ -48,10 +55,13 @@ impl<'w> SimdModel<'w> {
         let (n_ctx, e, h) = (c.n_ctx as usize, c.n_embd as usize, c.mlp_hidden as usize);
         let kv = c.n_layer as usize * n_ctx * e;
         let zeros = |n: usize| vec![0.0f32; n];
+        let compute = Compute::new(kernels, threads, (3 * e).max(h))?;
+        let threads = compute.threads();
         Ok(SimdModel {
-            compute: Compute::new(kernels, threads, (3 * e).max(h))?,
+            team: Team::new(threads, TEAM_OPS_PER_LAYER * c.n_layer as usize + 1),
+            compute,
             x: zeros(n_ctx * e),
-            ln: zeros(n_ctx * e),
+            ln: zeros(n_ctx.max(threads) * e),
             qkv: zeros(n_ctx * 3 * e),
             att: zeros(n_ctx * e),
             proj: zeros(n_ctx * e),
@@ -122,9 +132,160 @@ impl<'w> SimdModel<'w> {
     /// Appends `tokens` at the next positions and returns the logits of the last one.
     /// The caller has checked the ids and that they fit in the context.
     pub fn forward(&mut self, tokens: &[u32]) -> &[f32] {
-        let pool = self.compute.pool();
-        pool.install(|| self.forward_in_pool(tokens));
+        if let [token] = tokens {
+            self.forward_one(*token);
+        } else {
+            let pool = self.compute.pool();
+            pool.install(|| self.forward_in_pool(tokens));
+        }
         &self.logits
+    }
+
+    /// One new position (a decode step with the cache), the memory-bound case. The whole step
+    /// runs as one team of the pool's threads (see [`crate::kernels::team`]): each matrix-vector
+    /// product is split into blocks of weight rows whose partial sums are added by the next
+    /// operation, which is split by columns (attention by heads). Layer norms of the one row are
+    /// computed by every thread into its own copy, which saves a barrier each. Same kernels and
+    /// same order of additions as [`SimdModel::forward_in_pool`] with T = 1.
+    ///
+    /// Profiling charges each operation the time thread 0 spent from the end of the previous
+    /// one to the barrier that ends it, so the sum of partial products is charged to the
+    /// operation that does it: attention (QKV), residual add (the two output products), GELU.
+    fn forward_one(&mut self, token: u32) {
+        let cfg = self.w.config;
+        let (c, h, n_ctx) = (
+            cfg.n_embd as usize,
+            cfg.mlp_hidden as usize,
+            cfg.n_ctx as usize,
+        );
+        let (n_head, eps, vocab) = (
+            cfg.n_head as usize,
+            cfg.layer_norm_eps,
+            cfg.vocab_size as usize,
+        );
+        let d = c / n_head;
+        let scale = 1.0 / (d as f32).sqrt();
+        let pos = self.pos;
+        let compute = &self.compute;
+        let kern = compute.kernels;
+        let w = &self.w;
+
+        let start = self.profiler.start();
+        let x = &mut self.x[..c];
+        x.copy_from_slice(&w.wte[token as usize * c..(token as usize + 1) * c]);
+        kern.add(x, &w.wpe[pos * c..(pos + 1) * c]);
+        self.profiler.stop(Op::Embedding, start);
+
+        self.team.reset();
+        let team = &self.team;
+        let profiling = self.profiler.enabled();
+        let width = (3 * c).max(h);
+        let blocks = compute.matvec_split(h).1.max(compute.matvec_split(c).1);
+        let x = Shared::new(x);
+        let ln = Shared::new(&mut self.ln[..compute.threads() * c]);
+        let qkv = Shared::new(&mut self.qkv[..3 * c]);
+        let att = Shared::new(&mut self.att[..c]);
+        let fc = Shared::new(&mut self.fc[..h]);
+        let partials = Shared::new(&mut self.scratch[..blocks * width]);
+        let scores = Shared::new(&mut self.scores[..n_head * n_ctx]);
+        let k_cache = Shared::new(&mut self.k_cache);
+        let v_cache = Shared::new(&mut self.v_cache);
+        let logits = Shared::new(&mut self.logits);
+        let zeros = compute.zeros(d);
+
+        let times = compute.pool().broadcast(|ctx| {
+            let me = ctx.index();
+            let mut op = 0;
+            let mut clock = PhaseClock::new(profiling && me == 0);
+            // SAFETY: row `me` of `ln` belongs to this thread for the whole step.
+            let my_ln = unsafe { ln.range_mut(me * c..(me + 1) * c) };
+            let sums = |op: &mut usize, out: &Shared, k: usize, n: usize, finish: Finish| {
+                sum_team(compute, team, op, &partials, out, k, n, finish)
+            };
+            for (l, lw) in w.layers.iter().enumerate() {
+                // SAFETY: `x` is written only by the residual steps, each ended by a barrier.
+                let x_now = unsafe { x.range(0..c) };
+                kern.layernorm(my_ln, x_now, lw.ln_1_w, lw.ln_1_b, eps);
+                clock.mark(Op::LayerNorm);
+                compute.matvec_team(team, &mut op, my_ln, lw.qkv_w, lw.qkv_b, 3 * c, &partials);
+                clock.mark(Op::QkvProjection);
+                team.for_each_block(&mut op, n_head, |hd| {
+                    let at = (l * n_head + hd) * n_ctx * d;
+                    // SAFETY: the partials are only read until the next product; head `hd`'s
+                    // columns of `qkv` and `att`, its cache rows and its scores are touched
+                    // by the thread that claimed `hd` only, until the barrier.
+                    let (parts, q, k_head, v_head, s, out) = unsafe {
+                        (
+                            partials.range(0..blocks * width),
+                            qkv.range_mut(hd * d..(hd + 1) * d),
+                            k_cache.range_mut(at..at + n_ctx * d),
+                            v_cache.range_mut(at..at + n_ctx * d),
+                            scores.range_mut(hd * n_ctx..(hd + 1) * n_ctx),
+                            att.range_mut(hd * d..(hd + 1) * d),
+                        )
+                    };
+                    let new_row = pos * d..(pos + 1) * d;
+                    compute.sum_partials(q, parts, c, 3 * c, hd * d);
+                    compute.sum_partials(&mut k_head[new_row.clone()], parts, c, 3 * c, c + hd * d);
+                    compute.sum_partials(&mut v_head[new_row], parts, c, 3 * c, 2 * c + hd * d);
+                    attend_head(&kern, out, q, k_head, v_head, s, pos, scale, zeros);
+                });
+                clock.mark(Op::Attention);
+                // SAFETY: `att` was completed before the barrier that ended attention.
+                let att_now = unsafe { att.range(0..c) };
+                compute.matvec_team(
+                    team,
+                    &mut op,
+                    att_now,
+                    lw.attn_proj_w,
+                    lw.attn_proj_b,
+                    c,
+                    &partials,
+                );
+                clock.mark(Op::OutputProjection);
+                sums(&mut op, &x, c, c, Finish::AddTo(kern));
+                clock.mark(Op::Residual);
+                // SAFETY: as above; the residual step ended with a barrier.
+                let x_now = unsafe { x.range(0..c) };
+                kern.layernorm(my_ln, x_now, lw.ln_2_w, lw.ln_2_b, eps);
+                clock.mark(Op::LayerNorm);
+                compute.matvec_team(team, &mut op, my_ln, lw.fc_w, lw.fc_b, h, &partials);
+                clock.mark(Op::MlpUp);
+                sums(&mut op, &fc, c, h, Finish::Gelu(kern));
+                clock.mark(Op::Gelu);
+                // SAFETY: `fc` was completed before the barrier that ended GELU.
+                let fc_now = unsafe { fc.range(0..h) };
+                compute.matvec_team(
+                    team,
+                    &mut op,
+                    fc_now,
+                    lw.fc_proj_w,
+                    lw.fc_proj_b,
+                    c,
+                    &partials,
+                );
+                clock.mark(Op::MlpDown);
+                sums(&mut op, &x, h, c, Finish::AddTo(kern));
+                clock.mark(Op::Residual);
+            }
+            // SAFETY: as above.
+            let x_now = unsafe { x.range(0..c) };
+            kern.layernorm(my_ln, x_now, w.ln_f_w, w.ln_f_b, eps);
+            clock.mark(Op::LayerNorm);
+            let (per, vocab_blocks) = compute.logit_blocks(vocab);
+            team.for_each_block(&mut op, vocab_blocks, |b| {
+                let rows = b * per..((b + 1) * per).min(vocab);
+                let lm = &w.lm_head[rows.start * c..rows.end * c];
+                // SAFETY: block b's logits are written by the thread that claimed b only.
+                kern.dot_rows(unsafe { logits.range_mut(rows) }, my_ln, lm);
+            });
+            clock.mark(Op::OutputLayer);
+            clock.times
+        });
+        for t in times.iter().flatten() {
+            self.profiler.add(t);
+        }
+        self.pos += 1;
     }
 
     fn forward_in_pool(&mut self, tokens: &[u32]) {
@@ -225,6 +386,78 @@ impl<'w> SimdModel<'w> {
                 .logits(&mut self.logits, &self.ln_f, self.w.lm_head)
         );
         self.pos += t;
+    }
+}
+
+/// What a team step does with a block of summed partial products.
+#[derive(Clone, Copy)]
+enum Finish {
+    /// `out += sum` (a residual connection).
+    AddTo(Kernels),
+    /// `out = gelu(sum)`.
+    Gelu(Kernels),
+}
+
+/// Team step: `out[cols] = finish(sum over blocks of partials[cols])` for a product of `k` rows
+/// and `n` columns, the columns split into blocks claimed by the team's threads. Sums are built
+/// 64 columns at a time on the stack.
+#[allow(clippy::too_many_arguments)]
+fn sum_team(
+    compute: &Compute,
+    team: &Team,
+    op: &mut usize,
+    partials: &Shared,
+    out: &Shared,
+    k: usize,
+    n: usize,
+    finish: Finish,
+) {
+    let (per, col_blocks) = compute.column_blocks(n);
+    let parts_len = compute.matvec_split(k).1 * n;
+    team.for_each_block(op, col_blocks, |b| {
+        // SAFETY: the partials are only read until the next product, after this operation's
+        // barrier; column block b of `out` is written by the thread that claimed b only.
+        let (parts, out) = unsafe {
+            (
+                partials.range(0..parts_len),
+                out.range_mut(b * per..((b + 1) * per).min(n)),
+            )
+        };
+        let mut sum = [0.0f32; 64];
+        for (i, chunk) in out.chunks_mut(64).enumerate() {
+            let s = &mut sum[..chunk.len()];
+            compute.sum_partials(s, parts, k, n, b * per + i * 64);
+            match finish {
+                Finish::AddTo(kern) => kern.add(chunk, s),
+                Finish::Gelu(kern) => {
+                    chunk.copy_from_slice(s);
+                    kern.gelu(chunk);
+                }
+            }
+        }
+    });
+}
+
+/// Profiling clock of a team step: charges the time since the previous mark to an operation.
+struct PhaseClock {
+    last: Option<std::time::Instant>,
+    times: Option<OpTimes>,
+}
+
+impl PhaseClock {
+    fn new(on: bool) -> Self {
+        PhaseClock {
+            last: on.then(std::time::Instant::now),
+            times: on.then(OpTimes::default),
+        }
+    }
+
+    fn mark(&mut self, op: Op) {
+        if let (Some(last), Some(times)) = (&mut self.last, &mut self.times) {
+            let now = std::time::Instant::now();
+            times.ns[op as usize] += u64::try_from((now - *last).as_nanos()).unwrap_or(u64::MAX);
+            *last = now;
+        }
     }
 }
 

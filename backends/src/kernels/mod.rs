@@ -9,7 +9,10 @@
 //! The drivers ([`Compute`]) split work by output columns (matrix products), vocabulary rows (the
 //! output layer), or positions/heads (attention) across a rayon pool built once per engine, so no
 //! thread is spawned per matmul. Splitting by columns means each weight byte is read by exactly
-//! one thread, which is what a bandwidth-bound decode step needs.
+//! one thread, which is what a bandwidth-bound decode step needs. A decode step (one position)
+//! does not go through a parallel iterator per operation: the pool runs it as one [`team`]
+//! (one broadcast, spin barriers between operations), with [`Compute::matvec_team`] and
+//! [`Compute::sum_partials`] as its matrix-vector product.
 
 pub mod scalar;
 
@@ -21,8 +24,11 @@ mod avx2;
 mod neon;
 
 pub mod probe;
+pub mod team;
 
 use rayon::prelude::*;
+
+use team::{Shared, Team};
 
 /// Work items per thread in the split of a matrix-vector product.
 const BLOCKS_PER_THREAD: usize = 4;
@@ -231,6 +237,11 @@ impl Compute {
         self.threads
     }
 
+    /// `n` zeros (a bias for partial products), `n` at most the `max_width` given to `new`.
+    pub fn zeros(&self, n: usize) -> &[f32] {
+        &self.zeros[..n]
+    }
+
     /// The pool, to run a whole forward pass inside (`pool.install(...)`).
     pub fn pool(&self) -> std::sync::Arc<rayon::ThreadPool> {
         self.pool.clone()
@@ -265,10 +276,7 @@ impl Compute {
         let cw = self.column_chunk(n);
         let kern = self.kernels;
         if t == 1 {
-            // Several blocks per thread, so that rayon can rebalance when one core is slowed
-            // (on a shared 2-vCPU machine a static half-and-half split waits for the slower).
-            let rows = k.div_ceil(self.threads * BLOCKS_PER_THREAD).div_ceil(4) * 4;
-            let parts = k.div_ceil(rows);
+            let (rows, parts) = self.matvec_split(k);
             let partials = &mut scratch[..parts * n];
             let zeros = &self.zeros[..n];
             partials
@@ -279,12 +287,7 @@ impl Compute {
                     let b = if j == 0 { bias } else { zeros };
                     kern.matmul_cols(part, &inp[k0..k1], &w[k0 * n..k1 * n], b, k1 - k0, n, 0);
                 });
-            let (first, rest) = partials.split_at(n);
-            let out = &mut out[..n];
-            out.copy_from_slice(first);
-            for part in rest.chunks_exact(n) {
-                kern.add(out, part);
-            }
+            self.sum_partials(&mut out[..n], partials, k, n, 0);
             return;
         }
         let scratch = &mut scratch[..t * n];
@@ -310,10 +313,76 @@ impl Compute {
             });
     }
 
+    /// How a matrix-vector product over K weight rows is split: (rows per block, blocks).
+    /// Several blocks per thread, so that a core slowed by another program takes fewer of them
+    /// (on a shared 2-vCPU machine a static half-and-half split waits for the slower core).
+    /// Blocks start on a multiple of 4 rows, the matrix-vector kernel's step.
+    pub fn matvec_split(&self, k: usize) -> (usize, usize) {
+        let rows = k.div_ceil(self.threads * BLOCKS_PER_THREAD).div_ceil(4) * 4;
+        (rows, k.div_ceil(rows))
+    }
+
+    /// Team version of `linear` for one row: the blocks of [`Compute::matvec_split`] are
+    /// claimed by the team's threads, block j writing `x[rows_j] @ w[rows_j, :]` (plus the bias
+    /// for block 0) into `partials[j * n..(j + 1) * n]`; ends at the team's barrier. Sum the
+    /// partials with [`Compute::sum_partials`]. Every thread of the team must call it.
+    #[allow(clippy::too_many_arguments)]
+    pub fn matvec_team(
+        &self,
+        team: &Team,
+        op: &mut usize,
+        x: &[f32],
+        w: &[f32],
+        bias: &[f32],
+        n: usize,
+        partials: &Shared,
+    ) {
+        let k = x.len();
+        let (rows, parts) = self.matvec_split(k);
+        let kern = self.kernels;
+        team.for_each_block(op, parts, |j| {
+            let (k0, k1) = (j * rows, ((j + 1) * rows).min(k));
+            let b = if j == 0 { bias } else { self.zeros(n) };
+            // SAFETY: block j's partial is written by the thread that claimed j only, and read
+            // after the barrier that ends this operation.
+            let part = unsafe { partials.range_mut(j * n..(j + 1) * n) };
+            kern.matmul_cols(part, &x[k0..k1], &w[k0 * n..k1 * n], b, k1 - k0, n, 0);
+        });
+    }
+
+    /// `out = sum over blocks of partials[block][cols]`, for a product of K = `k` rows and
+    /// `n` columns split by [`Compute::matvec_split`]; added in block order, as `linear` does.
+    pub fn sum_partials(&self, out: &mut [f32], partials: &[f32], k: usize, n: usize, col0: usize) {
+        let (_, parts) = self.matvec_split(k);
+        let width = out.len();
+        out.copy_from_slice(&partials[col0..col0 + width]);
+        for j in 1..parts {
+            self.kernels
+                .add(out, &partials[j * n + col0..j * n + col0 + width]);
+        }
+    }
+
+    /// Blocks of columns for the team's element-wise steps over `n` values:
+    /// (values per block, blocks).
+    pub fn column_blocks(&self, n: usize) -> (usize, usize) {
+        let per = n
+            .div_ceil(self.threads * BLOCKS_PER_THREAD)
+            .div_ceil(8)
+            .max(1)
+            * 8;
+        (per, n.div_ceil(per))
+    }
+
+    /// Blocks of vocabulary rows for the output layer: (rows per block, blocks).
+    pub fn logit_blocks(&self, vocab: usize) -> (usize, usize) {
+        let per = vocab.div_ceil(self.threads * BLOCKS_PER_THREAD).max(1);
+        (per, vocab.div_ceil(per))
+    }
+
     /// `logits[v] = x . rows[v]` (the output layer), split by vocabulary rows. Inside the pool.
     pub fn logits(&self, logits: &mut [f32], x: &[f32], rows: &[f32]) {
         let c = x.len();
-        let chunk = logits.len().div_ceil(self.threads * 4).max(1);
+        let (chunk, _) = self.logit_blocks(logits.len());
         let kern = self.kernels;
         logits
             .par_chunks_mut(chunk)
