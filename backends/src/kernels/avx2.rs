@@ -125,16 +125,29 @@ pub fn matmul_cols(
         // SAFETY: AVX2 and FMA were detected before this kernel was handed out (module docs),
         // and the shapes were checked above, which is all the unchecked indexing relies on.
         unsafe {
-            // Column tiles outside, row groups inside: each (K, 16) weight panel is packed into
-            // a contiguous buffer once and then served from L1/L2 to every group of 6 rows. (The
-            // unpacked panel has a row stride of N floats; for GPT-2's N that is a multiple of
+            // BLIS-style blocking. The depth K is cut into slices of at most KC rows; for each
+            // slice, PANELS_PER_PACK (KC, 16) weight panels are packed into one contiguous
+            // buffer, then every group of 6 rows runs against each panel, adding into `out`
+            // (the first slice starts from the bias). A slice's panel (16 KiB) and a group's
+            // inputs (6 KiB) sit in L1, the packed panels and the slice of every row group in
+            // L2. (Unpacked, a panel's rows are N floats apart: for GPT-2's N a multiple of
             // 4 KiB, so every row would land in the same L1 set.)
-            let mut j = 0;
-            while j + 16 <= width {
-                pack_panel(w_panel, w, k, n, n0 + j);
-                packed_tiles(out, a_packed, w_panel, bias, t, k, j);
-                j += 16;
+            let mut k0 = 0;
+            while k0 < k {
+                let kc = (k - k0).min(KC);
+                let mut j = 0;
+                while j + 16 <= width {
+                    let panels = ((width - j) / 16).min(PANELS_PER_PACK);
+                    pack_panels(w_panel, &w[k0 * n..], kc, n, n0 + j, panels);
+                    for p in 0..panels {
+                        let panel = &w_panel[p * kc * 16..(p + 1) * kc * 16];
+                        packed_tiles(out, a_packed, panel, bias, t, k, k0, kc, j);
+                        j += 16;
+                    }
+                }
+                k0 += kc;
             }
+            let mut j = width / 16 * 16;
             while j + 8 <= width {
                 row_groups!(t, tile8, out, inp, w, bias, k, n, n0 + j, j);
                 j += 8;
@@ -178,15 +191,31 @@ fn pack_rows(dst: &mut Vec<f32>, inp: &[f32], t: usize, k: usize) {
     }
 }
 
-/// Copies the weight columns `c0..c0 + 16` of all K rows into a contiguous (K, 16) panel.
-fn pack_panel(dst: &mut Vec<f32>, w: &[f32], k: usize, n: usize, c0: usize) {
+/// Panels packed together: the packing reads `16 * PANELS_PER_PACK` consecutive floats of each
+/// weight row. Packing one panel at a time reads 64 bytes per row, one row per 4 KiB page or
+/// more apart (GPT-2's rows are 3-12 KiB): a TLB miss for every 64 bytes once the matrix spans
+/// more pages than the TLB holds, which cost more than a quarter of the product's time.
+const PANELS_PER_PACK: usize = 8;
+
+/// Depth of one slice of a matrix-matrix product (see [`matmul_cols`]).
+const KC: usize = 256;
+
+/// Copies weight columns `c0..c0 + 16 * panels` of the first K rows of `w` into `panels` contiguous (K, 16)
+/// panels, one after the other, reading each row's columns front to back.
+fn pack_panels(dst: &mut Vec<f32>, w: &[f32], k: usize, n: usize, c0: usize, panels: usize) {
     dst.clear();
+    dst.resize(panels * k * 16, 0.0);
     for kk in 0..k {
-        dst.extend_from_slice(&w[kk * n + c0..kk * n + c0 + 16]);
+        let row = &w[kk * n + c0..kk * n + c0 + panels * 16];
+        for (p, src) in row.chunks_exact(16).enumerate() {
+            dst[(p * k + kk) * 16..(p * k + kk + 1) * 16].copy_from_slice(src);
+        }
     }
 }
 
-/// Every row group against one packed 16-column panel; output columns `oc..oc + 16`.
+/// Every row group against one packed (KC, 16) panel of depth slice `k0..k0 + kc`; output
+/// columns `oc..oc + 16`. The first slice starts from the bias, later ones from `out`.
+#[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn packed_tiles(
     out: &mut [f32],
@@ -195,16 +224,26 @@ unsafe fn packed_tiles(
     bias: &[f32],
     t: usize,
     k: usize,
+    k0: usize,
+    kc: usize,
     oc: usize,
 ) {
     let width = bias.len();
     let b0 = _mm256_loadu_ps(bias.as_ptr().add(oc));
     let b1 = _mm256_loadu_ps(bias.as_ptr().add(oc + 8));
     for g in 0..t.div_ceil(6) {
-        let a = a_packed.as_ptr().add(g * k * 6);
+        let rows = (t - g * 6).min(6);
+        let o = out.as_mut_ptr().add(g * 6 * width + oc);
+        let a = a_packed.as_ptr().add(g * k * 6 + k0 * 6);
         let mut acc = [[b0, b1]; 6];
+        if k0 > 0 {
+            for (r, acc_r) in acc.iter_mut().enumerate().take(rows) {
+                acc_r[0] = _mm256_loadu_ps(o.add(r * width));
+                acc_r[1] = _mm256_loadu_ps(o.add(r * width + 8));
+            }
+        }
         let mut wp = panel.as_ptr();
-        for kk in 0..k {
+        for kk in 0..kc {
             let w0 = _mm256_loadu_ps(wp);
             let w1 = _mm256_loadu_ps(wp.add(8));
             let ak = a.add(kk * 6);
@@ -215,8 +254,6 @@ unsafe fn packed_tiles(
             }
             wp = wp.add(16);
         }
-        let rows = (t - g * 6).min(6);
-        let o = out.as_mut_ptr().add(g * 6 * width + oc);
         for (r, acc_r) in acc.iter().enumerate().take(rows) {
             _mm256_storeu_ps(o.add(r * width), acc_r[0]);
             _mm256_storeu_ps(o.add(r * width + 8), acc_r[1]);

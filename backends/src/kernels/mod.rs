@@ -523,6 +523,9 @@ mod tests {
             (2, 19, 33),
             (7, 60, 240),
             (13, 37, 50),
+            // Deeper than one KC slice, with a partial last slice, and more than
+            // PANELS_PER_PACK panels in a row (AVX2 kernel's blocking).
+            (7, 600, 200),
         ] {
             let inp = data(t * k, 1);
             let w = data(k * n, 2);
