@@ -36,10 +36,10 @@ pub struct SimdModel<'w> {
     ln: Vec<f32>,      // (max(T, threads), C); in a decode step, row i is thread i's copy
     qkv: Vec<f32>,     // (T, 3C)
     att: Vec<f32>,     // (T, C)
-    proj: Vec<f32>,    // (T, C)
+    proj: Vec<f32>,    // (T, C); in prefill attention, the (n_head, T, D) per-head outputs
     fc: Vec<f32>,      // (T, H)
     scratch: Vec<f32>, // (max(T, 4 threads), max(3C, H)) partial results of a threaded matmul
-    scores: Vec<f32>,  // (max(n_ctx, n_head), n_ctx) attention scores
+    scores: Vec<f32>,  // (n_head, n_ctx) attention scores of a decode step
     ln_f: Vec<f32>,    // (C)
     logits: Vec<f32>,  // (V)
     k_cache: Vec<f32>, // (n_layer, n_head, n_ctx, D)
@@ -55,7 +55,8 @@ impl<'w> SimdModel<'w> {
         let (n_ctx, e, h) = (c.n_ctx as usize, c.n_embd as usize, c.mlp_hidden as usize);
         let kv = c.n_layer as usize * n_ctx * e;
         let zeros = |n: usize| vec![0.0f32; n];
-        let compute = Compute::new(kernels, threads, (3 * e).max(h))?;
+        // The widest product: 3C or H columns, or n_ctx scores in prefill attention.
+        let compute = Compute::new(kernels, threads, (3 * e).max(h).max(n_ctx))?;
         let threads = compute.threads();
         Ok(SimdModel {
             team: Team::new(threads, TEAM_OPS_PER_LAYER * c.n_layer as usize + 1),
@@ -67,7 +68,7 @@ impl<'w> SimdModel<'w> {
             proj: zeros(n_ctx * e),
             fc: zeros(n_ctx * h),
             scratch: zeros(n_ctx.max(4 * threads) * (3 * e).max(h)),
-            scores: zeros(n_ctx.max(c.n_head as usize) * n_ctx),
+            scores: zeros(c.n_head as usize * n_ctx),
             ln_f: zeros(e),
             logits: zeros(c.vocab_size as usize),
             k_cache: zeros(kv),
@@ -342,6 +343,7 @@ impl<'w> SimdModel<'w> {
                     qkv,
                     k_cache,
                     v_cache,
+                    proj,
                     &mut self.scores,
                     p0,
                     c,

@@ -178,15 +178,75 @@ thread_local! {
 
 /// Packs `inp (T, K)` by groups of 6 rows, k-major inside a group: `[group][k][6]`, the last
 /// group zero-padded. The microkernel then reads its 6 inputs for one k from one cache line.
+/// `dst` keeps 2 spare floats at the end for the overlapping stores of [`pack_group6`].
 fn pack_rows(dst: &mut Vec<f32>, inp: &[f32], t: usize, k: usize) {
     let groups = t.div_ceil(6);
-    dst.clear();
-    dst.resize(groups * k * 6, 0.0);
-    for (r, row) in inp.chunks_exact(k).enumerate() {
-        let (g, lane) = (r / 6, r % 6);
-        let base = g * k * 6 + lane;
-        for (kk, &v) in row.iter().enumerate() {
-            dst[base + kk * 6] = v;
+    let len = groups * k * 6;
+    if dst.len() < len + 2 {
+        dst.resize(len + 2, 0.0);
+    }
+    for g in 0..groups {
+        let rows = (t - g * 6).min(6);
+        let src = &inp[g * 6 * k..(g * 6 + rows) * k];
+        let out = &mut dst[g * k * 6..(g + 1) * k * 6 + 2];
+        if rows == 6 {
+            // SAFETY: AVX2 detected before this kernel was handed out; `src` holds 6 rows of
+            // K and `out` 6K + 2 floats, which is what pack_group6 reads and writes.
+            unsafe { pack_group6(out, src, k) };
+        } else {
+            for kk in 0..k {
+                for lane in 0..6 {
+                    out[kk * 6 + lane] = if lane < rows { src[lane * k + kk] } else { 0.0 };
+                }
+            }
+        }
+    }
+}
+
+/// One full group of 6 rows: 8 values of k at a time, the 6 x 8 block transposed in registers
+/// (an 8 x 8 transpose with two zero rows) and stored as 8 runs of 6. Each 8-float store
+/// spills 2 floats into the next run, which the next store (or the next group, or the spare
+/// at the end of the buffer) overwrites, so the stores go front to back.
+#[target_feature(enable = "avx2,fma")]
+unsafe fn pack_group6(out: &mut [f32], src: &[f32], k: usize) {
+    debug_assert!(src.len() == 6 * k && out.len() == 6 * k + 2);
+    let (s, o) = (src.as_ptr(), out.as_mut_ptr());
+    let zero = _mm256_setzero_ps();
+    let mut kk = 0;
+    while kk + 8 <= k {
+        let r: [__m256; 6] = std::array::from_fn(|i| _mm256_loadu_ps(s.add(i * k + kk)));
+        let t0 = _mm256_unpacklo_ps(r[0], r[1]);
+        let t1 = _mm256_unpackhi_ps(r[0], r[1]);
+        let t2 = _mm256_unpacklo_ps(r[2], r[3]);
+        let t3 = _mm256_unpackhi_ps(r[2], r[3]);
+        let t4 = _mm256_unpacklo_ps(r[4], r[5]);
+        let t5 = _mm256_unpackhi_ps(r[4], r[5]);
+        let u0 = _mm256_shuffle_ps::<0x44>(t0, t2);
+        let u1 = _mm256_shuffle_ps::<0xEE>(t0, t2);
+        let u2 = _mm256_shuffle_ps::<0x44>(t1, t3);
+        let u3 = _mm256_shuffle_ps::<0xEE>(t1, t3);
+        let u4 = _mm256_shuffle_ps::<0x44>(t4, zero);
+        let u5 = _mm256_shuffle_ps::<0xEE>(t4, zero);
+        let u6 = _mm256_shuffle_ps::<0x44>(t5, zero);
+        let u7 = _mm256_shuffle_ps::<0xEE>(t5, zero);
+        let cols = [
+            _mm256_permute2f128_ps::<0x20>(u0, u4),
+            _mm256_permute2f128_ps::<0x20>(u1, u5),
+            _mm256_permute2f128_ps::<0x20>(u2, u6),
+            _mm256_permute2f128_ps::<0x20>(u3, u7),
+            _mm256_permute2f128_ps::<0x31>(u0, u4),
+            _mm256_permute2f128_ps::<0x31>(u1, u5),
+            _mm256_permute2f128_ps::<0x31>(u2, u6),
+            _mm256_permute2f128_ps::<0x31>(u3, u7),
+        ];
+        for (j, col) in cols.iter().enumerate() {
+            _mm256_storeu_ps(o.add((kk + j) * 6), *col);
+        }
+        kk += 8;
+    }
+    for kr in kk..k {
+        for lane in 0..6 {
+            *o.add(kr * 6 + lane) = *s.add(lane * k + kr);
         }
     }
 }

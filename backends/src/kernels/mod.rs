@@ -416,8 +416,17 @@ impl Compute {
     ///
     /// `att (T, C)` out (C = n_embd); `qkv (T, 3C)` holds the new queries in its first C columns;
     /// `k_cache`, `v_cache` are (n_head, n_ctx, D) with the new positions already written;
-    /// `scores` has room for `max(T, n_head) * n_ctx`. Work is split by position, or by head
-    /// when there is a single position (decode). Inside the pool.
+    /// `heads` is (n_head, T, D) scratch (several positions only); `scores` has room for
+    /// `n_head * n_ctx` (one position only). Inside the pool.
+    ///
+    /// One position (decode) is split by head, each head a matrix-vector product over its keys
+    /// and one over its values ([`attend_head`]). Several positions (prefill) are split by head
+    /// too, and each head is two matrix-matrix products on the packed kernel, in blocks of
+    /// [`QUERY_BLOCK`] queries: scores `S = Q K^T` (K transposed once per head, so the kernel
+    /// sees a (D, n) weight), then the causal mask and softmax row by row, then `S V`. Each
+    /// loaded key and value serves a tile of 6 queries instead of one, and there is no
+    /// horizontal sum per score. The keys after a query's own position are computed in the
+    /// block's square and masked out, at most QUERY_BLOCK - 1 per query.
     #[allow(clippy::too_many_arguments)]
     pub fn attention(
         &self,
@@ -425,6 +434,7 @@ impl Compute {
         qkv: &[f32],
         k_cache: &[f32],
         v_cache: &[f32],
+        heads: &mut [f32],
         scores: &mut [f32],
         pos0: usize,
         c: usize,
@@ -435,29 +445,89 @@ impl Compute {
         let d = c / n_head;
         let scale = 1.0 / (d as f32).sqrt();
         let kern = self.kernels;
-        let zeros = &self.zeros[..d];
-        let head = |out: &mut [f32], q: &[f32], s: &mut [f32], pos: usize, h: usize| {
+        let head_cache = |h: usize| {
             let cache = h * n_ctx * d..(h + 1) * n_ctx * d;
-            let (k_head, v_head) = (&k_cache[cache.clone()], &v_cache[cache]);
-            attend_head(&kern, out, q, k_head, v_head, s, pos, scale, zeros)
+            (&k_cache[cache.clone()], &v_cache[cache])
         };
         if t == 1 {
+            let zeros = self.zeros(d);
             att.par_chunks_mut(d)
                 .zip(scores.par_chunks_mut(n_ctx))
                 .enumerate()
-                .for_each(|(h, (out, s))| head(out, &qkv[h * d..(h + 1) * d], s, pos0, h));
-        } else {
-            att.par_chunks_mut(c)
-                .zip(scores.par_chunks_mut(n_ctx))
-                .enumerate()
-                .for_each(|(i, (row, s))| {
-                    for h in 0..n_head {
-                        let q = &qkv[i * 3 * c + h * d..i * 3 * c + (h + 1) * d];
-                        head(&mut row[h * d..(h + 1) * d], q, s, pos0 + i, h);
+                .for_each(|(h, (out, s))| {
+                    let (k_head, v_head) = head_cache(h);
+                    let q = &qkv[h * d..(h + 1) * d];
+                    attend_head(&kern, out, q, k_head, v_head, s, pos0, scale, zeros)
+                });
+            return;
+        }
+        let n_all = pos0 + t; // keys attended by the last position
+        heads[..n_head * t * d]
+            .par_chunks_mut(t * d)
+            .enumerate()
+            .for_each(|(h, out)| {
+                let (k_head, v_head) = head_cache(h);
+                ATTENTION_SCRATCH.with(|cell| {
+                    let mut bufs = cell.borrow_mut();
+                    let (k_t, q, s) = &mut *bufs;
+                    // (D, n_all): this head's keys, transposed.
+                    if k_t.len() < d * n_all {
+                        k_t.resize(d * n_all, 0.0);
+                    }
+                    for (j, key) in k_head[..n_all * d].chunks_exact(d).enumerate() {
+                        for (dd, &v) in key.iter().enumerate() {
+                            k_t[dd * n_all + j] = v;
+                        }
+                    }
+                    // (T, D): this head's queries, contiguous.
+                    if q.len() < t * d {
+                        q.resize(t * d, 0.0);
+                    }
+                    for (i, qi) in q[..t * d].chunks_exact_mut(d).enumerate() {
+                        qi.copy_from_slice(&qkv[i * 3 * c + h * d..i * 3 * c + (h + 1) * d]);
+                    }
+                    for i0 in (0..t).step_by(QUERY_BLOCK) {
+                        let i1 = (i0 + QUERY_BLOCK).min(t);
+                        let n = pos0 + i1; // keys seen by the block's last query
+                        let len = (i1 - i0) * n;
+                        if s.len() < len {
+                            s.resize(len, 0.0);
+                        }
+                        let s = &mut s[..len];
+                        // (rows, n) = (rows, D) @ (D, n)
+                        kern.matmul_cols(s, &q[i0 * d..i1 * d], k_t, self.zeros(n), d, n_all, 0);
+                        for (r, row) in s.chunks_exact_mut(n).enumerate() {
+                            let seen = pos0 + i0 + r + 1;
+                            for v in &mut row[..seen] {
+                                *v *= scale;
+                            }
+                            kern.softmax(&mut row[..seen]);
+                            row[seen..].fill(0.0);
+                        }
+                        // (rows, D) = (rows, n) @ (n, D)
+                        let o = &mut out[i0 * d..i1 * d];
+                        kern.matmul_cols(o, s, &v_head[..n * d], self.zeros(d), n, d, 0);
                     }
                 });
-        }
+            });
+        // (n_head, T, D) -> (T, C)
+        let heads = &heads[..n_head * t * d];
+        att.par_chunks_mut(c).enumerate().for_each(|(i, row)| {
+            for (h, out) in row.chunks_exact_mut(d).enumerate() {
+                out.copy_from_slice(&heads[(h * t + i) * d..(h * t + i + 1) * d]);
+            }
+        });
     }
+}
+
+/// Queries per block in prefill attention (see [`Compute::attention`]).
+pub const QUERY_BLOCK: usize = 64;
+
+thread_local! {
+    /// Per-thread buffers of prefill attention (transposed keys, queries, scores), grown to the
+    /// largest prompt seen and reused.
+    static ATTENTION_SCRATCH: std::cell::RefCell<(Vec<f32>, Vec<f32>, Vec<f32>)> =
+        const { std::cell::RefCell::new((Vec::new(), Vec::new(), Vec::new())) };
 }
 
 /// One attention head of one position: scores of `q (D)` against the keys of positions
@@ -632,17 +702,18 @@ mod tests {
     #[test]
     fn attention_matches_its_definition() {
         // 5 heads of 7: D is not a multiple of 4 or 8, so every remainder path runs.
-        let (c, n_head, n_ctx) = (35, 5, 23);
+        let (c, n_head, n_ctx) = (35, 5, 80);
         let k_cache = data(n_ctx * c, 21);
         let v_cache = data(n_ctx * c, 22);
         for threads in [1, 3] {
             for kernels in [Kernels::best_available(), Kernels::scalar()] {
                 let compute = Compute::new(kernels, threads, 3 * c).unwrap();
-                // Decode (one position after 17 cached), prefill from scratch, and a chunk
-                // appended after cached positions.
-                for (t, pos0) in [(1, 17), (9, 0), (4, 11)] {
+                // Decode (one position after 17 cached), prefill from scratch, a chunk
+                // appended after cached positions, and more than one block of queries.
+                for (t, pos0) in [(1, 17), (9, 0), (4, 11), (QUERY_BLOCK + 6, 3)] {
                     let qkv = data(t * 3 * c, 23 + t as u32);
-                    let mut scores = vec![0.0; t.max(n_head) * n_ctx];
+                    let mut scores = vec![0.0; n_head * n_ctx];
+                    let mut heads = vec![0.0; t * c];
                     let mut got = vec![0.0; t * c];
                     compute.pool().install(|| {
                         compute.attention(
@@ -650,6 +721,7 @@ mod tests {
                             &qkv,
                             &k_cache,
                             &v_cache,
+                            &mut heads,
                             &mut scores,
                             pos0,
                             c,
