@@ -16,10 +16,7 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
     };
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".gpt2-bench-")
-        .suffix(".partial")
-        .tempfile_in(dir)
+    let mut tmp = gpt2_weights::write::partial_file_in(dir, ".gpt2-bench-")
         .with_context(|| format!("creating a temporary file in {}", dir.display()))?;
     tmp.write_all(bytes)
         .and_then(|_| tmp.as_file().sync_all())
@@ -126,5 +123,14 @@ mod tests {
         assert_eq!(std::fs::read(&p).unwrap(), b"second");
         let leftovers = std::fs::read_dir(tmp.path()).unwrap().count();
         assert_eq!(leftovers, 1, "no temporary file left behind");
+        #[cfg(unix)]
+        {
+            // Readable like any file the user creates (umask applies), not tempfile's 0600.
+            use std::os::unix::fs::PermissionsExt;
+            let ordinary = tmp.path().join("ordinary");
+            std::fs::File::create(&ordinary).unwrap();
+            let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode(&p), mode(&ordinary));
+        }
     }
 }

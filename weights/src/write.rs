@@ -38,6 +38,21 @@ pub fn remove_partial_files() -> usize {
         .count()
 }
 
+/// A temporary file `<prefix>XXXXXX.partial` in `dir`, to be renamed over a destination once
+/// complete. Created with mode 0666 less the umask, like any file a program creates, rather
+/// than tempfile's private 0600: the renamed file is ordinary output, and a report or chart
+/// readable only by its creator would surprise whoever shares the directory.
+pub fn partial_file_in(dir: &Path, prefix: &str) -> std::io::Result<NamedTempFile> {
+    let mut builder = tempfile::Builder::new();
+    builder.prefix(prefix).suffix(".partial");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        builder.permissions(std::fs::Permissions::from_mode(0o666));
+    }
+    builder.tempfile_in(dir)
+}
+
 /// Writes one weight file; see the module docs.
 pub struct WeightWriter {
     dest: PathBuf,
@@ -106,14 +121,10 @@ impl WeightWriter {
                 ),
             });
         }
-        let mut tmp = tempfile::Builder::new()
-            .prefix(".gpt2-export-")
-            .suffix(".partial")
-            .tempfile_in(&dir)
-            .map_err(|e| WeightsError::Write {
-                path: dest.clone(),
-                message: format!("cannot create a file in {}: {e}", dir.display()),
-            })?;
+        let mut tmp = partial_file_in(&dir, ".gpt2-export-").map_err(|e| WeightsError::Write {
+            path: dest.clone(),
+            message: format!("cannot create a file in {}: {e}", dir.display()),
+        })?;
         let tmp_path = tmp.path().to_path_buf();
         partial_files().push(tmp_path.clone());
 
@@ -217,13 +228,6 @@ impl WeightWriter {
         file.seek(SeekFrom::Start(0)).map_err(io)?;
         file.write_all(&format::encode_preamble(&preamble))
             .map_err(io)?;
-        // Temporary files are created private (0600); a weight file is ordinary data.
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            file.set_permissions(std::fs::Permissions::from_mode(0o644))
-                .map_err(io)?;
-        }
         file.sync_all().map_err(io)?;
         let dest = self.dest.clone();
         tmp.persist(&dest).map_err(|e| WeightsError::Write {
@@ -246,5 +250,36 @@ impl Drop for WeightWriter {
         // The temporary file is gone now: renamed into place by finish(), or deleted by the
         // NamedTempFile's own destructor right after this.
         partial_files().retain(|p| p != &self.tmp_path);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A finished file gets the same mode as one made by `File::create` in the same directory
+    /// (0666 less the umask), not tempfile's owner-only 0600.
+    #[cfg(unix)]
+    #[test]
+    fn renamed_partial_files_get_ordinary_permissions() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let ordinary = dir.path().join("ordinary");
+        File::create(&ordinary).unwrap();
+        let tmp = partial_file_in(dir.path(), ".test-").unwrap();
+        let name = tmp
+            .path()
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
+        assert!(
+            name.starts_with(".test-") && name.ends_with(".partial"),
+            "{name}"
+        );
+        let done = dir.path().join("done");
+        tmp.persist(&done).unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&done), mode(&ordinary));
     }
 }
