@@ -86,6 +86,9 @@ pub struct Samples {
     /// The same for the warm-up runs (not in any statistic).
     pub warmup_prefill_ns: Vec<u64>,
     pub warmup_decode_step_ns: Vec<Vec<u64>>,
+    /// Read bandwidth (GB/s) of the all-thread pass over the weights just before each measured
+    /// run; empty with `--no-roofline`.
+    pub read_gb_per_s_before_run: Vec<f64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -111,6 +114,9 @@ pub struct BackendResult {
     pub decode_latency: Option<Latency>,
     /// Mean decode_tok_per_s divided by the measured decode roofline (when measured).
     pub decode_roofline_fraction: Option<f64>,
+    /// Median over runs of the run's decode weight stream (tok/s x weight bytes per token)
+    /// divided by the read bandwidth measured just before that run (when measured).
+    pub decode_read_fraction: Option<f64>,
     /// FLOPs of the prefill divided by its mean time (see roofline::prefill_flops), GFLOP/s.
     pub prefill_gflops: f64,
     /// prefill_gflops divided by the measured peak FMA rate (when measured).
@@ -170,7 +176,7 @@ pub enum Format {
     Jsonl,
 }
 
-const HEADERS: [&str; 15] = [
+const HEADERS: [&str; 16] = [
     "backend",
     "threads",
     "KV cache",
@@ -182,6 +188,7 @@ const HEADERS: [&str; 15] = [
     "p50 ms",
     "p99 ms",
     "% roofline",
+    "% read now",
     "prefill % peak",
     "peak RSS MB",
     "speedup",
@@ -201,7 +208,7 @@ fn mean_sd(s: &Summary, decimals: usize) -> String {
     }
 }
 
-fn row(r: &BackendResult, reference: &str) -> [String; 15] {
+fn row(r: &BackendResult, reference: &str) -> [String; 16] {
     let dash = || "-".to_string();
     [
         r.backend.clone(),
@@ -223,6 +230,7 @@ fn row(r: &BackendResult, reference: &str) -> [String; 15] {
         r.decode_latency
             .map_or_else(dash, |l| format!("{:.1}", l.p99_ms)),
         percent(r.decode_roofline_fraction),
+        percent(r.decode_read_fraction),
         percent(r.prefill_peak_fraction),
         r.memory
             .peak_rss_bytes

@@ -550,6 +550,13 @@ fn prompt_tokens_and_roofline() {
     assert_eq!(kv["kv_cache"], true);
     assert_eq!(kv["memory"]["kv_cache_bytes"], 3 * 2 * 128 * 60 * 4);
     assert!(kv["decode_roofline_fraction"].as_f64().unwrap() > 0.0);
+    // One read pass before each measured run (3 by default), and the fraction they give.
+    let read = kv["samples"]["read_gb_per_s_before_run"]
+        .as_array()
+        .unwrap();
+    assert_eq!(read.len(), 3);
+    assert!(read.iter().all(|x| x.as_f64().unwrap() > 0.0));
+    assert!(kv["decode_read_fraction"].as_f64().unwrap() > 0.0);
 
     let o = bench(&["--roofline", "--model", model()]);
     assert_eq!(o.status.code(), Some(0), "{}", err(&o));
@@ -722,6 +729,13 @@ fn baseline_gate_passes_on_itself_and_fails_on_a_faster_baseline() {
     let tmp = tempfile::tempdir().unwrap();
     let (o, v) = compare_json(&["--backends", "naive,simd-kv", "--runs", "2"]);
     assert_eq!(o.status.code(), Some(0), "{}", err(&o));
+    // --no-roofline: no read passes between runs, so no fraction either.
+    let kv = &v["results"][1];
+    assert!(kv["decode_read_fraction"].is_null(), "{kv}");
+    assert_eq!(
+        kv["samples"]["read_gb_per_s_before_run"],
+        serde_json::json!([])
+    );
     let base = tmp.path().join("base.json");
     std::fs::write(&base, serde_json::to_string(&v).unwrap()).unwrap();
 
