@@ -58,12 +58,12 @@ fn ns(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
-/// Runs the plan; the progress bar advances once per generated token. `read_pass`, when given,
-/// runs before every run and returns the read bandwidth it measured, GB/s.
+/// Runs the plan; the progress bar advances once per generated token. With `read_probe`
+/// (the pool to read with, the model's tensor data), one read pass runs before every run.
 fn measure(
     plan: &Plan,
     weights: &gpt2_weights::Gpt2Weights,
-    read_pass: Option<&dyn Fn() -> f64>,
+    read_probe: Option<(&Compute, &[f32])>,
     progress: &dyn Fn(&str, u64) -> indicatif::ProgressBar,
 ) -> anyhow::Result<Vec<Measured>> {
     let mut out = Vec::new();
@@ -79,8 +79,8 @@ fn measure(
             let mut runs = Vec::new();
             let mut read = Vec::new();
             for _ in 0..plan.warmup + plan.runs {
-                if let Some(pass) = read_pass {
-                    read.push(pass());
+                if let Some((compute, data)) = read_probe {
+                    read.push(probe::read_bandwidth(compute, data, 1) / 1e9);
                 }
                 // End-of-text does not stop --compare: every backend does the same work.
                 let g = generate(engine.as_mut(), prompt, n_new, plan.sampling, None, |_| {
@@ -161,14 +161,8 @@ pub fn run(
         None => None,
     };
     let data = file.data_f32()?;
-    let read_pass = |compute: &Compute| probe::read_bandwidth(compute, data, 1) / 1e9;
-    let read_pass = probe_compute.as_ref().map(|c| move || read_pass(c));
-    let measured = measure(
-        plan,
-        &weights,
-        read_pass.as_ref().map(|f| f as &dyn Fn() -> f64),
-        progress,
-    )?;
+    let read_probe = probe_compute.as_ref().map(|c| (c, data));
+    let measured = measure(plan, &weights, read_probe, progress)?;
     let mut results = Vec::new();
     let mut warnings = Vec::new();
     for m in &measured {
