@@ -244,7 +244,7 @@ impl<'w> SimdModel<'w> {
                     &partials,
                 );
                 clock.mark(Op::OutputProjection);
-                sums(&mut op, &x, c, c, Finish::AddTo(kern));
+                sums(&mut op, &x, c, c, Finish::AddTo);
                 clock.mark(Op::Residual);
                 // SAFETY: as above; the residual step ended with a barrier.
                 let x_now = unsafe { x.range(0..c) };
@@ -252,7 +252,7 @@ impl<'w> SimdModel<'w> {
                 clock.mark(Op::LayerNorm);
                 compute.matvec_team(team, &mut op, my_ln, lw.fc_w, lw.fc_b, h, &partials);
                 clock.mark(Op::MlpUp);
-                sums(&mut op, &fc, c, h, Finish::Gelu(kern));
+                sums(&mut op, &fc, c, h, Finish::Gelu);
                 clock.mark(Op::Gelu);
                 // SAFETY: `fc` was completed before the barrier that ended GELU.
                 let fc_now = unsafe { fc.range(0..h) };
@@ -266,7 +266,7 @@ impl<'w> SimdModel<'w> {
                     &partials,
                 );
                 clock.mark(Op::MlpDown);
-                sums(&mut op, &x, h, c, Finish::AddTo(kern));
+                sums(&mut op, &x, h, c, Finish::AddTo);
                 clock.mark(Op::Residual);
             }
             // SAFETY: as above.
@@ -281,7 +281,7 @@ impl<'w> SimdModel<'w> {
                 kern.dot_rows(unsafe { logits.range_mut(rows) }, my_ln, lm);
             });
             clock.mark(Op::OutputLayer);
-            clock.times
+            clock.into_times()
         });
         for t in times.iter().flatten() {
             self.profiler.add(t);
@@ -395,9 +395,9 @@ impl<'w> SimdModel<'w> {
 #[derive(Clone, Copy)]
 enum Finish {
     /// `out += sum` (a residual connection).
-    AddTo(Kernels),
+    AddTo,
     /// `out = gelu(sum)`.
-    Gelu(Kernels),
+    Gelu,
 }
 
 /// Team step: `out[cols] = finish(sum over blocks of partials[cols])` for a product of `k` rows
@@ -430,10 +430,10 @@ fn sum_team(
             let s = &mut sum[..chunk.len()];
             compute.sum_partials(s, parts, k, n, b * per + i * 64);
             match finish {
-                Finish::AddTo(kern) => kern.add(chunk, s),
-                Finish::Gelu(kern) => {
+                Finish::AddTo => compute.kernels.add(chunk, s),
+                Finish::Gelu => {
                     chunk.copy_from_slice(s);
-                    kern.gelu(chunk);
+                    compute.kernels.gelu(chunk);
                 }
             }
         }
@@ -441,25 +441,25 @@ fn sum_team(
 }
 
 /// Profiling clock of a team step: charges the time since the previous mark to an operation.
-struct PhaseClock {
-    last: Option<std::time::Instant>,
-    times: Option<OpTimes>,
-}
+/// `None` when profiling is off (or on threads other than 0): then `mark` does nothing.
+struct PhaseClock(Option<(std::time::Instant, OpTimes)>);
 
 impl PhaseClock {
     fn new(on: bool) -> Self {
-        PhaseClock {
-            last: on.then(std::time::Instant::now),
-            times: on.then(OpTimes::default),
-        }
+        PhaseClock(on.then(|| (std::time::Instant::now(), OpTimes::default())))
     }
 
     fn mark(&mut self, op: Op) {
-        if let (Some(last), Some(times)) = (&mut self.last, &mut self.times) {
+        if let Some((last, times)) = &mut self.0 {
             let now = std::time::Instant::now();
             times.ns[op as usize] += u64::try_from((now - *last).as_nanos()).unwrap_or(u64::MAX);
             *last = now;
         }
+    }
+
+    /// The times charged so far (`None` when off).
+    fn into_times(self) -> Option<OpTimes> {
+        self.0.map(|(_, times)| times)
     }
 }
 

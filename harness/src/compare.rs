@@ -154,12 +154,10 @@ pub fn run(
     progress: &dyn Fn(&str, u64) -> indicatif::ProgressBar,
 ) -> anyhow::Result<(Vec<BackendResult>, Vec<String>)> {
     let weights = file.gpt2()?;
-    let probe_compute = match roofline {
-        Some(_) => Some(
-            Compute::new(Kernels::detect(), plan.options.threads, 0).map_err(anyhow::Error::msg)?,
-        ),
-        None => None,
-    };
+    let probe_compute = roofline
+        .map(|_| Compute::new(Kernels::detect(), plan.options.threads, 0))
+        .transpose()
+        .map_err(anyhow::Error::msg)?;
     let data = file.data_f32()?;
     let read_probe = probe_compute.as_ref().map(|c| (c, data));
     let measured = measure(plan, &weights, read_probe, progress)?;
