@@ -32,6 +32,7 @@ use gpt2_weights::{Config, Gpt2Weights};
 use rayon::prelude::*;
 
 use crate::engine::{Engine, EngineError, EngineInfo, check_prompt, check_step};
+use crate::memory::Budget;
 use crate::profile::{Op, OpTimes, Profiler, timed};
 
 /// Where candle computes.
@@ -149,6 +150,19 @@ impl CandleEngine {
         let cfg = w.config;
         let (c, h) = (cfg.n_embd as usize, cfg.mlp_hidden as usize);
         let (n_head, n_ctx) = (cfg.n_head as usize, cfg.n_ctx as usize);
+        if device_choice == DeviceChoice::Cpu {
+            // Everything lives in this machine's memory: the copied weights and the KV cache.
+            let params = usize::try_from(cfg.parameter_count()).unwrap_or(usize::MAX);
+            let mut budget = Budget::new("candle");
+            budget
+                .f32s("weights copied into candle", &[params])
+                .f32s("key cache (n_layer, n_ctx, C)", &[w.layers.len(), n_ctx, c])
+                .f32s(
+                    "value cache (n_layer, n_ctx, C)",
+                    &[w.layers.len(), n_ctx, c],
+                );
+            budget.check()?;
+        }
         let mut copied_bytes = 0u64;
         let mut load = |data: &[f32], shape: &[usize]| -> Result<Tensor, EngineError> {
             copied_bytes += std::mem::size_of_val(data) as u64;

@@ -48,6 +48,28 @@ pub enum EngineError {
     NotStarted,
     #[error("unknown backend {name:?}; valid backends: {valid}")]
     UnknownBackend { name: String, valid: String },
+    #[error(
+        "{backend}: logit {index} is {value} at step {step} (step 0 is the prefill): the model \
+         produced a non-finite number, so no token can be chosen; check the weight file for \
+         NaN or huge values"
+    )]
+    NonFiniteLogits {
+        backend: &'static str,
+        step: usize,
+        index: usize,
+        value: f32,
+    },
+    #[error(
+        "{backend}: needs {needed} of memory for its buffers (largest: {largest}), more than \
+         this machine's {available}; this model's shape (n_ctx, n_embd, mlp_hidden, n_layer) is \
+         too large for this backend here (README: largest supported shapes)"
+    )]
+    OutOfMemory {
+        backend: &'static str,
+        needed: String,
+        largest: String,
+        available: String,
+    },
     #[error("{backend}: {message}")]
     Backend {
         backend: &'static str,
@@ -82,6 +104,21 @@ pub trait Engine {
 
     /// Time spent per operation since the last call (and resets it); `None` when off.
     fn take_profile(&mut self) -> Option<OpTimes>;
+}
+
+/// Checks that every logit is finite: one NaN in the weights makes every logit NaN, and a greedy
+/// choice over NaN picks id 0 on every backend alike, so the run would "match" on nonsense.
+/// `step` is 0 for the prefill's logits, n for the n-th decode step's.
+pub fn check_finite(backend: &'static str, step: usize, logits: &[f32]) -> Result<(), EngineError> {
+    match logits.iter().position(|x| !x.is_finite()) {
+        None => Ok(()),
+        Some(index) => Err(EngineError::NonFiniteLogits {
+            backend,
+            step,
+            index,
+            value: logits[index],
+        }),
+    }
 }
 
 /// Checks a prompt before any work: non-empty, ids in the vocabulary, fits in the context.

@@ -14,9 +14,13 @@
 //!
 //! [`create`] builds a backend by name; [`BACKENDS`] lists the names.
 
+// Output goes through gpt2_export::cli (a closed pipe must not panic): no print macros.
+#![deny(clippy::print_stdout, clippy::print_stderr)]
+
 pub mod candle_engine;
 pub mod engine;
 pub mod kernels;
+pub mod memory;
 pub mod naive;
 pub mod ndarray_engine;
 pub mod profile;
@@ -63,20 +67,16 @@ pub fn create<'w>(
             weights.clone(),
             options.threads.clamp(1, ndarray_engine::MAX_MATMUL_THREADS),
         ))),
-        "simd" => Ok(Box::new(
-            simd::SimdEngine::new(weights.clone(), kernels::Kernels::detect(), options.threads)
-                .map_err(|message| EngineError::Backend {
-                    backend: "simd",
-                    message,
-                })?,
-        )),
-        "simd-kv" => Ok(Box::new(
-            simd::SimdKvEngine::new(weights.clone(), kernels::Kernels::detect(), options.threads)
-                .map_err(|message| EngineError::Backend {
-                backend: "simd-kv",
-                message,
-            })?,
-        )),
+        "simd" => Ok(Box::new(simd::SimdEngine::new(
+            weights.clone(),
+            kernels::Kernels::detect(),
+            options.threads,
+        )?)),
+        "simd-kv" => Ok(Box::new(simd::SimdKvEngine::new(
+            weights.clone(),
+            kernels::Kernels::detect(),
+            options.threads,
+        )?)),
         "candle" => Ok(Box::new(candle_engine::CandleEngine::new(
             weights,
             options.threads,

@@ -23,6 +23,7 @@ use gpt2_weights::{Config, Gpt2Weights};
 use crate::engine::{Engine, EngineError, EngineInfo, History, check_prompt, check_step};
 use crate::kernels::team::{Shared, Team};
 use crate::kernels::{Compute, Isa, Kernels, attend_head};
+use crate::memory::Budget;
 use crate::profile::{Op, OpTimes, Profiler, timed};
 
 /// Parallel operations per block in a team decode step (see [`SimdModel::forward_one`]).
@@ -50,13 +51,40 @@ pub struct SimdModel<'w> {
 }
 
 impl<'w> SimdModel<'w> {
-    pub fn new(w: Gpt2Weights<'w>, kernels: Kernels, threads: usize) -> Result<Self, String> {
+    /// Allocates every buffer for the whole context, after checking their total against the
+    /// machine's memory (`backend` names the engine in that error).
+    pub fn new(
+        w: Gpt2Weights<'w>,
+        kernels: Kernels,
+        threads: usize,
+        backend: &'static str,
+    ) -> Result<Self, EngineError> {
         let c = &w.config;
         let (n_ctx, e, h) = (c.n_ctx as usize, c.n_embd as usize, c.mlp_hidden as usize);
-        let kv = c.n_layer as usize * n_ctx * e;
+        let (n_layer, n_head, v) = (c.n_layer as usize, c.n_head as usize, c.vocab_size as usize);
+        let wide = (3 * e).max(h);
+        let mut budget = Budget::new(backend);
+        budget
+            .f32s("residual stream (n_ctx, C)", &[n_ctx, e])
+            .f32s("layer-norm output (n_ctx, C)", &[n_ctx.max(threads), e])
+            .f32s("QKV (n_ctx, 3C)", &[n_ctx, 3, e])
+            .f32s("attention output (n_ctx, C)", &[n_ctx, e])
+            .f32s("projection (n_ctx, C)", &[n_ctx, e])
+            .f32s("MLP activations (n_ctx, H)", &[n_ctx, h])
+            .f32s(
+                "product scratch (n_ctx, max(3C, H))",
+                &[n_ctx.max(4 * threads), wide],
+            )
+            .f32s("attention scores (n_head, n_ctx)", &[n_head, n_ctx])
+            .f32s("logits (V)", &[v])
+            .f32s("key cache (n_layer, n_ctx, C)", &[n_layer, n_ctx, e])
+            .f32s("value cache (n_layer, n_ctx, C)", &[n_layer, n_ctx, e]);
+        budget.check()?;
+        let kv = n_layer * n_ctx * e;
         let zeros = |n: usize| vec![0.0f32; n];
         // The widest product: 3C or H columns, or n_ctx scores in prefill attention.
-        let compute = Compute::new(kernels, threads, (3 * e).max(h).max(n_ctx))?;
+        let compute = Compute::new(kernels, threads, wide.max(n_ctx))
+            .map_err(|message| EngineError::Backend { backend, message })?;
         let threads = compute.threads();
         Ok(SimdModel {
             team: Team::new(threads, TEAM_OPS_PER_LAYER * c.n_layer as usize + 1),
@@ -484,9 +512,9 @@ pub struct SimdEngine<'w> {
 }
 
 impl<'w> SimdEngine<'w> {
-    pub fn new(w: Gpt2Weights<'w>, kernels: Kernels, threads: usize) -> Result<Self, String> {
+    pub fn new(w: Gpt2Weights<'w>, kernels: Kernels, threads: usize) -> Result<Self, EngineError> {
         Ok(SimdEngine {
-            model: SimdModel::new(w, kernels, threads)?,
+            model: SimdModel::new(w, kernels, threads, "simd")?,
             history: History::default(),
         })
     }
@@ -548,9 +576,9 @@ pub struct SimdKvEngine<'w> {
 }
 
 impl<'w> SimdKvEngine<'w> {
-    pub fn new(w: Gpt2Weights<'w>, kernels: Kernels, threads: usize) -> Result<Self, String> {
+    pub fn new(w: Gpt2Weights<'w>, kernels: Kernels, threads: usize) -> Result<Self, EngineError> {
         Ok(SimdKvEngine {
-            model: SimdModel::new(w, kernels, threads)?,
+            model: SimdModel::new(w, kernels, threads, "simd-kv")?,
         })
     }
 }

@@ -11,6 +11,9 @@ use std::path::{Path, PathBuf};
 
 use crate::ExportError;
 
+/// Largest golden logits file read: 1,000 steps of GPT-2's 50,257 logits is 201 MB.
+pub const MAX_LOGITS_FILE_BYTES: u64 = 256 << 20;
+
 /// A loaded golden file.
 #[derive(Debug, Clone)]
 pub struct Golden {
@@ -48,12 +51,14 @@ fn bad(path: &Path, message: impl Into<String>) -> ExportError {
 
 impl Golden {
     /// Reads and validates a golden file and its logits.
+    /// Reads a golden file and its logits: regular files of bounded size, finite logits.
     pub fn load(path: &Path) -> Result<Golden, ExportError> {
         let io = |p: &Path| {
             let p = p.to_path_buf();
             move |source| ExportError::Io { path: p, source }
         };
-        let text = std::fs::read_to_string(path).map_err(io(path))?;
+        let limit = gpt2_weights::input::MAX_TEXT_FILE_BYTES;
+        let text = gpt2_weights::input::read_text_limited(path, limit).map_err(io(path))?;
         let g: GoldenJson = serde_json::from_str(&text).map_err(|e| {
             bad(
                 path,
@@ -65,7 +70,8 @@ impl Golden {
         }
         let dir = path.parent().unwrap_or(Path::new("."));
         let logits_path = dir.join(&g.logits_file);
-        let bytes = std::fs::read(&logits_path).map_err(io(&logits_path))?;
+        let bytes = gpt2_weights::input::read_limited(&logits_path, MAX_LOGITS_FILE_BYTES)
+            .map_err(io(&logits_path))?;
         let st = safetensors::SafeTensors::deserialize(&bytes)
             .map_err(|e| bad(&logits_path, format!("not a safetensors file: {e}")))?;
         let view = st
@@ -89,6 +95,24 @@ impl Golden {
             .chunks_exact(shape[1])
             .map(<[f32]>::to_vec)
             .collect();
+        if let Some((step, row)) = logits
+            .iter()
+            .enumerate()
+            .find(|(_, row)| row.iter().any(|x| !x.is_finite()))
+        {
+            let value = row
+                .iter()
+                .find(|x| !x.is_finite())
+                .copied()
+                .unwrap_or(f32::NAN);
+            return Err(bad(
+                &logits_path,
+                format!(
+                    "step {step} has a non-finite logit ({value}); a golden file must hold \
+                     finite logits, regenerate it with make_golden.py"
+                ),
+            ));
+        }
         if logits.len() > g.greedy_token_ids.len() {
             return Err(bad(
                 &logits_path,

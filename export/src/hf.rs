@@ -15,7 +15,6 @@
 //! Tensors are converted and written one at a time, so memory stays at about one tensor.
 
 use std::collections::{BTreeMap, HashSet};
-use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use gpt2_weights::{Config, Provenance, TokenizerData, WeightWriter};
@@ -42,10 +41,16 @@ pub fn export_dir(
         });
     }
     let config = read_config(dir)?;
-    let tokenizer = read_tokenizer(dir, &config)?;
+    let (tokenizer, tokenizer_files) = read_tokenizer_files(dir, &config)?;
     let shards = Shards::open(dir)?;
     let parsed = shards.parse_all()?;
     let tensors = index_tensors(dir, &parsed)?;
+    check_every_tensor_is_used(dir, &config, &tensors, &parsed, &shards.files)?;
+    // The output must not be any file this export reads (`--out DIR/model.safetensors`).
+    let mut inputs: Vec<&Path> = vec![shards.config.as_path()];
+    inputs.extend(tokenizer_files.iter().map(PathBuf::as_path));
+    inputs.extend(shards.index.iter().map(PathBuf::as_path));
+    inputs.extend(shards.files.iter().map(PathBuf::as_path));
     let model_name = dir
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -55,7 +60,7 @@ pub fn export_dir(
         source: source.to_string(),
         exporter: crate::exporter_id(),
     };
-    let mut writer = WeightWriter::create(out, &config, &provenance, &tokenizer)?;
+    let mut writer = WeightWriter::create(out, &config, &provenance, &tokenizer, &inputs)?;
     let plan: Vec<_> = writer.remaining().to_vec();
     for (i, info) in plan.iter().enumerate() {
         let found = tensors
@@ -95,11 +100,19 @@ fn hub_model_name(source: &str) -> Option<String> {
     repo.rsplit('/').next().map(str::to_string)
 }
 
+/// Reads a text file of the checkpoint: a regular file, at most
+/// [`MAX_TEXT_FILE_BYTES`](gpt2_weights::input::MAX_TEXT_FILE_BYTES).
+fn read_text(path: &Path) -> Result<String, ExportError> {
+    gpt2_weights::input::read_text_limited(path, gpt2_weights::input::MAX_TEXT_FILE_BYTES).map_err(
+        |e| ExportError::Io {
+            path: path.to_path_buf(),
+            source: e,
+        },
+    )
+}
+
 fn read_json(path: &Path) -> Result<Value, ExportError> {
-    let text = std::fs::read_to_string(path).map_err(|e| ExportError::Io {
-        path: path.to_path_buf(),
-        source: e,
-    })?;
+    let text = read_text(path)?;
     serde_json::from_str(&text).map_err(|e| ExportError::Checkpoint {
         path: path.to_path_buf(),
         message: format!("invalid JSON: {e}"),
@@ -120,12 +133,40 @@ pub fn read_config(dir: &Path) -> Result<Config, ExportError> {
         path: path.clone(),
         message,
     };
-    let model_type = v.get("model_type").and_then(Value::as_str);
-    let architectures: Vec<&str> = v
-        .get("architectures")
-        .and_then(Value::as_array)
-        .map(|a| a.iter().filter_map(Value::as_str).collect())
-        .unwrap_or_default();
+    if !v.is_object() {
+        return Err(err("not a JSON object of settings".into()));
+    }
+    // A key that is present must have its type: `"layer_norm_epsilon": "abc"` is an error, never
+    // a silent default. Absent or null keys take GPT-2's defaults.
+    let typed =
+        |name: &str, kind: &str, ok: fn(&Value) -> bool| -> Result<Option<&Value>, ExportError> {
+            match v.get(name) {
+                None | Some(Value::Null) => Ok(None),
+                Some(x) if ok(x) => Ok(Some(x)),
+                Some(x) => Err(err(format!(
+                    "{name} must be {kind}, got {}",
+                    gpt2_weights::input::printable(&x.to_string())
+                ))),
+            }
+        };
+    let string = |name: &str| -> Result<Option<&str>, ExportError> {
+        Ok(typed(name, "a string", Value::is_string)?.and_then(Value::as_str))
+    };
+    let boolean = |name: &str| -> Result<Option<bool>, ExportError> {
+        Ok(typed(name, "true or false", Value::is_boolean)?.and_then(Value::as_bool))
+    };
+    let model_type = string("model_type")?;
+    let architectures: Vec<&str> = match typed("architectures", "a list of strings", |a| {
+        a.as_array().is_some_and(|a| a.iter().all(Value::is_string))
+    })? {
+        Some(a) => a
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect(),
+        None => Vec::new(),
+    };
     let is_gpt2 = model_type == Some("gpt2")
         || (model_type.is_none() && architectures.iter().any(|a| a.starts_with("GPT2")));
     if !is_gpt2 {
@@ -134,8 +175,12 @@ pub fn read_config(dir: &Path) -> Result<Config, ExportError> {
             reason: format!(
                 "config.json says model_type {:?}, architectures {:?}; only GPT-2 checkpoints \
                  (model_type \"gpt2\") can be exported",
-                model_type.unwrap_or("(none)"),
+                gpt2_weights::input::printable(model_type.unwrap_or("(none)")),
                 architectures
+                    .iter()
+                    .take(4)
+                    .map(|a| gpt2_weights::input::printable(a))
+                    .collect::<Vec<_>>()
             ),
         });
     }
@@ -145,7 +190,10 @@ pub fn read_config(dir: &Path) -> Result<Config, ExportError> {
                 None | Some(Value::Null) => continue,
                 Some(x) => {
                     return x.as_u64().map(Some).ok_or_else(|| {
-                        err(format!("{name} must be a non-negative integer, got {x}"))
+                        err(format!(
+                            "{name} must be a non-negative integer, got {}",
+                            gpt2_weights::input::printable(&x.to_string())
+                        ))
                     });
                 }
             }
@@ -162,21 +210,19 @@ pub fn read_config(dir: &Path) -> Result<Config, ExportError> {
         // `n_inner: null` (every released GPT-2) means 4 * n_embd, never 0.
         None => n_embd.saturating_mul(4),
     };
-    let activation = v
-        .get("activation_function")
-        .and_then(Value::as_str)
-        .unwrap_or("gelu_new");
+    let activation = string("activation_function")?.unwrap_or("gelu_new");
     if !matches!(activation, "gelu_new" | "gelu_pytorch_tanh") {
         return Err(err(format!(
-            "activation_function {activation:?} is not GPT-2's tanh GELU (gelu_new); \
-             this checkpoint would compute something else"
+            "activation_function {:?} is not GPT-2's tanh GELU (gelu_new); \
+             this checkpoint would compute something else",
+            gpt2_weights::input::printable(activation)
         )));
     }
     for (flag, supported) in [
         ("scale_attn_weights", true),
         ("scale_attn_by_inverse_layer_idx", false),
     ] {
-        if let Some(x) = v.get(flag).and_then(Value::as_bool)
+        if let Some(x) = boolean(flag)?
             && x != supported
         {
             return Err(err(format!(
@@ -184,8 +230,7 @@ pub fn read_config(dir: &Path) -> Result<Config, ExportError> {
             )));
         }
     }
-    let eps = v
-        .get("layer_norm_epsilon")
+    let eps = typed("layer_norm_epsilon", "a number", Value::is_number)?
         .and_then(Value::as_f64)
         .unwrap_or(1e-5) as f32;
     let config = Config {
@@ -196,10 +241,7 @@ pub fn read_config(dir: &Path) -> Result<Config, ExportError> {
         n_ctx: required(&["n_positions", "n_ctx", "max_position_embeddings"])?,
         mlp_hidden: n_inner,
         layer_norm_eps: eps,
-        tied_output: v
-            .get("tie_word_embeddings")
-            .and_then(Value::as_bool)
-            .unwrap_or(true),
+        tied_output: boolean("tie_word_embeddings")?.unwrap_or(true),
     };
     config.validate().map_err(|e| err(e.to_string()))?;
     Ok(config)
@@ -207,8 +249,16 @@ pub fn read_config(dir: &Path) -> Result<Config, ExportError> {
 
 /// Reads the tokenizer from `tokenizer.json`, or from `vocab.json` + `merges.txt`.
 pub fn read_tokenizer(dir: &Path, config: &Config) -> Result<TokenizerData, ExportError> {
+    read_tokenizer_files(dir, config).map(|(data, _)| data)
+}
+
+/// [`read_tokenizer`], also returning the files it read.
+fn read_tokenizer_files(
+    dir: &Path,
+    config: &Config,
+) -> Result<(TokenizerData, Vec<PathBuf>), ExportError> {
     let tokenizer_json = dir.join("tokenizer.json");
-    let (vocab, merges, source) = if tokenizer_json.is_file() {
+    let (vocab, merges, files) = if tokenizer_json.is_file() {
         let v = read_json(&tokenizer_json)?;
         let err = |m: &str| ExportError::Checkpoint {
             path: tokenizer_json.clone(),
@@ -243,7 +293,7 @@ pub fn read_tokenizer(dir: &Path, config: &Config) -> Result<TokenizerData, Expo
             })
             .collect();
         let merges = merges.ok_or_else(|| err("a merge is neither \"a b\" nor [\"a\", \"b\"]"))?;
-        (vocab, merges, tokenizer_json.clone())
+        (vocab, merges, vec![tokenizer_json.clone()])
     } else {
         let vocab_path = dir.join("vocab.json");
         let merges_path = dir.join("merges.txt");
@@ -260,10 +310,7 @@ pub fn read_tokenizer(dir: &Path, config: &Config) -> Result<TokenizerData, Expo
             message: "not a JSON object of token -> id".into(),
         })?;
         let vocab = vocab.iter().map(|(k, v)| (k.clone(), v.as_u64())).collect();
-        let text = std::fs::read_to_string(&merges_path).map_err(|e| ExportError::Io {
-            path: merges_path.clone(),
-            source: e,
-        })?;
+        let text = read_text(&merges_path)?;
         let mut merges = Vec::new();
         for (i, line) in text.lines().enumerate() {
             if (i == 0 && line.starts_with("#version")) || line.trim().is_empty() {
@@ -277,19 +324,20 @@ pub fn read_tokenizer(dir: &Path, config: &Config) -> Result<TokenizerData, Expo
                 })?;
             merges.push((a.to_string(), b.to_string()));
         }
-        (vocab, merges, vocab_path)
+        (vocab, merges, vec![vocab_path, merges_path])
     };
 
     let bad = |message: String| ExportError::Checkpoint {
-        path: source.clone(),
+        path: files[0].clone(),
         message,
     };
     let mut tokens = vec![None; config.vocab_size as usize];
     for (token, id) in vocab {
-        let id = id.ok_or_else(|| bad(format!("token {token:?} has a non-integer id")))?;
+        let shown = gpt2_weights::input::printable(&token);
+        let id = id.ok_or_else(|| bad(format!("token {shown:?} has a non-integer id")))?;
         let slot = tokens.get_mut(id as usize).ok_or_else(|| {
             bad(format!(
-                "token {token:?} has id {id}, outside the model's vocab_size {}",
+                "token {shown:?} has id {id}, outside the model's vocab_size {}",
                 config.vocab_size
             ))
         })?;
@@ -313,7 +361,7 @@ pub fn read_tokenizer(dir: &Path, config: &Config) -> Result<TokenizerData, Expo
         eot_id,
     };
     gpt2_weights::Gpt2Tokenizer::from_data(&data).map_err(|e| bad(e.to_string()))?;
-    Ok(data)
+    Ok((data, files))
 }
 
 /// Where a tensor lives: which shard, under which name in that shard.
@@ -324,6 +372,10 @@ struct Found {
 
 /// The safetensors files of a checkpoint, mapped.
 struct Shards {
+    /// The checkpoint's config.json (an input, like every file below).
+    config: PathBuf,
+    /// The shard index, when the weights are sharded.
+    index: Option<PathBuf>,
     files: Vec<PathBuf>,
     maps: Vec<Mmap>,
 }
@@ -332,7 +384,8 @@ impl Shards {
     fn open(dir: &Path) -> Result<Self, ExportError> {
         let single = dir.join("model.safetensors");
         let index = dir.join("model.safetensors.index.json");
-        let files = if single.is_file() {
+        let is_single = single.is_file();
+        let files = if is_single {
             vec![single]
         } else if index.is_file() {
             let v = read_json(&index)?;
@@ -343,21 +396,22 @@ impl Shards {
                     path: index.clone(),
                     message: "no weight_map object".into(),
                 })?;
-            let mut files: Vec<PathBuf> = Vec::new();
+            // A set: linear in the number of names, and a deterministic order.
+            let mut names = std::collections::BTreeSet::new();
             for shard in map.values() {
                 let name = shard
                     .as_str()
-                    .filter(|s| !s.contains('/') && !s.contains('\\'));
+                    .filter(|s| !s.is_empty() && !s.contains('/') && !s.contains('\\'));
                 let name = name.ok_or_else(|| ExportError::Checkpoint {
                     path: index.clone(),
-                    message: format!("weight_map names an invalid shard file {shard}"),
+                    message: format!(
+                        "weight_map names an invalid shard file {}",
+                        gpt2_weights::input::printable(&shard.to_string())
+                    ),
                 })?;
-                let path = dir.join(name);
-                if !files.contains(&path) {
-                    files.push(path);
-                }
+                names.insert(name);
             }
-            files
+            names.into_iter().map(|name| dir.join(name)).collect()
         } else if dir.join("pytorch_model.bin").is_file() {
             return Err(ExportError::Checkpoint {
                 path: dir.to_path_buf(),
@@ -374,7 +428,7 @@ impl Shards {
         };
         let mut maps = Vec::with_capacity(files.len());
         for f in &files {
-            let file = File::open(f).map_err(|e| ExportError::Io {
+            let file = gpt2_weights::input::open_regular(f).map_err(|e| ExportError::Io {
                 path: f.clone(),
                 source: e,
             })?;
@@ -386,7 +440,12 @@ impl Shards {
             })?;
             maps.push(map);
         }
-        Ok(Shards { files, maps })
+        Ok(Shards {
+            config: dir.join("config.json"),
+            index: (!is_single).then_some(index),
+            files,
+            maps,
+        })
     }
 
     /// Parses every shard's safetensors header once.
@@ -422,13 +481,23 @@ fn index_tensors(
                 unknown.push(name.to_string());
                 continue;
             }
-            out.insert(
-                ours.to_string(),
-                Found {
-                    shard,
-                    original_name: name.to_string(),
-                },
-            );
+            let found = Found {
+                shard,
+                original_name: name.to_string(),
+            };
+            // `wte.weight` and `transformer.wte.weight` both present, or one name in two shards:
+            // which copy won would depend on hash order, so an export would not be repeatable.
+            if let Some(first) = out.insert(ours.to_string(), found) {
+                return Err(ExportError::Checkpoint {
+                    path: dir.to_path_buf(),
+                    message: format!(
+                        "tensor {} is stored twice (as {} and as {}); keep one copy",
+                        gpt2_weights::input::printable(ours),
+                        gpt2_weights::input::printable(&first.original_name),
+                        gpt2_weights::input::printable(name)
+                    ),
+                });
+            }
         }
     }
     if !unknown.is_empty() {
@@ -440,7 +509,7 @@ fn index_tensors(
                 message: format!(
                     "{} tensors that GPT-2 does not have, e.g. {}",
                     unknown.len(),
-                    unknown[0]
+                    gpt2_weights::input::printable(&unknown[0])
                 ),
             }
         } else {
@@ -449,7 +518,7 @@ fn index_tensors(
                 reason: format!(
                     "its tensors are named like {} instead of GPT-2's wte.weight, \
                          h.0.attn.c_attn.weight, ...",
-                    unknown[0]
+                    gpt2_weights::input::printable(&unknown[0])
                 ),
             }
         });
@@ -490,6 +559,59 @@ fn is_gpt2_name(name: &str) -> bool {
             "mlp.c_proj.bias",
         ]
         .contains(&param)
+}
+
+/// Every tensor of the checkpoint must be one the config's model has: a checkpoint with more
+/// layers than its `config.json` says (or any tensor the export would drop) is refused, so an
+/// export is never silently a different model. The one allowed extra is `lm_head.weight` in a
+/// tied model, when it is a byte-identical copy of `wte.weight`.
+fn check_every_tensor_is_used(
+    dir: &Path,
+    config: &Config,
+    tensors: &BTreeMap<String, Found>,
+    parsed: &[SafeTensors<'_>],
+    files: &[PathBuf],
+) -> Result<(), ExportError> {
+    let expected: HashSet<String> = config
+        .expected_tensors()
+        .into_iter()
+        .map(|(name, _)| name)
+        .collect();
+    for (name, found) in tensors {
+        if expected.contains(name) {
+            continue;
+        }
+        if name == "lm_head.weight" && config.tied_output {
+            let view = |f: &Found| parsed[f.shard].tensor(&f.original_name).ok();
+            let same = match (view(found), tensors.get("wte.weight").and_then(view)) {
+                (Some(a), Some(b)) => {
+                    a.dtype() == b.dtype() && a.shape() == b.shape() && a.data() == b.data()
+                }
+                _ => false,
+            };
+            if same {
+                continue;
+            }
+            return Err(ExportError::Checkpoint {
+                path: files[found.shard].clone(),
+                message: "lm_head.weight differs from wte.weight, but config.json says the \
+                          output layer is tied (tie_word_embeddings true or absent); set \
+                          \"tie_word_embeddings\": false if this checkpoint has its own output layer"
+                    .into(),
+            });
+        }
+        return Err(ExportError::Checkpoint {
+            path: dir.to_path_buf(),
+            message: format!(
+                "tensor {} is not part of the model config.json describes ({} layers, n_embd {}); \
+                 the checkpoint and its config.json disagree",
+                gpt2_weights::input::printable(&found.original_name),
+                config.n_layer,
+                config.n_embd
+            ),
+        });
+    }
+    Ok(())
 }
 
 fn missing_tensor(dir: &Path, name: &str, have: &BTreeMap<String, Found>) -> ExportError {

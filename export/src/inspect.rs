@@ -23,9 +23,11 @@ pub fn report(file: &WeightFile, list_tensors: bool) -> (String, bool) {
         "format:      gpt2-bench weights, version {}",
         h.preamble.version
     );
-    let _ = writeln!(s, "model:       {}", h.provenance.model_name);
-    let _ = writeln!(s, "source:      {}", h.provenance.source);
-    let _ = writeln!(s, "exporter:    {}", h.provenance.exporter);
+    // Provenance strings are whatever the file says: escaped, so a file cannot drive the terminal.
+    let shown = gpt2_weights::input::printable;
+    let _ = writeln!(s, "model:       {}", shown(&h.provenance.model_name));
+    let _ = writeln!(s, "source:      {}", shown(&h.provenance.source));
+    let _ = writeln!(s, "exporter:    {}", shown(&h.provenance.exporter));
     let _ = writeln!(
         s,
         "config:      {} layers, {} heads of {}, n_embd {}, MLP {}, context {}, vocab {}, \

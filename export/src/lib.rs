@@ -9,6 +9,10 @@
 //! Every export streams tensors into a temporary file next to the destination and renames it into
 //! place at the end, so a failed or interrupted export leaves nothing behind.
 
+// Output goes through gpt2_export::cli (a closed pipe must not panic): no print macros.
+#![deny(clippy::print_stdout, clippy::print_stderr)]
+
+pub mod cli;
 pub mod error;
 pub mod golden;
 pub mod hf;
@@ -40,19 +44,6 @@ pub fn progress_bar(quiet: bool, template: &str, total: u64) -> indicatif::Progr
         ProgressStyle::with_template(template).unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     bar
-}
-
-/// Makes Ctrl-C (SIGINT, and SIGTERM) during an export leave nothing behind: the handler deletes
-/// the temporary file of every export in progress, then exits with status 130 as an interrupted
-/// program does. (A process killed by a signal runs no destructors, so without this the hidden
-/// `.gpt2-export-*.partial` file would stay in the destination directory; the destination
-/// itself is never touched before the final rename either way.) Call once, early in `main`.
-pub fn remove_partial_exports_on_interrupt() {
-    // Fails only if a handler is already installed, which is then the caller's choice.
-    let _ = ctrlc::set_handler(|| {
-        gpt2_weights::write::remove_partial_files();
-        std::process::exit(130);
-    });
 }
 
 /// Where exported files go by default: `$GPT2_BENCH_WEIGHTS_DIR`, else `weights/` under the

@@ -1,12 +1,15 @@
 //! `gpt2-export`: write gpt2-bench weight files, and inspect them. See the crate docs.
 
+// Output goes through gpt2_export::cli (a closed pipe must not panic): no print macros.
+#![deny(clippy::print_stdout, clippy::print_stderr)]
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
-use gpt2_export::{SyntheticSize, export_from, inspect, synthetic};
+use gpt2_export::{SyntheticSize, cli, export_from, inspect, synthetic};
 use gpt2_weights::WeightFile;
 
 #[derive(Parser)]
@@ -18,7 +21,10 @@ use gpt2_weights::WeightFile;
       gpt2-export --from openai-community/gpt2          # download from the hub -> weights/gpt2.bin\n  \
       gpt2-export --from ./my-gpt2-checkpoint --out weights/mine.bin\n  \
       gpt2-export --synthetic gpt2 --seed 0             # offline, random weights, real tokenizer\n  \
-      gpt2-export inspect weights/gpt2.bin",
+      gpt2-export inspect weights/gpt2.bin\n\n\
+      Exit status: 0 success; 3 usage or input error; 128+N ended by signal N (the partial\n\
+      file is removed first). A closed stdout or stderr is not an error: what would have been\n\
+      printed there is dropped.",
     args_conflicts_with_subcommands = true
 )]
 struct Cli {
@@ -65,29 +71,22 @@ struct ExportArgs {
 }
 
 fn main() -> ExitCode {
-    gpt2_export::remove_partial_exports_on_interrupt();
-    let cli = Cli::parse();
-    match run(cli) {
-        Ok(code) => code,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    cli::install_signal_cleanup();
+    let parsed = match Cli::try_parse() {
+        Ok(parsed) => parsed,
+        Err(e) => return ExitCode::from(cli::clap_exit(&e)),
+    };
+    ExitCode::from(run(parsed).unwrap_or_else(|e| cli::report_error(&e)))
 }
 
-fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    if let Some(Command::Inspect { file, tensors }) = cli.command {
+fn run(parsed: Cli) -> anyhow::Result<u8> {
+    if let Some(Command::Inspect { file, tensors }) = parsed.command {
         let f = WeightFile::open(&file)?;
         let (text, ok) = inspect::report(&f, tensors);
-        print!("{text}");
-        return Ok(if ok {
-            ExitCode::SUCCESS
-        } else {
-            ExitCode::FAILURE
-        });
+        cli::stdout(&text).context("writing to stdout")?;
+        return Ok(if ok { cli::EXIT_OK } else { cli::EXIT_INPUT });
     }
-    let args = cli.export;
+    let args = parsed.export;
     let bar = gpt2_export::progress_bar(
         args.quiet,
         "{msg} [{bar:30}] {pos}/{len} tensors ({elapsed})",
@@ -125,14 +124,15 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     };
     bar.finish_and_clear();
     let f = WeightFile::open(&written).context("re-opening the file just written")?;
-    println!(
-        "wrote {} from {what}: {:.1}M parameters, {:.1} MB, in {:.1} s",
+    cli::stdout(&format!(
+        "wrote {} from {what}: {:.1}M parameters, {:.1} MB, in {:.1} s\n",
         written.display(),
         f.config().parameter_count() as f64 / 1e6,
         f.file_len() as f64 / 1e6,
         start.elapsed().as_secs_f64()
-    );
-    Ok(ExitCode::SUCCESS)
+    ))
+    .context("writing to stdout")?;
+    Ok(cli::EXIT_OK)
 }
 
 /// Creates `weights/` (or `$GPT2_BENCH_WEIGHTS_DIR`) when the output goes to the default place;

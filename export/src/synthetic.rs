@@ -135,7 +135,7 @@ pub fn write_synthetic(
         source: format!("synthetic:{name} seed={seed}"),
         exporter: crate::exporter_id(),
     };
-    let mut writer = WeightWriter::create(out, &config, &provenance, &gpt2_tokenizer_data())?;
+    let mut writer = WeightWriter::create(out, &config, &provenance, &gpt2_tokenizer_data(), &[])?;
     let plan: Vec<_> = writer.remaining().to_vec();
     let logit_scale = LOGIT_STD / (EMBEDDING_STD * (config.n_embd as f32).sqrt());
     let mut mlp_out_colsum: Vec<f32> = Vec::new();

@@ -8,6 +8,7 @@
 
 use anyhow::Context;
 use gpt2_backends::EngineOptions;
+use gpt2_backends::engine::check_finite;
 use gpt2_export::golden::Golden;
 use gpt2_weights::WeightFile;
 
@@ -29,10 +30,13 @@ pub struct Outcome {
 
 impl Outcome {
     pub fn passed(&self) -> bool {
+        // `<=` is false for NaN: a NaN difference fails.
         self.first_wrong_token.is_none() && self.max_logit_diff <= LOGIT_TOLERANCE
     }
 }
 
+/// The largest |a - b|; NaN if any difference is NaN (`f32::max` would drop it and report a
+/// perfect match), infinite if the lengths differ.
 fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
     if a.len() != b.len() {
         return f32::INFINITY;
@@ -40,7 +44,7 @@ fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
     a.iter()
         .zip(b)
         .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
+        .fold(0.0, |m: f32, d| if d.is_nan() || d > m { d } else { m })
 }
 
 /// Runs `backends` against the golden file; `model` overrides the golden checkpoint.
@@ -51,13 +55,11 @@ pub fn run(
     options: &EngineOptions,
 ) -> anyhow::Result<(Golden, Vec<Outcome>)> {
     let golden = Golden::load(golden_path)?;
-    let scratch = tempfile::tempdir().context("creating a temporary directory")?;
+    // Removed when dropped, and by the signal handler on Ctrl-C (gpt2_export::cli).
+    let scratch = gpt2_weights::write::TempDir::new().context("creating a temporary directory")?;
     let path = match model {
         Some(p) => p.to_path_buf(),
-        None => {
-            gpt2_export::remove_partial_exports_on_interrupt();
-            golden.weight_file(scratch.path())?
-        }
+        None => golden.weight_file(scratch.path())?,
     };
     let file = WeightFile::open_verified(&path)?;
     let vocab = file.config().vocab_size as usize;
@@ -80,6 +82,7 @@ pub fn run(
             .prefill(&golden.prompt_token_ids)
             .with_context(|| format!("backend {name}"))?
             .to_vec();
+        check_finite(engine.name(), 0, &logits)?;
         let mut outcome = Outcome {
             backend: name.clone(),
             first_wrong_token: None,
@@ -88,7 +91,10 @@ pub fn run(
         let n = golden.greedy_token_ids.len();
         for (step, &want) in golden.greedy_token_ids.iter().enumerate() {
             if let Some(row) = golden.logits.get(step) {
-                outcome.max_logit_diff = outcome.max_logit_diff.max(max_abs_diff(&logits, row));
+                let d = max_abs_diff(&logits, row);
+                if d.is_nan() || d > outcome.max_logit_diff {
+                    outcome.max_logit_diff = d;
+                }
             }
             let (token, _) = greedy_choice(&logits);
             if token != want {
@@ -100,6 +106,7 @@ pub fn run(
                     .step(token)
                     .with_context(|| format!("backend {name}"))?
                     .to_vec();
+                check_finite(engine.name(), step + 1, &logits)?;
             }
         }
         outcomes.push(outcome);

@@ -100,12 +100,12 @@ fn measure(
         for (len, warmup, runs, read_gb_per_s) in cases {
             if !plan.quiet {
                 let total: Duration = runs.iter().map(|g| g.prefill + g.decode_total()).sum();
-                eprintln!(
-                    "{name}: {len}-token prompt, {} run(s) of {} tokens in {:.2} s",
+                gpt2_export::cli::stderr(&format!(
+                    "{name}: {len}-token prompt, {} run(s) of {} tokens in {:.2} s\n",
                     runs.len(),
                     runs.first().map_or(0, |g| g.token_ids.len()),
                     total.as_secs_f64()
-                );
+                ));
             }
             out.push(Measured {
                 name: name.clone(),
@@ -334,8 +334,11 @@ fn decode_read_fraction(
 }
 
 /// Warnings about the whole run: build profile and other load on the machine.
-pub fn machine_warnings(load_before: Option<f64>, cores: usize) -> Vec<String> {
+pub fn machine_warnings(load_before: Option<f64>, cores: usize, threads: usize) -> Vec<String> {
     let mut w = Vec::new();
+    if threads > cores {
+        w.push(oversubscribed_warning(threads, cores));
+    }
     if cfg!(debug_assertions) {
         w.push(
             "this is a debug build: timings are many times slower than a release build and not \
@@ -353,6 +356,16 @@ pub fn machine_warnings(load_before: Option<f64>, cores: usize) -> Vec<String> {
         ));
     }
     w
+}
+
+/// More threads than cores: the threads take turns on the cores, and backends whose threads
+/// wait for each other (simd, simd-kv, candle) slow down with every extra one.
+pub fn oversubscribed_warning(threads: usize, cores: usize) -> String {
+    format!(
+        "--threads {threads} is more than this machine's {cores} logical cores: threads take \
+         turns on the cores and wait for each other, so multi-threaded backends run slower than \
+         with --threads {cores}"
+    )
 }
 
 #[cfg(test)]

@@ -53,8 +53,9 @@ pub struct Baseline {
 
 impl Baseline {
     pub fn load(path: &Path) -> anyhow::Result<Baseline> {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("--baseline {}", path.display()))?;
+        let text =
+            gpt2_weights::input::read_text_limited(path, gpt2_weights::input::MAX_TEXT_FILE_BYTES)
+                .with_context(|| format!("--baseline {}", path.display()))?;
         let version: serde_json::Value = serde_json::from_str(&text).with_context(|| {
             format!(
                 "--baseline {}: not JSON; give a report saved with --format json or --save",
@@ -77,11 +78,45 @@ impl Baseline {
                 path.display()
             )
         })?;
+        validate(&file).map_err(|m| {
+            anyhow::anyhow!(
+                "--baseline {}: {m}; give a report saved by gpt2-bench --compare",
+                path.display()
+            )
+        })?;
         Ok(Baseline {
             path: path.to_path_buf(),
             file,
         })
     }
+}
+
+/// A baseline is an input like any other: every figure the gate divides by must be a positive,
+/// finite rate with a finite, non-negative spread (a mean of 0 would make any run "faster by
+/// inf%"), and there must be something to gate.
+fn validate(file: &BaselineFile) -> Result<(), String> {
+    if file.results.is_empty() {
+        return Err("it has no results".into());
+    }
+    for row in &file.results {
+        let name = gpt2_weights::input::printable(&row.backend);
+        let summaries = [
+            ("prefill_tok_per_s", Some(&row.prefill_tok_per_s)),
+            ("decode_tok_per_s", row.decode_tok_per_s.as_ref()),
+        ];
+        for (metric, summary) in summaries {
+            let Some(s) = summary else { continue };
+            let rate_ok = s.mean.is_finite() && s.mean > 0.0;
+            let spread_ok = s.stddev.is_finite() && s.stddev >= 0.0;
+            if !(rate_ok && spread_ok) {
+                return Err(format!(
+                    "{name} ({}-token prompt) has {metric} {} ± {}, not a positive finite rate",
+                    row.prompt_tokens, s.mean, s.stddev
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// One metric of one backend, now against the baseline.
@@ -201,7 +236,8 @@ pub fn compare(
                 now: *now_s,
                 ratio,
                 ratio_stddev,
-                regression: (1.0 - ratio) - ratio_stddev > max_slowdown,
+                // Written so that a NaN anywhere counts as a regression, never as a pass.
+                regression: !((1.0 - ratio) - ratio_stddev <= max_slowdown),
             });
         }
     }

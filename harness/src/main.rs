@@ -5,6 +5,9 @@
 //! tokens differ from the reference's) and `--backend NAME` (one backend, streaming its text:
 //! the teaching mode). `inspect FILE` describes a weight file.
 
+// Output goes through gpt2_export::cli (a closed pipe must not panic): no print macros.
+#![deny(clippy::print_stdout, clippy::print_stderr)]
+
 mod check;
 mod compare;
 mod gate;
@@ -20,14 +23,14 @@ mod stats;
 mod teach;
 
 use std::collections::HashSet;
-use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
 use gpt2_backends::{BACKENDS, DeviceChoice, EngineOptions};
+use gpt2_export::cli::{self, EXIT_INPUT, EXIT_MISMATCH, EXIT_OK, EXIT_REGRESSION};
 use gpt2_weights::{Gpt2Tokenizer, StreamDecoder, WeightFile};
 
 use crate::generate::{generate, max_new_tokens};
@@ -38,15 +41,6 @@ const SYNTHETIC_PROMPT_TEXT: &str = "The history of computing is a story of mach
     learned to do arithmetic faster than the people who built them. Early calculators used gears \
     and levers; later ones used relays, vacuum tubes and finally transistors, each generation \
     smaller, cheaper and more reliable than the last. ";
-
-/// Exit status when every backend matched (or the single run succeeded).
-const EXIT_OK: u8 = 0;
-/// Exit status when a backend's tokens differ from the reference's (or from the golden file).
-const EXIT_MISMATCH: u8 = 1;
-/// Exit status when `--baseline` finds a slowdown beyond `--max-slowdown`.
-const EXIT_REGRESSION: u8 = 2;
-/// Exit status for a usage or input error.
-const EXIT_USAGE: u8 = 3;
 
 const AFTER_HELP: &str = "\
 Examples:
@@ -60,10 +54,7 @@ Examples:
 
 Model: --model FILE, else weights/gpt2.bin, else GPT-2 small exported from the Hugging Face hub,
 else (offline) a synthetic GPT-2 small with random weights (said on stderr).
-
-Exit status: 0 all good; 1 a backend's tokens differ from the reference's (or, for `check`, from
-the golden file); 2 a performance regression beyond --max-slowdown against --baseline;
-3 usage or input error.";
+";
 
 #[derive(Parser)]
 #[command(
@@ -75,7 +66,7 @@ the golden file); 2 a performance regression beyond --max-slowdown against --bas
         ")"
     ),
     about = "Run GPT-2 on several backends, check they agree token for token, and time them.",
-    after_help = AFTER_HELP,
+    after_help = format!("{AFTER_HELP}\n{}", cli::EXIT_STATUS_HELP),
     args_conflicts_with_subcommands = true
 )]
 struct Cli {
@@ -221,35 +212,25 @@ struct RunArgs {
 }
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
-        Ok(cli) => cli,
-        Err(e) => {
-            let code = if e.use_stderr() { EXIT_USAGE } else { EXIT_OK };
-            let _ = e.print();
-            return ExitCode::from(code);
-        }
+    // Temporary files and directories are removed on Ctrl-C and every other terminating signal.
+    cli::install_signal_cleanup();
+    let parsed = match Cli::try_parse() {
+        Ok(parsed) => parsed,
+        Err(e) => return ExitCode::from(cli::clap_exit(&e)),
     };
-    match run(cli) {
-        Ok(code) => ExitCode::from(code),
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::from(EXIT_USAGE)
-        }
-    }
+    ExitCode::from(run(parsed).unwrap_or_else(|e| cli::report_error(&e)))
 }
 
-fn run(cli: Cli) -> anyhow::Result<u8> {
-    match cli.command {
+fn run(parsed: Cli) -> anyhow::Result<u8> {
+    match parsed.command {
         Some(Command::Inspect { file, tensors }) => {
             let f = WeightFile::open(&file)?;
             let (text, ok) = gpt2_export::inspect::report(&f, tensors);
-            print!("{text}");
-            return Ok(if ok { EXIT_OK } else { EXIT_USAGE });
+            print_stdout(&text)?;
+            return Ok(if ok { EXIT_OK } else { EXIT_INPUT });
         }
         Some(Command::Backends) => {
-            for name in BACKENDS {
-                println!("{name}");
-            }
+            print_stdout(&(BACKENDS.join("\n") + "\n"))?;
             return Ok(EXIT_OK);
         }
         Some(Command::Check {
@@ -284,7 +265,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
         }
         None => {}
     }
-    let args = cli.run;
+    let args = parsed.run;
     if args.roofline {
         let options = engine_options(args.threads, args.device)?;
         let path = model::resolve(args.model.as_deref(), args.quiet)?;
@@ -292,7 +273,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
         let r = roofline::measure(&file, options.threads)?;
         print_stdout(&report::render_roofline(
             &r,
-            &file.header().provenance.model_name,
+            &gpt2_weights::input::printable(&file.header().provenance.model_name),
         ))?;
         return Ok(EXIT_OK);
     }
@@ -331,7 +312,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
                  stops after {n_new} of the {} requested tokens",
                 args.max_tokens
             );
-            eprintln!("note: {note}");
+            cli::stderr(&format!("note: {note}\n"));
             notes.push(note);
         }
         new_tokens.push(n_new);
@@ -384,6 +365,10 @@ fn prompt_lengths(args: &RunArgs, prompt_len: usize) -> anyhow::Result<Vec<usize
     Ok(list.clone())
 }
 
+/// The most threads `--threads` accepts, per logical core. Beyond the cores, threads only take
+/// turns; a limit keeps `--threads 10000` from starting ten thousand spinning threads.
+const MAX_THREADS_PER_CORE: usize = 4;
+
 /// Threads: `--threads`, else all logical cores. matrixmultiply (the ndarray backend) reads its
 /// thread count from `MATMUL_NUM_THREADS` once, and candle's matrix products from
 /// `RAYON_NUM_THREADS`, so both are set here, before any thread exists.
@@ -393,20 +378,44 @@ fn engine_options(threads: Option<usize>, device: DeviceChoice) -> anyhow::Resul
         allow_test_engines: std::env::var_os("GPT2_BENCH_TEST_ENGINES").is_some_and(|v| v == "1"),
         ..EngineOptions::default()
     };
-    match threads {
-        Some(0) => bail!("--threads must be at least 1"),
-        Some(n) => options.threads = n,
-        None => {
-            if let Some(n) = std::env::var("MATMUL_NUM_THREADS")
-                .ok()
-                .and_then(|v| v.parse::<usize>().ok())
-            {
-                options.threads = n.max(1);
-            }
-        }
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let max = MAX_THREADS_PER_CORE * cores;
+    let (n, flag) = match threads {
+        Some(n) => (n, "--threads"),
+        None => match std::env::var("MATMUL_NUM_THREADS") {
+            Ok(v) => (
+                v.trim().parse::<usize>().map_err(|_| {
+                    anyhow::anyhow!(
+                        "MATMUL_NUM_THREADS={}: not a thread count; unset it or give a whole number",
+                        gpt2_weights::input::printable(&v)
+                    )
+                })?,
+                "MATMUL_NUM_THREADS",
+            ),
+            Err(_) => (cores, "--threads"),
+        },
+    };
+    if n == 0 {
+        bail!("{flag} must be at least 1");
     }
-    // SAFETY: called from `main`'s thread before any other thread is started (no backend, pool
-    // or progress bar exists yet), so nothing can read the environment concurrently.
+    if n > max {
+        bail!(
+            "{flag} {n} is more than {MAX_THREADS_PER_CORE} threads per logical core ({max} on \
+             this machine's {cores}); threads beyond the cores only wait for each other. Give at \
+             most {max}, or {cores} for the fastest run"
+        );
+    }
+    if n > cores {
+        cli::stderr(&format!(
+            "warning: {}\n",
+            compare::oversubscribed_warning(n, cores)
+        ));
+    }
+    options.threads = n;
+    // SAFETY: called from `main`'s thread before any thread that could read the environment is
+    // started (no backend, pool or progress bar exists yet; the one other thread, the signal
+    // cleanup of `cli::install_signal_cleanup`, only waits for a signal, removes files and
+    // exits), so nothing can read the environment concurrently.
     unsafe {
         std::env::set_var("MATMUL_NUM_THREADS", options.threads.to_string());
         std::env::set_var("RAYON_NUM_THREADS", options.threads.to_string());
@@ -479,8 +488,17 @@ fn prompt_ids(
             if lengths.contains(&0) {
                 bail!("--prompt-tokens must be at least 1");
             }
-            // The longest prompt; shorter lengths run its first N tokens.
+            // The longest prompt; shorter lengths run its first N tokens. Checked against the
+            // context before a single token is allocated.
             let n = lengths.iter().copied().max().unwrap_or(1);
+            if n > config.n_ctx as usize {
+                bail!(
+                    "--prompt-tokens {n} is longer than the model's context of {} positions; \
+                     give at most {}",
+                    config.n_ctx,
+                    config.n_ctx
+                );
+            }
             let base = tokenizer.encode(SYNTHETIC_PROMPT_TEXT)?;
             base.iter().copied().cycle().take(n).collect()
         }
@@ -532,10 +550,12 @@ fn ms(d: Duration) -> f64 {
 fn model_info(file: &WeightFile) -> ModelInfo {
     let h = file.header();
     let c = &h.config;
+    // Strings from the file reach tables and terminals: escaped and shortened.
+    let shown = gpt2_weights::input::printable;
     ModelInfo {
-        name: h.provenance.model_name.clone(),
+        name: shown(&h.provenance.model_name),
         path: file.path().display().to_string(),
-        source: h.provenance.source.clone(),
+        source: shown(&h.provenance.source),
         n_layer: c.n_layer,
         n_head: c.n_head,
         n_embd: c.n_embd,
@@ -554,12 +574,19 @@ fn run_compare(
     plan: &compare::Plan,
     notes: Vec<String>,
 ) -> anyhow::Result<u8> {
-    // Check the outputs before spending minutes on the run.
+    // Check the inputs and outputs before spending minutes on the run: no output may replace a
+    // special file, a symbolic link, or a file this run reads.
     let baseline = args
         .baseline
         .as_deref()
         .map(gate::Baseline::load)
         .transpose()?;
+    let mut inputs: Vec<&Path> = vec![file.path()];
+    inputs.extend(args.baseline.as_deref());
+    if let Some(path) = &args.plot {
+        gpt2_weights::write::check_output(path, &inputs)
+            .map_err(|m| anyhow::anyhow!("--plot {}: {m}", path.display()))?;
+    }
     let date_utc = machine::now_utc();
     let load_before = machine::load_average_1min();
     let roofline = if args.no_roofline {
@@ -576,7 +603,8 @@ fn run_compare(
     let (results, backend_warnings) =
         compare::run(plan, file, tokenizer, roofline.as_ref(), &progress)?;
     let machine = machine::Machine::detect();
-    let mut warnings = compare::machine_warnings(load_before, machine.logical_cores);
+    let mut warnings =
+        compare::machine_warnings(load_before, machine.logical_cores, plan.options.threads);
     warnings.extend(backend_warnings);
     let model = model_info(file);
     let gate = baseline.as_ref().map(|b| {
@@ -615,36 +643,43 @@ fn run_compare(
     print_stdout(&report::render(&report, args.format))?;
     if args.format != Format::Md {
         for w in &report.warnings {
-            eprintln!("warning: {w}");
+            cli::stderr(&format!("warning: {w}\n"));
         }
     }
     if let Some(dir) = &args.save {
-        let (json, history) = save::save(&report, dir)?;
+        let (json, history) = save::save(&report, dir, &inputs)?;
         if !args.quiet {
-            eprintln!(
-                "saved {} and a row in {}",
+            cli::stderr(&format!(
+                "saved {} and a row in {}\n",
                 json.display(),
                 history.display()
-            );
+            ));
         }
     }
     if let Some(path) = &args.plot {
-        save::write_atomically(path, plot::svg(&report).as_bytes())
+        save::write_atomically(path, plot::svg(&report).as_bytes(), &inputs)
             .with_context(|| format!("--plot {}", path.display()))?;
     }
     if !all_match {
-        eprint!("{}", report::divergence_report(&report));
+        cli::stderr(&report::divergence_report(&report));
         return Ok(EXIT_MISMATCH);
     }
     if let Some(g) = &report.gate {
+        if g.comparisons.is_empty() {
+            bail!(
+                "--baseline {}: no backend and prompt length of this run is in the baseline, so \
+                 nothing was gated; run the backends and --prompt-tokens the baseline has",
+                g.baseline_file
+            );
+        }
         if args.format != Format::Table && args.format != Format::Md {
-            eprint!("{}", gate::render(g));
+            cli::stderr(&gate::render(g));
         }
         if g.regressed {
-            eprintln!(
-                "REGRESSION: a backend is slower than the baseline beyond {:.0}%",
+            cli::stderr(&format!(
+                "REGRESSION: a backend is slower than the baseline beyond {:.0}%\n",
                 args.max_slowdown * 100.0
-            );
+            ));
             return Ok(EXIT_REGRESSION);
         }
     }
@@ -666,46 +701,46 @@ fn single(
     let mut engine = gpt2_backends::create(name, &weights, options)?;
     let info = engine.info();
     if args.explain {
-        eprint!(
-            "{}",
-            teach::explain(name, file.config(), info.kv_cache, prompt.len())
-        );
+        cli::stderr(&teach::explain(
+            name,
+            file.config(),
+            info.kv_cache,
+            prompt.len(),
+        ));
     }
     engine.set_profiling(args.profile);
     if !args.quiet {
-        eprintln!(
-            "{name}: {} | model {} ({:.1}M parameters) | {} | {} threads",
+        cli::stderr(&format!(
+            "{name}: {} | model {} ({:.1}M parameters) | {} | {} threads\n",
             info.summary,
-            file.header().provenance.model_name,
+            gpt2_weights::input::printable(&file.header().provenance.model_name),
             file.config().parameter_count() as f64 / 1e6,
             info.device,
             info.threads
-        );
+        ));
     }
-    let mut stdout = std::io::stdout().lock();
+    // Streamed a token at a time; a closed stdout drops the text (cli::stdout), the run and its
+    // summary go on.
     let mut decoder = StreamDecoder::new();
     let mut write_err = None;
-    let mut emit = |text: &str, out: &mut std::io::StdoutLock| {
+    let mut emit = |text: &str| {
         if write_err.is_none()
-            && let Err(e) = out.write_all(text.as_bytes()).and_then(|_| out.flush())
+            && let Err(e) = cli::stdout(text)
         {
             write_err = Some(e);
         }
     };
-    emit(&tokenizer.decode(prompt), &mut stdout);
+    emit(&tokenizer.decode(prompt));
     let stop_at = (!args.ignore_eos).then(|| tokenizer.eot_id());
     let g = generate(engine.as_mut(), prompt, n_new, sampling, stop_at, |id| {
         let text = decoder.push(tokenizer.token_bytes(id).unwrap_or_default());
-        emit(&text, &mut stdout);
+        emit(&text);
     })
     .with_context(|| format!("backend {name}"))?;
     let tail = decoder.finish();
-    emit(&tail, &mut stdout);
-    emit("\n", &mut stdout);
+    emit(&tail);
+    emit("\n");
     if let Some(e) = write_err {
-        if e.kind() == std::io::ErrorKind::BrokenPipe {
-            return Ok(EXIT_OK);
-        }
         return Err(e).context("writing to stdout");
     }
     let decode_tokens = g.steps.len();
@@ -734,18 +769,14 @@ fn single(
             ),
         );
     }
-    eprintln!("{summary}");
+    cli::stderr(&format!("{summary}\n"));
     if args.profile {
-        eprint!("{}", teach::profile_table(&g));
+        cli::stderr(&teach::profile_table(&g));
     }
     Ok(EXIT_OK)
 }
 
-/// Writes to stdout; a closed pipe (`gpt2-bench ... | head`) ends the output quietly.
+/// Writes to stdout; a closed pipe (`gpt2-bench ... | head`) drops the output quietly.
 fn print_stdout(text: &str) -> anyhow::Result<()> {
-    let mut out = std::io::stdout().lock();
-    match out.write_all(text.as_bytes()).and_then(|_| out.flush()) {
-        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e).context("writing to stdout"),
-        _ => Ok(()),
-    }
+    cli::stdout(text).context("writing to stdout")
 }

@@ -27,26 +27,23 @@ pub fn resolve(explicit: Option<&Path>, quiet: bool) -> anyhow::Result<PathBuf> 
         return Ok(real);
     }
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    // An export follows; Ctrl-C must not leave its temporary file behind. (Installed here, not
-    // in main: main sets environment variables before any thread exists, and this starts one.)
-    gpt2_export::remove_partial_exports_on_interrupt();
     match gpt2_export::export_from(DEFAULT_HUB_REPO, None, &real, quiet, &|_, _| {}) {
         Ok(p) => {
-            eprintln!(
-                "exported {DEFAULT_HUB_REPO} from the Hugging Face hub to {}",
+            gpt2_export::cli::stderr(&format!(
+                "exported {DEFAULT_HUB_REPO} from the Hugging Face hub to {}\n",
                 p.display()
-            );
+            ));
             Ok(p)
         }
         Err(e) if e.is_hub_unreachable() => {
             let synthetic = SyntheticSize::Gpt2.default_path(0);
-            eprintln!(
+            gpt2_export::cli::stderr(&format!(
                 "note: no --model, no {} and the Hugging Face hub cannot be reached, so this run \
                  uses synthetic GPT-2 small (random weights, seed 0) from {}: its text is noise, \
-                 its speed and the equivalence check are real",
+                 its speed and the equivalence check are real\n",
                 real.display(),
                 synthetic.display()
-            );
+            ));
             if !synthetic.is_file() {
                 gpt2_export::synthetic::export_synthetic(
                     SyntheticSize::Gpt2,

@@ -3,28 +3,17 @@
 //! of runs doubles as a readable log. Files are written to a temporary file and renamed, so an
 //! interrupted run leaves no half-written report.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 
 use crate::report::Report;
 
-/// Writes `bytes` to `path` through a temporary file in the same directory and a rename.
-pub fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    let mut tmp = gpt2_weights::write::partial_file_in(dir, ".gpt2-bench-")
-        .with_context(|| format!("creating a temporary file in {}", dir.display()))?;
-    tmp.write_all(bytes)
-        .and_then(|_| tmp.as_file().sync_all())
-        .with_context(|| format!("writing {}", path.display()))?;
-    tmp.persist(path)
-        .map_err(|e| e.error)
-        .with_context(|| format!("writing {}", path.display()))?;
-    Ok(())
+/// Writes `bytes` to `path` atomically (see `gpt2_weights::write::write_atomically`): never
+/// over a special file, a symbolic link or one of `inputs`.
+pub fn write_atomically(path: &Path, bytes: &[u8], inputs: &[&Path]) -> anyhow::Result<()> {
+    gpt2_weights::write::write_atomically(path, bytes, inputs)
+        .with_context(|| format!("writing {}", path.display()))
 }
 
 /// A file name part: letters, digits, `-`, `_` and `.` kept, anything else `-`.
@@ -46,7 +35,7 @@ const HISTORY_HEADER: &str = "\
 ";
 
 /// Saves the report; returns the JSON file and the history file written.
-pub fn save(report: &Report, dir: &Path) -> anyhow::Result<(PathBuf, PathBuf)> {
+pub fn save(report: &Report, dir: &Path, inputs: &[&Path]) -> anyhow::Result<(PathBuf, PathBuf)> {
     std::fs::create_dir_all(dir).with_context(|| format!("--save: creating {}", dir.display()))?;
     let commit: String = report.machine.git_commit.chars().take(18).collect();
     let stem = format!(
@@ -63,10 +52,13 @@ pub fn save(report: &Report, dir: &Path) -> anyhow::Result<(PathBuf, PathBuf)> {
         path = dir.join(format!("{stem}-{n}.json"));
         n += 1;
     }
-    write_atomically(&path, json.as_bytes())?;
+    write_atomically(&path, json.as_bytes(), inputs)?;
 
     let history = dir.join("history.md");
-    let mut text = match std::fs::read_to_string(&history) {
+    gpt2_weights::write::check_output(&history, inputs)
+        .map_err(|m| anyhow::anyhow!("--save: {}: {m}", history.display()))?;
+    let limit = gpt2_weights::input::MAX_TEXT_FILE_BYTES;
+    let mut text = match gpt2_weights::input::read_text_limited(&history, limit) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             format!(
@@ -99,7 +91,7 @@ pub fn save(report: &Report, dir: &Path) -> anyhow::Result<(PathBuf, PathBuf)> {
             if r.tokens_match { "yes" } else { "NO" },
         ));
     }
-    write_atomically(&history, text.as_bytes())?;
+    write_atomically(&history, text.as_bytes(), inputs)?;
     Ok((path, history))
 }
 
@@ -118,8 +110,8 @@ mod tests {
     fn atomic_write_replaces_the_whole_file() {
         let tmp = tempfile::tempdir().unwrap();
         let p = tmp.path().join("x.json");
-        write_atomically(&p, b"first version, long").unwrap();
-        write_atomically(&p, b"second").unwrap();
+        write_atomically(&p, b"first version, long", &[]).unwrap();
+        write_atomically(&p, b"second", &[]).unwrap();
         assert_eq!(std::fs::read(&p).unwrap(), b"second");
         let leftovers = std::fs::read_dir(tmp.path()).unwrap().count();
         assert_eq!(leftovers, 1, "no temporary file left behind");

@@ -14,7 +14,7 @@
 //! something a reader can detect in advance.
 
 use std::collections::HashMap;
-use std::fs::File;
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use memmap2::Mmap;
@@ -47,7 +47,7 @@ impl WeightFile {
     /// Maps `path` and validates its header and tensor table (not the data checksum).
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
-        let file = File::open(path).map_err(|e| {
+        let file = crate::input::open_regular(path).map_err(|e| {
             let hint = if e.kind() == std::io::ErrorKind::NotFound {
                 std::io::Error::new(
                     e.kind(),
@@ -60,16 +60,14 @@ impl WeightFile {
             WeightsError::io(path, hint)
         })?;
         let meta = file.metadata().map_err(|e| WeightsError::io(path, e))?;
-        if meta.is_dir() {
-            return Err(WeightsError::io(
-                path,
-                std::io::Error::other("is a directory, not a weight file"),
-            ));
-        }
         let len = meta.len();
         if len < PREAMBLE_LEN as u64 {
             // Too short to map usefully; read it to tell "not ours" from "truncated".
-            let bytes = std::fs::read(path).map_err(|e| WeightsError::io(path, e))?;
+            let mut bytes = Vec::new();
+            (&file)
+                .take(PREAMBLE_LEN as u64)
+                .read_to_end(&mut bytes)
+                .map_err(|e| WeightsError::io(path, e))?;
             let err = if bytes.len() >= MAGIC.len() && bytes[..MAGIC.len()] == MAGIC {
                 FormatError::Truncated {
                     expected: PREAMBLE_LEN as u64,

@@ -455,12 +455,16 @@ pub fn parse_header(bytes: &[u8], actual_file_len: u64) -> Result<Header, Format
         let name = r.str("tensor name")?.to_string();
         let code = r.u32("dtype")?;
         let dtype = Dtype::from_code(code).ok_or_else(|| {
-            FormatError::Corrupt(format!("tensor {name} has unknown dtype code {code}"))
+            FormatError::Corrupt(format!(
+                "tensor {} has unknown dtype code {code}",
+                crate::input::printable(&name)
+            ))
         })?;
         let rank = r.count("tensor rank", 8)?;
         if rank > 8 {
             return Err(FormatError::Corrupt(format!(
-                "tensor {name} has rank {rank}"
+                "tensor {} has rank {rank}",
+                crate::input::printable(&name)
             )));
         }
         let mut shape = Vec::with_capacity(rank);
@@ -516,7 +520,7 @@ fn check_tensor_table(
         if &t.name != name {
             return Err(FormatError::Corrupt(format!(
                 "expected tensor {name}, found {}",
-                t.name
+                crate::input::printable(&t.name)
             )));
         }
         if &t.shape != shape {

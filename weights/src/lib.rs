@@ -60,9 +60,13 @@
 //! so a lying header cannot make the reader allocate more than the file's size.
 //! [`WeightFile::gpt2`] then hands out zero-copy `&[f32]` views.
 
+// Output goes through gpt2_export::cli (a closed pipe must not panic): no print macros.
+#![deny(clippy::print_stdout, clippy::print_stderr)]
+
 pub mod error;
 pub mod file;
 pub mod format;
+pub mod input;
 pub mod tokenizer;
 pub mod write;
 

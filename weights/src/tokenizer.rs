@@ -91,20 +91,24 @@ impl Gpt2Tokenizer {
             // The end-of-text token is spelled `<|endoftext|>`, all printable ASCII, so it maps too.
             let bytes = bytes.ok_or_else(|| {
                 WeightsError::Tokenizer(format!(
-                    "token {id} ({token:?}) has a character outside GPT-2's byte-level alphabet"
+                    "token {id} ({:?}) has a character outside GPT-2's byte-level alphabet",
+                    crate::input::printable(token)
                 ))
             })?;
             token_bytes.push(bytes);
             if vocab.insert(token.clone(), id as u32).is_some() {
                 return Err(WeightsError::Tokenizer(format!(
-                    "token {token:?} appears twice in the vocabulary"
+                    "token {:?} appears twice in the vocabulary",
+                    crate::input::printable(token)
                 )));
             }
         }
         for (rank, (a, b)) in data.merges.iter().enumerate() {
             if !vocab.contains_key(a) || !vocab.contains_key(b) {
                 return Err(WeightsError::Tokenizer(format!(
-                    "merge {rank} ({a} {b}) names a token that is not in the vocabulary"
+                    "merge {rank} ({} {}) names a token that is not in the vocabulary",
+                    crate::input::printable(a),
+                    crate::input::printable(b)
                 )));
             }
         }
@@ -116,7 +120,12 @@ impl Gpt2Tokenizer {
                 data.merges.clone(),
             )
             .build()
-            .map_err(|e| WeightsError::Tokenizer(format!("cannot build BPE: {e}")))?;
+            .map_err(|e| {
+                WeightsError::Tokenizer(format!(
+                    "cannot build BPE: {}",
+                    crate::input::printable(&e.to_string())
+                ))
+            })?;
         let mut bpe = tokenizers::Tokenizer::new(model);
         bpe.with_pre_tokenizer(Some(
             tokenizers::pre_tokenizers::byte_level::ByteLevel::default().add_prefix_space(false),

@@ -5,6 +5,13 @@
 //! and renames the temporary file over the destination. So an export that fails or is
 //! interrupted never leaves a partial file at the destination and never damages a file already
 //! there; a reader that has the old file mapped keeps its (old) inode.
+//!
+//! Every file the two programs write (weight files, reports, charts, history) goes through this
+//! module: [`check_output`] refuses a destination that the final rename would wrongly replace (a
+//! symbolic link, FIFO, device or directory, or one of the run's own inputs), [`PartialFile`]
+//! is the temporary file beside it, and temporary files and directories are registered
+//! ([`CleanupGuard`]) so that a handler for terminating signals can remove them
+//! ([`remove_registered`]).
 
 use std::fs::File;
 use std::io::{Seek, SeekFrom, Write};
@@ -20,45 +27,211 @@ use crate::format::{
 };
 use crate::tokenizer::TokenizerData;
 
-/// Temporary files of exports in progress, so that an interrupt handler can remove them
-/// ([`remove_partial_files`]): a process killed by a signal runs no destructors.
-static PARTIAL_FILES: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+/// Temporary files and directories in use, so that a signal handler can remove them
+/// ([`remove_registered`]): a process ended by a signal runs no destructors, and
+/// `std::process::exit` runs none either.
+static REGISTERED: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
 
-fn partial_files() -> std::sync::MutexGuard<'static, Vec<PathBuf>> {
+fn registered() -> std::sync::MutexGuard<'static, Vec<PathBuf>> {
     // A panic while holding the lock leaves a list that is still valid.
-    PARTIAL_FILES.lock().unwrap_or_else(|e| e.into_inner())
+    REGISTERED.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Deletes the temporary file of every export still in progress. For a Ctrl-C handler: call it,
-/// then exit. Returns how many files were removed.
-pub fn remove_partial_files() -> usize {
-    partial_files()
+/// Keeps a temporary path on the list [`remove_registered`] deletes, until dropped.
+#[derive(Debug)]
+pub struct CleanupGuard {
+    path: PathBuf,
+}
+
+impl CleanupGuard {
+    /// Registers `path` (a file or a directory) for removal on a terminating signal.
+    pub fn register(path: impl Into<PathBuf>) -> Self {
+        let path = path.into();
+        registered().push(path.clone());
+        CleanupGuard { path }
+    }
+}
+
+impl Drop for CleanupGuard {
+    fn drop(&mut self) {
+        let mut list = registered();
+        if let Some(i) = list.iter().position(|p| p == &self.path) {
+            list.swap_remove(i);
+        }
+    }
+}
+
+/// Deletes every registered temporary file and directory (for a signal handler: call it, then
+/// exit). Returns how many were removed.
+pub fn remove_registered() -> usize {
+    registered()
         .drain(..)
-        .filter(|p| std::fs::remove_file(p).is_ok())
+        .filter(|p| {
+            if p.is_dir() {
+                std::fs::remove_dir_all(p).is_ok()
+            } else {
+                std::fs::remove_file(p).is_ok()
+            }
+        })
         .count()
 }
 
-/// A temporary file `<prefix>XXXXXX.partial` in `dir`, to be renamed over a destination once
-/// complete. Created with mode 0666 less the umask, like any file a program creates, rather
-/// than tempfile's private 0600: the renamed file is ordinary output, and a report or chart
-/// readable only by its creator would surprise whoever shares the directory.
-pub fn partial_file_in(dir: &Path, prefix: &str) -> std::io::Result<NamedTempFile> {
-    let mut builder = tempfile::Builder::new();
-    builder.prefix(prefix).suffix(".partial");
+/// A temporary directory that is removed when dropped and on a terminating signal.
+#[derive(Debug)]
+pub struct TempDir {
+    // Field order: the guard is dropped (unregistered) after the directory is deleted.
+    dir: tempfile::TempDir,
+    _guard: CleanupGuard,
+}
+
+impl TempDir {
+    pub fn new() -> std::io::Result<Self> {
+        let dir = tempfile::Builder::new().prefix("gpt2-bench-").tempdir()?;
+        let _guard = CleanupGuard::register(dir.path());
+        Ok(TempDir { dir, _guard })
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+/// What a path is, for messages about outputs.
+fn describe_kind(meta: &std::fs::Metadata) -> &'static str {
+    let ft = meta.file_type();
+    if ft.is_symlink() {
+        return "a symbolic link";
+    }
+    if ft.is_dir() {
+        return "a directory";
+    }
     #[cfg(unix)]
     {
-        use std::os::unix::fs::PermissionsExt;
-        builder.permissions(std::fs::Permissions::from_mode(0o666));
+        use std::os::unix::fs::FileTypeExt;
+        if ft.is_fifo() {
+            return "a FIFO (named pipe)";
+        }
+        if ft.is_char_device() || ft.is_block_device() {
+            return "a device";
+        }
+        if ft.is_socket() {
+            return "a socket";
+        }
     }
-    builder.tempfile_in(dir)
+    "not a regular file"
+}
+
+/// Whether two existing paths are the same file (same device and inode on Unix).
+fn same_file(a: &std::fs::Metadata, b: &Path) -> bool {
+    let Ok(b) = std::fs::metadata(b) else {
+        return false;
+    };
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        a.dev() == b.dev() && a.ino() == b.ino()
+    }
+    #[cfg(not(unix))]
+    {
+        a.len() == b.len() && a.modified().ok() == b.modified().ok()
+    }
+}
+
+/// Checks that writing `dest` by renaming a finished file over it destroys nothing it should
+/// not: `dest` must not exist, or be a regular file (not a symbolic link, FIFO, device or
+/// directory, which the rename would replace with a regular file), and must not be one of
+/// `inputs`, the files this run reads. The message says why, for an error naming `dest`.
+pub fn check_output(dest: &Path, inputs: &[&Path]) -> std::result::Result<(), String> {
+    let meta = match std::fs::symlink_metadata(dest) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(format!("cannot check the output path: {e}")),
+    };
+    if !meta.file_type().is_file() {
+        return Err(format!(
+            "is {}; an output must be a new path or a regular file (it is replaced as a whole), \
+             so this one is left alone: give another path",
+            describe_kind(&meta)
+        ));
+    }
+    if let Some(input) = inputs.iter().find(|i| same_file(&meta, i)) {
+        return Err(format!(
+            "is also an input of this run ({}); writing it would destroy what is being read: \
+             give another output path",
+            input.display()
+        ));
+    }
+    Ok(())
+}
+
+/// A temporary file `<prefix>XXXXXX.partial` beside a destination, registered for removal on a
+/// terminating signal, to be renamed over the destination once complete. Created with mode
+/// 0666 less the umask, like any file a program creates, rather than tempfile's private 0600:
+/// the renamed file is ordinary output, and a report or chart readable only by its creator
+/// would surprise whoever shares the directory.
+#[derive(Debug)]
+pub struct PartialFile {
+    // Field order: the file is deleted (if never persisted) before the guard unregisters it.
+    tmp: NamedTempFile,
+    _guard: CleanupGuard,
+}
+
+impl PartialFile {
+    pub fn new_in(dir: &Path, prefix: &str) -> std::io::Result<Self> {
+        let mut builder = tempfile::Builder::new();
+        builder.prefix(prefix).suffix(".partial");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            builder.permissions(std::fs::Permissions::from_mode(0o666));
+        }
+        let tmp = builder.tempfile_in(dir)?;
+        let _guard = CleanupGuard::register(tmp.path());
+        Ok(PartialFile { tmp, _guard })
+    }
+
+    pub fn path(&self) -> &Path {
+        self.tmp.path()
+    }
+
+    pub fn file_mut(&mut self) -> &mut File {
+        self.tmp.as_file_mut()
+    }
+
+    /// Flushes to disk and renames over `dest`, after checking `dest` once more (see
+    /// [`check_output`]; `inputs` as there).
+    pub fn persist(self, dest: &Path, inputs: &[&Path]) -> std::io::Result<()> {
+        check_output(dest, inputs).map_err(std::io::Error::other)?;
+        let PartialFile { tmp, _guard } = self;
+        tmp.as_file().sync_all()?;
+        tmp.persist(dest).map_err(|e| e.error)?;
+        Ok(())
+    }
+}
+
+/// The directory a destination's temporary file goes in: the destination's own.
+pub fn parent_dir(dest: &Path) -> &Path {
+    match dest.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    }
+}
+
+/// Writes `bytes` to `dest` through a temporary file in the same directory and a rename, after
+/// [`check_output`]: an interrupted write leaves no partial file, and nothing that is not a
+/// regular file, nor any of `inputs`, is replaced.
+pub fn write_atomically(dest: &Path, bytes: &[u8], inputs: &[&Path]) -> std::io::Result<()> {
+    check_output(dest, inputs).map_err(std::io::Error::other)?;
+    let mut tmp = PartialFile::new_in(parent_dir(dest), ".gpt2-bench-")?;
+    tmp.file_mut().write_all(bytes)?;
+    tmp.persist(dest, inputs)
 }
 
 /// Writes one weight file; see the module docs.
 pub struct WeightWriter {
     dest: PathBuf,
     /// `None` once [`WeightWriter::finish`] has renamed it into place.
-    tmp: Option<NamedTempFile>,
-    tmp_path: PathBuf,
+    tmp: Option<PartialFile>,
     header_block: Vec<u8>,
     data_offset: u64,
     plan: Vec<TensorInfo>,
@@ -66,6 +239,8 @@ pub struct WeightWriter {
     next: usize,
     written: u64,
     hasher: Xxh3,
+    /// Files the export reads, which the destination must not be.
+    inputs: Vec<PathBuf>,
 }
 
 impl std::fmt::Debug for WeightWriter {
@@ -78,13 +253,15 @@ impl std::fmt::Debug for WeightWriter {
 }
 
 impl WeightWriter {
-    /// Starts a file for `config` at `dest`. Checks the config and tokenizer, and that a file can
-    /// be created in the destination directory, before any tensor is produced.
+    /// Starts a file for `config` at `dest`. Checks the config and tokenizer, that `dest` may be
+    /// replaced ([`check_output`]: not a special file, not one of `inputs`, the files the export
+    /// reads) and that a file can be created in its directory, before any tensor is produced.
     pub fn create(
         dest: impl AsRef<Path>,
         config: &Config,
         provenance: &Provenance,
         tokenizer: &TokenizerData,
+        inputs: &[&Path],
     ) -> Result<Self> {
         let dest = dest.as_ref().to_path_buf();
         let invalid = |e: FormatError| WeightsError::format(&dest, e);
@@ -108,6 +285,10 @@ impl WeightWriter {
                 message: "is a directory; give a file name such as weights/gpt2.bin".into(),
             });
         }
+        check_output(&dest, inputs).map_err(|message| WeightsError::Write {
+            path: dest.clone(),
+            message,
+        })?;
         let dir = match dest.parent() {
             Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
             _ => PathBuf::from("."),
@@ -121,12 +302,11 @@ impl WeightWriter {
                 ),
             });
         }
-        let mut tmp = partial_file_in(&dir, ".gpt2-export-").map_err(|e| WeightsError::Write {
-            path: dest.clone(),
-            message: format!("cannot create a file in {}: {e}", dir.display()),
-        })?;
-        let tmp_path = tmp.path().to_path_buf();
-        partial_files().push(tmp_path.clone());
+        let mut tmp =
+            PartialFile::new_in(&dir, ".gpt2-export-").map_err(|e| WeightsError::Write {
+                path: dest.clone(),
+                message: format!("cannot create a file in {}: {e}", dir.display()),
+            })?;
 
         let (plan, data_len) = format::plan_tensors(config);
         let header_block = format::encode_header_block(config, provenance, tokenizer, &plan);
@@ -134,7 +314,7 @@ impl WeightWriter {
         // I/O errors name the destination (what the user asked for), not the hidden temp file.
         let io = |e| WeightsError::io(&dest, e);
         // The preamble is written last, once the checksums are known; reserve its bytes now.
-        let file = tmp.as_file_mut();
+        let file = tmp.file_mut();
         file.write_all(&[0u8; PREAMBLE_LEN]).map_err(io)?;
         file.write_all(&header_block).map_err(io)?;
         let pad = data_offset as usize - PREAMBLE_LEN - header_block.len();
@@ -143,7 +323,6 @@ impl WeightWriter {
         Ok(WeightWriter {
             dest,
             tmp: Some(tmp),
-            tmp_path,
             header_block,
             data_offset,
             plan,
@@ -151,6 +330,7 @@ impl WeightWriter {
             next: 0,
             written: 0,
             hasher: Xxh3::new(),
+            inputs: inputs.iter().map(|p| p.to_path_buf()).collect(),
         })
     }
 
@@ -160,7 +340,7 @@ impl WeightWriter {
     }
 
     /// Appends the next tensor. Tensors must come in [`Config::expected_tensors`] order, each with
-    /// exactly the number of elements its shape implies.
+    /// exactly the number of elements its shape implies, every value finite.
     pub fn write_tensor(&mut self, name: &str, data: &[f32]) -> Result<()> {
         let Some(info) = self.plan.get(self.next) else {
             return Err(self.write_error(format!("tensor {name} is one more than the model has")));
@@ -179,6 +359,15 @@ impl WeightWriter {
                 info.byte_len / 4
             )));
         }
+        // A NaN or infinity in the weights makes every logit NaN, and greedy decoding then picks
+        // id 0 forever on every backend alike: refused here, once, for every exporter.
+        if let Some(i) = data.iter().position(|x| !x.is_finite()) {
+            return Err(self.write_error(format!(
+                "tensor {name} holds a non-finite value ({}) at index {i}; refusing to export \
+                 weights that would make every output NaN",
+                data[i]
+            )));
+        }
         let (offset, byte_len) = (info.offset, info.byte_len);
         let pad = vec![0u8; (offset - self.written) as usize];
         let bytes: &[u8] = bytemuck::cast_slice(data);
@@ -191,7 +380,7 @@ impl WeightWriter {
                 message: "write after finish()".into(),
             });
         };
-        let file = tmp.as_file_mut();
+        let file = tmp.file_mut();
         file.write_all(&pad)
             .and_then(|_| file.write_all(bytes))
             .map_err(|e| WeightsError::io(path, e))?;
@@ -223,17 +412,18 @@ impl WeightWriter {
         let Some(mut tmp) = self.tmp.take() else {
             return Err(self.write_error("finish() called twice".into()));
         };
-        let file: &mut File = tmp.as_file_mut();
+        let file: &mut File = tmp.file_mut();
         let io = |e| WeightsError::io(&io_path, e);
         file.seek(SeekFrom::Start(0)).map_err(io)?;
         file.write_all(&format::encode_preamble(&preamble))
             .map_err(io)?;
-        file.sync_all().map_err(io)?;
         let dest = self.dest.clone();
-        tmp.persist(&dest).map_err(|e| WeightsError::Write {
-            path: dest.clone(),
-            message: format!("cannot move the finished file into place: {}", e.error),
-        })?;
+        let inputs: Vec<&Path> = self.inputs.iter().map(PathBuf::as_path).collect();
+        tmp.persist(&dest, &inputs)
+            .map_err(|e| WeightsError::Write {
+                path: dest.clone(),
+                message: format!("cannot move the finished file into place: {e}"),
+            })?;
         Ok(dest)
     }
 
@@ -242,14 +432,6 @@ impl WeightWriter {
             path: self.dest.clone(),
             message,
         }
-    }
-}
-
-impl Drop for WeightWriter {
-    fn drop(&mut self) {
-        // The temporary file is gone now: renamed into place by finish(), or deleted by the
-        // NamedTempFile's own destructor right after this.
-        partial_files().retain(|p| p != &self.tmp_path);
     }
 }
 
@@ -266,7 +448,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let ordinary = dir.path().join("ordinary");
         File::create(&ordinary).unwrap();
-        let tmp = partial_file_in(dir.path(), ".test-").unwrap();
+        let tmp = PartialFile::new_in(dir.path(), ".test-").unwrap();
         let name = tmp
             .path()
             .file_name()
@@ -278,7 +460,7 @@ mod tests {
             "{name}"
         );
         let done = dir.path().join("done");
-        tmp.persist(&done).unwrap();
+        tmp.persist(&done, &[]).unwrap();
         let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode(&done), mode(&ordinary));
     }

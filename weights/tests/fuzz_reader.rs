@@ -53,7 +53,7 @@ fn seed_file(dir: &std::path::Path) -> Vec<u8> {
         exporter: "fuzz_reader".into(),
     };
     let path = dir.join("seed.bin");
-    let mut w = WeightWriter::create(&path, &config, &provenance, &tokenizer).unwrap();
+    let mut w = WeightWriter::create(&path, &config, &provenance, &tokenizer, &[]).unwrap();
     for info in w.remaining().to_vec() {
         let n = (info.byte_len / 4) as usize;
         let data: Vec<f32> = (0..n).map(|i| (i % 13) as f32 * 0.01).collect();

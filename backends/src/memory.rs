@@ -1,0 +1,139 @@
+//! What a backend will allocate, checked before it allocates.
+//!
+//! A weight file's config fields are each bounded (`gpt2_weights::format`), but their products
+//! are not: a 7 MB file with `n_ctx` 2^20 and `mlp_hidden` 2^18 asks a backend that sizes its
+//! activations by the context for a terabyte. `vec![0.0; n]` then aborts the process ("memory
+//! allocation failed"), or the product overflows. A backend instead adds up its buffers in a
+//! [`Budget`] with checked arithmetic and asks [`Budget::check`] first, which refuses a total
+//! beyond the machine's physical memory with an error that says how much was needed and for what.
+
+use crate::engine::EngineError;
+
+/// Bytes of `dims` f32 values, `None` if the product overflows.
+pub fn f32_bytes(dims: &[usize]) -> Option<u64> {
+    dims.iter()
+        .try_fold(4u64, |acc, &d| acc.checked_mul(u64::try_from(d).ok()?))
+}
+
+/// Physical memory of this machine in bytes, where the platform says.
+pub fn physical_memory_bytes() -> Option<u64> {
+    #[cfg(unix)]
+    {
+        // SAFETY: sysconf only reads system configuration values; it has no preconditions.
+        let (pages, page_size) = unsafe {
+            (
+                libc::sysconf(libc::_SC_PHYS_PAGES),
+                libc::sysconf(libc::_SC_PAGESIZE),
+            )
+        };
+        if pages > 0 && page_size > 0 {
+            return (pages as u64).checked_mul(page_size as u64);
+        }
+    }
+    None
+}
+
+/// Formats bytes for people: `1.10 TB`, `512.0 MB`.
+pub fn human_bytes(bytes: u64) -> String {
+    let b = bytes as f64;
+    if b >= 1e12 {
+        format!("{:.2} TB", b / 1e12)
+    } else if b >= 1e9 {
+        format!("{:.2} GB", b / 1e9)
+    } else {
+        format!("{:.1} MB", b / 1e6)
+    }
+}
+
+/// The buffers a backend is about to allocate.
+#[derive(Debug)]
+pub struct Budget {
+    backend: &'static str,
+    /// What each buffer is for (with its shape), and its bytes (`None`: overflowed).
+    items: Vec<(String, Option<u64>)>,
+}
+
+impl Budget {
+    pub fn new(backend: &'static str) -> Self {
+        Budget {
+            backend,
+            items: Vec::new(),
+        }
+    }
+
+    /// Adds a buffer of `dims` f32 values, described by `what` (e.g. "MLP activations (n_ctx, H)").
+    pub fn f32s(&mut self, what: impl Into<String>, dims: &[usize]) -> &mut Self {
+        self.items.push((what.into(), f32_bytes(dims)));
+        self
+    }
+
+    /// Total bytes, or an error naming the largest buffer when the total overflows or exceeds
+    /// the machine's physical memory.
+    pub fn check(&self) -> Result<u64, EngineError> {
+        self.check_against(physical_memory_bytes())
+    }
+
+    fn check_against(&self, available: Option<u64>) -> Result<u64, EngineError> {
+        let total = self
+            .items
+            .iter()
+            .try_fold(0u64, |acc, (_, b)| acc.checked_add((*b)?));
+        let largest = self
+            .items
+            .iter()
+            .max_by_key(|(_, b)| b.unwrap_or(u64::MAX))
+            .map(|(what, b)| match b {
+                Some(b) => format!("{what}, {}", human_bytes(*b)),
+                None => format!("{what}, more than 2^64 bytes"),
+            })
+            .unwrap_or_default();
+        let needed = match total {
+            Some(t) if available.is_none_or(|a| t <= a) => return Ok(t),
+            Some(t) => human_bytes(t),
+            None => "more than 2^64 bytes".to_string(),
+        };
+        Err(EngineError::OutOfMemory {
+            backend: self.backend,
+            needed,
+            largest,
+            available: available.map_or_else(|| "?".into(), human_bytes),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_are_checked_products() {
+        assert_eq!(f32_bytes(&[2, 3]), Some(24));
+        assert_eq!(f32_bytes(&[]), Some(4));
+        assert_eq!(f32_bytes(&[usize::MAX, 2]), None);
+        let mut b = Budget::new("simd");
+        b.f32s("x (n_ctx, C)", &[1024, 768])
+            .f32s("fc (n_ctx, H)", &[1024, 3072]);
+        assert_eq!(b.check_against(Some(1 << 30)), Ok(4 * 1024 * (768 + 3072)));
+        assert_eq!(b.check_against(None), Ok(4 * 1024 * (768 + 3072)));
+        let e = b.check_against(Some(1 << 20)).unwrap_err().to_string();
+        assert!(
+            e.contains("simd") && e.contains("fc (n_ctx, H), 12.6 MB"),
+            "{e}"
+        );
+        let mut huge = Budget::new("simd");
+        huge.f32s("fc (n_ctx, H)", &[1 << 20, 1 << 18]);
+        let e = huge.check_against(Some(24 << 30)).unwrap_err().to_string();
+        assert!(e.contains("1.10 TB") && e.contains("25.77 GB"), "{e}");
+        let mut overflow = Budget::new("candle");
+        overflow.f32s("everything", &[usize::MAX, usize::MAX]);
+        let e = overflow.check_against(Some(1)).unwrap_err().to_string();
+        assert!(e.contains("more than 2^64 bytes"), "{e}");
+    }
+
+    #[test]
+    fn this_machine_reports_its_memory() {
+        if cfg!(unix) {
+            assert!(physical_memory_bytes().is_some_and(|b| b > 1 << 26));
+        }
+    }
+}
