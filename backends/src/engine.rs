@@ -49,10 +49,11 @@ pub enum EngineError {
     #[error("unknown backend {name:?}; valid backends: {valid}")]
     UnknownBackend { name: String, valid: String },
     #[error(
-        "{backend}: logit {index} is {value} at step {step} (step 0 is the prefill): the model \
+        "logit {index} is {value} at step {step} (step 0 is the prefill): the model \
          produced a non-finite number, so no token can be chosen; check the weight file for \
          NaN or huge values"
     )]
+    /// Callers name the backend (`backend`) in their context.
     NonFiniteLogits {
         backend: &'static str,
         step: usize,

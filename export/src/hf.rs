@@ -331,6 +331,15 @@ fn read_tokenizer_files(
         path: files[0].clone(),
         message,
     };
+    // Checked before the table is allocated: vocab_size comes from config.json, and a lying
+    // value must not allocate gigabytes for a tokenizer of a few hundred tokens.
+    if vocab.len() != config.vocab_size as usize {
+        return Err(bad(format!(
+            "the tokenizer has {} tokens but config.json says vocab_size {}",
+            vocab.len(),
+            config.vocab_size
+        )));
+    }
     let mut tokens = vec![None; config.vocab_size as usize];
     for (token, id) in vocab {
         let shown = gpt2_weights::input::printable(&token);

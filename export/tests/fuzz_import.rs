@@ -11,78 +11,10 @@ mod fuzz_support;
 
 use fuzz_support::{Rng, iterations_and_seed, largest_allocation};
 
-use std::path::Path;
+mod support;
+use support::tiny_checkpoint as write_checkpoint;
 
 use gpt2_export::hf::export_dir;
-use safetensors::Dtype;
-use safetensors::tensor::TensorView;
-use serde_json::json;
-
-/// A tiny GPT-2 checkpoint (1 layer, n_embd 8, a 257-token byte-level vocabulary); returns the
-/// bytes of its model.safetensors.
-fn write_checkpoint(dir: &Path) -> Vec<u8> {
-    let (c, h, v, n_ctx) = (8usize, 32usize, 257usize, 16usize);
-    std::fs::write(
-        dir.join("config.json"),
-        json!({
-            "model_type": "gpt2", "activation_function": "gelu_new",
-            "n_layer": 1, "n_head": 2, "n_embd": c, "vocab_size": v, "n_positions": n_ctx,
-            "n_ctx": n_ctx, "layer_norm_epsilon": 1e-5, "n_inner": null,
-        })
-        .to_string(),
-    )
-    .unwrap();
-    let alphabet = gpt2_weights::tokenizer::bytes_to_unicode();
-    let mut vocab: serde_json::Map<_, _> = alphabet
-        .iter()
-        .enumerate()
-        .map(|(i, ch)| (ch.to_string(), json!(i)))
-        .collect();
-    vocab.insert("<|endoftext|>".into(), json!(256));
-    std::fs::write(
-        dir.join("vocab.json"),
-        serde_json::Value::Object(vocab).to_string(),
-    )
-    .unwrap();
-    std::fs::write(dir.join("merges.txt"), "#version: 0.2\n").unwrap();
-    let shapes: Vec<(String, Vec<usize>)> = vec![
-        ("wte.weight".into(), vec![v, c]),
-        ("wpe.weight".into(), vec![n_ctx, c]),
-        ("h.0.ln_1.weight".into(), vec![c]),
-        ("h.0.ln_1.bias".into(), vec![c]),
-        ("h.0.attn.c_attn.weight".into(), vec![c, 3 * c]),
-        ("h.0.attn.c_attn.bias".into(), vec![3 * c]),
-        ("h.0.attn.c_proj.weight".into(), vec![c, c]),
-        ("h.0.attn.c_proj.bias".into(), vec![c]),
-        ("h.0.ln_2.weight".into(), vec![c]),
-        ("h.0.ln_2.bias".into(), vec![c]),
-        ("h.0.mlp.c_fc.weight".into(), vec![c, h]),
-        ("h.0.mlp.c_fc.bias".into(), vec![h]),
-        ("h.0.mlp.c_proj.weight".into(), vec![h, c]),
-        ("h.0.mlp.c_proj.bias".into(), vec![c]),
-        ("ln_f.weight".into(), vec![c]),
-        ("ln_f.bias".into(), vec![c]),
-    ];
-    let data: Vec<Vec<u8>> = shapes
-        .iter()
-        .map(|(_, s)| {
-            (0..s.iter().product::<usize>())
-                .flat_map(|i| ((i % 7) as f32 * 0.1).to_le_bytes())
-                .collect()
-        })
-        .collect();
-    let views: Vec<(String, TensorView)> = shapes
-        .iter()
-        .zip(&data)
-        .map(|((n, s), b)| {
-            (
-                n.clone(),
-                TensorView::new(Dtype::F32, s.clone(), b).unwrap(),
-            )
-        })
-        .collect();
-    safetensors::serialize(views, None).unwrap()
-}
 
 fn mutate(rng: &mut Rng, seed: &[u8]) -> Vec<u8> {
     let mut b = seed.to_vec();

@@ -82,7 +82,7 @@ pub fn run(
             .prefill(&golden.prompt_token_ids)
             .with_context(|| format!("backend {name}"))?
             .to_vec();
-        check_finite(engine.name(), 0, &logits)?;
+        check_finite(engine.name(), 0, &logits).with_context(|| format!("backend {name}"))?;
         let mut outcome = Outcome {
             backend: name.clone(),
             first_wrong_token: None,
@@ -106,7 +106,8 @@ pub fn run(
                     .step(token)
                     .with_context(|| format!("backend {name}"))?
                     .to_vec();
-                check_finite(engine.name(), step + 1, &logits)?;
+                check_finite(engine.name(), step + 1, &logits)
+                    .with_context(|| format!("backend {name}"))?;
             }
         }
         outcomes.push(outcome);

@@ -236,8 +236,10 @@ pub fn compare(
                 now: *now_s,
                 ratio,
                 ratio_stddev,
-                // Written so that a NaN anywhere counts as a regression, never as a pass.
-                regression: !((1.0 - ratio) - ratio_stddev <= max_slowdown),
+                // A NaN anywhere counts as a regression, never as a pass.
+                regression: ((1.0 - ratio) - ratio_stddev)
+                    .partial_cmp(&max_slowdown)
+                    .is_none_or(|o| o == std::cmp::Ordering::Greater),
             });
         }
     }
@@ -330,5 +332,40 @@ mod tests {
         // 30% slower with a tight spread.
         let (r, sd) = ratio(&summary(70.0, 1.0), &summary(100.0, 1.0));
         assert!((1.0 - r) - sd > max);
+    }
+
+    /// A saved report of this project, mutated (values of the wrong type, huge, negative or
+    /// non-finite numbers, cut short, ...): loading it as a baseline must give a baseline whose
+    /// every rate is positive and finite, or an error; never a panic.
+    #[test]
+    fn mutated_baselines_are_errors_or_valid_never_panics() {
+        use crate::fuzz_support::{Rng, iterations_and_seed, mutate_json};
+        let seed_report: &[u8] =
+            include_bytes!("../../bench-results/2026-11-22-4c22cf8015c2-synthetic-gpt2.json");
+        let (iterations, seed) = iterations_and_seed(2_000);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("baseline.json");
+        std::fs::write(&path, seed_report).unwrap();
+        Baseline::load(&path).expect("the seed report loads");
+        let mut rng = Rng(seed);
+        let mut accepted = 0;
+        for i in 0..iterations {
+            let bytes = mutate_json(&mut rng, seed_report);
+            std::fs::write(&path, &bytes).unwrap();
+            match Baseline::load(&path) {
+                Ok(b) => {
+                    accepted += 1;
+                    assert!(validate(&b.file).is_ok(), "iteration {i}");
+                }
+                Err(e) => {
+                    let text = format!("{e:#}");
+                    assert!(text.contains("--baseline"), "iteration {i}: {text}");
+                }
+            }
+        }
+        assert!(
+            accepted > 0 && accepted < iterations,
+            "{accepted} of {iterations} accepted"
+        );
     }
 }

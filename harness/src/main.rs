@@ -10,6 +10,10 @@
 
 mod check;
 mod compare;
+/// The fuzz tests' generator and mutators (shared with the other crates' fuzz tests).
+#[cfg(test)]
+#[path = "../../weights/tests/fuzz_support/mod.rs"]
+mod fuzz_support;
 mod gate;
 mod generate;
 mod machine;
@@ -28,7 +32,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use clap::{Args, Parser, Subcommand};
+use clap::parser::ValueSource;
+use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use gpt2_backends::{BACKENDS, DeviceChoice, EngineOptions};
 use gpt2_export::cli::{self, EXIT_INPUT, EXIT_MISMATCH, EXIT_OK, EXIT_REGRESSION};
 use gpt2_weights::{Gpt2Tokenizer, StreamDecoder, WeightFile};
@@ -214,14 +219,58 @@ struct RunArgs {
 fn main() -> ExitCode {
     // Temporary files and directories are removed on Ctrl-C and every other terminating signal.
     cli::install_signal_cleanup();
-    let parsed = match Cli::try_parse() {
+    let parsed = Cli::command()
+        .try_get_matches()
+        .and_then(|m| Cli::from_arg_matches(&m).map(|cli| (cli, m)));
+    let (parsed, matches) = match parsed {
         Ok(parsed) => parsed,
         Err(e) => return ExitCode::from(cli::clap_exit(&e)),
     };
-    ExitCode::from(run(parsed).unwrap_or_else(|e| cli::report_error(&e)))
+    ExitCode::from(run(parsed, &matches).unwrap_or_else(|e| cli::report_error(&e)))
 }
 
-fn run(parsed: Cli) -> anyhow::Result<u8> {
+/// Flags that only one mode reads. A flag given on the command line for a mode that would
+/// ignore it is an error, never silently dropped (`--backend x --save DIR` would save nothing).
+const COMPARE_ONLY: &[&str] = &[
+    "backends",
+    "reference",
+    "no_roofline",
+    "runs",
+    "warmup",
+    "save",
+    "plot",
+    "baseline",
+    "max_slowdown",
+    "format",
+];
+const SINGLE_ONLY: &[&str] = &["ignore_eos", "profile", "explain"];
+
+fn check_mode_flags(matches: &ArgMatches, args: &RunArgs) -> anyhow::Result<()> {
+    let given = |id: &&&str| matches.value_source(id) == Some(ValueSource::CommandLine);
+    let flag = |id: &str| format!("--{}", id.replace('_', "-"));
+    let (mode, not_here): (&str, Vec<&str>) = if args.roofline {
+        let mut ids = COMPARE_ONLY.to_vec();
+        ids.extend(SINGLE_ONLY);
+        ids.extend(["prompt", "prompt_ids", "prompt_tokens", "max_tokens"]);
+        ("--roofline", ids)
+    } else if args.compare {
+        ("--compare", SINGLE_ONLY.to_vec())
+    } else if args.backend.is_some() {
+        ("--backend", COMPARE_ONLY.to_vec())
+    } else {
+        return Ok(());
+    };
+    if let Some(id) = not_here.iter().find(given) {
+        bail!(
+            "{} does not apply to {mode}, which would ignore it; remove it (see --help for \
+             which flags each mode takes)",
+            flag(id)
+        );
+    }
+    Ok(())
+}
+
+fn run(parsed: Cli, matches: &ArgMatches) -> anyhow::Result<u8> {
     match parsed.command {
         Some(Command::Inspect { file, tensors }) => {
             let f = WeightFile::open(&file)?;
@@ -266,6 +315,7 @@ fn run(parsed: Cli) -> anyhow::Result<u8> {
         None => {}
     }
     let args = parsed.run;
+    check_mode_flags(matches, &args)?;
     if args.roofline {
         let options = engine_options(args.threads, args.device)?;
         let path = model::resolve(args.model.as_deref(), args.quiet)?;
@@ -586,6 +636,11 @@ fn run_compare(
     if let Some(path) = &args.plot {
         gpt2_weights::write::check_output(path, &inputs)
             .map_err(|m| anyhow::anyhow!("--plot {}: {m}", path.display()))?;
+    }
+    if let Some(dir) = &args.save {
+        let history = dir.join("history.md");
+        gpt2_weights::write::check_output(&history, &inputs)
+            .map_err(|m| anyhow::anyhow!("--save: {}: {m}", history.display()))?;
     }
     let date_utc = machine::now_utc();
     let load_before = machine::load_average_1min();

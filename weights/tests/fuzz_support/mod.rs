@@ -3,6 +3,8 @@
 //! the largest single allocation while tracking is on, a small seeded generator, and the
 //! environment knobs.
 
+#![allow(dead_code)]
+
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
@@ -77,4 +79,67 @@ pub fn iterations_and_seed(default_iters: u64) -> (u64, u64) {
         env_or("GPT2_BENCH_FUZZ_ITERS", default_iters),
         env_or("GPT2_BENCH_FUZZ_SEED", 1),
     )
+}
+
+/// Values spliced into JSON in place of a number or a value: the wrong type, out of range,
+/// huge, negative, or non-finite.
+const JSON_VALUES: [&str; 14] = [
+    "1e309",
+    "-1",
+    "18446744073709551616",
+    "4294967296",
+    "0",
+    "null",
+    "\"x\"",
+    "\"\\u001b[2J\"",
+    "[]",
+    "{}",
+    "true",
+    "1.5",
+    "-0.0",
+    "99999999999999999999999999",
+];
+
+/// Mutates a JSON document: bytes flipped, digits and delimiters changed, values replaced by
+/// other types or extreme numbers, slices duplicated, the text cut short.
+pub fn mutate_json(rng: &mut Rng, seed: &[u8]) -> Vec<u8> {
+    let mut b = seed.to_vec();
+    for _ in 0..1 + rng.below(3) {
+        if b.is_empty() {
+            b.push(b'{');
+            continue;
+        }
+        let i = rng.below(b.len());
+        match rng.below(8) {
+            0 => b[i] = b"0123456789"[rng.below(10)],
+            1 => b[i] = b"[]{},:\"-.eE"[rng.below(11)],
+            2 => b.truncate(i),
+            3 | 4 => {
+                // Replace the value after a ':' (or the number at i) with another JSON value.
+                let start = if rng.below(2) == 0 {
+                    b[i..].iter().position(|&c| c == b':').map(|p| i + p + 1)
+                } else {
+                    b[i..].iter().position(u8::is_ascii_digit).map(|p| i + p)
+                };
+                if let Some(start) = start {
+                    let end = b[start..]
+                        .iter()
+                        .position(|&c| matches!(c, b',' | b'}' | b']'))
+                        .map_or(b.len(), |p| start + p);
+                    let value = JSON_VALUES[rng.below(JSON_VALUES.len())].as_bytes();
+                    b.splice(start..end, value.iter().copied());
+                }
+            }
+            5 => b[i] = rng.next() as u8,
+            6 => {
+                let end = (i + rng.below(64)).min(b.len());
+                let copy = b[i..end].to_vec();
+                b.splice(i..i, copy);
+            }
+            _ => {
+                b.remove(i);
+            }
+        }
+    }
+    b
 }
