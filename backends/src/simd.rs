@@ -21,7 +21,7 @@
 use gpt2_weights::{Config, Gpt2Weights};
 
 use crate::engine::{Engine, EngineError, EngineInfo, History, check_prompt, check_step};
-use crate::kernels::team::{Shared, Team};
+use crate::kernels::team::{Shared, Team, TeamSizer};
 use crate::kernels::{Compute, Isa, Kernels, attend_head};
 use crate::memory::Budget;
 use crate::profile::{Op, OpTimes, Profiler, timed};
@@ -47,6 +47,7 @@ pub struct SimdModel<'w> {
     v_cache: Vec<f32>, // (n_layer, n_head, n_ctx, D)
     pos: usize,        // positions stored so far
     team: Team,        // claim counters and barrier of a decode step
+    sizer: TeamSizer,  // how many threads the next decode step runs on
     profiler: Profiler,
 }
 
@@ -88,6 +89,7 @@ impl<'w> SimdModel<'w> {
         let threads = compute.threads();
         Ok(SimdModel {
             team: Team::new(threads, TEAM_OPS_PER_LAYER * c.n_layer as usize + 1),
+            sizer: TeamSizer::new(threads),
             compute,
             x: zeros(n_ctx * e),
             ln: zeros(n_ctx.max(threads) * e),
@@ -205,7 +207,9 @@ impl<'w> SimdModel<'w> {
         kern.add(x, &w.wpe[pos * c..(pos + 1) * c]);
         self.profiler.stop(Op::Embedding, start);
 
-        self.team.reset();
+        let size = self.sizer.next_size();
+        self.team.reset_for(size);
+        let step_start = std::time::Instant::now();
         let team = &self.team;
         let profiling = self.profiler.enabled();
         let width = (3 * c).max(h);
@@ -222,8 +226,7 @@ impl<'w> SimdModel<'w> {
         let logits = Shared::new(&mut self.logits);
         let zeros = compute.zeros(d);
 
-        let times = compute.pool().broadcast(|ctx| {
-            let me = ctx.index();
+        let step = |me: usize| {
             let mut op = 0;
             let mut clock = PhaseClock::new(profiling && me == 0);
             // SAFETY: row `me` of `ln` belongs to this thread for the whole step.
@@ -310,7 +313,15 @@ impl<'w> SimdModel<'w> {
             });
             clock.mark(Op::OutputLayer);
             clock.into_times()
-        });
+        };
+        // The whole pool, or (when the sizer finds that faster, on a busy machine) this thread
+        // alone: the same blocks in the same order either way.
+        let times = if size == 1 {
+            vec![step(0)]
+        } else {
+            compute.pool().broadcast(|ctx| step(ctx.index()))
+        };
+        self.sizer.record(size, step_start.elapsed().as_secs_f64());
         for t in times.iter().flatten() {
             self.profiler.add(t);
         }
@@ -580,6 +591,12 @@ impl<'w> SimdKvEngine<'w> {
         Ok(SimdKvEngine {
             model: SimdModel::new(w, kernels, threads, "simd-kv")?,
         })
+    }
+
+    /// Replaces how decode steps choose their team's size (tests, benchmarks).
+    pub fn with_sizer(mut self, sizer: TeamSizer) -> Self {
+        self.model.sizer = sizer;
+        self
     }
 }
 

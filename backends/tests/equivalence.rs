@@ -210,3 +210,43 @@ fn every_backend_profiles_every_operation_only_when_asked() {
         assert_eq!(e.take_profile(), None, "{name}");
     }
 }
+
+/// simd-kv decodes the same bits whether a step runs on the whole team or on one thread (the
+/// team sizer switches between them on a busy machine): steps alternating the two sizes give
+/// exactly the logits of steps that always use the full team.
+#[test]
+fn simd_kv_team_size_never_changes_a_bit() {
+    use gpt2_backends::Engine;
+    use gpt2_backends::kernels::Kernels;
+    use gpt2_backends::kernels::team::TeamSizer;
+    use gpt2_backends::simd::SimdKvEngine;
+    let tmp = tempfile::tempdir().unwrap();
+    let f = synthetic(tmp.path(), odd_config(), "odd", 4);
+    let w = f.gpt2().unwrap();
+    for (set, kernels) in [
+        ("detected", Kernels::detect()),
+        ("scalar", Kernels::scalar()),
+    ] {
+        for threads in [2, 3] {
+            let fixed = TeamSizer::with_adaptive(threads, false);
+            let mut a = SimdKvEngine::new(w.clone(), kernels, threads)
+                .unwrap()
+                .with_sizer(fixed);
+            let mut b = SimdKvEngine::new(w.clone(), kernels, threads)
+                .unwrap()
+                .with_sizer(TeamSizer::alternating(threads));
+            let prompt = [15496, 995, 11, 314];
+            assert_eq!(a.prefill(&prompt).unwrap(), b.prefill(&prompt).unwrap());
+            let mut t = 7;
+            for step in 0..12 {
+                let got_a = a.step(t).unwrap().to_vec();
+                let got_b = b.step(t).unwrap().to_vec();
+                assert_eq!(
+                    got_a, got_b,
+                    "{set} kernels, {threads} threads, step {step}"
+                );
+                t = argmax(&got_a);
+            }
+        }
+    }
+}

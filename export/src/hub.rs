@@ -68,10 +68,12 @@ pub fn fetch(repo_id: &str, revision: Option<&str>, quiet: bool) -> Result<PathB
                 repo: repo_id.into(),
                 message: "has neither model.safetensors nor model.safetensors.index.json".into(),
             })?;
-        let text = std::fs::read_to_string(&index).map_err(|e| ExportError::Io {
-            path: index.clone(),
-            source: e,
-        })?;
+        let limit = gpt2_weights::input::MAX_TEXT_FILE_BYTES;
+        let text =
+            gpt2_weights::input::read_text_limited(&index, limit).map_err(|e| ExportError::Io {
+                path: index.clone(),
+                source: e,
+            })?;
         let v: serde_json::Value =
             serde_json::from_str(&text).map_err(|e| ExportError::Checkpoint {
                 path: index.clone(),

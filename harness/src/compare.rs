@@ -352,7 +352,12 @@ pub fn machine_warnings(load_before: Option<f64>, cores: usize, threads: usize) 
         w.push(format!(
             "the machine was busy before this run (1-minute load average {load:.2} on {cores} \
              cores): other programs compete for cores and memory bandwidth, so timings may be \
-             low and noisy"
+             low and noisy. To measure the code, close them or rerun when the load is below \
+             {:.1}; to measure what a busy machine gives, keep them: simd-kv then sizes its \
+             decode team step by step, and the other multi-threaded backends may run faster \
+             with --threads {}",
+            0.5 * cores as f64,
+            cores.saturating_sub(1).max(1)
         ));
     }
     w

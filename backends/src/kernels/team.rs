@@ -13,7 +13,18 @@
 //! Work is claimed dynamically (a counter per operation), so a core slowed by another program
 //! takes fewer blocks instead of holding the other one at the barrier; results stay
 //! deterministic because every block writes its own output range and partial sums are added in
-//! block order, whoever computed them.
+//! block order, whoever computed them, and however many threads the team has.
+//!
+//! # On a busy machine
+//! A barrier still waits for every thread of the team, and a step has six per layer. When
+//! another program takes a core, the operating system deschedules one of the team's threads for
+//! whole time slices, and every barrier that falls in one waits for it: measured here with one
+//! `yes > /dev/null` beside it, two threads decoded at about half the speed of one. Spinning
+//! longer or yielding sooner does not help (the waiting thread has nothing to do but wait). So
+//! the team's size is chosen per step by [`TeamSizer`]: it times the steps, keeps the size
+//! (all threads, or one) whose recent steps were faster, and now and then tries the other one,
+//! less and less often while the choice keeps being confirmed. Because results do not depend on
+//! the team's size, switching never changes a token.
 
 use std::marker::PhantomData;
 use std::ops::Range;
@@ -39,6 +50,12 @@ impl SpinBarrier {
             arrived: AtomicUsize::new(0),
             epoch: AtomicUsize::new(0),
         }
+    }
+
+    /// Sets how many threads the next rounds wait for. Call only between rounds, with no
+    /// thread waiting (it takes `&mut self`).
+    pub fn set_threads(&mut self, threads: usize) {
+        self.threads = threads.max(1);
     }
 
     /// Returns once every thread has called `wait` (for this round). Everything a thread wrote
@@ -78,6 +95,13 @@ impl Team {
         }
     }
 
+    /// Makes every counter claimable again and sizes the barrier for a step of `threads`
+    /// threads. Call before the step, outside it.
+    pub fn reset_for(&mut self, threads: usize) {
+        self.barrier.set_threads(threads);
+        self.reset();
+    }
+
     /// Makes every counter claimable again. Call before the step, outside it.
     pub fn reset(&mut self) {
         for c in &mut self.counters {
@@ -98,6 +122,120 @@ impl Team {
             work(block);
         }
         self.barrier.wait();
+    }
+}
+
+/// Chooses, step by step, whether a decode step runs on every thread of the pool or on the
+/// calling thread alone (see the module docs, "On a busy machine").
+///
+/// It keeps a moving average of the step time of the size in use, and the time of the latest
+/// step of the other. Every `explore_every` steps it runs the other size once to refresh that. An exploration that confirms the current choice doubles the interval (up to
+/// [`TeamSizer::MAX_EXPLORE_EVERY`]), so on a steady machine the cost of looking is a fraction
+/// of a percent; one that finds the other size faster by more than
+/// [`TeamSizer::SWITCH_MARGIN`] switches to it and looks again soon.
+#[derive(Debug, Clone)]
+pub struct TeamSizer {
+    /// The pool's threads; with 1 there is nothing to choose.
+    full: usize,
+    /// Whether the current choice is the full team (else one thread).
+    use_full: bool,
+    /// Moving averages of a step's seconds: [one thread, full team]; `None` until measured.
+    average: [Option<f64>; 2],
+    /// Steps until the next exploration, and the current interval.
+    countdown: u32,
+    explore_every: u32,
+    /// Whether the step being run is an exploration.
+    exploring: bool,
+    /// Off: always the full team (`GPT2_BENCH_FIXED_TEAM=1`, for A/B comparisons).
+    adaptive: bool,
+}
+
+impl TeamSizer {
+    /// Exploration interval after a switch, in steps.
+    pub const FIRST_EXPLORE_EVERY: u32 = 8;
+    /// Longest exploration interval, in steps.
+    pub const MAX_EXPLORE_EVERY: u32 = 256;
+    /// The other size must be this much faster (as a fraction) to be switched to.
+    pub const SWITCH_MARGIN: f64 = 0.05;
+    /// Weight of the newest step in a moving average.
+    const NEW_WEIGHT: f64 = 0.3;
+
+    /// A sizer for a pool of `full` threads; adaptive unless `GPT2_BENCH_FIXED_TEAM=1`.
+    pub fn new(full: usize) -> Self {
+        let fixed = std::env::var_os("GPT2_BENCH_FIXED_TEAM").is_some_and(|v| v == "1");
+        Self::with_adaptive(full, !fixed)
+    }
+
+    pub fn with_adaptive(full: usize, adaptive: bool) -> Self {
+        TeamSizer {
+            full: full.max(1),
+            use_full: true,
+            average: [None, None],
+            countdown: Self::FIRST_EXPLORE_EVERY,
+            explore_every: Self::FIRST_EXPLORE_EVERY,
+            exploring: false,
+            adaptive,
+        }
+    }
+
+    /// A sizer that alternates one thread and the full team every step, whatever the times: for
+    /// tests that results do not depend on the team's size.
+    pub fn alternating(full: usize) -> Self {
+        TeamSizer {
+            explore_every: 1,
+            countdown: 1,
+            ..Self::with_adaptive(full, true)
+        }
+    }
+
+    /// The number of threads for the next step.
+    pub fn next_size(&mut self) -> usize {
+        if self.full == 1 || !self.adaptive {
+            return self.full;
+        }
+        if self.explore_every == 1 {
+            self.use_full = !self.use_full;
+            return if self.use_full { self.full } else { 1 };
+        }
+        self.countdown = self.countdown.saturating_sub(1);
+        self.exploring = self.countdown == 0;
+        let full = self.use_full != self.exploring;
+        if full { self.full } else { 1 }
+    }
+
+    /// Records how long a step of `size` threads took, and updates the choice.
+    pub fn record(&mut self, size: usize, seconds: f64) {
+        if self.full == 1 || !self.adaptive || !seconds.is_finite() || self.explore_every == 1 {
+            return;
+        }
+        let i = usize::from(size != 1);
+        // The size in use is averaged over its consecutive steps; the explored size was last run
+        // long ago, so its one fresh step replaces what is known of it.
+        self.average[i] = Some(match self.average[i] {
+            Some(avg) if !self.exploring => avg + Self::NEW_WEIGHT * (seconds - avg),
+            _ => seconds,
+        });
+        if !self.exploring {
+            return;
+        }
+        self.exploring = false;
+        let (current, other) = (usize::from(self.use_full), usize::from(!self.use_full));
+        let faster = match (self.average[current], self.average[other]) {
+            (Some(cur), Some(oth)) => oth < cur * (1.0 - Self::SWITCH_MARGIN),
+            _ => false,
+        };
+        if faster {
+            self.use_full = !self.use_full;
+            self.explore_every = Self::FIRST_EXPLORE_EVERY;
+        } else {
+            self.explore_every = (self.explore_every * 2).min(Self::MAX_EXPLORE_EVERY);
+        }
+        self.countdown = self.explore_every;
+    }
+
+    /// Whether the full team is the current choice.
+    pub fn uses_full_team(&self) -> bool {
+        self.use_full || self.full == 1
     }
 }
 
@@ -156,6 +294,56 @@ impl<'a> Shared<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Runs `steps` steps through a sizer, with step times from `cost(size, step)`; returns the
+    /// sizes it chose.
+    fn drive(
+        sizer: &mut TeamSizer,
+        steps: usize,
+        cost: impl Fn(usize, usize) -> f64,
+    ) -> Vec<usize> {
+        (0..steps)
+            .map(|step| {
+                let size = sizer.next_size();
+                sizer.record(size, cost(size, step));
+                size
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_sizer_keeps_the_faster_size_and_looks_less_often_while_it_stays_faster() {
+        // A quiet machine: two threads take 18 ms, one takes 28 ms.
+        let mut sizer = TeamSizer::with_adaptive(2, true);
+        let quiet = |size: usize, _| if size == 2 { 0.018 } else { 0.028 };
+        let sizes = drive(&mut sizer, 1000, quiet);
+        let singles = sizes.iter().filter(|&&s| s == 1).count();
+        // Explorations at steps 8, 24, 56, 120, 248, 504, 760: 7 of 1000.
+        assert_eq!(singles, 7, "{sizes:?}");
+        assert!(sizer.uses_full_team());
+        // Then another program takes a core: two threads now take 60 ms, one 30 ms.
+        let busy = |size: usize, _| if size == 2 { 0.060 } else { 0.030 };
+        let sizes = drive(&mut sizer, 600, busy);
+        let first_single = sizes.iter().position(|&s| s == 1).unwrap();
+        assert!(first_single <= 256, "{first_single}");
+        // After the exploration that found it, one thread is kept, with rare checks of two.
+        let after = &sizes[first_single..];
+        let fulls = after.iter().filter(|&&s| s == 2).count();
+        assert!(!sizer.uses_full_team());
+        assert!(fulls * 20 < after.len(), "{fulls} of {}", after.len());
+        // And back when the machine is quiet again.
+        drive(&mut sizer, 600, quiet);
+        assert!(sizer.uses_full_team());
+    }
+
+    #[test]
+    fn a_fixed_or_single_thread_sizer_never_changes() {
+        let mut fixed = TeamSizer::with_adaptive(4, false);
+        let sizes = drive(&mut fixed, 100, |s, _| s as f64);
+        assert!(sizes.iter().all(|&s| s == 4));
+        let mut one = TeamSizer::with_adaptive(1, true);
+        assert!(drive(&mut one, 100, |_, _| 1.0).iter().all(|&s| s == 1));
+    }
 
     #[test]
     fn barrier_orders_the_rounds_and_blocks_are_claimed_once() {
