@@ -31,44 +31,9 @@ use candle_core::{D, DType, Device, Tensor};
 use gpt2_weights::{Config, Gpt2Weights};
 use rayon::prelude::*;
 
-use crate::engine::{Engine, EngineError, EngineInfo, check_prompt, check_step};
+use crate::engine::{DeviceChoice, Engine, EngineError, EngineInfo, check_prompt, check_step};
 use crate::memory::Budget;
 use crate::profile::{Op, OpTimes, Profiler, timed};
-
-/// Where candle computes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum DeviceChoice {
-    #[default]
-    Cpu,
-    /// A CUDA GPU by ordinal (needs the `cuda` cargo feature).
-    Cuda(usize),
-}
-
-impl std::str::FromStr for DeviceChoice {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "cpu" => Ok(DeviceChoice::Cpu),
-            "cuda" => Ok(DeviceChoice::Cuda(0)),
-            _ => match s.strip_prefix("cuda:").map(str::parse::<usize>) {
-                Some(Ok(ordinal)) => Ok(DeviceChoice::Cuda(ordinal)),
-                _ => Err(format!(
-                    "unknown device {s:?}; use cpu, cuda or cuda:N (N = GPU ordinal)"
-                )),
-            },
-        }
-    }
-}
-
-impl std::fmt::Display for DeviceChoice {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            DeviceChoice::Cpu => write!(f, "cpu"),
-            DeviceChoice::Cuda(ordinal) => write!(f, "cuda:{ordinal}"),
-        }
-    }
-}
 
 /// Whether this build can use CUDA at all.
 pub const CUDA_COMPILED: bool = cfg!(feature = "cuda");

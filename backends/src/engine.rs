@@ -11,6 +11,42 @@ use gpt2_weights::Config;
 
 use crate::profile::OpTimes;
 
+/// Where a backend computes: the CPU, or a CUDA GPU (the `candle` backend, built with the
+/// `cuda` feature).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DeviceChoice {
+    #[default]
+    Cpu,
+    /// A CUDA GPU by ordinal (needs the `cuda` cargo feature).
+    Cuda(usize),
+}
+
+impl std::str::FromStr for DeviceChoice {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "cpu" => Ok(DeviceChoice::Cpu),
+            "cuda" => Ok(DeviceChoice::Cuda(0)),
+            _ => match s.strip_prefix("cuda:").map(str::parse::<usize>) {
+                Some(Ok(ordinal)) => Ok(DeviceChoice::Cuda(ordinal)),
+                _ => Err(format!(
+                    "unknown device {s:?}; use cpu, cuda or cuda:N (N = GPU ordinal)"
+                )),
+            },
+        }
+    }
+}
+
+impl std::fmt::Display for DeviceChoice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DeviceChoice::Cpu => write!(f, "cpu"),
+            DeviceChoice::Cuda(ordinal) => write!(f, "cuda:{ordinal}"),
+        }
+    }
+}
+
 /// What a backend is and does, for the results table and JSON.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EngineInfo {

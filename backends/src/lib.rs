@@ -12,11 +12,12 @@
 //! | `simd-kv` | [`simd`] | the same kernels plus a KV cache: one new position per step |
 //! | `candle` | [`candle_engine`] | a tensor library (candle-core) instead of our own kernels; KV cache; CUDA behind a feature |
 //!
-//! [`create`] builds a backend by name; [`BACKENDS`] lists the names.
+//! [`create`] builds a backend by name; [`REGISTRY`] lists them, with what each can do.
 
 // Output goes through gpt2_export::cli (a closed pipe must not panic): no print macros.
 #![deny(clippy::print_stdout, clippy::print_stderr)]
 
+#[cfg(feature = "candle")]
 pub mod candle_engine;
 pub mod engine;
 pub mod kernels;
@@ -24,17 +25,22 @@ pub mod memory;
 pub mod naive;
 pub mod ndarray_engine;
 pub mod profile;
+pub mod registry;
 pub mod simd;
 pub mod testing;
 
-pub use candle_engine::DeviceChoice;
-pub use engine::{Engine, EngineError, EngineInfo};
+pub use engine::{DeviceChoice, Engine, EngineError, EngineInfo};
 use gpt2_weights::Gpt2Weights;
+pub use registry::{BackendSpec, REGISTRY, names as backend_names};
 
-/// Backend names, in the order `--compare` runs them (the first is the default reference).
-pub const BACKENDS: &[&str] = &["naive", "ndarray", "simd", "simd-kv", "candle"];
+/// Largest |logit difference| accepted between backends, and against Hugging Face transformers
+/// in the golden check. GPT-2's logits are in the tens to hundreds (synthetic ones have a
+/// standard deviation of about 8); backends that sum in a different order differ by ~1e-5 per
+/// value, so this leaves two orders of magnitude of margin while catching any real bug (which
+/// moves logits by O(1)).
+pub const LOGIT_TOLERANCE: f32 = 2e-3;
 
-/// Options every backend understands.
+/// Options every backend understands, and the process settings they imply.
 #[derive(Debug, Clone)]
 pub struct EngineOptions {
     /// Threads to compute with (backends that are single-threaded ignore it and report 1).
@@ -55,39 +61,55 @@ impl Default for EngineOptions {
     }
 }
 
+impl EngineOptions {
+    /// Sets the environment variables the libraries behind the backends read once, at their
+    /// first use: matrixmultiply's thread count (`MATMUL_NUM_THREADS`, the ndarray backend),
+    /// rayon's (`RAYON_NUM_THREADS`: candle's matrix products), and candle's spin limit.
+    ///
+    /// candle runs elementwise operations on its own worker threads, which spin for a while
+    /// after each operation (25,000 turns by default) before sleeping; on a machine with as many
+    /// cores as threads they then take cores from the matrix products' rayon workers. A short
+    /// spin (500) measured ~10% faster prefill here (README.md, section "candle"); a value the
+    /// user set is kept.
+    ///
+    /// # Safety
+    /// No other thread may read or write the environment while this runs: call it early in
+    /// `main`, before any backend, pool or thread that reads the environment exists.
+    pub unsafe fn apply_process_settings(&self) {
+        let threads = self.threads.to_string();
+        // SAFETY: the caller guarantees that no other thread touches the environment now.
+        unsafe {
+            std::env::set_var("MATMUL_NUM_THREADS", &threads);
+            std::env::set_var("RAYON_NUM_THREADS", &threads);
+            if std::env::var_os("CANDLE_BARRIER_POOL_SPIN_LIMIT").is_none() {
+                std::env::set_var("CANDLE_BARRIER_POOL_SPIN_LIMIT", "500");
+            }
+        }
+    }
+}
+
 /// Builds the backend called `name` over `weights`.
 pub fn create<'w>(
     name: &str,
     weights: &Gpt2Weights<'w>,
     options: &EngineOptions,
 ) -> Result<Box<dyn Engine + 'w>, EngineError> {
-    match name {
-        "naive" => Ok(Box::new(naive::NaiveEngine::new(weights.clone()))),
-        "ndarray" => Ok(Box::new(ndarray_engine::NdarrayEngine::new(
-            weights.clone(),
-            options.threads.clamp(1, ndarray_engine::MAX_MATMUL_THREADS),
-        ))),
-        "simd" => Ok(Box::new(simd::SimdEngine::new(
-            weights.clone(),
-            kernels::Kernels::detect(),
-            options.threads,
-        )?)),
-        "simd-kv" => Ok(Box::new(simd::SimdKvEngine::new(
-            weights.clone(),
-            kernels::Kernels::detect(),
-            options.threads,
-        )?)),
-        "candle" => Ok(Box::new(candle_engine::CandleEngine::new(
-            weights,
-            options.threads,
-            options.device,
-        )?)),
-        testing::DIVERGENT if options.allow_test_engines => Ok(Box::new(
-            testing::DivergentEngine::new(naive::NaiveEngine::new(weights.clone()), 3),
-        )),
-        _ => Err(EngineError::UnknownBackend {
-            name: name.to_string(),
-            valid: BACKENDS.join(", "),
-        }),
+    if let Some(spec) = registry::spec(name) {
+        return (spec.create)(weights, options);
     }
+    if name == testing::DIVERGENT && options.allow_test_engines {
+        return Ok(Box::new(testing::DivergentEngine::new(
+            naive::NaiveEngine::new(weights.clone()),
+            3,
+        )));
+    }
+    let hint = if name == "candle" {
+        " (this build was made without the `candle` feature)"
+    } else {
+        ""
+    };
+    Err(EngineError::UnknownBackend {
+        name: name.to_string(),
+        valid: format!("{}{hint}", registry::names().join(", ")),
+    })
 }

@@ -1,5 +1,5 @@
 //! Test-only backends: engines that are wrong on purpose, to prove that the harness's
-//! equivalence check catches them. Never listed in [`crate::BACKENDS`]; the harness accepts
+//! equivalence check catches them. Never listed in [`crate::REGISTRY`]; the harness accepts
 //! them only when `GPT2_BENCH_TEST_ENGINES=1` is set.
 
 use crate::engine::{Engine, EngineError, EngineInfo};

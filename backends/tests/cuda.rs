@@ -19,13 +19,10 @@ mod common;
 use std::path::PathBuf;
 
 use common::*;
-use gpt2_backends::{DeviceChoice, Engine, EngineOptions, create};
+use gpt2_backends::{DeviceChoice, Engine, EngineOptions, LOGIT_TOLERANCE, create};
 use gpt2_export::golden::Golden;
 use gpt2_weights::{Config, WeightFile};
 
-/// The tolerance of the CPU tests: cuBLAS sums in yet another order, but f32 throughout (candle
-/// leaves TF32 off unless asked), so differences stay ~1e-5 per logit.
-const LOGIT_TOLERANCE: f32 = 2e-3;
 const DECODE_STEPS: usize = 6;
 
 fn gpu() -> DeviceChoice {

@@ -4,14 +4,9 @@
 mod common;
 
 use common::*;
-use gpt2_backends::{BACKENDS, EngineOptions, create};
+use gpt2_backends::{EngineOptions, LOGIT_TOLERANCE, backend_names, create};
 use gpt2_weights::WeightFile;
 
-/// Largest allowed |logit difference| from naive. Synthetic logits have a standard deviation of
-/// about 8 (up to ~40); backends that sum in a different order differ by ~1e-5 per value, so
-/// this leaves two orders of magnitude of margin while catching any real bug (which moves
-/// logits by O(1)).
-const LOGIT_TOLERANCE: f32 = 2e-3;
 const DECODE_STEPS: usize = 6;
 
 fn check_against_naive(file: &WeightFile, prompt: &[u32]) {
@@ -25,7 +20,7 @@ fn check_against_naive(file: &WeightFile, prompt: &[u32]) {
         fed.push(t);
         want.push(reference.step(t).unwrap().to_vec());
     }
-    for &name in BACKENDS.iter().filter(|&&n| n != "naive") {
+    for &name in backend_names().iter().filter(|&&n| n != "naive") {
         let mut engine = create(name, &w, &opts).unwrap();
         for round in 0..2 {
             // The second round checks that reset() and a new prefill start from scratch.
@@ -71,7 +66,7 @@ fn input_errors_are_reported_not_panics() {
     let tmp = tempfile::tempdir().unwrap();
     let f = synthetic(tmp.path(), odd_config(), "odd", 4);
     let w = f.gpt2().unwrap();
-    for &name in BACKENDS {
+    for &name in &backend_names() {
         let mut e = create(name, &w, &EngineOptions::default()).unwrap();
         assert_eq!(
             e.prefill(&[]).unwrap_err().to_string(),
@@ -103,7 +98,7 @@ fn input_errors_are_reported_not_panics() {
         err.to_string(),
         format!(
             "unknown backend \"gpu\"; valid backends: {}",
-            BACKENDS.join(", ")
+            backend_names().join(", ")
         )
     );
 }
@@ -187,7 +182,7 @@ fn every_backend_profiles_every_operation_only_when_asked() {
     let tmp = tempfile::tempdir().unwrap();
     let f = tiny(tmp.path());
     let w = f.gpt2().unwrap();
-    for &name in BACKENDS {
+    for &name in &backend_names() {
         let mut e = create(name, &w, &EngineOptions::default()).unwrap();
         e.prefill(&[1, 2, 3]).unwrap();
         assert_eq!(e.take_profile(), None, "{name}: off by default");

@@ -8,13 +8,9 @@ mod common;
 use std::path::PathBuf;
 
 use common::{argmax, max_abs_diff};
-use gpt2_backends::{BACKENDS, EngineOptions, create};
+use gpt2_backends::{EngineOptions, LOGIT_TOLERANCE, backend_names, create};
 use gpt2_export::golden::Golden;
 use gpt2_weights::WeightFile;
-
-/// Same tolerance as the cross-backend tests: logits here have a std of about 8, and torch and
-/// our backends sum in different orders.
-const LOGIT_TOLERANCE: f32 = 2e-3;
 
 fn fixtures() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
@@ -37,7 +33,7 @@ fn every_backend_reproduces_transformers() {
     assert_eq!(tokenizer.encode(&golden.prompt).unwrap(), *prompt_ids);
 
     let w = file.gpt2().unwrap();
-    for &name in BACKENDS {
+    for &name in &backend_names() {
         let mut engine = create(name, &w, &EngineOptions::default()).unwrap();
         let mut logits = engine.prefill(prompt_ids).unwrap().to_vec();
         let mut got_ids = Vec::new();

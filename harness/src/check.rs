@@ -15,9 +15,8 @@ use gpt2_weights::WeightFile;
 use crate::sampling::greedy_choice;
 
 /// Largest absolute logit difference accepted: the same tolerance the backends are held to
-/// against each other. GPT-2's logits are in the tens to hundreds; torch and our backends
-/// sum in different orders.
-pub const LOGIT_TOLERANCE: f32 = 2e-3;
+/// against each other (torch and our backends sum in different orders).
+pub use gpt2_backends::LOGIT_TOLERANCE;
 
 /// One backend's verdict.
 pub struct Outcome {

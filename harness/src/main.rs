@@ -34,7 +34,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::parser::ValueSource;
 use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand};
-use gpt2_backends::{BACKENDS, DeviceChoice, EngineOptions};
+use gpt2_backends::{DeviceChoice, EngineOptions, backend_names};
 use gpt2_export::cli::{self, EXIT_INPUT, EXIT_MISMATCH, EXIT_OK, EXIT_REGRESSION};
 use gpt2_weights::{Gpt2Tokenizer, StreamDecoder, WeightFile};
 
@@ -279,7 +279,7 @@ fn run(parsed: Cli, matches: &ArgMatches) -> anyhow::Result<u8> {
             return Ok(if ok { EXIT_OK } else { EXIT_INPUT });
         }
         Some(Command::Backends) => {
-            print_stdout(&(BACKENDS.join("\n") + "\n"))?;
+            print_stdout(&(backend_names().join("\n") + "\n"))?;
             return Ok(EXIT_OK);
         }
         Some(Command::Check {
@@ -293,16 +293,16 @@ fn run(parsed: Cli, matches: &ArgMatches) -> anyhow::Result<u8> {
             let names = match backends {
                 Some(list) => {
                     for name in &list {
-                        if !BACKENDS.contains(&name.as_str()) {
+                        if !backend_names().contains(&name.as_str()) {
                             bail!(
                                 "--backends: unknown backend {name:?}; valid backends: {}",
-                                BACKENDS.join(", ")
+                                backend_names().join(", ")
                             );
                         }
                     }
                     list
                 }
-                None => BACKENDS.iter().map(|s| s.to_string()).collect(),
+                None => backend_names().iter().map(|s| s.to_string()).collect(),
             };
             let (golden, outcomes) = check::run(&golden, model.as_deref(), &names, &options)?;
             print_stdout(&check::render(&golden, &outcomes))?;
@@ -419,9 +419,8 @@ fn prompt_lengths(args: &RunArgs, prompt_len: usize) -> anyhow::Result<Vec<usize
 /// turns; a limit keeps `--threads 10000` from starting ten thousand spinning threads.
 const MAX_THREADS_PER_CORE: usize = 4;
 
-/// Threads: `--threads`, else all logical cores. matrixmultiply (the ndarray backend) reads its
-/// thread count from `MATMUL_NUM_THREADS` once, and candle's matrix products from
-/// `RAYON_NUM_THREADS`, so both are set here, before any thread exists.
+/// Threads: `--threads`, else all logical cores; then the process settings the backends' libraries
+/// read once (`EngineOptions::apply_process_settings`), before any thread exists.
 fn engine_options(threads: Option<usize>, device: DeviceChoice) -> anyhow::Result<EngineOptions> {
     let mut options = EngineOptions {
         device,
@@ -466,29 +465,19 @@ fn engine_options(threads: Option<usize>, device: DeviceChoice) -> anyhow::Resul
     // started (no backend, pool or progress bar exists yet; the one other thread, the signal
     // cleanup of `cli::install_signal_cleanup`, only waits for a signal, removes files and
     // exits), so nothing can read the environment concurrently.
-    unsafe {
-        std::env::set_var("MATMUL_NUM_THREADS", options.threads.to_string());
-        std::env::set_var("RAYON_NUM_THREADS", options.threads.to_string());
-        // candle runs elementwise operations on its own worker threads, which spin for a while
-        // after each operation (25,000 turns by default) before sleeping; on a machine with as
-        // many cores as threads they then take cores from the matrix products' rayon workers.
-        // A short spin measured ~10% faster prefill here (README.md, section "candle").
-        if std::env::var_os("CANDLE_BARRIER_POOL_SPIN_LIMIT").is_none() {
-            std::env::set_var("CANDLE_BARRIER_POOL_SPIN_LIMIT", "500");
-        }
-    }
+    unsafe { options.apply_process_settings() };
     Ok(options)
 }
 
 fn select_backends(args: &RunArgs, options: &EngineOptions) -> anyhow::Result<Vec<String>> {
     let valid = |name: &str| {
-        BACKENDS.contains(&name)
+        backend_names().contains(&name)
             || (options.allow_test_engines && name == gpt2_backends::testing::DIVERGENT)
     };
     let unknown = |flag: &str, name: &str| {
         anyhow::anyhow!(
             "{flag}: unknown backend {name:?}; valid backends: {}",
-            BACKENDS.join(", ")
+            backend_names().join(", ")
         )
     };
     if let Some(name) = &args.backend {
@@ -499,7 +488,7 @@ fn select_backends(args: &RunArgs, options: &EngineOptions) -> anyhow::Result<Ve
     }
     let mut selected: Vec<String> = match &args.backends {
         Some(list) => list.iter().map(|s| s.trim().to_string()).collect(),
-        None => BACKENDS.iter().map(|s| s.to_string()).collect(),
+        None => backend_names().iter().map(|s| s.to_string()).collect(),
     };
     let mut seen = HashSet::new();
     for name in &selected {

@@ -11,36 +11,9 @@ use gpt2_weights::Config;
 use crate::generate::Generation;
 use crate::roofline::{cached_step_flops, prefill_flops, weight_bytes_per_token};
 
-/// What a backend changes from the one before it in naive -> ndarray -> simd -> simd-kv -> candle.
+/// What a backend changes from the one before it in the ladder (`gpt2_backends::REGISTRY`).
 fn ladder_step(backend: &str) -> &'static str {
-    match backend {
-        "naive" => {
-            "naive is the reference: every GPT-2 operation is one plain function of scalar loops \
-             (backends/src/naive.rs), one thread, no cache: each step runs the whole context \
-             through the model again."
-        }
-        "ndarray" => {
-            "ndarray changes how the arithmetic is done, not what: every matrix product becomes \
-             one GEMM call (matrixmultiply: packed, cache-blocked, threaded), attention becomes \
-             two products per head. Still no cache: each step recomputes every position."
-        }
-        "simd" => {
-            "simd replaces the library with hand-written AVX2/FMA kernels (NEON on ARM, scalar \
-             fallback), a 6x16 register tile for matrix-matrix and a row-streaming matrix-vector \
-             kernel, on a thread pool. Still no cache, so the gap to simd-kv is only the cache."
-        }
-        "simd-kv" => {
-            "simd-kv keeps the simd kernels and adds a KV cache: the prompt is prefilled once, \
-             then each step computes ONE new position (a matrix-vector pass over the weights) and \
-             attends over the cached keys and values, instead of recomputing the context."
-        }
-        "candle" => {
-            "candle computes what simd-kv computes (with a KV cache) but with candle-core tensor \
-             operations instead of our kernels: the library's matrix products, a copy of the \
-             weights in its own memory, and CUDA behind a cargo feature."
-        }
-        _ => "a test backend.",
-    }
+    gpt2_backends::registry::spec(backend).map_or("a test backend.", |s| s.ladder)
 }
 
 /// The `--explain` text for `backend` on a model `c`, with a prompt of `prompt_len` tokens.
