@@ -5,8 +5,8 @@
 #   simd-kv at the default thread count (its team sized step by step), the same with the team
 #   fixed at every thread (GPT2_BENCH_FIXED_TEAM=1, the behaviour before the sizer), simd-kv
 #   --threads 1, candle at the default thread count, candle --threads 1.
-# Prints one CSV row per run, then the mean decode tok/s per configuration and the ratios the
-# README quotes.
+# Prints one CSV row per run (decode and prefill tok/s as mean ± stddev over the run's 3 measured
+# runs), then the mean decode tok/s per configuration over rounds and the ratios README quotes.
 #
 #   bash bench-results/contention.sh target/release/gpt2-bench weights/synthetic-gpt2-seed0.bin 3
 set -euo pipefail
@@ -41,6 +41,7 @@ run_one() { # condition config round
   echo "$1,$2,$3,$(echo "$row" | cut -d, -f8),$(echo "$row" | cut -d, -f7)"
 }
 
+rows=$(mktemp)
 for round in $(seq "$rounds"); do
   for condition in quiet busy; do
     if [ "$condition" = busy ]; then
@@ -54,11 +55,12 @@ for round in $(seq "$rounds"); do
       order=(); for ((i=${#configs[@]}-1; i>=0; i--)); do order+=("${configs[$i]}"); done
     fi
     for config in "${order[@]}"; do
-      run_one "$condition" "$config" "$round"
+      run_one "$condition" "$config" "$round" | tee -a "$rows"
     done
     stop_hog
   done
-done | tee /dev/stderr | awk -F, '
+done
+awk -F, '
   /^(quiet|busy),/ { key = $1 "," $2; sum[key] += $4; n[key]++ }
   END {
     print ""
@@ -74,4 +76,5 @@ done | tee /dev/stderr | awk -F, '
     printf "busy:  simd-kv fixed team / simd-kv --threads 1        = %.2f\n", mean["busy,simd-kv-fixed-team"] / mean["busy,simd-kv-1thread"]
     printf "busy:  candle (default threads) / candle --threads 1   = %.2f\n", mean["busy,candle"] / mean["busy,candle-1thread"]
     printf "quiet: simd-kv (sized team) / simd-kv fixed team        = %.2f\n", mean["quiet,simd-kv"] / mean["quiet,simd-kv-fixed-team"]
-  }'
+  }' "$rows"
+rm -f "$rows"

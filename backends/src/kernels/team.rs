@@ -146,6 +146,8 @@ pub struct TeamSizer {
     explore_every: u32,
     /// Whether the step being run is an exploration.
     exploring: bool,
+    /// Steps measured with the size in use since it was chosen (its average's sample count).
+    steps_in_use: u32,
     /// Off: always the full team (`GPT2_BENCH_FIXED_TEAM=1`, for A/B comparisons).
     adaptive: bool,
 }
@@ -174,6 +176,7 @@ impl TeamSizer {
             countdown: Self::FIRST_EXPLORE_EVERY,
             explore_every: Self::FIRST_EXPLORE_EVERY,
             exploring: false,
+            steps_in_use: 0,
             adaptive,
         }
     }
@@ -211,22 +214,38 @@ impl TeamSizer {
         let i = usize::from(size != 1);
         // The size in use is averaged over its consecutive steps; the explored size was last run
         // long ago, so its one fresh step replaces what is known of it.
+        // Right after a switch the average holds one or two steps: a plain mean of them, not a
+        // moving average that would remember the exploration's single step for long.
+        if !self.exploring {
+            self.steps_in_use = self.steps_in_use.saturating_add(1);
+        }
+        let weight = Self::NEW_WEIGHT.max(1.0 / f64::from(self.steps_in_use));
         self.average[i] = Some(match self.average[i] {
-            Some(avg) if !self.exploring => avg + Self::NEW_WEIGHT * (seconds - avg),
+            Some(avg) if !self.exploring => avg + weight * (seconds - avg),
             _ => seconds,
         });
-        if !self.exploring {
-            return;
-        }
-        self.exploring = false;
         let (current, other) = (usize::from(self.use_full), usize::from(!self.use_full));
-        let faster = match (self.average[current], self.average[other]) {
+        let other_is_faster = match (self.average[current], self.average[other]) {
             (Some(cur), Some(oth)) => oth < cur * (1.0 - Self::SWITCH_MARGIN),
             _ => false,
         };
-        if faster {
+        if !self.exploring {
+            // Between explorations, the size in use is dropped as soon as its average is worse
+            // than the other's latest step: this undoes a switch that one lucky exploration
+            // caused after a single step, instead of after a whole interval.
+            if other_is_faster {
+                self.use_full = !self.use_full;
+                self.explore_every = Self::FIRST_EXPLORE_EVERY;
+                self.countdown = self.explore_every;
+                self.steps_in_use = 1;
+            }
+            return;
+        }
+        self.exploring = false;
+        if other_is_faster {
             self.use_full = !self.use_full;
             self.explore_every = Self::FIRST_EXPLORE_EVERY;
+            self.steps_in_use = 1;
         } else {
             self.explore_every = (self.explore_every * 2).min(Self::MAX_EXPLORE_EVERY);
         }
@@ -334,6 +353,34 @@ mod tests {
         // And back when the machine is quiet again.
         drive(&mut sizer, 600, quiet);
         assert!(sizer.uses_full_team());
+    }
+
+    #[test]
+    fn one_lucky_exploration_is_undone_after_one_step() {
+        // Busy: one thread takes 30 ms; two take 60 ms, except one exploration that took 10.
+        let mut sizer = TeamSizer::with_adaptive(2, true);
+        let busy = |size: usize, _| if size == 2 { 0.060 } else { 0.030 };
+        drive(&mut sizer, 300, busy);
+        assert!(!sizer.uses_full_team());
+        let mut lucky = true;
+        let mut sizes = Vec::new();
+        for _ in 0..300 {
+            let size = sizer.next_size();
+            let t = match size {
+                2 if lucky => {
+                    lucky = false;
+                    0.010
+                }
+                2 => 0.060,
+                _ => 0.030,
+            };
+            sizer.record(size, t);
+            sizes.push(size);
+        }
+        let lucky_at = sizes.iter().position(|&s| s == 2).unwrap();
+        // The exploration, then one full-team step to find out, then back to one thread.
+        assert_eq!(&sizes[lucky_at..lucky_at + 3], &[2, 2, 1], "{sizes:?}");
+        assert!(!sizer.uses_full_team());
     }
 
     #[test]
