@@ -150,7 +150,12 @@ fn cached_backends_report_their_cache_and_copies() {
     let tmp = tempfile::tempdir().unwrap();
     let f = tiny(tmp.path());
     let w = f.gpt2().unwrap();
+    // candle is there unless the build leaves out its feature (the aarch64 run does).
+    let with_candle = gpt2_backends::registry::spec("candle").is_some();
     for name in ["simd-kv", "candle"] {
+        if name == "candle" && !with_candle {
+            continue;
+        }
         let info = create(name, &w, &EngineOptions::default()).unwrap().info();
         assert!(info.kv_cache, "{name}");
         // 3 layers x (K and V) x 128 positions x 60 channels x 4 bytes.
@@ -166,7 +171,9 @@ fn cached_backends_report_their_cache_and_copies() {
             .info()
             .weights_copied_bytes
     };
-    assert_eq!(copied("candle"), stored_bytes);
+    if with_candle {
+        assert_eq!(copied("candle"), stored_bytes);
+    }
     assert_eq!(copied("simd-kv"), 0);
     assert!(
         !create("simd", &w, &EngineOptions::default())

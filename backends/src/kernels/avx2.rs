@@ -19,6 +19,7 @@
 
 use std::arch::x86_64::*;
 
+use super::pack::{self, KC, PANELS_PER_PACK};
 use super::scalar;
 
 /// Horizontal sum of 8 lanes.
@@ -118,10 +119,11 @@ pub fn matmul_cols(
     if t == 1 {
         return matvec_cols(out, inp, w, bias, k, n, n0);
     }
-    PACKED.with(|cell| {
-        let mut bufs = cell.borrow_mut();
-        let (a_packed, w_panel) = &mut *bufs;
-        pack_rows(a_packed, inp, t, k);
+    pack::with_buffers(|a_packed, w_panel| {
+        // SAFETY: AVX2 detected before this kernel was handed out; pack_rows hands a full
+        // group's 6 rows of K and 6K + 2 floats of output, which is what pack_group6 touches.
+        let pack6 = |out: &mut [f32], src: &[f32]| unsafe { pack_group6(out, src, k) };
+        pack::pack_rows(a_packed, inp, t, k, Some(&pack6));
         // SAFETY: AVX2 and FMA were detected before this kernel was handed out (module docs),
         // and the shapes were checked above, which is all the unchecked indexing relies on.
         unsafe {
@@ -138,7 +140,7 @@ pub fn matmul_cols(
                 let mut j = 0;
                 while j + 16 <= width {
                     let panels = ((width - j) / 16).min(PANELS_PER_PACK);
-                    pack_panels(w_panel, &w[k0 * n..], kc, n, n0 + j, panels);
+                    pack::pack_panels(w_panel, &w[k0 * n..], kc, n, n0 + j, panels);
                     for p in 0..panels {
                         let panel = &w_panel[p * kc * 16..(p + 1) * kc * 16];
                         packed_tiles(out, a_packed, panel, bias, t, k, k0, kc, j);
@@ -168,39 +170,6 @@ pub fn matmul_cols(
 /// First column not covered by the 16- and 8-wide tiles.
 fn j_tail(width: usize) -> usize {
     width / 16 * 16 + (width % 16) / 8 * 8
-}
-
-thread_local! {
-    /// Per-thread packing buffers (input row groups, weight panel), reused across calls.
-    static PACKED: std::cell::RefCell<(Vec<f32>, Vec<f32>)> =
-        const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
-}
-
-/// Packs `inp (T, K)` by groups of 6 rows, k-major inside a group: `[group][k][6]`, the last
-/// group zero-padded. The microkernel then reads its 6 inputs for one k from one cache line.
-/// `dst` keeps 2 spare floats at the end for the overlapping stores of [`pack_group6`].
-fn pack_rows(dst: &mut Vec<f32>, inp: &[f32], t: usize, k: usize) {
-    let groups = t.div_ceil(6);
-    let len = groups * k * 6;
-    if dst.len() < len + 2 {
-        dst.resize(len + 2, 0.0);
-    }
-    for g in 0..groups {
-        let rows = (t - g * 6).min(6);
-        let src = &inp[g * 6 * k..(g * 6 + rows) * k];
-        let out = &mut dst[g * k * 6..(g + 1) * k * 6 + 2];
-        if rows == 6 {
-            // SAFETY: AVX2 detected before this kernel was handed out; `src` holds 6 rows of
-            // K and `out` 6K + 2 floats, which is what pack_group6 reads and writes.
-            unsafe { pack_group6(out, src, k) };
-        } else {
-            for kk in 0..k {
-                for lane in 0..6 {
-                    out[kk * 6 + lane] = if lane < rows { src[lane * k + kk] } else { 0.0 };
-                }
-            }
-        }
-    }
 }
 
 /// One full group of 6 rows: 8 values of k at a time, the 6 x 8 block transposed in registers
@@ -247,28 +216,6 @@ unsafe fn pack_group6(out: &mut [f32], src: &[f32], k: usize) {
     for kr in kk..k {
         for lane in 0..6 {
             *o.add(kr * 6 + lane) = *s.add(lane * k + kr);
-        }
-    }
-}
-
-/// Panels packed together: the packing reads `16 * PANELS_PER_PACK` consecutive floats of each
-/// weight row. Packing one panel at a time reads 64 bytes per row, one row per 4 KiB page or
-/// more apart (GPT-2's rows are 3-12 KiB): a TLB miss for every 64 bytes once the matrix spans
-/// more pages than the TLB holds, which cost more than a quarter of the product's time.
-const PANELS_PER_PACK: usize = 8;
-
-/// Depth of one slice of a matrix-matrix product (see [`matmul_cols`]).
-const KC: usize = 256;
-
-/// Copies weight columns `c0..c0 + 16 * panels` of the first K rows of `w` into `panels` contiguous (K, 16)
-/// panels, one after the other, reading each row's columns front to back.
-fn pack_panels(dst: &mut Vec<f32>, w: &[f32], k: usize, n: usize, c0: usize, panels: usize) {
-    dst.clear();
-    dst.resize(panels * k * 16, 0.0);
-    for kk in 0..k {
-        let row = &w[kk * n + c0..kk * n + c0 + panels * 16];
-        for (p, src) in row.chunks_exact(16).enumerate() {
-            dst[(p * k + kk) * 16..(p * k + kk + 1) * 16].copy_from_slice(src);
         }
     }
 }

@@ -23,6 +23,10 @@ mod avx2;
 #[cfg(target_arch = "aarch64")]
 mod neon;
 
+// The packing of the matrix-matrix kernels, shared by AVX2 and NEON.
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+mod pack;
+
 pub mod probe;
 pub mod team;
 
@@ -137,8 +141,8 @@ impl Kernels {
             layernorm: neon::layernorm,
             gelu: neon::gelu,
             softmax: neon::softmax,
-            fma_probe: (scalar::fma_loop, 12 * 2),
-            read_sum: scalar::read_sum,
+            fma_probe: (neon::fma_loop, 12 * 4 * 2),
+            read_sum: neon::read_sum,
         };
         #[allow(unreachable_code)]
         Self::scalar()
@@ -563,6 +567,32 @@ mod tests {
     //! leave remainders at every level (not multiples of 4, 8 or 16), and through the threaded
     //! drivers with 1 and 3 threads. On a machine without AVX2 both sides are scalar.
     use super::*;
+
+    /// `detect` chooses the vector kernels this CPU has (NEON on every aarch64; AVX2+FMA on an
+    /// x86-64 CPU with both), unless GPT2_BENCH_FORCE_SCALAR=1 forces the scalar ones: so a
+    /// test run on aarch64 really exercises NEON.
+    #[test]
+    fn detect_chooses_the_vector_kernels_this_cpu_has() {
+        let forced = std::env::var(FORCE_SCALAR_ENV).is_ok_and(|v| v == "1");
+        let best = if cfg!(target_arch = "aarch64") {
+            Isa::Neon
+        } else if cfg!(target_arch = "x86_64") && x86_has_avx2_fma() {
+            Isa::Avx2Fma
+        } else {
+            Isa::Scalar
+        };
+        assert_eq!(Kernels::best_available().isa(), best);
+        let chosen = Kernels::detect().isa();
+        assert_eq!(chosen, if forced { Isa::Scalar } else { best });
+    }
+
+    fn x86_has_avx2_fma() -> bool {
+        #[cfg(target_arch = "x86_64")]
+        return std::arch::is_x86_feature_detected!("avx2")
+            && std::arch::is_x86_feature_detected!("fma");
+        #[allow(unreachable_code)]
+        false
+    }
 
     /// Deterministic values in [-1, 1).
     fn data(n: usize, seed: u32) -> Vec<f32> {

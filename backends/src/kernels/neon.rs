@@ -1,62 +1,68 @@
-//! NEON kernels (aarch64), 4 floats per register. UNTESTED: no aarch64 toolchain or machine is
-//! available to this project, so this file has never been compiled; it is kept small and mirrors
-//! the x86 kernels' structure. The matrix products, dot products and axpy use NEON; layer norm,
-//! GELU and softmax use the scalar kernels.
+//! NEON kernels (aarch64), 4 floats per register: the same algorithms as the AVX2 kernels
+//! (`avx2.rs`), written for NEON's 32 vector registers.
 //!
-//! NEON is part of the aarch64 baseline, so no run-time detection is needed; the `unsafe` blocks
-//! are for the raw-pointer loads and stores, whose bounds the wrappers check first.
+//! NEON is part of the aarch64 baseline, so no run-time detection is needed: every public
+//! function is a safe wrapper that checks its slice bounds and calls a
+//! `#[target_feature(enable = "neon")]` body, whose raw-pointer loads and stores stay inside the
+//! checked bounds. Tested under qemu's aarch64 emulation against the scalar kernels
+//! (`.ci/aarch64.sh`); never timed, since emulation says nothing about speed.
+//!
+//! - [`matmul_cols`]: (T, K) x (K, N) on a range of output columns, in register tiles of 6 rows
+//!   x 16 columns (24 accumulators: 6 rows x 4 vectors), on the same packed inputs and (KC, 16)
+//!   weight panels as the AVX2 kernel, then 8- and 4-column tiles for the remainder. For T = 1
+//!   it switches to [`matvec_cols`], which streams 4 weight rows at a time.
+//! - [`dot_rows`]: the output layer, 4 vocabulary rows at a time.
+//! - element-wise: layer norm, GELU (a vectorised tanh from a Cephes-style exp), softmax, add.
+
+#![allow(unsafe_op_in_unsafe_fn)]
 
 use std::arch::aarch64::*;
 
-pub use super::scalar::{gelu, layernorm, softmax};
+use super::pack::{self, KC, PANELS_PER_PACK};
+use super::scalar;
 
-pub fn dot(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len(), "dot: lengths differ");
-    // SAFETY: every load reads 4 floats at i < len - 3, inside both slices.
-    unsafe {
-        let mut acc = vdupq_n_f32(0.0);
-        let mut i = 0;
-        while i + 4 <= a.len() {
-            acc = vfmaq_f32(
-                acc,
-                vld1q_f32(a.as_ptr().add(i)),
-                vld1q_f32(b.as_ptr().add(i)),
-            );
-            i += 4;
-        }
-        let mut s = vaddvq_f32(acc);
-        for j in i..a.len() {
-            s += a[j] * b[j];
-        }
-        s
-    }
+/// e^x for 4 lanes: range reduction to x = n ln2 + r, |r| <= ln2 / 2, a degree-6 polynomial for
+/// e^r (Cephes `expf` coefficients), and 2^n built in the exponent bits. Relative error ~1e-7.
+#[inline]
+#[target_feature(enable = "neon")]
+unsafe fn exp4(x: float32x4_t) -> float32x4_t {
+    let x = vminq_f32(vmaxq_f32(x, vdupq_n_f32(-87.3)), vdupq_n_f32(88.3));
+    let n = vrndmq_f32(vfmaq_f32(
+        vdupq_n_f32(0.5),
+        x,
+        vdupq_n_f32(std::f32::consts::LOG2_E),
+    ));
+    // r = x - n ln2, with ln2 split in two parts for precision.
+    let r = vfmsq_f32(x, n, vdupq_n_f32(0.693_359_4));
+    let r = vfmsq_f32(r, n, vdupq_n_f32(-2.121_944_4e-4));
+    let mut p = vdupq_n_f32(1.987_569_1e-4);
+    p = vfmaq_f32(vdupq_n_f32(1.398_199_9e-3), p, r);
+    p = vfmaq_f32(vdupq_n_f32(8.333_452e-3), p, r);
+    p = vfmaq_f32(vdupq_n_f32(4.166_579_6e-2), p, r);
+    p = vfmaq_f32(vdupq_n_f32(1.666_666_5e-1), p, r);
+    p = vfmaq_f32(vdupq_n_f32(0.5), p, r);
+    let r2 = vmulq_f32(r, r);
+    let e_r = vaddq_f32(vfmaq_f32(r, p, r2), vdupq_n_f32(1.0));
+    let pow2n = vreinterpretq_f32_s32(vshlq_n_s32::<23>(vaddq_s32(
+        vcvtq_s32_f32(n),
+        vdupq_n_s32(127),
+    )));
+    vmulq_f32(e_r, pow2n)
 }
 
-pub fn axpy(y: &mut [f32], alpha: f32, x: &[f32]) {
-    assert_eq!(y.len(), x.len(), "axpy: lengths differ");
-    // SAFETY: every load and store touches 4 floats at i < len - 3, inside both slices.
-    unsafe {
-        let a = vdupq_n_f32(alpha);
-        let mut i = 0;
-        while i + 4 <= y.len() {
-            let v = vfmaq_f32(
-                vld1q_f32(y.as_ptr().add(i)),
-                a,
-                vld1q_f32(x.as_ptr().add(i)),
-            );
-            vst1q_f32(y.as_mut_ptr().add(i), v);
-            i += 4;
-        }
-        for j in i..y.len() {
-            y[j] += alpha * x[j];
-        }
-    }
+/// tanh(u) = 1 - 2 / (e^(2u) + 1), saturating cleanly at +-1.
+#[inline]
+#[target_feature(enable = "neon")]
+unsafe fn tanh4(u: float32x4_t) -> float32x4_t {
+    let e = exp4(vaddq_f32(u, u));
+    let one = vdupq_n_f32(1.0);
+    vsubq_f32(one, vdivq_f32(vdupq_n_f32(2.0), vaddq_f32(e, one)))
 }
 
-pub fn add(x: &mut [f32], y: &[f32]) {
-    axpy(x, 1.0, y)
-}
+// ---------------------------------------------------------------------------------------------
+// Matrix products
 
+/// See [`scalar::matmul_cols`]; same arguments.
 pub fn matmul_cols(
     out: &mut [f32],
     inp: &[f32],
@@ -66,12 +72,426 @@ pub fn matmul_cols(
     n: usize,
     n0: usize,
 ) {
-    super::scalar::matmul_cols_with(axpy, out, inp, w, bias, k, n, n0)
+    let width = bias.len();
+    let t = inp.len() / k;
+    assert!(
+        inp.len() == t * k && out.len() == t * width && n0 + width <= n && w.len() >= k * n,
+        "matmul_cols: inconsistent shapes"
+    );
+    if t == 1 {
+        return matvec_cols(out, inp, w, bias, k, n, n0);
+    }
+    pack::with_buffers(|a_packed, w_panel| {
+        pack::pack_rows(a_packed, inp, t, k, None);
+        // SAFETY: NEON is baseline on aarch64; the shapes were checked above, which is all the
+        // unchecked indexing relies on.
+        unsafe {
+            let mut k0 = 0;
+            while k0 < k {
+                let kc = (k - k0).min(KC);
+                let mut j = 0;
+                while j + 16 <= width {
+                    let panels = ((width - j) / 16).min(PANELS_PER_PACK);
+                    pack::pack_panels(w_panel, &w[k0 * n..], kc, n, n0 + j, panels);
+                    for p in 0..panels {
+                        let panel = &w_panel[p * kc * 16..(p + 1) * kc * 16];
+                        packed_tiles(out, a_packed, panel, bias, t, k, k0, kc, j);
+                        j += 16;
+                    }
+                }
+                k0 += kc;
+            }
+            let mut j = width / 16 * 16;
+            while j + 4 <= width {
+                for r in 0..t {
+                    tile4(out, inp, w, bias, k, n, n0 + j, j, r);
+                }
+                j += 4;
+            }
+        }
+        for jj in width / 4 * 4..width {
+            for r in 0..t {
+                let mut s = bias[jj];
+                for kk in 0..k {
+                    s += inp[r * k + kk] * w[kk * n + n0 + jj];
+                }
+                out[r * width + jj] = s;
+            }
+        }
+    });
 }
 
+/// Every row group against one packed (KC, 16) panel of depth slice `k0..k0 + kc`; output
+/// columns `oc..oc + 16`. The first slice starts from the bias, later ones from `out`.
+#[allow(clippy::too_many_arguments)]
+#[target_feature(enable = "neon")]
+unsafe fn packed_tiles(
+    out: &mut [f32],
+    a_packed: &[f32],
+    panel: &[f32],
+    bias: &[f32],
+    t: usize,
+    k: usize,
+    k0: usize,
+    kc: usize,
+    oc: usize,
+) {
+    let width = bias.len();
+    let bp = bias.as_ptr().add(oc);
+    let b: [float32x4_t; 4] = std::array::from_fn(|v| vld1q_f32(bp.add(4 * v)));
+    for g in 0..t.div_ceil(6) {
+        let rows = (t - g * 6).min(6);
+        let o = out.as_mut_ptr().add(g * 6 * width + oc);
+        let a = a_packed.as_ptr().add(g * k * 6 + k0 * 6);
+        let mut acc = [b; 6];
+        if k0 > 0 {
+            for (r, acc_r) in acc.iter_mut().enumerate().take(rows) {
+                for (v, acc_rv) in acc_r.iter_mut().enumerate() {
+                    *acc_rv = vld1q_f32(o.add(r * width + 4 * v));
+                }
+            }
+        }
+        let mut wp = panel.as_ptr();
+        for kk in 0..kc {
+            let wv: [float32x4_t; 4] = std::array::from_fn(|v| vld1q_f32(wp.add(4 * v)));
+            let ak = a.add(kk * 6);
+            for (r, acc_r) in acc.iter_mut().enumerate() {
+                let x = *ak.add(r);
+                for (acc_rv, &w_v) in acc_r.iter_mut().zip(&wv) {
+                    *acc_rv = vfmaq_n_f32(*acc_rv, w_v, x);
+                }
+            }
+            wp = wp.add(16);
+        }
+        for (r, acc_r) in acc.iter().enumerate().take(rows) {
+            for (v, &acc_rv) in acc_r.iter().enumerate() {
+                vst1q_f32(o.add(r * width + 4 * v), acc_rv);
+            }
+        }
+    }
+}
+
+/// One row `r` and 4 output columns, for the columns after the 16-wide panels: `wc` is the
+/// tile's first column in the weight, `oc` in `out`.
+#[allow(clippy::too_many_arguments)]
+#[inline]
+#[target_feature(enable = "neon")]
+unsafe fn tile4(
+    out: &mut [f32],
+    inp: &[f32],
+    w: &[f32],
+    bias: &[f32],
+    k: usize,
+    n: usize,
+    wc: usize,
+    oc: usize,
+    r: usize,
+) {
+    let width = bias.len();
+    let a = inp.as_ptr().add(r * k);
+    let wp = w.as_ptr().add(wc);
+    let mut acc = vld1q_f32(bias.as_ptr().add(oc));
+    for kk in 0..k {
+        acc = vfmaq_n_f32(acc, vld1q_f32(wp.add(kk * n)), *a.add(kk));
+    }
+    vst1q_f32(out.as_mut_ptr().add(r * width + oc), acc);
+}
+
+/// One input row: `out (width) = x (K) @ w[:, n0..n0+width] + bias`. Streams the weight four
+/// rows at a time, front to back, accumulating into `out` (which stays in L1).
+fn matvec_cols(out: &mut [f32], x: &[f32], w: &[f32], bias: &[f32], k: usize, n: usize, n0: usize) {
+    let width = bias.len();
+    assert!(
+        x.len() == k && out.len() == width && n0 + width <= n && w.len() >= k * n,
+        "matvec_cols: inconsistent shapes"
+    );
+    // SAFETY: NEON is baseline on aarch64; shapes checked above.
+    unsafe { matvec_cols_neon(out, x, w, bias, k, n, n0) }
+}
+
+#[target_feature(enable = "neon")]
+unsafe fn matvec_cols_neon(
+    out: &mut [f32],
+    x: &[f32],
+    w: &[f32],
+    bias: &[f32],
+    k: usize,
+    n: usize,
+    n0: usize,
+) {
+    let width = bias.len();
+    out.copy_from_slice(bias);
+    let o = out.as_mut_ptr();
+    let mut kk = 0;
+    while kk + 4 <= k {
+        let xs = vld1q_f32(x.as_ptr().add(kk));
+        let p0 = w.as_ptr().add(kk * n + n0);
+        let (p1, p2, p3) = (p0.add(n), p0.add(2 * n), p0.add(3 * n));
+        let mut j = 0;
+        while j + 4 <= width {
+            let mut y = vld1q_f32(o.add(j));
+            y = vfmaq_laneq_f32::<0>(y, vld1q_f32(p0.add(j)), xs);
+            y = vfmaq_laneq_f32::<1>(y, vld1q_f32(p1.add(j)), xs);
+            y = vfmaq_laneq_f32::<2>(y, vld1q_f32(p2.add(j)), xs);
+            y = vfmaq_laneq_f32::<3>(y, vld1q_f32(p3.add(j)), xs);
+            vst1q_f32(o.add(j), y);
+            j += 4;
+        }
+        for jj in j..width {
+            *o.add(jj) += x[kk] * *p0.add(jj)
+                + x[kk + 1] * *p1.add(jj)
+                + x[kk + 2] * *p2.add(jj)
+                + x[kk + 3] * *p3.add(jj);
+        }
+        kk += 4;
+    }
+    for kr in kk..k {
+        let row = &w[kr * n + n0..kr * n + n0 + width];
+        axpy_neon(out, x[kr], row);
+    }
+}
+
+/// `out[v] = x . rows[v]`, four rows at a time.
 pub fn dot_rows(out: &mut [f32], x: &[f32], rows: &[f32]) {
     let c = x.len();
-    for (o, row) in out.iter_mut().zip(rows.chunks_exact(c)) {
-        *o = dot(x, row);
+    assert!(rows.len() == out.len() * c, "dot_rows: inconsistent shapes");
+    // SAFETY: NEON is baseline on aarch64; shapes checked above.
+    unsafe { dot_rows_neon(out, x, rows) }
+}
+
+#[target_feature(enable = "neon")]
+unsafe fn dot_rows_neon(out: &mut [f32], x: &[f32], rows: &[f32]) {
+    let c = x.len();
+    let xp = x.as_ptr();
+    let mut v = 0;
+    while v + 4 <= out.len() {
+        let p = rows.as_ptr().add(v * c);
+        let mut acc = [vdupq_n_f32(0.0); 4];
+        let mut i = 0;
+        while i + 4 <= c {
+            let xv = vld1q_f32(xp.add(i));
+            for (r, a) in acc.iter_mut().enumerate() {
+                *a = vfmaq_f32(*a, xv, vld1q_f32(p.add(r * c + i)));
+            }
+            i += 4;
+        }
+        let mut s = acc.map(|a| vaddvq_f32(a));
+        for (ii, &xv) in x.iter().enumerate().skip(i) {
+            for (r, s_r) in s.iter_mut().enumerate() {
+                *s_r += xv * *p.add(r * c + ii);
+            }
+        }
+        out[v..v + 4].copy_from_slice(&s);
+        v += 4;
     }
+    for vv in v..out.len() {
+        out[vv] = dot_neon(x, &rows[vv * c..(vv + 1) * c]);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Vectors
+
+pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len(), "dot: lengths differ");
+    // SAFETY: NEON is baseline on aarch64; lengths checked above.
+    unsafe { dot_neon(a, b) }
+}
+
+#[target_feature(enable = "neon")]
+unsafe fn dot_neon(a: &[f32], b: &[f32]) -> f32 {
+    let (pa, pb) = (a.as_ptr(), b.as_ptr());
+    let (mut s0, mut s1) = (vdupq_n_f32(0.0), vdupq_n_f32(0.0));
+    let mut i = 0;
+    while i + 8 <= a.len() {
+        s0 = vfmaq_f32(s0, vld1q_f32(pa.add(i)), vld1q_f32(pb.add(i)));
+        s1 = vfmaq_f32(s1, vld1q_f32(pa.add(i + 4)), vld1q_f32(pb.add(i + 4)));
+        i += 8;
+    }
+    if i + 4 <= a.len() {
+        s0 = vfmaq_f32(s0, vld1q_f32(pa.add(i)), vld1q_f32(pb.add(i)));
+        i += 4;
+    }
+    let mut s = vaddvq_f32(vaddq_f32(s0, s1));
+    for j in i..a.len() {
+        s += a[j] * b[j];
+    }
+    s
+}
+
+pub fn axpy(y: &mut [f32], alpha: f32, x: &[f32]) {
+    assert_eq!(y.len(), x.len(), "axpy: lengths differ");
+    // SAFETY: NEON is baseline on aarch64; lengths checked above.
+    unsafe { axpy_neon(y, alpha, x) }
+}
+
+#[target_feature(enable = "neon")]
+unsafe fn axpy_neon(y: &mut [f32], alpha: f32, x: &[f32]) {
+    let (py, px) = (y.as_mut_ptr(), x.as_ptr());
+    let mut i = 0;
+    while i + 4 <= y.len() {
+        let v = vfmaq_n_f32(vld1q_f32(py.add(i)), vld1q_f32(px.add(i)), alpha);
+        vst1q_f32(py.add(i), v);
+        i += 4;
+    }
+    for j in i..y.len() {
+        y[j] += alpha * x[j];
+    }
+}
+
+pub fn add(x: &mut [f32], y: &[f32]) {
+    axpy(x, 1.0, y)
+}
+
+pub fn layernorm(out: &mut [f32], x: &[f32], w: &[f32], b: &[f32], eps: f32) {
+    let c = x.len();
+    assert!(
+        out.len() == c && w.len() == c && b.len() == c,
+        "layernorm: lengths differ"
+    );
+    // SAFETY: NEON is baseline on aarch64; lengths checked above.
+    unsafe { layernorm_neon(out, x, w, b, eps) }
+}
+
+#[target_feature(enable = "neon")]
+unsafe fn layernorm_neon(out: &mut [f32], x: &[f32], w: &[f32], b: &[f32], eps: f32) {
+    let c = x.len();
+    let px = x.as_ptr();
+    let mut s = vdupq_n_f32(0.0);
+    let mut i = 0;
+    while i + 4 <= c {
+        s = vaddq_f32(s, vld1q_f32(px.add(i)));
+        i += 4;
+    }
+    let mut sum = vaddvq_f32(s);
+    for v in &x[i..] {
+        sum += v;
+    }
+    let mean = sum / c as f32;
+    let m = vdupq_n_f32(mean);
+    let mut s = vdupq_n_f32(0.0);
+    i = 0;
+    while i + 4 <= c {
+        let d = vsubq_f32(vld1q_f32(px.add(i)), m);
+        s = vfmaq_f32(s, d, d);
+        i += 4;
+    }
+    let mut var = vaddvq_f32(s);
+    for v in &x[i..] {
+        var += (v - mean) * (v - mean);
+    }
+    let rstd = 1.0 / (var / c as f32 + eps).sqrt();
+    let po = out.as_mut_ptr();
+    i = 0;
+    while i + 4 <= c {
+        let d = vmulq_n_f32(vsubq_f32(vld1q_f32(px.add(i)), m), rstd);
+        let y = vfmaq_f32(
+            vld1q_f32(b.as_ptr().add(i)),
+            d,
+            vld1q_f32(w.as_ptr().add(i)),
+        );
+        vst1q_f32(po.add(i), y);
+        i += 4;
+    }
+    for j in i..c {
+        out[j] = (x[j] - mean) * rstd * w[j] + b[j];
+    }
+}
+
+pub fn gelu(x: &mut [f32]) {
+    // SAFETY: NEON is baseline on aarch64; the body stays in bounds.
+    unsafe { gelu_neon(x) }
+}
+
+#[target_feature(enable = "neon")]
+unsafe fn gelu_neon(x: &mut [f32]) {
+    let s = vdupq_n_f32((2.0f32 / std::f32::consts::PI).sqrt());
+    let c = vdupq_n_f32(0.044715);
+    let half = vdupq_n_f32(0.5);
+    let one = vdupq_n_f32(1.0);
+    let p = x.as_mut_ptr();
+    let mut i = 0;
+    while i + 4 <= x.len() {
+        let u = vld1q_f32(p.add(i));
+        let u3 = vmulq_f32(vmulq_f32(u, u), u);
+        let inner = vmulq_f32(s, vfmaq_f32(u, c, u3));
+        let y = vmulq_f32(vmulq_f32(half, u), vaddq_f32(one, tanh4(inner)));
+        vst1q_f32(p.add(i), y);
+        i += 4;
+    }
+    scalar::gelu(&mut x[i..]);
+}
+
+pub fn softmax(x: &mut [f32]) {
+    // SAFETY: NEON is baseline on aarch64; the body stays in bounds.
+    unsafe { softmax_neon(x) }
+}
+
+#[target_feature(enable = "neon")]
+unsafe fn softmax_neon(x: &mut [f32]) {
+    let max = x.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+    let m = vdupq_n_f32(max);
+    let p = x.as_mut_ptr();
+    let mut acc = vdupq_n_f32(0.0);
+    let mut i = 0;
+    while i + 4 <= x.len() {
+        let e = exp4(vsubq_f32(vld1q_f32(p.add(i)), m));
+        vst1q_f32(p.add(i), e);
+        acc = vaddq_f32(acc, e);
+        i += 4;
+    }
+    let mut sum = vaddvq_f32(acc);
+    for v in &mut x[i..] {
+        *v = (*v - max).exp();
+        sum += *v;
+    }
+    let inv = 1.0 / sum;
+    for v in x.iter_mut() {
+        *v *= inv;
+    }
+}
+
+/// Peak-throughput probe: `iters` rounds of 12 independent FMA chains of 4 lanes, entirely in
+/// registers. Returns a value that depends on every chain so the work cannot be optimised away.
+pub fn fma_loop(iters: u64) -> f32 {
+    // SAFETY: NEON is baseline on aarch64; no memory is accessed.
+    unsafe { fma_loop_neon(iters) }
+}
+
+#[target_feature(enable = "neon")]
+unsafe fn fma_loop_neon(iters: u64) -> f32 {
+    let a = vdupq_n_f32(0.999_999);
+    let b = vdupq_n_f32(1e-7);
+    let mut acc = [vdupq_n_f32(1.0); 12];
+    for _ in 0..iters {
+        for x in acc.iter_mut() {
+            *x = vfmaq_f32(b, *x, a);
+        }
+    }
+    let mut s = vdupq_n_f32(0.0);
+    for x in acc {
+        s = vaddq_f32(s, x);
+    }
+    vaddvq_f32(s)
+}
+
+/// Bandwidth probe: sums `x` with four independent accumulators (plain loads, no second stream).
+pub fn read_sum(x: &[f32]) -> f32 {
+    // SAFETY: NEON is baseline on aarch64; loads stay below x.len().
+    unsafe { read_sum_neon(x) }
+}
+
+#[target_feature(enable = "neon")]
+unsafe fn read_sum_neon(x: &[f32]) -> f32 {
+    let p = x.as_ptr();
+    let mut acc = [vdupq_n_f32(0.0); 4];
+    let mut i = 0;
+    while i + 16 <= x.len() {
+        for (j, a) in acc.iter_mut().enumerate() {
+            *a = vaddq_f32(*a, vld1q_f32(p.add(i + 4 * j)));
+        }
+        i += 16;
+    }
+    let s = vaddq_f32(vaddq_f32(acc[0], acc[1]), vaddq_f32(acc[2], acc[3]));
+    vaddvq_f32(s) + x[i..].iter().sum::<f32>()
 }

@@ -1,0 +1,83 @@
+//! Packing for the matrix-matrix kernels (AVX2 and NEON alike): inputs in groups of 6 rows,
+//! weights in (KC, 16) panels, in per-thread buffers reused across calls. The microkernels then
+//! read two sequential streams; see `avx2.rs` for why (L1 sets, the TLB).
+
+/// Depth of one slice of a matrix-matrix product.
+pub(super) const KC: usize = 256;
+
+/// Panels packed together: the packing reads `16 * PANELS_PER_PACK` consecutive floats of each
+/// weight row. Packing one panel at a time reads 64 bytes per row, one row per 4 KiB page or
+/// more apart (GPT-2's rows are 3-12 KiB): a TLB miss for every 64 bytes once the matrix spans
+/// more pages than the TLB holds, which cost more than a quarter of the product's time.
+pub(super) const PANELS_PER_PACK: usize = 8;
+
+thread_local! {
+    /// Per-thread packing buffers (input row groups, weight panels), reused across calls.
+    static PACKED: std::cell::RefCell<(Vec<f32>, Vec<f32>)> =
+        const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
+}
+
+/// Runs `f` with this thread's two packing buffers (input row groups, weight panels).
+pub(super) fn with_buffers<R>(f: impl FnOnce(&mut Vec<f32>, &mut Vec<f32>) -> R) -> R {
+    PACKED.with(|cell| {
+        let mut bufs = cell.borrow_mut();
+        let (a, w) = &mut *bufs;
+        f(a, w)
+    })
+}
+
+/// Packs one full group of 6 rows (see [`pack_rows`]).
+pub(super) type PackGroup6<'a> = &'a dyn Fn(&mut [f32], &[f32]);
+
+/// Packs `inp (T, K)` by groups of 6 rows, k-major inside a group: `[group][k][6]`, the last
+/// group zero-padded. `dst` keeps 2 spare floats at the end. A full group of 6 rows goes
+/// through `full_group(out, src)` when given (`out` is the group's 6K floats plus the 2 spare
+/// ones after it, `src` its 6 rows), else through the plain loop.
+pub(super) fn pack_rows(
+    dst: &mut Vec<f32>,
+    inp: &[f32],
+    t: usize,
+    k: usize,
+    full_group: Option<PackGroup6<'_>>,
+) {
+    let groups = t.div_ceil(6);
+    let len = groups * k * 6;
+    if dst.len() < len + 2 {
+        dst.resize(len + 2, 0.0);
+    }
+    for g in 0..groups {
+        let rows = (t - g * 6).min(6);
+        let src = &inp[g * 6 * k..(g * 6 + rows) * k];
+        let out = &mut dst[g * k * 6..(g + 1) * k * 6 + 2];
+        match full_group {
+            Some(pack6) if rows == 6 => pack6(out, src),
+            _ => {
+                for kk in 0..k {
+                    for lane in 0..6 {
+                        out[kk * 6 + lane] = if lane < rows { src[lane * k + kk] } else { 0.0 };
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Copies weight columns `c0..c0 + 16 * panels` of the first K rows of `w` into `panels`
+/// contiguous (K, 16) panels, one after the other, reading each row's columns front to back.
+pub(super) fn pack_panels(
+    dst: &mut Vec<f32>,
+    w: &[f32],
+    k: usize,
+    n: usize,
+    c0: usize,
+    panels: usize,
+) {
+    dst.clear();
+    dst.resize(panels * k * 16, 0.0);
+    for kk in 0..k {
+        let row = &w[kk * n + c0..kk * n + c0 + panels * 16];
+        for (p, src) in row.chunks_exact(16).enumerate() {
+            dst[(p * k + kk) * 16..(p * k + kk + 1) * 16].copy_from_slice(src);
+        }
+    }
+}
