@@ -8,8 +8,9 @@
 //! (`.ci/aarch64.sh`); never timed, since emulation says nothing about speed.
 //!
 //! - [`matmul_cols`]: (T, K) x (K, N) on a range of output columns, in register tiles of 6 rows
-//!   x 16 columns (24 accumulators: 6 rows x 4 vectors), on the same packed inputs and (KC, 16)
-//!   weight panels as the AVX2 kernel, then 8- and 4-column tiles for the remainder. For T = 1
+//!   x 16 columns (24 accumulators: 6 rows x 4 vectors), on the same packed inputs (6 x 4 blocks
+//!   transposed in registers) and (KC, 16) weight panels as the AVX2 kernel, then 4-column
+//!   tiles for the remainder. For T = 1
 //!   it switches to [`matvec_cols`], which streams 4 weight rows at a time.
 //! - [`dot_rows`]: the output layer, 4 vocabulary rows at a time.
 //! - element-wise: layer norm, GELU (a vectorised tanh from a Cephes-style exp), softmax, add.
@@ -82,7 +83,10 @@ pub fn matmul_cols(
         return matvec_cols(out, inp, w, bias, k, n, n0);
     }
     pack::with_buffers(|a_packed, w_panel| {
-        pack::pack_rows(a_packed, inp, t, k, None);
+        // SAFETY: NEON is baseline on aarch64; pack_rows hands a full group's 6 rows of K and
+        // 6K + 2 floats of output, which is what pack_group6 touches.
+        let pack6 = |out: &mut [f32], src: &[f32]| unsafe { pack_group6(out, src, k) };
+        pack::pack_rows(a_packed, inp, t, k, Some(&pack6));
         // SAFETY: NEON is baseline on aarch64; the shapes were checked above, which is all the
         // unchecked indexing relies on.
         unsafe {
@@ -119,6 +123,60 @@ pub fn matmul_cols(
             }
         }
     });
+}
+
+/// One full group of 6 rows: 4 values of k at a time, rows 0-3 transposed in registers (a 4 x 4
+/// transpose) and rows 4-5 interleaved, stored as 4 runs of 6 floats.
+#[target_feature(enable = "neon")]
+unsafe fn pack_group6(out: &mut [f32], src: &[f32], k: usize) {
+    debug_assert!(src.len() == 6 * k && out.len() >= 6 * k);
+    let (s, o) = (src.as_ptr(), out.as_mut_ptr());
+    let mut kk = 0;
+    while kk + 4 <= k {
+        let r: [float32x4_t; 6] = std::array::from_fn(|i| vld1q_f32(s.add(i * k + kk)));
+        // 4 x 4 transpose of rows 0-3: column j holds r0[j], r1[j], r2[j], r3[j].
+        let t01 = vtrn1q_f32(r[0], r[1]);
+        let t01h = vtrn2q_f32(r[0], r[1]);
+        let t23 = vtrn1q_f32(r[2], r[3]);
+        let t23h = vtrn2q_f32(r[2], r[3]);
+        let cols = [
+            vreinterpretq_f32_f64(vtrn1q_f64(
+                vreinterpretq_f64_f32(t01),
+                vreinterpretq_f64_f32(t23),
+            )),
+            vreinterpretq_f32_f64(vtrn1q_f64(
+                vreinterpretq_f64_f32(t01h),
+                vreinterpretq_f64_f32(t23h),
+            )),
+            vreinterpretq_f32_f64(vtrn2q_f64(
+                vreinterpretq_f64_f32(t01),
+                vreinterpretq_f64_f32(t23),
+            )),
+            vreinterpretq_f32_f64(vtrn2q_f64(
+                vreinterpretq_f64_f32(t01h),
+                vreinterpretq_f64_f32(t23h),
+            )),
+        ];
+        // Rows 4-5 interleaved: (r4[j], r5[j]) pairs for j = 0, 1 and 2, 3.
+        let lo = vzip1q_f32(r[4], r[5]);
+        let hi = vzip2q_f32(r[4], r[5]);
+        let pairs = [
+            vget_low_f32(lo),
+            vget_high_f32(lo),
+            vget_low_f32(hi),
+            vget_high_f32(hi),
+        ];
+        for (j, (&col, &pair)) in cols.iter().zip(&pairs).enumerate() {
+            vst1q_f32(o.add((kk + j) * 6), col);
+            vst1_f32(o.add((kk + j) * 6 + 4), pair);
+        }
+        kk += 4;
+    }
+    for kr in kk..k {
+        for lane in 0..6 {
+            *o.add(kr * 6 + lane) = *s.add(lane * k + kr);
+        }
+    }
 }
 
 /// Every row group against one packed (KC, 16) panel of depth slice `k0..k0 + kc`; output
