@@ -33,7 +33,7 @@ use rayon::prelude::*;
 
 use crate::engine::{DeviceChoice, Engine, EngineError, EngineInfo, check_prompt, check_step};
 use crate::memory::Budget;
-use crate::profile::{Op, OpTimes, Profiler, timed};
+use crate::profile::{Op, OpTimes, Profiler};
 
 /// Whether this build can use CUDA at all.
 pub const CUDA_COMPILED: bool = cfg!(feature = "cuda");
@@ -307,17 +307,6 @@ fn forward(e: &CandleEngine, p: &mut Profiler, tokens: &[u32]) -> candle_core::R
     // A GPU runs operations asynchronously: when profiling, wait for each one so its time is
     // its own. (On the CPU every operation has finished when it returns.)
     let wait_for_gpu = p.enabled() && !e.device.is_cpu();
-    macro_rules! op {
-        ($op:expr, $body:expr) => {
-            timed!(p, $op, {
-                let result = $body;
-                if wait_for_gpu {
-                    e.device.synchronize()?;
-                }
-                result
-            })
-        };
-    }
     let ids = Tensor::new(tokens, &e.device)?;
     // New position i (absolute p0 + i) may not see positions after itself; built once per call.
     let mask = if t > 1 {
@@ -329,46 +318,48 @@ fn forward(e: &CandleEngine, p: &mut Profiler, tokens: &[u32]) -> candle_core::R
     } else {
         None
     };
+    let mut clock = p.clock();
+    let mut mark = |op: Op| -> candle_core::Result<()> {
+        if wait_for_gpu {
+            e.device.synchronize()?;
+        }
+        clock.mark(op);
+        Ok(())
+    };
+    let n_head = cfg.n_head as usize;
     // x = wte[tokens] + wpe[p0 .. p0 + T]
-    let mut x = op!(
-        Op::Embedding,
-        e.wte.embedding(&ids)?.add(&e.wpe.narrow(0, p0, t)?)?
-    ); // (T, C)
+    let mut x = e.wte.embedding(&ids)?.add(&e.wpe.narrow(0, p0, t)?)?; // (T, C)
+    mark(Op::Embedding)?;
     for layer in &e.layers {
-        let ln = op!(
-            Op::LayerNorm,
-            layernorm(&x, &layer.ln_1_w, &layer.ln_1_b, eps)?
-        );
-        let qkv = op!(Op::QkvProjection, linear(&ln, &layer.qkv_w, &layer.qkv_b)?); // (T, 3C)
-        let att = op!(
-            Op::Attention,
-            attention_forward(&qkv, layer, p0, cfg.n_head as usize, mask.as_ref())?
-        ); // (T, C)
-        let proj = op!(
-            Op::OutputProjection,
-            linear(&att, &layer.attn_proj_w, &layer.attn_proj_b)?
-        );
-        x = op!(Op::Residual, (x + proj)?);
-        let ln = op!(
-            Op::LayerNorm,
-            layernorm(&x, &layer.ln_2_w, &layer.ln_2_b, eps)?
-        );
-        let fc = op!(Op::MlpUp, linear(&ln, &layer.fc_w, &layer.fc_b)?); // (T, H)
-        let fc = op!(Op::Gelu, gelu(&fc)?);
-        let proj = op!(
-            Op::MlpDown,
-            linear(&fc, &layer.fc_proj_w, &layer.fc_proj_b)?
-        );
-        x = op!(Op::Residual, (x + proj)?);
+        let ln = layernorm(&x, &layer.ln_1_w, &layer.ln_1_b, eps)?; // (T, C)
+        mark(Op::LayerNorm)?;
+        let qkv = linear(&ln, &layer.qkv_w, &layer.qkv_b)?; // (T, 3C)
+        mark(Op::QkvProjection)?;
+        let att = attention_forward(&qkv, layer, p0, n_head, mask.as_ref())?; // (T, C)
+        mark(Op::Attention)?;
+        let proj = linear(&att, &layer.attn_proj_w, &layer.attn_proj_b)?; // (T, C)
+        mark(Op::OutputProjection)?;
+        x = (x + proj)?;
+        mark(Op::Residual)?;
+        let ln = layernorm(&x, &layer.ln_2_w, &layer.ln_2_b, eps)?; // (T, C)
+        mark(Op::LayerNorm)?;
+        let fc = linear(&ln, &layer.fc_w, &layer.fc_b)?; // (T, H)
+        mark(Op::MlpUp)?;
+        let fc = gelu(&fc)?;
+        mark(Op::Gelu)?;
+        let proj = linear(&fc, &layer.fc_proj_w, &layer.fc_proj_b)?; // (T, C)
+        mark(Op::MlpDown)?;
+        x = (x + proj)?;
+        mark(Op::Residual)?;
     }
     let last = x.narrow(0, t - 1, 1)?; // (1, C): logits for the last position only
-    let ln_f = op!(Op::LayerNorm, layernorm(&last, &e.ln_f_w, &e.ln_f_b, eps)?);
-    let logits = op!(
-        Op::OutputLayer,
-        matmul_split(&ln_f, &e.lm_head.t()?)?
-            .squeeze(0)?
-            .to_vec1::<f32>()? // (V)
-    );
+    let ln_f = layernorm(&last, &e.ln_f_w, &e.ln_f_b, eps)?;
+    mark(Op::LayerNorm)?;
+    let logits = matmul_split(&ln_f, &e.lm_head.t()?)?
+        .squeeze(0)?
+        .to_vec1::<f32>()?; // (V)
+    mark(Op::OutputLayer)?;
+    p.add_clock(clock);
     Ok(logits)
 }
 

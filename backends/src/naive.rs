@@ -16,7 +16,7 @@
 use gpt2_weights::{Config, Gpt2Weights, LayerWeights};
 
 use crate::engine::{Engine, EngineError, EngineInfo, History};
-use crate::profile::{Op, OpTimes, Profiler, timed};
+use crate::profile::{Op, OpTimes, PhaseClock, Profiler};
 
 /// Token embedding plus learned position embedding (GPT-2 has no rotary embeddings).
 ///
@@ -206,62 +206,40 @@ impl<'w> NaiveEngine<'w> {
 }
 
 /// One transformer block: `x = x + attn(ln_1(x)); x = x + mlp(ln_2(x))`.
-/// (`timed!` only measures the call inside it when `--profile` is on; read through it.)
+/// Each call is followed by its profiling mark, which does nothing unless `--profile` is on.
 fn block_forward(
     a: &mut Activations,
-    p: &mut Profiler,
+    clock: &mut PhaseClock,
     l: &LayerWeights<'_>,
     cfg: &Config,
     t_len: usize,
 ) {
-    let c = cfg.n_embd as usize;
-    let h = cfg.mlp_hidden as usize;
+    let (c, h, n_head) = (
+        cfg.n_embd as usize,
+        cfg.mlp_hidden as usize,
+        cfg.n_head as usize,
+    );
     let eps = cfg.layer_norm_eps;
-    timed!(
-        p,
-        Op::LayerNorm,
-        layernorm_forward(&mut a.ln, &a.x, l.ln_1_w, l.ln_1_b, c, eps)
-    );
-    timed!(
-        p,
-        Op::QkvProjection,
-        matmul_forward(&mut a.qkv, &a.ln, l.qkv_w, l.qkv_b, c, 3 * c)
-    );
-    timed!(
-        p,
-        Op::Attention,
-        attention_forward(
-            &mut a.att,
-            &a.qkv,
-            &mut a.scores,
-            t_len,
-            c,
-            cfg.n_head as usize
-        )
-    );
-    timed!(
-        p,
-        Op::OutputProjection,
-        matmul_forward(&mut a.proj, &a.att, l.attn_proj_w, l.attn_proj_b, c, c)
-    );
-    timed!(p, Op::Residual, residual_forward(&mut a.x, &a.proj));
-    timed!(
-        p,
-        Op::LayerNorm,
-        layernorm_forward(&mut a.ln, &a.x, l.ln_2_w, l.ln_2_b, c, eps)
-    );
-    timed!(
-        p,
-        Op::MlpUp,
-        matmul_forward(&mut a.fc, &a.ln, l.fc_w, l.fc_b, c, h)
-    );
-    timed!(p, Op::Gelu, gelu_forward(&mut a.fc));
-    timed!(
-        p,
-        Op::MlpDown,
-        matmul_forward(&mut a.proj, &a.fc, l.fc_proj_w, l.fc_proj_b, h, c)
-    );
-    timed!(p, Op::Residual, residual_forward(&mut a.x, &a.proj));
+    layernorm_forward(&mut a.ln, &a.x, l.ln_1_w, l.ln_1_b, c, eps);
+    clock.mark(Op::LayerNorm);
+    matmul_forward(&mut a.qkv, &a.ln, l.qkv_w, l.qkv_b, c, 3 * c);
+    clock.mark(Op::QkvProjection);
+    attention_forward(&mut a.att, &a.qkv, &mut a.scores, t_len, c, n_head);
+    clock.mark(Op::Attention);
+    matmul_forward(&mut a.proj, &a.att, l.attn_proj_w, l.attn_proj_b, c, c);
+    clock.mark(Op::OutputProjection);
+    residual_forward(&mut a.x, &a.proj);
+    clock.mark(Op::Residual);
+    layernorm_forward(&mut a.ln, &a.x, l.ln_2_w, l.ln_2_b, c, eps);
+    clock.mark(Op::LayerNorm);
+    matmul_forward(&mut a.fc, &a.ln, l.fc_w, l.fc_b, c, h);
+    clock.mark(Op::MlpUp);
+    gelu_forward(&mut a.fc);
+    clock.mark(Op::Gelu);
+    matmul_forward(&mut a.proj, &a.fc, l.fc_proj_w, l.fc_proj_b, h, c);
+    clock.mark(Op::MlpDown);
+    residual_forward(&mut a.x, &a.proj);
+    clock.mark(Op::Residual);
 }
 
 /// The whole model on `tokens`; returns the logits of the last position.
@@ -283,25 +261,18 @@ fn gpt2_forward<'a>(
     a.ln_f.resize(c, 0.0);
     a.logits.resize(cfg.vocab_size as usize, 0.0);
 
-    timed!(
-        p,
-        Op::Embedding,
-        embedding_forward(&mut a.x, tokens, w.wte, w.wpe, c)
-    );
+    let mut clock = p.clock();
+    embedding_forward(&mut a.x, tokens, w.wte, w.wpe, c);
+    clock.mark(Op::Embedding);
     for layer in &w.layers {
-        block_forward(a, p, layer, cfg, t_len);
+        block_forward(a, &mut clock, layer, cfg, t_len);
     }
     let last = &a.x[(t_len - 1) * c..];
-    timed!(
-        p,
-        Op::LayerNorm,
-        layernorm_forward(&mut a.ln_f, last, w.ln_f_w, w.ln_f_b, c, cfg.layer_norm_eps)
-    );
-    timed!(
-        p,
-        Op::OutputLayer,
-        logits_forward(&mut a.logits, &a.ln_f, w.lm_head, c)
-    );
+    layernorm_forward(&mut a.ln_f, last, w.ln_f_w, w.ln_f_b, c, cfg.layer_norm_eps);
+    clock.mark(Op::LayerNorm);
+    logits_forward(&mut a.logits, &a.ln_f, w.lm_head, c);
+    clock.mark(Op::OutputLayer);
+    p.add_clock(clock);
     &a.logits
 }
 

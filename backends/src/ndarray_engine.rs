@@ -14,7 +14,7 @@ use gpt2_weights::{Config, Gpt2Weights, LayerWeights};
 use ndarray::{Array1, Array2, ArrayView1, ArrayView2, Axis, s};
 
 use crate::engine::{Engine, EngineError, EngineInfo, History};
-use crate::profile::{Op, OpTimes, Profiler, timed};
+use crate::profile::{Op, OpTimes, Profiler};
 
 /// matrixmultiply uses at most this many threads, whatever `MATMUL_NUM_THREADS` says.
 pub const MAX_MATMUL_THREADS: usize = 4;
@@ -148,58 +148,45 @@ impl<'w> NdarrayEngine<'w> {
     }
 
     fn forward(&mut self) {
-        // Moved out for the pass so that timing can borrow it mutably beside the weights.
-        let mut p = std::mem::take(&mut self.profiler);
         let cfg = &self.config;
         let tokens = self.history.tokens();
         let (c, t_len) = (cfg.n_embd as usize, tokens.len());
         let eps = cfg.layer_norm_eps;
+        let mut clock = self.profiler.clock();
         // x (T, C) = wte[tokens] + wpe[0..T]
-        let mut x = timed!(p, Op::Embedding, {
-            let mut x = self.wte.select(
-                Axis(0),
-                &tokens.iter().map(|&t| t as usize).collect::<Vec<_>>(),
-            );
-            x += &self.wpe.slice(s![..t_len, ..]);
-            x
-        });
+        let ids: Vec<usize> = tokens.iter().map(|&t| t as usize).collect();
+        let mut x = self.wte.select(Axis(0), &ids);
+        x += &self.wpe.slice(s![..t_len, ..]);
+        clock.mark(Op::Embedding);
         for l in &self.layers {
-            let ln1 = timed!(
-                p,
-                Op::LayerNorm,
-                layernorm(x.view(), l.ln_1_w, l.ln_1_b, eps)
-            );
-            let qkv = timed!(p, Op::QkvProjection, linear(ln1.view(), l.qkv_w, l.qkv_b)); // (T, 3C)
-            let att = timed!(
-                p,
-                Op::Attention,
-                attention(qkv.view(), c, cfg.n_head as usize)
-            ); // (T, C)
-            let proj = timed!(
-                p,
-                Op::OutputProjection,
-                linear(att.view(), l.attn_proj_w, l.attn_proj_b)
-            );
-            timed!(p, Op::Residual, x += &proj);
-            let ln2 = timed!(
-                p,
-                Op::LayerNorm,
-                layernorm(x.view(), l.ln_2_w, l.ln_2_b, eps)
-            );
-            let mut fc = timed!(p, Op::MlpUp, linear(ln2.view(), l.fc_w, l.fc_b)); // (T, H)
-            timed!(p, Op::Gelu, gelu(&mut fc));
-            let proj = timed!(p, Op::MlpDown, linear(fc.view(), l.fc_proj_w, l.fc_proj_b));
-            timed!(p, Op::Residual, x += &proj);
+            let ln1 = layernorm(x.view(), l.ln_1_w, l.ln_1_b, eps); // (T, C)
+            clock.mark(Op::LayerNorm);
+            let qkv = linear(ln1.view(), l.qkv_w, l.qkv_b); // (T, 3C)
+            clock.mark(Op::QkvProjection);
+            let att = attention(qkv.view(), c, cfg.n_head as usize); // (T, C)
+            clock.mark(Op::Attention);
+            let proj = linear(att.view(), l.attn_proj_w, l.attn_proj_b); // (T, C)
+            clock.mark(Op::OutputProjection);
+            x += &proj;
+            clock.mark(Op::Residual);
+            let ln2 = layernorm(x.view(), l.ln_2_w, l.ln_2_b, eps); // (T, C)
+            clock.mark(Op::LayerNorm);
+            let mut fc = linear(ln2.view(), l.fc_w, l.fc_b); // (T, H)
+            clock.mark(Op::MlpUp);
+            gelu(&mut fc);
+            clock.mark(Op::Gelu);
+            let proj = linear(fc.view(), l.fc_proj_w, l.fc_proj_b); // (T, C)
+            clock.mark(Op::MlpDown);
+            x += &proj;
+            clock.mark(Op::Residual);
         }
         // Only the last position's logits are needed: (V, C) . (C) -> (V).
         let last = x.slice(s![t_len - 1..t_len, ..]);
-        let ln_f = timed!(
-            p,
-            Op::LayerNorm,
-            layernorm(last, self.ln_f_w, self.ln_f_b, eps)
-        );
-        self.logits = timed!(p, Op::OutputLayer, self.lm_head.dot(&ln_f.row(0)));
-        self.profiler = p;
+        let ln_f = layernorm(last, self.ln_f_w, self.ln_f_b, eps); // (1, C)
+        clock.mark(Op::LayerNorm);
+        self.logits = self.lm_head.dot(&ln_f.row(0));
+        clock.mark(Op::OutputLayer);
+        self.profiler.add_clock(clock);
     }
 }
 

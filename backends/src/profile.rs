@@ -1,27 +1,18 @@
 //! Where a forward pass spends its time, per GPT-2 operation (`gpt2-bench --profile`).
 //!
-//! Every backend brackets each operation with [`Profiler::start`] and [`Profiler::stop`]. When
-//! profiling is off (the default) `start` returns `None` and `stop` does nothing: one predictable
-//! branch per operation, against operations that take microseconds to milliseconds, so the cost
-//! when off is nil. The clock is read only when profiling is on.
+//! Every backend follows each operation of its forward pass with a mark on a [`PhaseClock`]
+//! (`clock.mark(Op::LayerNorm)`), which charges the operation with the time since the previous
+//! mark, so the block itself stays the math: a call, then its mark. When profiling is off (the
+//! default) the clock holds nothing and a mark is one predictable branch, against operations
+//! that take microseconds to milliseconds, so the cost when off is nil; the clock is read only
+//! when profiling is on. ([`Profiler::start`] and [`Profiler::stop`] bracket a single operation
+//! outside a pass, such as simd-kv's embedding.)
 //!
 //! Operations that a backend fuses are charged to the first of them (a backend that adds the
 //! bias inside its matrix product charges the bias to the product), and the residual additions
 //! are their own line, so every backend's table adds up the same way.
 
 use std::time::Instant;
-
-/// `timed!(profiler, Op::X, expression)`: evaluates the expression, charging its time to `Op::X`
-/// when profiling is on.
-macro_rules! timed {
-    ($profiler:expr, $op:expr, $body:expr) => {{
-        let start = $profiler.start();
-        let result = $body;
-        $profiler.stop($op, start);
-        result
-    }};
-}
-pub(crate) use timed;
 
 /// The operations of GPT-2's forward pass, in the order they run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -99,6 +90,35 @@ impl OpTimes {
     }
 }
 
+/// A clock for a sequence of operations: [`PhaseClock::mark`] charges an operation with the time
+/// since the previous mark (or since the clock was made). When profiling is off it holds nothing
+/// and each mark is one untaken branch, so a forward pass keeps its math flat: a call, then its
+/// mark, as in `naive::block_forward`.
+#[derive(Debug)]
+pub struct PhaseClock(Option<(Instant, OpTimes)>);
+
+impl PhaseClock {
+    /// A clock that starts now when `on`, else one that records nothing.
+    pub fn new(on: bool) -> Self {
+        PhaseClock(on.then(|| (Instant::now(), OpTimes::default())))
+    }
+
+    /// Charges `op` with the time since the previous mark.
+    #[inline]
+    pub fn mark(&mut self, op: Op) {
+        if let Some((last, times)) = &mut self.0 {
+            let now = Instant::now();
+            times.ns[op as usize] += u64::try_from((now - *last).as_nanos()).unwrap_or(u64::MAX);
+            *last = now;
+        }
+    }
+
+    /// The times charged so far (`None` when off).
+    pub fn into_times(self) -> Option<OpTimes> {
+        self.0.map(|(_, times)| times)
+    }
+}
+
 /// Accumulates [`OpTimes`] while enabled.
 #[derive(Debug, Clone, Default)]
 pub struct Profiler {
@@ -127,6 +147,19 @@ impl Profiler {
     pub fn stop(&mut self, op: Op, start: Option<Instant>) {
         if let Some(t) = start {
             self.times.ns[op as usize] += u64::try_from(t.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        }
+    }
+
+    /// A [`PhaseClock`] that starts now, recording only when profiling is on; hand it back with
+    /// [`Profiler::add_clock`].
+    pub fn clock(&self) -> PhaseClock {
+        PhaseClock::new(self.enabled)
+    }
+
+    /// Adds the times a [`PhaseClock`] charged.
+    pub fn add_clock(&mut self, clock: PhaseClock) {
+        if let Some(times) = clock.into_times() {
+            self.add(&times);
         }
     }
 

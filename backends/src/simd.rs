@@ -24,7 +24,7 @@ use crate::engine::{Engine, EngineError, EngineInfo, History, check_prompt, chec
 use crate::kernels::team::{Shared, Team, TeamSizer};
 use crate::kernels::{Compute, Isa, Kernels, attend_head};
 use crate::memory::Budget;
-use crate::profile::{Op, OpTimes, Profiler, timed};
+use crate::profile::{Op, OpTimes, PhaseClock, Profiler};
 
 /// Parallel operations per block in a team decode step (see [`SimdModel::forward_one`]).
 const TEAM_OPS_PER_LAYER: usize = 8;
@@ -341,92 +341,77 @@ impl<'w> SimdModel<'w> {
         let proj = &mut self.proj[..t * c];
         let fc = &mut self.fc[..t * h];
 
-        let p = &mut self.profiler;
+        let mut clock = self.profiler.clock();
         // x[i] = wte[token] + wpe[position]
-        timed!(p, Op::Embedding, {
-            for (i, &tok) in tokens.iter().enumerate() {
-                let row = &mut x[i * c..(i + 1) * c];
-                row.copy_from_slice(&self.w.wte[tok as usize * c..(tok as usize + 1) * c]);
-                k.add(row, &self.w.wpe[(p0 + i) * c..(p0 + i + 1) * c]);
-            }
-        });
+        for (i, &tok) in tokens.iter().enumerate() {
+            let row = &mut x[i * c..(i + 1) * c];
+            row.copy_from_slice(&self.w.wte[tok as usize * c..(tok as usize + 1) * c]);
+            k.add(row, &self.w.wpe[(p0 + i) * c..(p0 + i + 1) * c]);
+        }
+        clock.mark(Op::Embedding);
         for (l, lw) in self.w.layers.iter().enumerate() {
             let k_cache = &mut self.k_cache[l * n_ctx * c..(l + 1) * n_ctx * c];
             let v_cache = &mut self.v_cache[l * n_ctx * c..(l + 1) * n_ctx * c];
             let compute = &self.compute;
             let scratch = &mut self.scratch;
-            timed!(
-                p,
-                Op::LayerNorm,
-                compute.layernorm_rows(ln, x, lw.ln_1_w, lw.ln_1_b, eps)
+            compute.layernorm_rows(ln, x, lw.ln_1_w, lw.ln_1_b, eps);
+            clock.mark(Op::LayerNorm);
+            compute.linear(qkv, ln, lw.qkv_w, lw.qkv_b, c, 3 * c, scratch);
+            clock.mark(Op::QkvProjection);
+            store_kv(k_cache, v_cache, qkv, p0, t, c, n_head, n_ctx);
+            let scores = &mut self.scores;
+            compute.attention(
+                att, qkv, k_cache, v_cache, proj, scores, p0, c, n_head, n_ctx,
             );
-            timed!(
-                p,
-                Op::QkvProjection,
-                compute.linear(qkv, ln, lw.qkv_w, lw.qkv_b, c, 3 * c, scratch)
-            );
-            timed!(p, Op::Attention, {
-                // Store the new keys and values at their positions, head by head, then attend.
-                let d = c / n_head;
-                for i in 0..t {
-                    let row = &qkv[i * 3 * c..(i + 1) * 3 * c];
-                    for hd in 0..n_head {
-                        let at = (hd * n_ctx + p0 + i) * d;
-                        let (k_new, v_new) = (c + hd * d, 2 * c + hd * d);
-                        k_cache[at..at + d].copy_from_slice(&row[k_new..k_new + d]);
-                        v_cache[at..at + d].copy_from_slice(&row[v_new..v_new + d]);
-                    }
-                }
-                compute.attention(
-                    att,
-                    qkv,
-                    k_cache,
-                    v_cache,
-                    proj,
-                    &mut self.scores,
-                    p0,
-                    c,
-                    n_head,
-                    n_ctx,
-                )
-            });
-            timed!(
-                p,
-                Op::OutputProjection,
-                compute.linear(proj, att, lw.attn_proj_w, lw.attn_proj_b, c, c, scratch)
-            );
-            timed!(p, Op::Residual, compute.add(x, proj));
-            timed!(
-                p,
-                Op::LayerNorm,
-                compute.layernorm_rows(ln, x, lw.ln_2_w, lw.ln_2_b, eps)
-            );
-            timed!(
-                p,
-                Op::MlpUp,
-                compute.linear(fc, ln, lw.fc_w, lw.fc_b, c, h, scratch)
-            );
-            timed!(p, Op::Gelu, compute.gelu(fc));
-            timed!(
-                p,
-                Op::MlpDown,
-                compute.linear(proj, fc, lw.fc_proj_w, lw.fc_proj_b, h, c, scratch)
-            );
-            timed!(p, Op::Residual, compute.add(x, proj));
+            clock.mark(Op::Attention);
+            compute.linear(proj, att, lw.attn_proj_w, lw.attn_proj_b, c, c, scratch);
+            clock.mark(Op::OutputProjection);
+            compute.add(x, proj);
+            clock.mark(Op::Residual);
+            compute.layernorm_rows(ln, x, lw.ln_2_w, lw.ln_2_b, eps);
+            clock.mark(Op::LayerNorm);
+            compute.linear(fc, ln, lw.fc_w, lw.fc_b, c, h, scratch);
+            clock.mark(Op::MlpUp);
+            compute.gelu(fc);
+            clock.mark(Op::Gelu);
+            compute.linear(proj, fc, lw.fc_proj_w, lw.fc_proj_b, h, c, scratch);
+            clock.mark(Op::MlpDown);
+            compute.add(x, proj);
+            clock.mark(Op::Residual);
         }
         let last = &x[(t - 1) * c..];
-        timed!(
-            p,
-            Op::LayerNorm,
-            k.layernorm(&mut self.ln_f, last, self.w.ln_f_w, self.w.ln_f_b, eps)
-        );
-        timed!(
-            p,
-            Op::OutputLayer,
-            self.compute
-                .logits(&mut self.logits, &self.ln_f, self.w.lm_head)
-        );
+        k.layernorm(&mut self.ln_f, last, self.w.ln_f_w, self.w.ln_f_b, eps);
+        clock.mark(Op::LayerNorm);
+        self.compute
+            .logits(&mut self.logits, &self.ln_f, self.w.lm_head);
+        clock.mark(Op::OutputLayer);
+        self.profiler.add_clock(clock);
         self.pos += t;
+    }
+}
+
+/// Stores the keys and values of positions `p0..p0 + t` (from `qkv`, (T, 3C)) into one layer's
+/// caches, laid out (n_head, n_ctx, D), head by head.
+#[allow(clippy::too_many_arguments)]
+fn store_kv(
+    k_cache: &mut [f32],
+    v_cache: &mut [f32],
+    qkv: &[f32],
+    p0: usize,
+    t: usize,
+    c: usize,
+    n_head: usize,
+    n_ctx: usize,
+) {
+    let d = c / n_head;
+    for i in 0..t {
+        let row = &qkv[i * 3 * c..(i + 1) * 3 * c];
+        for hd in 0..n_head {
+            let at = (hd * n_ctx + p0 + i) * d;
+            let (k_new, v_new) = (c + hd * d, 2 * c + hd * d);
+            k_cache[at..at + d].copy_from_slice(&row[k_new..k_new + d]);
+            v_cache[at..at + d].copy_from_slice(&row[v_new..v_new + d]);
+        }
     }
 }
 
@@ -477,29 +462,6 @@ fn sum_team(
             }
         }
     });
-}
-
-/// Profiling clock of a team step: charges the time since the previous mark to an operation.
-/// `None` when profiling is off (or on threads other than 0): then `mark` does nothing.
-struct PhaseClock(Option<(std::time::Instant, OpTimes)>);
-
-impl PhaseClock {
-    fn new(on: bool) -> Self {
-        PhaseClock(on.then(|| (std::time::Instant::now(), OpTimes::default())))
-    }
-
-    fn mark(&mut self, op: Op) {
-        if let Some((last, times)) = &mut self.0 {
-            let now = std::time::Instant::now();
-            times.ns[op as usize] += u64::try_from((now - *last).as_nanos()).unwrap_or(u64::MAX);
-            *last = now;
-        }
-    }
-
-    /// The times charged so far (`None` when off).
-    fn into_times(self) -> Option<OpTimes> {
-        self.0.map(|(_, times)| times)
-    }
 }
 
 /// The one-line description of a simd backend for reports.
