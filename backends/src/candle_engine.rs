@@ -32,7 +32,7 @@ use gpt2_weights::{Config, Gpt2Weights};
 use rayon::prelude::*;
 
 use crate::engine::{DeviceChoice, Engine, EngineError, EngineInfo, check_prompt, check_step};
-use crate::memory::Budget;
+use crate::memory::{Budget, check_forward};
 use crate::profile::{Op, OpTimes, Profiler};
 
 /// Whether this build can use CUDA at all.
@@ -386,6 +386,11 @@ impl Engine for CandleEngine {
 
     fn prefill(&mut self, tokens: &[u32]) -> Result<&[f32], EngineError> {
         check_prompt(&self.config, tokens)?;
+        if self.device_choice == DeviceChoice::Cpu {
+            // Every head's scores at once, and their softmax (a decode step's are one row).
+            let (t, heads) = (tokens.len(), self.config.n_head as usize);
+            check_forward("candle", &self.config, t, &[2, heads, t, t])?;
+        }
         self.pos = 0;
         self.forward(tokens)?;
         Ok(&self.logits)

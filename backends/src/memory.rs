@@ -101,6 +101,36 @@ impl Budget {
     }
 }
 
+/// What a forward pass over `t` positions allocates in a backend that sizes its activations by
+/// the prompt (naive, ndarray, candle): the residual stream and its layer norm, attention output
+/// and projection (T, C) each, QKV (T, 3C), the MLP's (T, H), the logits (V), plus the attention
+/// scores of the shape `scores` the backend keeps at once. Checked before every call that
+/// recomputes (a `--prompt-tokens` of a million on a long-context model would otherwise abort
+/// the process asking for a terabyte).
+pub fn check_forward(
+    backend: &'static str,
+    config: &gpt2_weights::Config,
+    t: usize,
+    scores: &[usize],
+) -> Result<u64, EngineError> {
+    let (c, h, v) = (
+        config.n_embd as usize,
+        config.mlp_hidden as usize,
+        config.vocab_size as usize,
+    );
+    let mut budget = Budget::new(backend);
+    budget
+        .f32s(
+            "residual stream, layer norm, attention and projection (4, T, C)",
+            &[4, t, c],
+        )
+        .f32s("QKV (T, 3C)", &[t, 3, c])
+        .f32s("MLP activations (T, H)", &[t, h])
+        .f32s("attention scores", scores)
+        .f32s("logits (V)", &[v]);
+    budget.check()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -16,6 +16,7 @@
 use gpt2_weights::{Config, Gpt2Weights, LayerWeights};
 
 use crate::engine::{Engine, EngineError, EngineInfo, History};
+use crate::memory::check_forward;
 use crate::profile::{Op, OpTimes, PhaseClock, Profiler};
 
 /// Token embedding plus learned position embedding (GPT-2 has no rotary embeddings).
@@ -296,6 +297,7 @@ impl Engine for NaiveEngine<'_> {
 
     fn prefill(&mut self, tokens: &[u32]) -> Result<&[f32], EngineError> {
         let cfg = *self.config();
+        check_forward("naive", &cfg, tokens.len(), &[tokens.len()])?;
         let tokens = self.history.start(&cfg, tokens)?;
         Ok(gpt2_forward(
             &mut self.act,
@@ -307,6 +309,8 @@ impl Engine for NaiveEngine<'_> {
 
     fn step(&mut self, token: u32) -> Result<&[f32], EngineError> {
         let cfg = *self.config();
+        let t = self.history.len() + 1;
+        check_forward("naive", &cfg, t, &[t])?;
         let tokens = self.history.push(&cfg, token)?;
         Ok(gpt2_forward(
             &mut self.act,

@@ -14,6 +14,7 @@ use gpt2_weights::{Config, Gpt2Weights, LayerWeights};
 use ndarray::{Array1, Array2, ArrayView1, ArrayView2, Axis, s};
 
 use crate::engine::{Engine, EngineError, EngineInfo, History};
+use crate::memory::check_forward;
 use crate::profile::{Op, OpTimes, Profiler};
 
 /// matrixmultiply uses at most this many threads, whatever `MATMUL_NUM_THREADS` says.
@@ -209,12 +210,17 @@ impl Engine for NdarrayEngine<'_> {
     }
 
     fn prefill(&mut self, tokens: &[u32]) -> Result<&[f32], EngineError> {
+        let t = tokens.len();
+        // One head's scores at a time, and their softmax.
+        check_forward("ndarray", &self.config, t, &[2, t, t])?;
         self.history.start(&self.config, tokens)?;
         self.forward();
         Ok(self.logits.as_slice().expect("standard layout"))
     }
 
     fn step(&mut self, token: u32) -> Result<&[f32], EngineError> {
+        let t = self.history.len() + 1;
+        check_forward("ndarray", &self.config, t, &[2, t, t])?;
         self.history.push(&self.config, token)?;
         self.forward();
         Ok(self.logits.as_slice().expect("standard layout"))

@@ -128,6 +128,32 @@ fn sizes_are_checked_before_anything_is_allocated() {
         &["--backends", "naive,ndarray,candle", "--no-roofline"],
     );
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    // They size them by the prompt: a prompt that fills this context is checked the same way.
+    let full = (1u32 << 20).to_string();
+    for (backend, needle) in [
+        ("naive", "MLP activations (T, H), 1.10 TB"),
+        ("ndarray", "attention scores, 8.80 TB"),
+        ("candle", "attention scores, 17.59 TB"),
+    ] {
+        let o = bench(&[
+            "--compare",
+            "--backends",
+            backend,
+            "--prompt-tokens",
+            &full,
+            "--model",
+            s(&path),
+            "--max-tokens",
+            "1",
+            "--runs",
+            "1",
+            "--warmup",
+            "0",
+            "--no-roofline",
+            "-q",
+        ]);
+        assert_input_error(&o, &[backend, needle]);
+    }
 }
 
 #[test]
