@@ -71,19 +71,7 @@ pub fn error_line(error: &anyhow::Error) -> String {
         }
         line.push_str(&text);
     }
-    let mut shown = String::new();
-    for (i, c) in line.chars().enumerate() {
-        if i == MAX_ERROR_CHARS {
-            shown.push('…');
-            break;
-        }
-        if c.is_control() {
-            shown.extend(c.escape_debug());
-        } else {
-            shown.push(c);
-        }
-    }
-    shown
+    gpt2_weights::input::printable_up_to(&line, MAX_ERROR_CHARS)
 }
 
 /// Prints `error: ...` (one line) on stderr and returns [`EXIT_INPUT`].

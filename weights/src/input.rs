@@ -124,9 +124,14 @@ pub const MAX_SHOWN_CHARS: usize = 80;
 /// A string from a file, made safe to print: control characters (newlines, escapes, NUL, ...)
 /// written as Rust escapes (`\n`, `\u{1b}`), and at most [`MAX_SHOWN_CHARS`] characters kept.
 pub fn printable(s: &str) -> String {
+    printable_up_to(s, MAX_SHOWN_CHARS)
+}
+
+/// [`printable`] with another length limit, in characters (an error line, say).
+pub fn printable_up_to(s: &str, max_chars: usize) -> String {
     let mut out = String::new();
     for (i, c) in s.chars().enumerate() {
-        if i == MAX_SHOWN_CHARS {
+        if i == max_chars {
             out.push('…');
             break;
         }

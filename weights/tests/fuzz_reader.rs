@@ -15,51 +15,19 @@
 //! --test fuzz_reader -- --nocapture`.
 
 mod fuzz_support;
+#[path = "../../export/tests/support/mod.rs"]
+mod support;
 
 use fuzz_support::{Rng, iterations_and_seed, largest_allocation};
 
+use gpt2_weights::WeightFile;
 use gpt2_weights::format::{self, PREAMBLE_LEN};
-use gpt2_weights::{Config, Provenance, TokenizerData, WeightFile, WeightWriter};
 
-/// A small valid weight file: 1 layer, n_embd 8, a 260-token byte-level vocabulary.
+/// A small valid weight file (1 layer, n_embd 8, a 260-token byte-level vocabulary: the hostile
+/// tests' small model); returns its bytes.
 fn seed_file(dir: &std::path::Path) -> Vec<u8> {
-    let config = Config {
-        n_layer: 1,
-        n_head: 2,
-        n_embd: 8,
-        vocab_size: 260,
-        n_ctx: 16,
-        mlp_hidden: 32,
-        layer_norm_eps: 1e-5,
-        tied_output: true,
-    };
-    let alphabet = gpt2_weights::tokenizer::bytes_to_unicode();
-    let mut tokens: Vec<String> = alphabet.iter().map(|c| c.to_string()).collect();
-    let merges = vec![
-        ("Ġ".to_string(), "t".to_string()),
-        ("h".to_string(), "e".to_string()),
-        ("Ġt".to_string(), "he".to_string()),
-    ];
-    tokens.extend(["Ġt", "he", "Ġthe"].map(String::from));
-    tokens.push("<|endoftext|>".to_string());
-    let tokenizer = TokenizerData {
-        tokens,
-        merges,
-        eot_id: 259,
-    };
-    let provenance = Provenance {
-        model_name: "fuzz-seed".into(),
-        source: "test".into(),
-        exporter: "fuzz_reader".into(),
-    };
     let path = dir.join("seed.bin");
-    let mut w = WeightWriter::create(&path, &config, &provenance, &tokenizer, &[]).unwrap();
-    for info in w.remaining().to_vec() {
-        let n = (info.byte_len / 4) as usize;
-        let data: Vec<f32> = (0..n).map(|i| (i % 13) as f32 * 0.01).collect();
-        w.write_tensor(&info.name, &data).unwrap();
-    }
-    w.finish().unwrap();
+    support::small_weight_file(&path, |_| {}, "fuzz-seed");
     let bytes = std::fs::read(&path).unwrap();
     WeightFile::open_verified(&path).expect("the seed file is valid");
     bytes

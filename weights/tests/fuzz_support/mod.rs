@@ -1,4 +1,4 @@
-//! What the two fuzz tests share (`weights/tests/fuzz_reader.rs`, and
+//! What the fuzz tests share (`weights/tests/fuzz_reader.rs`, and
 //! `export/tests/fuzz_import.rs` through a `#[path]` include): a global allocator that records
 //! the largest single allocation while tracking is on, a small seeded generator, and the
 //! environment knobs.
