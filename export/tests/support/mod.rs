@@ -1,7 +1,7 @@
-//! What the hostile-input CLI tests of both binaries share (`export/tests/hostile.rs`, and
-//! `harness/tests/hostile.rs` through a `#[path]` include): running a binary with a time limit,
-//! with its stdout or stderr on a closed pipe, or interrupted by a signal; and building the
-//! small files those tests corrupt.
+//! What the hostile-input CLI tests of both binaries share (`export/tests/hostile.rs`;
+//! `harness/tests/hostile.rs` and the fuzz tests through a `#[path]` include): running a binary
+//! with a time limit, with its stdout or stderr on a closed pipe, or interrupted by a signal;
+//! and building the small files those tests corrupt (a weight file, a checkpoint).
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};

@@ -1,7 +1,7 @@
-//! What the fuzz tests share (`weights/tests/fuzz_reader.rs`, and
-//! `export/tests/fuzz_import.rs` through a `#[path]` include): a global allocator that records
-//! the largest single allocation while tracking is on, a small seeded generator, and the
-//! environment knobs.
+//! What the fuzz tests share (`weights/tests/fuzz_reader.rs`; `export/tests/fuzz_import.rs`,
+//! `export/tests/fuzz_inputs.rs` and the baseline fuzzer of `harness/src/gate.rs` through a
+//! `#[path]` include): a global allocator that records the largest single allocation while
+//! tracking is on, a small seeded generator, a JSON mutator, and the environment knobs.
 
 #![allow(dead_code)]
 
