@@ -372,6 +372,11 @@ fn run(parsed: Cli, matches: &ArgMatches) -> anyhow::Result<u8> {
         if args.runs == 0 {
             bail!("--runs must be at least 1");
         }
+        for (flag, n) in [("--runs", args.runs), ("--warmup", args.warmup)] {
+            if n > MAX_RUNS {
+                bail!("{flag} {n} is more than the {MAX_RUNS} runs a comparison may have");
+            }
+        }
         let plan = compare::Plan {
             backends: &selected,
             prompt: &prompt_ids,
@@ -414,6 +419,9 @@ fn prompt_lengths(args: &RunArgs, prompt_len: usize) -> anyhow::Result<Vec<usize
     }
     Ok(list.clone())
 }
+
+/// The most `--runs` (and `--warmup` runs) per backend and length: every run's samples are kept.
+const MAX_RUNS: usize = 10_000;
 
 /// The most threads `--threads` accepts, per logical core. Beyond the cores, threads only take
 /// turns; a limit keeps `--threads 10000` from starting ten thousand spinning threads.

@@ -95,6 +95,18 @@ fn a_closed_stdout_or_stderr_never_panics() {
 
 #[test]
 fn sizes_are_checked_before_anything_is_allocated() {
+    for flag in ["--runs", "--warmup"] {
+        let o = bench(&[
+            "--compare",
+            "--prompt",
+            "hi",
+            "--model",
+            small(),
+            flag,
+            "18446744073709551615",
+        ]);
+        assert_input_error(&o, &[flag, "more than the 10000 runs"]);
+    }
     for n in ["18446744073709551615", "1000000000000"] {
         let o = bench(&["--compare", "--prompt-tokens", n, "--model", small()]);
         assert_input_error(&o, &["--prompt-tokens", "longer than the model's context"]);
