@@ -336,6 +336,11 @@ fn run(parsed: Cli, matches: &ArgMatches) -> anyhow::Result<u8> {
     if args.max_tokens == 0 {
         bail!("--max-tokens must be at least 1");
     }
+    for (flag, n) in [("--runs", args.runs), ("--warmup", args.warmup)] {
+        if n > MAX_RUNS {
+            bail!("{flag} {n} is more than the {MAX_RUNS} runs a comparison may have");
+        }
+    }
     let sampling = sampling::SamplingOptions {
         temperature: args.temperature,
         top_k: args.top_k,
@@ -372,11 +377,7 @@ fn run(parsed: Cli, matches: &ArgMatches) -> anyhow::Result<u8> {
         if args.runs == 0 {
             bail!("--runs must be at least 1");
         }
-        for (flag, n) in [("--runs", args.runs), ("--warmup", args.warmup)] {
-            if n > MAX_RUNS {
-                bail!("{flag} {n} is more than the {MAX_RUNS} runs a comparison may have");
-            }
-        }
+
         let plan = compare::Plan {
             backends: &selected,
             prompt: &prompt_ids,

@@ -43,12 +43,30 @@ pub struct CleanupGuard {
     path: PathBuf,
 }
 
+/// Set (under the registry's lock) once [`remove_registered`] has run: the process is exiting,
+/// and nothing new may be created that it would no longer remove.
+static EXITING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 impl CleanupGuard {
-    /// Registers `path` (a file or a directory) for removal on a terminating signal.
-    pub fn register(path: impl Into<PathBuf>) -> Self {
-        let path = path.into();
-        registered().push(path.clone());
-        CleanupGuard { path }
+    /// Creates a temporary file or directory with `create` and registers the path `path_of`
+    /// gives, both under the registry's lock: a signal handler removing the registered paths
+    /// waits for the creation to be registered, so nothing is created in between that it would
+    /// miss, and after it ran nothing more is created.
+    pub fn create<T>(
+        create: impl FnOnce() -> std::io::Result<T>,
+        path_of: impl FnOnce(&T) -> &Path,
+    ) -> std::io::Result<(T, CleanupGuard)> {
+        let mut list = registered();
+        if EXITING.load(std::sync::atomic::Ordering::Relaxed) {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::Interrupted,
+                "the process is exiting after a signal",
+            ));
+        }
+        let item = create()?;
+        let path = path_of(&item).to_path_buf();
+        list.push(path.clone());
+        Ok((item, CleanupGuard { path }))
     }
 }
 
@@ -64,11 +82,13 @@ impl Drop for CleanupGuard {
 /// Deletes every registered temporary file and directory (for a signal handler: call it, then
 /// exit). Returns how many were removed.
 pub fn remove_registered() -> usize {
-    registered()
-        .drain(..)
+    let mut list = registered();
+    EXITING.store(true, std::sync::atomic::Ordering::Relaxed);
+    list.drain(..)
         .filter(|p| {
             if p.is_dir() {
-                std::fs::remove_dir_all(p).is_ok()
+                // Another thread may still be renaming a finished file into it: try again.
+                (0..3).any(|_| std::fs::remove_dir_all(p).is_ok())
             } else {
                 std::fs::remove_file(p).is_ok()
             }
@@ -86,8 +106,10 @@ pub struct TempDir {
 
 impl TempDir {
     pub fn new() -> std::io::Result<Self> {
-        let dir = tempfile::Builder::new().prefix("gpt2-bench-").tempdir()?;
-        let _guard = CleanupGuard::register(dir.path());
+        let (dir, _guard) = CleanupGuard::create(
+            || tempfile::Builder::new().prefix("gpt2-bench-").tempdir(),
+            |d| d.path(),
+        )?;
         Ok(TempDir { dir, _guard })
     }
 
@@ -185,8 +207,7 @@ impl PartialFile {
             use std::os::unix::fs::PermissionsExt;
             builder.permissions(std::fs::Permissions::from_mode(0o666));
         }
-        let tmp = builder.tempfile_in(dir)?;
-        let _guard = CleanupGuard::register(tmp.path());
+        let (tmp, _guard) = CleanupGuard::create(|| builder.tempfile_in(dir), |t| t.path())?;
         Ok(PartialFile { tmp, _guard })
     }
 
