@@ -2,13 +2,15 @@
 //! `ndarray` backend uses), on all cores.
 //!
 //! Throughput is reported in "elements" per second where one element is one FLOP, so criterion's
-//! `Gelem/s` reads as GFLOP/s. Matrix-vector benchmarks cycle through enough copies of the matrix
-//! (more than the last-level cache holds) that the weights stream from memory, as in a real
-//! decode step.
+//! `Gelem/s` reads as GFLOP/s. Matrix-vector benchmarks time the path a decode step takes (the
+//! team's blocked product and the sum of its partials) and cycle through enough copies of the
+//! matrix (more than the last-level cache holds) that the weights stream from memory, as in a
+//! real decode step.
 //!
 //! `cargo bench -p gpt2-backends --bench kernels`
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use gpt2_backends::kernels::team::{Shared, Team};
 use gpt2_backends::kernels::{Compute, Kernels};
 use ndarray::{Array2, ArrayView2};
 
@@ -35,14 +37,27 @@ fn matvec(c: &mut Criterion) {
         let x = values(k);
         let bias = vec![0.0f32; n];
         let mut out = vec![0.0f32; n];
-        let mut scratch = vec![0.0f32; 4 * threads() * n];
         group.throughput(Throughput::Elements((2 * k * n) as u64));
         let id = format!("{k}x{n}");
+        // The path a decode step takes: the pool's threads as one team claim blocks of weight
+        // rows into partial sums (`Compute::matvec_team`), which are then added in block order.
+        let mut team = Team::new(threads(), 1);
+        let (_, parts) = compute.matvec_split(k);
+        let mut partial_buf = vec![0.0f32; parts * n];
         let mut i = 0;
         group.bench_function(BenchmarkId::new("simd", &id), |b| {
             b.iter(|| {
                 i = (i + 1) % copies;
-                pool.install(|| compute.linear(&mut out, &x, &mats[i], &bias, k, n, &mut scratch));
+                team.reset_for(threads());
+                {
+                    let (team, w) = (&team, &mats[i]);
+                    let partials = Shared::new(&mut partial_buf);
+                    pool.broadcast(|_| {
+                        let mut op = 0;
+                        compute.matvec_team(team, &mut op, &x, w, &bias, n, &partials);
+                    });
+                }
+                compute.sum_partials(&mut out, &partial_buf, k, n, 0);
             })
         });
         let xa = Array2::from_shape_vec((1, k), x.clone()).expect("shape");
