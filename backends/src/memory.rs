@@ -15,22 +15,26 @@ pub fn f32_bytes(dims: &[usize]) -> Option<u64> {
         .try_fold(4u64, |acc, &d| acc.checked_mul(u64::try_from(d).ok()?))
 }
 
-/// Physical memory of this machine in bytes, where the platform says.
+/// Physical memory of this machine in bytes, where the platform says (read once: decode steps
+/// of the recomputing backends check against it every token).
 pub fn physical_memory_bytes() -> Option<u64> {
-    #[cfg(unix)]
-    {
-        // SAFETY: sysconf only reads system configuration values; it has no preconditions.
-        let (pages, page_size) = unsafe {
-            (
-                libc::sysconf(libc::_SC_PHYS_PAGES),
-                libc::sysconf(libc::_SC_PAGESIZE),
-            )
-        };
-        if pages > 0 && page_size > 0 {
-            return (pages as u64).checked_mul(page_size as u64);
+    static BYTES: std::sync::OnceLock<Option<u64>> = std::sync::OnceLock::new();
+    *BYTES.get_or_init(|| {
+        #[cfg(unix)]
+        {
+            // SAFETY: sysconf only reads system configuration values; it has no preconditions.
+            let (pages, page_size) = unsafe {
+                (
+                    libc::sysconf(libc::_SC_PHYS_PAGES),
+                    libc::sysconf(libc::_SC_PAGESIZE),
+                )
+            };
+            if pages > 0 && page_size > 0 {
+                return (pages as u64).checked_mul(page_size as u64);
+            }
         }
-    }
-    None
+        None
+    })
 }
 
 /// Formats bytes for people: `1.10 TB`, `512.0 MB`.
@@ -45,12 +49,14 @@ pub fn human_bytes(bytes: u64) -> String {
     }
 }
 
+/// One buffer: what it is for (with its shape), and its bytes (`None`: the product overflowed).
+type Item = (&'static str, Option<u64>);
+
 /// The buffers a backend is about to allocate.
 #[derive(Debug)]
 pub struct Budget {
     backend: &'static str,
-    /// What each buffer is for (with its shape), and its bytes (`None`: overflowed).
-    items: Vec<(String, Option<u64>)>,
+    items: Vec<Item>,
 }
 
 impl Budget {
@@ -62,8 +68,8 @@ impl Budget {
     }
 
     /// Adds a buffer of `dims` f32 values, described by `what` (e.g. "MLP activations (n_ctx, H)").
-    pub fn f32s(&mut self, what: impl Into<String>, dims: &[usize]) -> &mut Self {
-        self.items.push((what.into(), f32_bytes(dims)));
+    pub fn f32s(&mut self, what: &'static str, dims: &[usize]) -> &mut Self {
+        self.items.push((what, f32_bytes(dims)));
         self
     }
 
@@ -74,31 +80,39 @@ impl Budget {
     }
 
     fn check_against(&self, available: Option<u64>) -> Result<u64, EngineError> {
-        let total = self
-            .items
-            .iter()
-            .try_fold(0u64, |acc, (_, b)| acc.checked_add((*b)?));
-        let largest = self
-            .items
-            .iter()
-            .max_by_key(|(_, b)| b.unwrap_or(u64::MAX))
-            .map(|(what, b)| match b {
-                Some(b) => format!("{what}, {}", human_bytes(*b)),
-                None => format!("{what}, more than 2^64 bytes"),
-            })
-            .unwrap_or_default();
-        let needed = match total {
-            Some(t) if available.is_none_or(|a| t <= a) => return Ok(t),
-            Some(t) => human_bytes(t),
-            None => "more than 2^64 bytes".to_string(),
-        };
-        Err(EngineError::OutOfMemory {
-            backend: self.backend,
-            needed,
-            largest,
-            available: available.map_or_else(|| "?".into(), human_bytes),
-        })
+        check_items(self.backend, &self.items, available)
     }
+}
+
+/// The total of `items`, or the error of [`Budget::check`]; the messages are built only on
+/// failure, so a check that passes allocates nothing.
+fn check_items(
+    backend: &'static str,
+    items: &[Item],
+    available: Option<u64>,
+) -> Result<u64, EngineError> {
+    let total = items
+        .iter()
+        .try_fold(0u64, |acc, (_, b)| acc.checked_add((*b)?));
+    let needed = match total {
+        Some(t) if available.is_none_or(|a| t <= a) => return Ok(t),
+        Some(t) => human_bytes(t),
+        None => "more than 2^64 bytes".to_string(),
+    };
+    let largest = items
+        .iter()
+        .max_by_key(|(_, b)| b.unwrap_or(u64::MAX))
+        .map(|(what, b)| match b {
+            Some(b) => format!("{what}, {}", human_bytes(*b)),
+            None => format!("{what}, more than 2^64 bytes"),
+        })
+        .unwrap_or_default();
+    Err(EngineError::OutOfMemory {
+        backend,
+        needed,
+        largest,
+        available: available.map_or_else(|| "?".into(), human_bytes),
+    })
 }
 
 /// What a forward pass over `t` positions allocates in a backend that sizes its activations by
@@ -118,17 +132,18 @@ pub fn check_forward(
         config.mlp_hidden as usize,
         config.vocab_size as usize,
     );
-    let mut budget = Budget::new(backend);
-    budget
-        .f32s(
+    // On the stack: this runs before every decode step of the recomputing backends.
+    let items: [Item; 5] = [
+        (
             "residual stream, layer norm, attention and projection (4, T, C)",
-            &[4, t, c],
-        )
-        .f32s("QKV (T, 3C)", &[t, 3, c])
-        .f32s("MLP activations (T, H)", &[t, h])
-        .f32s("attention scores", scores)
-        .f32s("logits (V)", &[v]);
-    budget.check()
+            f32_bytes(&[4, t, c]),
+        ),
+        ("QKV (T, 3C)", f32_bytes(&[t, 3, c])),
+        ("MLP activations (T, H)", f32_bytes(&[t, h])),
+        ("attention scores", f32_bytes(scores)),
+        ("logits (V)", f32_bytes(&[v])),
+    ];
+    check_items(backend, &items, physical_memory_bytes())
 }
 
 #[cfg(test)]

@@ -55,8 +55,6 @@ pub fn save(report: &Report, dir: &Path, inputs: &[&Path]) -> anyhow::Result<(Pa
     write_atomically(&path, json.as_bytes(), inputs)?;
 
     let history = dir.join("history.md");
-    gpt2_weights::write::check_output(&history, inputs)
-        .map_err(|m| anyhow::anyhow!("--save: {}: {m}", history.display()))?;
     let limit = gpt2_weights::input::MAX_TEXT_FILE_BYTES;
     let mut text = match gpt2_weights::input::read_text_limited(&history, limit) {
         Ok(t) => t,

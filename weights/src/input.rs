@@ -23,8 +23,9 @@ use std::path::Path;
 /// `vocab.json`, `merges.txt`, a shard index, a golden file, a saved report.
 pub const MAX_TEXT_FILE_BYTES: u64 = 64 << 20;
 
-/// What a path is, for messages: "a directory", "a FIFO (named pipe)", ...
-fn kind_of(meta: &std::fs::Metadata) -> &'static str {
+/// What a path is, for messages about inputs and outputs: "a directory", "a FIFO (named
+/// pipe)", "a symbolic link" (from `symlink_metadata`), ...
+pub(crate) fn kind_of(meta: &std::fs::Metadata) -> &'static str {
     let ft = meta.file_type();
     if ft.is_dir() {
         return "a directory";
@@ -144,11 +145,6 @@ pub fn printable_up_to(s: &str, max_chars: usize) -> String {
     out
 }
 
-/// [`printable`] for bytes that may not be UTF-8.
-pub fn printable_bytes(b: &[u8]) -> String {
-    printable(&String::from_utf8_lossy(b))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -162,7 +158,6 @@ mod tests {
         let shown = printable(&long);
         assert_eq!(shown.chars().count(), MAX_SHOWN_CHARS + 1);
         assert!(shown.ends_with('…'));
-        assert_eq!(printable_bytes(b"\xff\n"), "\u{fffd}\\n");
     }
 
     #[test]

@@ -118,31 +118,6 @@ impl TempDir {
     }
 }
 
-/// What a path is, for messages about outputs.
-fn describe_kind(meta: &std::fs::Metadata) -> &'static str {
-    let ft = meta.file_type();
-    if ft.is_symlink() {
-        return "a symbolic link";
-    }
-    if ft.is_dir() {
-        return "a directory";
-    }
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::FileTypeExt;
-        if ft.is_fifo() {
-            return "a FIFO (named pipe)";
-        }
-        if ft.is_char_device() || ft.is_block_device() {
-            return "a device";
-        }
-        if ft.is_socket() {
-            return "a socket";
-        }
-    }
-    "not a regular file"
-}
-
 /// Whether two existing paths are the same file (same device and inode on Unix).
 fn same_file(a: &std::fs::Metadata, b: &Path) -> bool {
     let Ok(b) = std::fs::metadata(b) else {
@@ -173,7 +148,7 @@ pub fn check_output(dest: &Path, inputs: &[&Path]) -> std::result::Result<(), St
         return Err(format!(
             "is {}; an output must be a new path or a regular file (it is replaced as a whole), \
              so this one is left alone: give another path",
-            describe_kind(&meta)
+            crate::input::kind_of(&meta)
         ));
     }
     if let Some(input) = inputs.iter().find(|i| same_file(&meta, i)) {
