@@ -12,7 +12,8 @@
 #    NVIDIA driver, which cannot be installed without a GPU): every cu* entry point that cudarc
 #    declares, as an empty function. The binaries are only linked against it; at run time the
 #    driver's own libcuda.so.1 is loaded. Never put this stand-in on a library path;
-# 3. builds gpt2-bench, gpt2-export and the CUDA test binary (backends/tests/cuda.rs) for
+# 3. builds gpt2-bench, gpt2-export and the backend test binaries (equivalence, golden and
+#    long-context cases, which with the `cuda` feature also run on the GPU) for
 #    compute capability $CUDA_COMPUTE_CAP (default 90: H100/H200) into WORK_DIR/target.
 #    candle-kernels compiles its kernels with nvcc here: ~20 minutes on 2 cores.
 #
@@ -61,5 +62,5 @@ export CUDA_COMPUTE_CAP=${CUDA_COMPUTE_CAP:-90}
 export CARGO_TARGET_DIR="$work/target"
 cd "$repo"
 cargo build --release --locked -p gpt2-harness -p gpt2-export --features gpt2-harness/cuda
-cargo test --release --locked -p gpt2-backends --features cuda --test cuda --no-run
-echo "built: $work/target/release/{gpt2-bench,gpt2-export} and the test binary named above"
+cargo test --release --locked -p gpt2-backends --features cuda --tests --no-run
+echo "built: $work/target/release/{gpt2-bench,gpt2-export} and the test binaries named above"

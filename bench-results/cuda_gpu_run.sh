@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
-# The CUDA checks and measurements of the candle backend, as run on a GPU machine: the CUDA test
-# suite (backends/tests/cuda.rs), the golden check on the GPU, a --compare of candle on the GPU
+# The CUDA checks and measurements of the candle backend, as run on a GPU machine: the backend
+# test binaries built with the `cuda` feature (every equivalence, golden and long-context case
+# runs on the GPU as well as the CPU; backends/tests/common/mod.rs, `targets`), the golden
+# check on the GPU, a --compare of candle on the GPU
 # against simd-kv on the same machine's CPU at three context lengths, and a per-operation
 # profile of candle on the GPU. Writes everything into OUT_DIR.
 #
 #   cargo build --release -p gpt2-harness -p gpt2-export --features gpt2-harness/cuda  # or .ci/build-cuda.sh
-#   cargo test --release -p gpt2-backends --features cuda --test cuda --no-run  # prints the test binary
-#   BIN=target/release CUDA_TESTS=target/release/deps/cuda-HASH bash bench-results/cuda_gpu_run.sh OUT_DIR
+#   cargo test --release -p gpt2-backends --features cuda --tests --no-run  # prints the test binaries
+#   BIN=target/release CUDA_TESTS="target/release/deps/equivalence-HASH ..." \
+#     bash bench-results/cuda_gpu_run.sh OUT_DIR
 #
 # Needs an NVIDIA driver and the CUDA runtime libraries (cuBLAS, cuRAND, NVRTC, cudart) on the
 # library path; LD_LIBRARY_PATH is extended with the usual toolkit locations below.
@@ -30,8 +33,10 @@ model=weights/synthetic-gpt2-seed0.bin
 } 2>&1 | tee "$out/machine.txt"
 
 if [ -n "${CUDA_TESTS:-}" ]; then
-  echo "\$ cargo test -p gpt2-backends --features cuda --test cuda" | tee "$out/cuda-tests.txt"
-  "$CUDA_TESTS" --test-threads 1 2>&1 | tee -a "$out/cuda-tests.txt"
+  echo "\$ cargo test --release -p gpt2-backends --features cuda --tests" | tee "$out/cuda-tests.txt"
+  for tests in $CUDA_TESTS; do
+    "$tests" --test-threads 1 2>&1 | tee -a "$out/cuda-tests.txt"
+  done
 fi
 
 [ -f "$model" ] || "$bin/gpt2-export" --synthetic gpt2 --out "$model"

@@ -10,8 +10,9 @@
 //! `cargo bench -p gpt2-backends --bench kernels`
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use gpt2_backends::kernels::team::{Shared, Team};
-use gpt2_backends::kernels::{Compute, Kernels};
+use gpt2_backends::kernels::team::Team;
+use gpt2_backends::kernels::{Compute, Kernels, MatRef};
+use gpt2_backends::simd::decode::team_matvec;
 use ndarray::{Array2, ArrayView2};
 
 /// Total bytes of matrix copies a matrix-vector benchmark cycles through (L3 here is 32 MiB).
@@ -40,24 +41,17 @@ fn matvec(c: &mut Criterion) {
         group.throughput(Throughput::Elements((2 * k * n) as u64));
         let id = format!("{k}x{n}");
         // The path a decode step takes: the pool's threads as one team claim blocks of weight
-        // rows into partial sums (`Compute::matvec_team`), which are then added in block order.
+        // rows into partial sums, which are then added in block order (`team_matvec` runs the
+        // decode step's product operation).
         let mut team = Team::new(threads(), 1);
         let (_, parts) = compute.matvec_split(k);
-        let mut partial_buf = vec![0.0f32; parts * n];
+        let mut partials = vec![0.0f32; parts * n];
         let mut i = 0;
         group.bench_function(BenchmarkId::new("simd", &id), |b| {
             b.iter(|| {
                 i = (i + 1) % copies;
-                team.reset_for(threads());
-                {
-                    let (team, w) = (&team, &mats[i]);
-                    let partials = Shared::new(&mut partial_buf);
-                    pool.broadcast(|_| {
-                        let mut op = 0;
-                        compute.matvec_team(team, &mut op, &x, w, &bias, n, &partials);
-                    });
-                }
-                compute.sum_partials(&mut out, &partial_buf, k, n, 0);
+                let w = MatRef::new(&mats[i], k, n);
+                team_matvec(&compute, &mut team, &mut out, &x, w, &bias, &mut partials);
             })
         });
         let xa = Array2::from_shape_vec((1, k), x.clone()).expect("shape");
@@ -104,7 +98,11 @@ fn gemm(c: &mut Criterion) {
         let id = format!("{t}x{k}x{n}");
         group.throughput(Throughput::Elements((2 * t * k * n) as u64));
         group.bench_function(BenchmarkId::new("simd", &id), |b| {
-            b.iter(|| pool.install(|| compute.linear(&mut out, &a, &w, &bias, k, n, &mut scratch)))
+            b.iter(|| {
+                pool.install(|| {
+                    compute.linear(&mut out, &a, MatRef::new(&w, k, n), &bias, &mut scratch)
+                })
+            })
         });
         let av = ArrayView2::from_shape((t, k), &a).expect("shape");
         let wv = ArrayView2::from_shape((k, n), &w).expect("shape");

@@ -1,14 +1,15 @@
 //! The golden test: an independent implementation (Hugging Face transformers, float32) decided
 //! what a small GPT-2 checkpoint computes; every backend, fed by gpt2-export from that same
-//! checkpoint, must reproduce its greedy ids exactly and its logits within tolerance.
+//! checkpoint, must reproduce its greedy ids exactly and its logits within tolerance (on every
+//! target of this build, the GPU too in a `cuda` build).
 //! Fixture and numbers: `tests/fixtures/make_golden.py` (see its docs to regenerate).
 
 mod common;
 
 use std::path::PathBuf;
 
-use common::{argmax, max_abs_diff};
-use gpt2_backends::{EngineOptions, LOGIT_TOLERANCE, backend_names, create};
+use common::{argmax, max_abs_diff, targets};
+use gpt2_backends::LOGIT_TOLERANCE;
 use gpt2_export::golden::Golden;
 use gpt2_weights::WeightFile;
 
@@ -33,8 +34,9 @@ fn every_backend_reproduces_transformers() {
     assert_eq!(tokenizer.encode(&golden.prompt).unwrap(), *prompt_ids);
 
     let w = file.gpt2().unwrap();
-    for &name in &backend_names() {
-        let mut engine = create(name, &w, &EngineOptions::default()).unwrap();
+    for target in targets() {
+        let name = target.label();
+        let mut engine = target.create(&w);
         let mut logits = engine.prefill(prompt_ids).unwrap().to_vec();
         let mut got_ids = Vec::new();
         for step in 0..want_ids.len() {

@@ -20,7 +20,7 @@
 use std::arch::x86_64::*;
 
 use super::pack::{self, KC, PANELS_PER_PACK};
-use super::scalar;
+use super::{MatRef, scalar};
 
 /// Horizontal sum of 8 lanes.
 #[inline]
@@ -101,15 +101,8 @@ macro_rules! row_groups {
 }
 
 /// See [`scalar::matmul_cols`]; same arguments.
-pub fn matmul_cols(
-    out: &mut [f32],
-    inp: &[f32],
-    w: &[f32],
-    bias: &[f32],
-    k: usize,
-    n: usize,
-    n0: usize,
-) {
+pub fn matmul_cols(out: &mut [f32], inp: &[f32], wm: MatRef<'_>, bias: &[f32], n0: usize) {
+    let (k, n, w) = (wm.rows(), wm.cols(), wm.data());
     let width = bias.len();
     let t = inp.len() / k;
     assert!(
@@ -117,7 +110,7 @@ pub fn matmul_cols(
         "matmul_cols: inconsistent shapes"
     );
     if t == 1 {
-        return matvec_cols(out, inp, w, bias, k, n, n0);
+        return matvec_cols(out, inp, wm, bias, n0);
     }
     pack::with_buffers(|a_packed, w_panel| {
         // SAFETY: AVX2 detected before this kernel was handed out; pack_rows hands a full
@@ -143,7 +136,7 @@ pub fn matmul_cols(
                     pack::pack_panels(w_panel, &w[k0 * n..], kc, n, n0 + j, panels);
                     for p in 0..panels {
                         let panel = &w_panel[p * kc * 16..(p + 1) * kc * 16];
-                        packed_tiles(out, a_packed, panel, bias, t, k, k0, kc, j);
+                        packed_tiles(out, a_packed, panel, bias, k, k0..k0 + kc, j);
                         j += 16;
                     }
                 }
@@ -151,7 +144,7 @@ pub fn matmul_cols(
             }
             let mut j = width / 16 * 16;
             while j + 8 <= width {
-                row_groups!(t, tile8, out, inp, w, bias, k, n, n0 + j, j);
+                row_groups!(t, tile8, out, inp, wm, bias, n0 + j, j);
                 j += 8;
             }
         }
@@ -220,22 +213,21 @@ unsafe fn pack_group6(out: &mut [f32], src: &[f32], k: usize) {
     }
 }
 
-/// Every row group against one packed (KC, 16) panel of depth slice `k0..k0 + kc`; output
-/// columns `oc..oc + 16`. The first slice starts from the bias, later ones from `out`.
-#[allow(clippy::too_many_arguments)]
+/// Every row group (of `out`'s T rows) against one packed (KC, 16) panel of the depth slice
+/// `depth` of K; output columns `oc..oc + 16`. The first slice starts from the bias, later ones
+/// from `out`.
 #[target_feature(enable = "avx2,fma")]
 unsafe fn packed_tiles(
     out: &mut [f32],
     a_packed: &[f32],
     panel: &[f32],
     bias: &[f32],
-    t: usize,
     k: usize,
-    k0: usize,
-    kc: usize,
+    depth: std::ops::Range<usize>,
     oc: usize,
 ) {
     let width = bias.len();
+    let (t, k0, kc) = (out.len() / width, depth.start, depth.len());
     let b0 = _mm256_loadu_ps(bias.as_ptr().add(oc));
     let b1 = _mm256_loadu_ps(bias.as_ptr().add(oc + 8));
     for g in 0..t.div_ceil(6) {
@@ -271,20 +263,18 @@ unsafe fn packed_tiles(
 /// One register tile of R rows (starting at `r0`) and 8 output columns: `wc` is the tile's
 /// first column in the weight, `oc` in `out` (whose rows are `bias.len()` wide). Used for the
 /// 8-column remainder after the packed 16-column panels.
-#[allow(clippy::too_many_arguments)]
 #[inline]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn tile8<const R: usize>(
     out: &mut [f32],
     inp: &[f32],
-    w: &[f32],
+    w: MatRef<'_>,
     bias: &[f32],
-    k: usize,
-    n: usize,
     wc: usize,
     oc: usize,
     r0: usize,
 ) {
+    let (k, n, w) = (w.rows(), w.cols(), w.data());
     let width = bias.len();
     let a = inp.as_ptr().add(r0 * k);
     let o = out.as_mut_ptr().add(r0 * width + oc);
@@ -303,26 +293,19 @@ unsafe fn tile8<const R: usize>(
 
 /// One input row: `out (width) = x (K) @ w[:, n0..n0+width] + bias`. Streams the weight four
 /// rows at a time, front to back, accumulating into `out` (which stays in L1).
-fn matvec_cols(out: &mut [f32], x: &[f32], w: &[f32], bias: &[f32], k: usize, n: usize, n0: usize) {
-    let width = bias.len();
+fn matvec_cols(out: &mut [f32], x: &[f32], w: MatRef<'_>, bias: &[f32], n0: usize) {
+    let (k, n, width) = (w.rows(), w.cols(), bias.len());
     assert!(
-        x.len() == k && out.len() == width && n0 + width <= n && w.len() >= k * n,
+        x.len() == k && out.len() == width && n0 + width <= n,
         "matvec_cols: inconsistent shapes"
     );
     // SAFETY: features detected before this kernel was handed out; shapes checked above.
-    unsafe { matvec_cols_avx2(out, x, w, bias, k, n, n0) }
+    unsafe { matvec_cols_avx2(out, x, w, bias, n0) }
 }
 
 #[target_feature(enable = "avx2,fma")]
-unsafe fn matvec_cols_avx2(
-    out: &mut [f32],
-    x: &[f32],
-    w: &[f32],
-    bias: &[f32],
-    k: usize,
-    n: usize,
-    n0: usize,
-) {
+unsafe fn matvec_cols_avx2(out: &mut [f32], x: &[f32], w: MatRef<'_>, bias: &[f32], n0: usize) {
+    let (k, n, w) = (w.rows(), w.cols(), w.data());
     let width = bias.len();
     out.copy_from_slice(bias);
     let o = out.as_mut_ptr();

@@ -20,7 +20,7 @@
 use std::arch::aarch64::*;
 
 use super::pack::{self, KC, PANELS_PER_PACK};
-use super::scalar;
+use super::{MatRef, scalar};
 
 /// e^x for 4 lanes: range reduction to x = n ln2 + r, |r| <= ln2 / 2, a degree-6 polynomial for
 /// e^r (Cephes `expf` coefficients), and 2^n built in the exponent bits. Relative error ~1e-7.
@@ -64,15 +64,8 @@ unsafe fn tanh4(u: float32x4_t) -> float32x4_t {
 // Matrix products
 
 /// See [`scalar::matmul_cols`]; same arguments.
-pub fn matmul_cols(
-    out: &mut [f32],
-    inp: &[f32],
-    w: &[f32],
-    bias: &[f32],
-    k: usize,
-    n: usize,
-    n0: usize,
-) {
+pub fn matmul_cols(out: &mut [f32], inp: &[f32], wm: MatRef<'_>, bias: &[f32], n0: usize) {
+    let (k, n, w) = (wm.rows(), wm.cols(), wm.data());
     let width = bias.len();
     let t = inp.len() / k;
     assert!(
@@ -80,7 +73,7 @@ pub fn matmul_cols(
         "matmul_cols: inconsistent shapes"
     );
     if t == 1 {
-        return matvec_cols(out, inp, w, bias, k, n, n0);
+        return matvec_cols(out, inp, wm, bias, n0);
     }
     pack::with_buffers(|a_packed, w_panel| {
         // SAFETY: NEON is baseline on aarch64; pack_rows hands a full group's 6 rows of K and
@@ -99,7 +92,7 @@ pub fn matmul_cols(
                     pack::pack_panels(w_panel, &w[k0 * n..], kc, n, n0 + j, panels);
                     for p in 0..panels {
                         let panel = &w_panel[p * kc * 16..(p + 1) * kc * 16];
-                        packed_tiles(out, a_packed, panel, bias, t, k, k0, kc, j);
+                        packed_tiles(out, a_packed, panel, bias, k, k0..k0 + kc, j);
                         j += 16;
                     }
                 }
@@ -108,7 +101,7 @@ pub fn matmul_cols(
             let mut j = width / 16 * 16;
             while j + 4 <= width {
                 for r in 0..t {
-                    tile4(out, inp, w, bias, k, n, n0 + j, j, r);
+                    tile4(out, inp, wm, bias, n0 + j, j, r);
                 }
                 j += 4;
             }
@@ -179,22 +172,21 @@ unsafe fn pack_group6(out: &mut [f32], src: &[f32], k: usize) {
     }
 }
 
-/// Every row group against one packed (KC, 16) panel of depth slice `k0..k0 + kc`; output
-/// columns `oc..oc + 16`. The first slice starts from the bias, later ones from `out`.
-#[allow(clippy::too_many_arguments)]
+/// Every row group (of `out`'s T rows) against one packed (KC, 16) panel of the depth slice
+/// `depth` of K; output columns `oc..oc + 16`. The first slice starts from the bias, later ones
+/// from `out`.
 #[target_feature(enable = "neon")]
 unsafe fn packed_tiles(
     out: &mut [f32],
     a_packed: &[f32],
     panel: &[f32],
     bias: &[f32],
-    t: usize,
     k: usize,
-    k0: usize,
-    kc: usize,
+    depth: std::ops::Range<usize>,
     oc: usize,
 ) {
     let width = bias.len();
+    let (t, k0, kc) = (out.len() / width, depth.start, depth.len());
     let bp = bias.as_ptr().add(oc);
     let b: [float32x4_t; 4] = std::array::from_fn(|v| vld1q_f32(bp.add(4 * v)));
     for g in 0..t.div_ceil(6) {
@@ -231,20 +223,18 @@ unsafe fn packed_tiles(
 
 /// One row `r` and 4 output columns, for the columns after the 16-wide panels: `wc` is the
 /// tile's first column in the weight, `oc` in `out`.
-#[allow(clippy::too_many_arguments)]
 #[inline]
 #[target_feature(enable = "neon")]
 unsafe fn tile4(
     out: &mut [f32],
     inp: &[f32],
-    w: &[f32],
+    w: MatRef<'_>,
     bias: &[f32],
-    k: usize,
-    n: usize,
     wc: usize,
     oc: usize,
     r: usize,
 ) {
+    let (k, n, w) = (w.rows(), w.cols(), w.data());
     let width = bias.len();
     let a = inp.as_ptr().add(r * k);
     let wp = w.as_ptr().add(wc);
@@ -257,26 +247,19 @@ unsafe fn tile4(
 
 /// One input row: `out (width) = x (K) @ w[:, n0..n0+width] + bias`. Streams the weight four
 /// rows at a time, front to back, accumulating into `out` (which stays in L1).
-fn matvec_cols(out: &mut [f32], x: &[f32], w: &[f32], bias: &[f32], k: usize, n: usize, n0: usize) {
-    let width = bias.len();
+fn matvec_cols(out: &mut [f32], x: &[f32], w: MatRef<'_>, bias: &[f32], n0: usize) {
+    let (k, n, width) = (w.rows(), w.cols(), bias.len());
     assert!(
-        x.len() == k && out.len() == width && n0 + width <= n && w.len() >= k * n,
+        x.len() == k && out.len() == width && n0 + width <= n,
         "matvec_cols: inconsistent shapes"
     );
     // SAFETY: NEON is baseline on aarch64; shapes checked above.
-    unsafe { matvec_cols_neon(out, x, w, bias, k, n, n0) }
+    unsafe { matvec_cols_neon(out, x, w, bias, n0) }
 }
 
 #[target_feature(enable = "neon")]
-unsafe fn matvec_cols_neon(
-    out: &mut [f32],
-    x: &[f32],
-    w: &[f32],
-    bias: &[f32],
-    k: usize,
-    n: usize,
-    n0: usize,
-) {
+unsafe fn matvec_cols_neon(out: &mut [f32], x: &[f32], w: MatRef<'_>, bias: &[f32], n0: usize) {
+    let (k, n, w) = (w.rows(), w.cols(), w.data());
     let width = bias.len();
     out.copy_from_slice(bias);
     let o = out.as_mut_ptr();

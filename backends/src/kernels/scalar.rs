@@ -1,33 +1,25 @@
 //! Portable kernels: plain Rust, always compiled, used when no SIMD instruction set is detected
 //! or when `GPT2_BENCH_FORCE_SCALAR=1`. They define what every SIMD kernel must compute.
 
+use super::MatRef;
+
 /// Rows of a matrix product: `out (T, N) = inp (T, K) @ w (K, N) + bias (N)`, restricted to the
 /// output columns `n0..n0 + width`: `out` is `(T, width)`, `bias` is that slice of the bias.
-pub fn matmul_cols(
-    out: &mut [f32],
-    inp: &[f32],
-    w: &[f32],
-    bias: &[f32],
-    k: usize,
-    n: usize,
-    n0: usize,
-) {
-    matmul_cols_with(axpy, out, inp, w, bias, k, n, n0)
+pub fn matmul_cols(out: &mut [f32], inp: &[f32], w: MatRef<'_>, bias: &[f32], n0: usize) {
+    matmul_cols_with(axpy, out, inp, w, bias, n0)
 }
 
 /// [`matmul_cols`] as a sequence of `out_row += inp[t, kk] * w[kk, cols]` row updates, with the
 /// row update supplied by the caller (the NEON kernels pass theirs).
-#[allow(clippy::too_many_arguments)]
 pub fn matmul_cols_with(
     axpy: fn(&mut [f32], f32, &[f32]),
     out: &mut [f32],
     inp: &[f32],
-    w: &[f32],
+    w: MatRef<'_>,
     bias: &[f32],
-    k: usize,
-    n: usize,
     n0: usize,
 ) {
+    let (k, n, w) = (w.rows(), w.cols(), w.data());
     let width = bias.len();
     for (out_row, in_row) in out.chunks_exact_mut(width).zip(inp.chunks_exact(k)) {
         out_row.copy_from_slice(bias);

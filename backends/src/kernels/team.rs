@@ -1,6 +1,9 @@
 //! A team of threads that runs one decode step together: every thread of the pool enters the
-//! step once (`rayon::ThreadPool::broadcast`), claims blocks of work from shared counters, and
-//! meets the others at spinning barriers between operations.
+//! step once (`rayon::ThreadPool::broadcast`), walks the same list of operations
+//! ([`Team::run`]), claims blocks of each operation's work from a shared counter, and meets the
+//! others at a spinning barrier after it. The step is data (a slice of operations that say how
+//! they split, [`TeamOp`]), so the counting of operations lives here, once, and the code that
+//! does the work (`crate::simd::decode`) never numbers anything.
 //!
 //! Why not a parallel iterator per operation, as prefill does: a decode step of GPT-2 small is
 //! ~100 short operations (a matrix-vector product takes 0.1-0.5 ms), and handing each one to the
@@ -80,6 +83,22 @@ impl SpinBarrier {
     }
 }
 
+/// How one operation of a team step is shared out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Split {
+    /// Every thread does the whole operation for itself, into its own buffer; no barrier
+    /// follows, since no other thread reads the result (a layer norm of the one row).
+    EachThread,
+    /// This many blocks, each done by the one thread that claims it; a barrier follows, after
+    /// which every thread sees every block's result.
+    Blocks(usize),
+}
+
+/// An operation of a team step.
+pub trait TeamOp {
+    fn split(&self) -> Split;
+}
+
 /// The shared state of one team step: the barrier and one claim counter per operation.
 pub struct Team {
     pub barrier: SpinBarrier,
@@ -109,11 +128,36 @@ impl Team {
         }
     }
 
-    /// Runs `work(block)` for every block in `0..blocks` that this thread claims, then waits at
-    /// the barrier. `op` numbers the team's operations; each thread passes the same sequence.
-    pub fn for_each_block(&self, op: &mut usize, blocks: usize, mut work: impl FnMut(usize)) {
-        let counter = &self.counters[*op];
-        *op += 1;
+    /// Runs the operations of one step on thread `me` of the team; every thread of the team
+    /// calls it with the same `ops`. For each operation, `work(op, i)` runs for every block `i`
+    /// this thread claims, or once with `i = me` for [`Split::EachThread`]; then `done(op)` (a
+    /// profiling mark), after the operation's barrier if it has one.
+    pub fn run<O: TeamOp>(
+        &self,
+        me: usize,
+        ops: &[O],
+        mut work: impl FnMut(&O, usize),
+        mut done: impl FnMut(&O),
+    ) {
+        assert!(
+            ops.len() <= self.counters.len(),
+            "Team: a step of {} operations on a team made for {}",
+            ops.len(),
+            self.counters.len()
+        );
+        for (i, op) in ops.iter().enumerate() {
+            match op.split() {
+                Split::EachThread => work(op, me),
+                Split::Blocks(blocks) => self.for_each_block(i, blocks, |b| work(op, b)),
+            }
+            done(op);
+        }
+    }
+
+    /// Runs `work(block)` for every block in `0..blocks` that this thread claims from counter
+    /// `op`, then waits at the barrier.
+    fn for_each_block(&self, op: usize, blocks: usize, mut work: impl FnMut(usize)) {
+        let counter = &self.counters[op];
         loop {
             let block = counter.fetch_add(1, Ordering::Relaxed);
             if block >= blocks {
@@ -401,28 +445,58 @@ mod tests {
             .num_threads(threads)
             .build()
             .unwrap();
-        let mut team = Team::new(threads, rounds);
+        // Each round: one operation of `blocks` blocks, then one that every thread does for
+        // itself (the check), then an empty one whose barrier keeps the next round's writes
+        // after everyone's check.
+        struct Round(Split);
+        impl TeamOp for Round {
+            fn split(&self) -> Split {
+                self.0
+            }
+        }
+        let ops: Vec<Round> = (0..rounds)
+            .flat_map(|_| {
+                [
+                    Round(Split::Blocks(blocks)),
+                    Round(Split::EachThread),
+                    Round(Split::Blocks(0)),
+                ]
+            })
+            .collect();
+        let mut team = Team::new(threads, ops.len());
         team.reset();
         let mut buf = vec![0.0f32; blocks];
         let shared = Shared::new(&mut buf);
-        let mismatches: Vec<usize> = pool.broadcast(|_| {
-            let mut op = 0;
-            let mut bad = 0;
-            for round in 0..rounds {
-                team.for_each_block(&mut op, blocks, |b| {
-                    // SAFETY: block b is claimed by this thread only; readers wait for the
-                    // barrier in for_each_block.
-                    let cell = unsafe { shared.range_mut(b..b + 1) };
-                    cell[0] += 1.0;
-                });
-                // SAFETY: nobody writes until every thread passes the next barrier below.
-                let seen = unsafe { shared.range(0..blocks) };
-                bad += seen.iter().filter(|&&v| v != (round + 1) as f32).count();
-                team.barrier.wait();
-            }
-            bad
-        });
+        let (claimed, mismatches): (Vec<usize>, Vec<usize>) = pool
+            .broadcast(|ctx| {
+                let (mut claimed, mut bad, mut round) = (0, 0, 0);
+                team.run(
+                    ctx.index(),
+                    &ops,
+                    |op, b| match op.0 {
+                        Split::Blocks(_) => {
+                            claimed += 1;
+                            // SAFETY: block b is claimed by this thread only; readers wait for
+                            // the barrier that ends the operation.
+                            let cell = unsafe { shared.range_mut(b..b + 1) };
+                            cell[0] += 1.0;
+                        }
+                        Split::EachThread => {
+                            round += 1;
+                            // SAFETY: nobody writes until every thread passes the barrier of
+                            // the empty operation that follows.
+                            let seen = unsafe { shared.range(0..blocks) };
+                            bad += seen.iter().filter(|&&v| v != round as f32).count();
+                        }
+                    },
+                    |_| {},
+                );
+                (claimed, bad)
+            })
+            .into_iter()
+            .unzip();
         assert_eq!(mismatches, vec![0; threads]);
+        assert_eq!(claimed.iter().sum::<usize>(), rounds * blocks);
         assert_eq!(buf, vec![rounds as f32; blocks]);
     }
 }

@@ -1,12 +1,73 @@
-//! Helpers shared by the backend tests: synthetic models in a temporary directory, greedy decoding.
+//! Helpers shared by the backend tests: the backends and devices every case runs on
+//! ([`targets`]), synthetic models in a temporary directory, greedy decoding.
 
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
 
-use gpt2_backends::Engine;
+use gpt2_backends::{DeviceChoice, Engine, EngineOptions, backend_names, create, registry};
 use gpt2_export::SyntheticSize;
-use gpt2_weights::{Config, WeightFile};
+use gpt2_weights::{Config, Gpt2Weights, WeightFile};
+
+/// A backend on a device: what a test case runs on.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub backend: &'static str,
+    pub options: EngineOptions,
+}
+
+impl Target {
+    /// `simd-kv on cpu`, `candle on cuda:0`: for assertion messages.
+    pub fn label(&self) -> String {
+        format!("{} on {}", self.backend, self.options.device)
+    }
+
+    pub fn is_naive_on_cpu(&self) -> bool {
+        self.backend == "naive" && self.options.device == DeviceChoice::Cpu
+    }
+
+    /// The engine; panics with the target's name (on a CUDA build without a usable GPU, this
+    /// is where the GPU cases fail: asking for them is asking for a GPU).
+    pub fn create<'w>(&self, w: &Gpt2Weights<'w>) -> Box<dyn Engine + 'w> {
+        create(self.backend, w, &self.options).unwrap_or_else(|e| panic!("{}: {e}", self.label()))
+    }
+}
+
+/// Every backend this build has on the CPU, then, in a build with the `cuda` feature, every
+/// backend that runs on CUDA on the GPU `GPT2_BENCH_CUDA_DEVICE` (default 0). The equivalence,
+/// golden and long-context cases run over this list, so a GPU run checks exactly what a CPU
+/// run checks:
+///
+/// ```sh
+/// cargo test --release -p gpt2-backends --features cuda
+/// ```
+pub fn targets() -> Vec<Target> {
+    let mut targets: Vec<Target> = backend_names()
+        .into_iter()
+        .map(|backend| Target {
+            backend,
+            options: EngineOptions::default(),
+        })
+        .collect();
+    if cfg!(feature = "cuda") {
+        let ordinal = std::env::var("GPT2_BENCH_CUDA_DEVICE").map_or(0, |s| {
+            s.parse()
+                .expect("GPT2_BENCH_CUDA_DEVICE must be a GPU ordinal")
+        });
+        for spec in registry::REGISTRY {
+            if spec.devices.contains(&"cuda") {
+                targets.push(Target {
+                    backend: spec.name,
+                    options: EngineOptions {
+                        device: DeviceChoice::Cuda(ordinal),
+                        ..EngineOptions::default()
+                    },
+                });
+            }
+        }
+    }
+    targets
+}
 
 /// The `tiny` synthetic model: n_embd 60, head size 15 (neither a multiple of 8).
 pub fn tiny(dir: &Path) -> WeightFile {

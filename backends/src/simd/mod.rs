@@ -17,37 +17,42 @@
 //! (n_layer, n_head, n_ctx, D) with D = C / n_head, so that the keys one head attends over are
 //! contiguous (attention streams them instead of gathering D floats every C); `logits` is (V).
 //! Every buffer is sized for T = n_ctx up front.
+//!
+//! A decode step of `simd-kv` is a list of operations run by a thread team; that list and the
+//! code that does each operation are in [`decode`].
+
+pub mod decode;
 
 use gpt2_weights::{Config, Gpt2Weights};
 
 use crate::engine::{Engine, EngineError, EngineInfo, History, check_prompt, check_step};
+use crate::kernels::attention::store_kv;
 use crate::kernels::team::{Shared, Team, TeamSizer};
-use crate::kernels::{Compute, Isa, Kernels, attend_head};
+use crate::kernels::{Compute, Isa, Kernels, KvShape, LayerCache, MatRef};
 use crate::memory::Budget;
 use crate::profile::{Op, OpTimes, PhaseClock, Profiler};
-
-/// Parallel operations per block in a team decode step (see [`SimdModel::forward_one`]).
-const TEAM_OPS_PER_LAYER: usize = 8;
+use decode::{Buffers, DecodeOp, Step};
 
 /// The shared forward pass and its buffers.
 pub struct SimdModel<'w> {
     w: Gpt2Weights<'w>,
     compute: Compute,
-    x: Vec<f32>,       // (T, C) residual stream
-    ln: Vec<f32>,      // (max(T, threads), C); in a decode step, row i is thread i's copy
-    qkv: Vec<f32>,     // (T, 3C)
-    att: Vec<f32>,     // (T, C)
-    proj: Vec<f32>,    // (T, C); in prefill attention, the (n_head, T, D) per-head outputs
-    fc: Vec<f32>,      // (T, H)
+    x: Vec<f32>,                 // (T, C) residual stream
+    ln: Vec<f32>,                // (max(T, threads), C); in a decode step, row i is thread i's copy
+    qkv: Vec<f32>,               // (T, 3C)
+    att: Vec<f32>,               // (T, C)
+    proj: Vec<f32>, // (T, C); in prefill attention, the (n_head, T, D) per-head outputs
+    fc: Vec<f32>,   // (T, H)
     scratch: Vec<f32>, // (max(T, 4 threads), max(3C, H)) partial results of a threaded matmul
-    scores: Vec<f32>,  // (n_head, n_ctx) attention scores of a decode step
-    ln_f: Vec<f32>,    // (C)
-    logits: Vec<f32>,  // (V)
+    scores: Vec<f32>, // (n_head, n_ctx) attention scores of a decode step
+    ln_f: Vec<f32>, // (C)
+    logits: Vec<f32>, // (V)
     k_cache: Vec<f32>, // (n_layer, n_head, n_ctx, D)
     v_cache: Vec<f32>, // (n_layer, n_head, n_ctx, D)
-    pos: usize,        // positions stored so far
-    team: Team,        // claim counters and barrier of a decode step
-    sizer: TeamSizer,  // how many threads the next decode step runs on
+    pos: usize,     // positions stored so far
+    team: Team,     // claim counters and barrier of a decode step
+    sizer: TeamSizer, // how many threads the next decode step runs on
+    schedule: Vec<DecodeOp<'w>>, // the operations of a decode step
     profiler: Profiler,
 }
 
@@ -87,9 +92,11 @@ impl<'w> SimdModel<'w> {
         let compute = Compute::new(kernels, threads, wide.max(n_ctx))
             .map_err(|message| EngineError::Backend { backend, message })?;
         let threads = compute.threads();
+        let schedule = decode::schedule(&w, &compute);
         Ok(SimdModel {
-            team: Team::new(threads, TEAM_OPS_PER_LAYER * c.n_layer as usize + 1),
+            team: Team::new(threads, schedule.len()),
             sizer: TeamSizer::new(threads),
+            schedule,
             compute,
             x: zeros(n_ctx * e),
             ln: zeros(n_ctx.max(threads) * e),
@@ -172,154 +179,59 @@ impl<'w> SimdModel<'w> {
         &self.logits
     }
 
-    /// One new position (a decode step with the cache), the memory-bound case. The whole step
-    /// runs as one team of the pool's threads (see [`crate::kernels::team`]): each matrix-vector
-    /// product is split into blocks of weight rows whose partial sums are added by the next
-    /// operation, which is split by columns (attention by heads). Layer norms of the one row are
-    /// computed by every thread into its own copy, which saves a barrier each. Same kernels and
-    /// same order of additions as [`SimdModel::forward_in_pool`] with T = 1.
-    ///
-    /// Profiling charges each operation the time thread 0 spent from the end of the previous
-    /// one to the barrier that ends it, so the sum of partial products is charged to the
-    /// operation that does it: attention (QKV), residual add (the two output products), GELU.
+    /// One new position (a decode step with the cache), the memory-bound case: the embedding,
+    /// then the operations of [`decode::schedule`] on a team of the pool's threads (see
+    /// [`crate::kernels::team`]). Same kernels and same order of additions as
+    /// [`SimdModel::forward_in_pool`] with T = 1.
     fn forward_one(&mut self, token: u32) {
         let cfg = self.w.config;
-        let (c, h, n_ctx) = (
-            cfg.n_embd as usize,
-            cfg.mlp_hidden as usize,
-            cfg.n_ctx as usize,
-        );
-        let (n_head, eps, vocab) = (
-            cfg.n_head as usize,
-            cfg.layer_norm_eps,
-            cfg.vocab_size as usize,
-        );
-        let d = c / n_head;
-        let scale = 1.0 / (d as f32).sqrt();
+        let (c, h) = (cfg.n_embd as usize, cfg.mlp_hidden as usize);
+        let (n_head, n_ctx) = (cfg.n_head as usize, cfg.n_ctx as usize);
         let pos = self.pos;
         let compute = &self.compute;
-        let kern = compute.kernels;
         let w = &self.w;
 
         let start = self.profiler.start();
         let x = &mut self.x[..c];
         x.copy_from_slice(&w.wte[token as usize * c..(token as usize + 1) * c]);
-        kern.add(x, &w.wpe[pos * c..(pos + 1) * c]);
+        compute.kernels.add(x, &w.wpe[pos * c..(pos + 1) * c]);
         self.profiler.stop(Op::Embedding, start);
 
         let size = self.sizer.next_size();
         self.team.reset_for(size);
         let step_start = std::time::Instant::now();
-        let team = &self.team;
-        let profiling = self.profiler.enabled();
-        let width = (3 * c).max(h);
         let blocks = compute.matvec_split(h).1.max(compute.matvec_split(c).1);
-        let x = Shared::new(x);
-        let ln = Shared::new(&mut self.ln[..compute.threads() * c]);
-        let qkv = Shared::new(&mut self.qkv[..3 * c]);
-        let att = Shared::new(&mut self.att[..c]);
-        let fc = Shared::new(&mut self.fc[..h]);
-        let partials = Shared::new(&mut self.scratch[..blocks * width]);
-        let scores = Shared::new(&mut self.scores[..n_head * n_ctx]);
-        let k_cache = Shared::new(&mut self.k_cache);
-        let v_cache = Shared::new(&mut self.v_cache);
-        let logits = Shared::new(&mut self.logits);
-        let zeros = compute.zeros(d);
-
-        let step = |me: usize| {
-            let mut op = 0;
+        let step = Step {
+            compute,
+            config: &w.config,
+            pos,
+            bufs: Buffers {
+                x: Shared::new(x),
+                ln: Shared::new(&mut self.ln[..compute.threads() * c]),
+                qkv: Shared::new(&mut self.qkv[..3 * c]),
+                att: Shared::new(&mut self.att[..c]),
+                fc: Shared::new(&mut self.fc[..h]),
+                partials: Shared::new(&mut self.scratch[..blocks * (3 * c).max(h)]),
+                scores: Shared::new(&mut self.scores[..n_head * n_ctx]),
+                k_cache: Shared::new(&mut self.k_cache),
+                v_cache: Shared::new(&mut self.v_cache),
+                logits: Shared::new(&mut self.logits),
+            },
+        };
+        let (team, schedule) = (&self.team, &self.schedule);
+        let profiling = self.profiler.enabled();
+        let run = |me: usize| {
             let mut clock = PhaseClock::new(profiling && me == 0);
-            // SAFETY: row `me` of `ln` belongs to this thread for the whole step.
-            let my_ln = unsafe { ln.range_mut(me * c..(me + 1) * c) };
-            let sums = |op: &mut usize, out: &Shared, k: usize, n: usize, finish: Finish| {
-                sum_team(compute, team, op, &partials, out, k, n, finish)
-            };
-            for (l, lw) in w.layers.iter().enumerate() {
-                // SAFETY: `x` is written only by the residual steps, each ended by a barrier.
-                let x_now = unsafe { x.range(0..c) };
-                kern.layernorm(my_ln, x_now, lw.ln_1_w, lw.ln_1_b, eps);
-                clock.mark(Op::LayerNorm);
-                compute.matvec_team(team, &mut op, my_ln, lw.qkv_w, lw.qkv_b, 3 * c, &partials);
-                clock.mark(Op::QkvProjection);
-                team.for_each_block(&mut op, n_head, |hd| {
-                    let at = (l * n_head + hd) * n_ctx * d;
-                    // SAFETY: the partials are only read until the next product; head `hd`'s
-                    // columns of `qkv` and `att`, its cache rows and its scores are touched
-                    // by the thread that claimed `hd` only, until the barrier.
-                    let (parts, q, k_head, v_head, s, out) = unsafe {
-                        (
-                            partials.range(0..blocks * width),
-                            qkv.range_mut(hd * d..(hd + 1) * d),
-                            k_cache.range_mut(at..at + n_ctx * d),
-                            v_cache.range_mut(at..at + n_ctx * d),
-                            scores.range_mut(hd * n_ctx..(hd + 1) * n_ctx),
-                            att.range_mut(hd * d..(hd + 1) * d),
-                        )
-                    };
-                    let new_row = pos * d..(pos + 1) * d;
-                    compute.sum_partials(q, parts, c, 3 * c, hd * d);
-                    compute.sum_partials(&mut k_head[new_row.clone()], parts, c, 3 * c, c + hd * d);
-                    compute.sum_partials(&mut v_head[new_row], parts, c, 3 * c, 2 * c + hd * d);
-                    attend_head(&kern, out, q, k_head, v_head, s, pos, scale, zeros);
-                });
-                clock.mark(Op::Attention);
-                // SAFETY: `att` was completed before the barrier that ended attention.
-                let att_now = unsafe { att.range(0..c) };
-                compute.matvec_team(
-                    team,
-                    &mut op,
-                    att_now,
-                    lw.attn_proj_w,
-                    lw.attn_proj_b,
-                    c,
-                    &partials,
-                );
-                clock.mark(Op::OutputProjection);
-                sums(&mut op, &x, c, c, Finish::AddTo);
-                clock.mark(Op::Residual);
-                // SAFETY: as above; the residual step ended with a barrier.
-                let x_now = unsafe { x.range(0..c) };
-                kern.layernorm(my_ln, x_now, lw.ln_2_w, lw.ln_2_b, eps);
-                clock.mark(Op::LayerNorm);
-                compute.matvec_team(team, &mut op, my_ln, lw.fc_w, lw.fc_b, h, &partials);
-                clock.mark(Op::MlpUp);
-                sums(&mut op, &fc, c, h, Finish::Gelu);
-                clock.mark(Op::Gelu);
-                // SAFETY: `fc` was completed before the barrier that ended GELU.
-                let fc_now = unsafe { fc.range(0..h) };
-                compute.matvec_team(
-                    team,
-                    &mut op,
-                    fc_now,
-                    lw.fc_proj_w,
-                    lw.fc_proj_b,
-                    c,
-                    &partials,
-                );
-                clock.mark(Op::MlpDown);
-                sums(&mut op, &x, h, c, Finish::AddTo);
-                clock.mark(Op::Residual);
-            }
-            // SAFETY: as above.
-            let x_now = unsafe { x.range(0..c) };
-            kern.layernorm(my_ln, x_now, w.ln_f_w, w.ln_f_b, eps);
-            clock.mark(Op::LayerNorm);
-            let (per, vocab_blocks) = compute.logit_blocks(vocab);
-            team.for_each_block(&mut op, vocab_blocks, |b| {
-                let rows = b * per..((b + 1) * per).min(vocab);
-                let lm = &w.lm_head[rows.start * c..rows.end * c];
-                // SAFETY: block b's logits are written by the thread that claimed b only.
-                kern.dot_rows(unsafe { logits.range_mut(rows) }, my_ln, lm);
-            });
-            clock.mark(Op::OutputLayer);
+            let work = |op: &DecodeOp, i| step.work(op, i, me);
+            team.run(me, schedule, work, |op| clock.mark(op.charge));
             clock.into_times()
         };
         // The whole pool, or (when the sizer finds that faster, on a busy machine) this thread
         // alone: the same blocks in the same order either way.
         let times = if size == 1 {
-            vec![step(0)]
+            vec![run(0)]
         } else {
-            compute.pool().broadcast(|ctx| step(ctx.index()))
+            compute.pool().broadcast(|ctx| run(ctx.index()))
         };
         self.sizer.record(size, step_start.elapsed().as_secs_f64());
         for t in times.iter().flatten() {
@@ -332,6 +244,7 @@ impl<'w> SimdModel<'w> {
         let cfg = self.w.config;
         let (t, c, h) = (tokens.len(), cfg.n_embd as usize, cfg.mlp_hidden as usize);
         let (n_ctx, n_head, eps) = (cfg.n_ctx as usize, cfg.n_head as usize, cfg.layer_norm_eps);
+        let shape = KvShape::new(c, n_head, n_ctx);
         let p0 = self.pos;
         let k = self.compute.kernels;
         let x = &mut self.x[..t * c];
@@ -350,31 +263,37 @@ impl<'w> SimdModel<'w> {
         }
         clock.mark(Op::Embedding);
         for (l, lw) in self.w.layers.iter().enumerate() {
-            let k_cache = &mut self.k_cache[l * n_ctx * c..(l + 1) * n_ctx * c];
-            let v_cache = &mut self.v_cache[l * n_ctx * c..(l + 1) * n_ctx * c];
+            let layer = l * shape.layer_len()..(l + 1) * shape.layer_len();
+            let k_cache = &mut self.k_cache[layer.clone()];
+            let v_cache = &mut self.v_cache[layer];
             let compute = &self.compute;
             let scratch = &mut self.scratch;
             compute.layernorm_rows(ln, x, lw.ln_1_w, lw.ln_1_b, eps);
             clock.mark(Op::LayerNorm);
-            compute.linear(qkv, ln, lw.qkv_w, lw.qkv_b, c, 3 * c, scratch);
+            let qkv_w = MatRef::new(lw.qkv_w, c, 3 * c);
+            compute.linear(qkv, ln, qkv_w, lw.qkv_b, scratch);
             clock.mark(Op::QkvProjection);
-            store_kv(k_cache, v_cache, qkv, p0, t, c, n_head, n_ctx);
-            let scores = &mut self.scores;
-            compute.attention(
-                att, qkv, k_cache, v_cache, proj, scores, p0, c, n_head, n_ctx,
-            );
+            store_kv(k_cache, v_cache, shape, qkv, p0);
+            let cache = LayerCache {
+                k: k_cache,
+                v: v_cache,
+                shape,
+            };
+            compute.attention(att, qkv, cache, proj, &mut self.scores, p0);
             clock.mark(Op::Attention);
-            compute.linear(proj, att, lw.attn_proj_w, lw.attn_proj_b, c, c, scratch);
+            let attn_proj_w = MatRef::new(lw.attn_proj_w, c, c);
+            compute.linear(proj, att, attn_proj_w, lw.attn_proj_b, scratch);
             clock.mark(Op::OutputProjection);
             compute.add(x, proj);
             clock.mark(Op::Residual);
             compute.layernorm_rows(ln, x, lw.ln_2_w, lw.ln_2_b, eps);
             clock.mark(Op::LayerNorm);
-            compute.linear(fc, ln, lw.fc_w, lw.fc_b, c, h, scratch);
+            compute.linear(fc, ln, MatRef::new(lw.fc_w, c, h), lw.fc_b, scratch);
             clock.mark(Op::MlpUp);
             compute.gelu(fc);
             clock.mark(Op::Gelu);
-            compute.linear(proj, fc, lw.fc_proj_w, lw.fc_proj_b, h, c, scratch);
+            let fc_proj_w = MatRef::new(lw.fc_proj_w, h, c);
+            compute.linear(proj, fc, fc_proj_w, lw.fc_proj_b, scratch);
             clock.mark(Op::MlpDown);
             compute.add(x, proj);
             clock.mark(Op::Residual);
@@ -388,80 +307,6 @@ impl<'w> SimdModel<'w> {
         self.profiler.add_clock(clock);
         self.pos += t;
     }
-}
-
-/// Stores the keys and values of positions `p0..p0 + t` (from `qkv`, (T, 3C)) into one layer's
-/// caches, laid out (n_head, n_ctx, D), head by head.
-#[allow(clippy::too_many_arguments)]
-fn store_kv(
-    k_cache: &mut [f32],
-    v_cache: &mut [f32],
-    qkv: &[f32],
-    p0: usize,
-    t: usize,
-    c: usize,
-    n_head: usize,
-    n_ctx: usize,
-) {
-    let d = c / n_head;
-    for i in 0..t {
-        let row = &qkv[i * 3 * c..(i + 1) * 3 * c];
-        for hd in 0..n_head {
-            let at = (hd * n_ctx + p0 + i) * d;
-            let (k_new, v_new) = (c + hd * d, 2 * c + hd * d);
-            k_cache[at..at + d].copy_from_slice(&row[k_new..k_new + d]);
-            v_cache[at..at + d].copy_from_slice(&row[v_new..v_new + d]);
-        }
-    }
-}
-
-/// What a team step does with a block of summed partial products.
-#[derive(Clone, Copy)]
-enum Finish {
-    /// `out += sum` (a residual connection).
-    AddTo,
-    /// `out = gelu(sum)`.
-    Gelu,
-}
-
-/// Team step: `out[cols] = finish(sum over blocks of partials[cols])` for a product of `k` rows
-/// and `n` columns, the columns split into blocks claimed by the team's threads. Sums are built
-/// 64 columns at a time on the stack.
-#[allow(clippy::too_many_arguments)]
-fn sum_team(
-    compute: &Compute,
-    team: &Team,
-    op: &mut usize,
-    partials: &Shared,
-    out: &Shared,
-    k: usize,
-    n: usize,
-    finish: Finish,
-) {
-    let (per, col_blocks) = compute.column_blocks(n);
-    let parts_len = compute.matvec_split(k).1 * n;
-    team.for_each_block(op, col_blocks, |b| {
-        // SAFETY: the partials are only read until the next product, after this operation's
-        // barrier; column block b of `out` is written by the thread that claimed b only.
-        let (parts, out) = unsafe {
-            (
-                partials.range(0..parts_len),
-                out.range_mut(b * per..((b + 1) * per).min(n)),
-            )
-        };
-        let mut sum = [0.0f32; 64];
-        for (i, chunk) in out.chunks_mut(64).enumerate() {
-            let s = &mut sum[..chunk.len()];
-            compute.sum_partials(s, parts, k, n, b * per + i * 64);
-            match finish {
-                Finish::AddTo => compute.kernels.add(chunk, s),
-                Finish::Gelu => {
-                    chunk.copy_from_slice(s);
-                    compute.kernels.gelu(chunk);
-                }
-            }
-        }
-    });
 }
 
 /// The one-line description of a simd backend for reports.

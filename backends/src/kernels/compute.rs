@@ -1,0 +1,237 @@
+//! [`Compute`]: the kernels of one instruction set plus the thread pool they run on, and the
+//! drivers that split each operation across it.
+//!
+//! Matrix products split by output columns when there are many positions (prefill is bound by
+//! arithmetic: each thread computes its columns for every position in register tiles), and by
+//! weight rows into partial sums when there is one (decode is bound by memory bandwidth: each
+//! thread streams contiguous whole rows, each weight byte read by exactly one thread). The output
+//! layer splits by vocabulary rows. A decode step does not use these parallel iterators: it runs
+//! as one [`super::team`], built on [`Compute::matvec_block`] and [`Compute::sum_partials`].
+
+use rayon::prelude::*;
+
+use super::{Kernels, MatRef};
+
+/// Work items per thread in the split of a matrix-vector product.
+const BLOCKS_PER_THREAD: usize = 4;
+
+/// Kernels plus the thread pool they run on.
+pub struct Compute {
+    pub kernels: Kernels,
+    pool: std::sync::Arc<rayon::ThreadPool>,
+    threads: usize,
+    /// A zero bias for the partial products of a row-split matrix-vector product.
+    zeros: Vec<f32>,
+}
+
+impl Compute {
+    /// `max_width` is the widest output of any `linear` call (3C or H for GPT-2).
+    pub fn new(kernels: Kernels, threads: usize, max_width: usize) -> Result<Self, String> {
+        let threads = threads.max(1);
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .thread_name(|i| format!("gpt2-simd-{i}"))
+            .build()
+            .map_err(|e| format!("cannot start {threads} worker threads: {e}"))?;
+        Ok(Compute {
+            kernels,
+            pool: std::sync::Arc::new(pool),
+            threads,
+            zeros: vec![0.0; max_width],
+        })
+    }
+
+    pub fn threads(&self) -> usize {
+        self.threads
+    }
+
+    /// `n` zeros (a bias for partial products), `n` at most the `max_width` given to `new`.
+    pub fn zeros(&self, n: usize) -> &[f32] {
+        &self.zeros[..n]
+    }
+
+    /// The pool, to run a whole forward pass inside (`pool.install(...)`).
+    pub fn pool(&self) -> std::sync::Arc<rayon::ThreadPool> {
+        self.pool.clone()
+    }
+
+    /// Width of each thread's column slice: a multiple of 16 (one register tile).
+    fn column_chunk(&self, n: usize) -> usize {
+        n.div_ceil(self.threads).div_ceil(16).max(1) * 16
+    }
+
+    /// `out (T, N) = inp (T, K) @ w (K, N) + bias` on the pool; `scratch` holds at least
+    /// `max(T, 4 * threads) * N` values. Must run inside the pool.
+    ///
+    /// T = 1 (decode) is bound by memory bandwidth, so the weight is split by rows: each thread
+    /// streams one contiguous block of whole rows (the access pattern hardware prefetchers like
+    /// best) into a partial output, and the partials are summed. T > 1 (prefill) is bound by
+    /// arithmetic, so the weight is split by columns: each thread computes its columns for all
+    /// positions into `scratch`, in register tiles that reuse each loaded weight for 6 positions,
+    /// and the column blocks are copied into `out`.
+    pub fn linear(
+        &self,
+        out: &mut [f32],
+        inp: &[f32],
+        w: MatRef<'_>,
+        bias: &[f32],
+        scratch: &mut [f32],
+    ) {
+        let (k, n) = (w.rows(), w.cols());
+        let t = inp.len() / k;
+        let cw = self.column_chunk(n);
+        let kern = self.kernels;
+        if t == 1 {
+            let (_, parts) = self.matvec_split(k);
+            let partials = &mut scratch[..parts * n];
+            partials
+                .par_chunks_mut(n)
+                .enumerate()
+                .for_each(|(j, part)| self.matvec_block(part, j, inp, w, bias));
+            self.sum_partials(&mut out[..n], partials, k, n, 0);
+            return;
+        }
+        let scratch = &mut scratch[..t * n];
+        scratch
+            .par_chunks_mut(t * cw)
+            .enumerate()
+            .for_each(|(j, s)| {
+                let n0 = j * cw;
+                let width = s.len() / t;
+                kern.matmul_cols(s, inp, w, &bias[n0..n0 + width], n0)
+            });
+        // Scatter the column blocks back into row-major order.
+        out[..t * n]
+            .par_chunks_mut(n)
+            .enumerate()
+            .for_each(|(row, o)| {
+                let mut n0 = 0;
+                for block in scratch.chunks(t * cw) {
+                    let width = block.len() / t;
+                    o[n0..n0 + width].copy_from_slice(&block[row * width..(row + 1) * width]);
+                    n0 += width;
+                }
+            });
+    }
+
+    /// How a matrix-vector product over K weight rows is split: (rows per block, blocks).
+    /// Several blocks per thread, so that a core slowed by another program takes fewer of them
+    /// (on a shared 2-vCPU machine a static half-and-half split waits for the slower core).
+    /// Blocks start on a multiple of 4 rows, the matrix-vector kernel's step.
+    pub fn matvec_split(&self, k: usize) -> (usize, usize) {
+        let rows = k.div_ceil(self.threads * BLOCKS_PER_THREAD).div_ceil(4) * 4;
+        (rows, k.div_ceil(rows))
+    }
+
+    /// Block `j` of a matrix-vector product split by [`Compute::matvec_split`]:
+    /// `part (N) = x[rows_j] @ w[rows_j, :]`, plus the bias for block 0 only, so that the sum of
+    /// the blocks' partials in block order is the product. A decode step's team and `linear`'s
+    /// T = 1 path both run their blocks through it, so they add in the same order.
+    pub fn matvec_block(&self, part: &mut [f32], j: usize, x: &[f32], w: MatRef<'_>, bias: &[f32]) {
+        let (k, n) = (w.rows(), w.cols());
+        let (rows, _) = self.matvec_split(k);
+        let (k0, k1) = (j * rows, ((j + 1) * rows).min(k));
+        let bias = if j == 0 { bias } else { self.zeros(n) };
+        self.kernels
+            .matmul_cols(part, &x[k0..k1], w.row_range(k0..k1), bias, 0);
+    }
+
+    /// `out = sum over blocks of partials[block][cols]`, for a product of K = `k` rows and
+    /// `n` columns split by [`Compute::matvec_split`]; added in block order, as `linear` does.
+    pub fn sum_partials(&self, out: &mut [f32], partials: &[f32], k: usize, n: usize, col0: usize) {
+        let (_, parts) = self.matvec_split(k);
+        let width = out.len();
+        out.copy_from_slice(&partials[col0..col0 + width]);
+        for j in 1..parts {
+            self.kernels
+                .add(out, &partials[j * n + col0..j * n + col0 + width]);
+        }
+    }
+
+    /// Blocks of columns for the team's element-wise steps over `n` values:
+    /// (values per block, blocks).
+    pub fn column_blocks(&self, n: usize) -> (usize, usize) {
+        let per = n
+            .div_ceil(self.threads * BLOCKS_PER_THREAD)
+            .div_ceil(8)
+            .max(1)
+            * 8;
+        (per, n.div_ceil(per))
+    }
+
+    /// Blocks of vocabulary rows for the output layer: (rows per block, blocks).
+    pub fn logit_blocks(&self, vocab: usize) -> (usize, usize) {
+        let per = vocab.div_ceil(self.threads * BLOCKS_PER_THREAD).max(1);
+        (per, vocab.div_ceil(per))
+    }
+
+    /// `logits[v] = x . rows[v]` (the output layer), split by vocabulary rows. Inside the pool.
+    pub fn logits(&self, logits: &mut [f32], x: &[f32], rows: &[f32]) {
+        let c = x.len();
+        let (chunk, _) = self.logit_blocks(logits.len());
+        let kern = self.kernels;
+        logits
+            .par_chunks_mut(chunk)
+            .zip(rows.par_chunks(chunk * c))
+            .for_each(|(o, r)| kern.dot_rows(o, x, r));
+    }
+
+    /// Layer norm of every row of `inp (T, C)` into `out`. Inside the pool.
+    pub fn layernorm_rows(&self, out: &mut [f32], inp: &[f32], w: &[f32], b: &[f32], eps: f32) {
+        let c = w.len();
+        let kern = self.kernels;
+        out.par_chunks_mut(c)
+            .zip(inp.par_chunks(c))
+            .for_each(|(o, x)| kern.layernorm(o, x, w, b, eps));
+    }
+
+    /// GELU in place, in parallel slices. Inside the pool.
+    pub fn gelu(&self, x: &mut [f32]) {
+        let kern = self.kernels;
+        let chunk = x.len().div_ceil(self.threads).max(4096);
+        x.par_chunks_mut(chunk).for_each(|s| kern.gelu(s));
+    }
+
+    /// `x += y`. Cheap; single-threaded.
+    pub fn add(&self, x: &mut [f32], y: &[f32]) {
+        self.kernels.add(x, y)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernels::tests::{close, data};
+
+    #[test]
+    fn threaded_drivers_match_single_thread_scalar() {
+        let (t_max, k, n) = (9, 70, 150);
+        let w = data(k * n, 9);
+        let bias = data(n, 10);
+        for threads in [1, 3] {
+            for kernels in [Kernels::best_available(), Kernels::scalar()] {
+                let compute = Compute::new(kernels, threads, n).unwrap();
+                for t in [1, 2, t_max] {
+                    let inp = data(t * k, 11);
+                    let mut want = vec![0.0; t * n];
+                    let wm = MatRef::new(&w, k, n);
+                    Kernels::scalar().matmul_cols(&mut want, &inp, wm, &bias, 0);
+                    let mut got = vec![0.0; t * n];
+                    let mut scratch = vec![0.0; t.max(4 * threads) * n];
+                    compute
+                        .pool()
+                        .install(|| compute.linear(&mut got, &inp, wm, &bias, &mut scratch));
+                    close(&got, &want, 1e-5);
+                }
+                let x = data(k, 12);
+                let rows = data(37 * k, 13);
+                let (mut got, mut want) = (vec![0.0; 37], vec![0.0; 37]);
+                compute
+                    .pool()
+                    .install(|| compute.logits(&mut got, &x, &rows));
+                Kernels::scalar().dot_rows(&mut want, &x, &rows);
+                close(&got, &want, 1e-5);
+            }
+        }
+    }
+}

@@ -1,0 +1,363 @@
+//! A `simd-kv` decode step as data: the list of operations one new position goes through
+//! ([`schedule`], built once per model), and the one function that does a block of any of them
+//! ([`Step::work`]). [`crate::kernels::team::Team::run`] walks the list on every thread of the
+//! team, the way llama.cpp's thread pool walks a graph.
+//!
+//! Per layer, with C = n_embd, H = MLP width and `parts` the row blocks of a matrix-vector
+//! product ([`Compute::matvec_split`]):
+//!
+//! | operation          | split             | reads                 | writes                    |
+//! |--------------------|-------------------|-----------------------|---------------------------|
+//! | layer norm 1       | each thread       | `x`                   | the thread's row of `ln`  |
+//! | QKV product        | `parts` blocks    | own `ln` row          | `partials` (parts, 3C)    |
+//! | attention          | one block a head  | `partials`, cache     | `qkv`, cache row, `att`   |
+//! | output projection  | `parts` blocks    | `att`                 | `partials` (parts, C)     |
+//! | residual           | column blocks     | `partials`            | `x` += sum                |
+//! | layer norm 2       | each thread       | `x`                   | the thread's row of `ln`  |
+//! | MLP up             | `parts` blocks    | own `ln` row          | `partials` (parts, H)     |
+//! | GELU               | column blocks     | `partials`            | `fc` = gelu(sum)          |
+//! | MLP down           | `parts` blocks    | `fc`                  | `partials` (parts, C)     |
+//! | residual           | column blocks     | `partials`            | `x` += sum                |
+//!
+//! then the final layer norm (each thread) and the output layer (blocks of vocabulary rows).
+//!
+//! The matrix-vector products are split by weight rows into partial sums (each thread streams
+//! contiguous rows), and the next operation, split by columns or heads, adds the partials in
+//! block order, so results do not depend on which thread did what or on the team's size. A
+//! layer norm of the one row costs less than a barrier, so every thread computes its own copy.
+//!
+//! Every `unsafe` of a decode step is in [`Step::work`]: each is an access to a [`Shared`]
+//! buffer, and the table above is the protocol that makes them sound: within an operation,
+//! every block writes ranges no other block touches, and reads only what an earlier operation
+//! finished before its barrier (or, for the thread's own `ln` row, what the thread wrote itself).
+
+use gpt2_weights::{Config, Gpt2Weights};
+
+use crate::kernels::attention::attend_head;
+use crate::kernels::team::{Shared, Split, Team, TeamOp};
+use crate::kernels::{Compute, HeadCache, KvShape, MatRef};
+use crate::profile::Op;
+
+/// The input of a matrix-vector product in a decode step.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Input {
+    /// The calling thread's own row of `ln` (a layer norm's output).
+    Ln,
+    /// The attention output `att (C)`.
+    Att,
+    /// The MLP activation `fc (H)`.
+    Fc,
+}
+
+/// What one operation of a decode step does.
+#[derive(Clone, Copy, Debug)]
+pub enum Kind<'w> {
+    /// The thread's row of `ln` = layer norm of `x`.
+    LayerNorm { w: &'w [f32], b: &'w [f32] },
+    /// `partials[j] = input[rows_j] @ w[rows_j, :]` (+ `bias` for j = 0), block j.
+    MatVec {
+        input: Input,
+        w: MatRef<'w>,
+        bias: &'w [f32],
+    },
+    /// For one head: its query, key and value from the QKV partials (the key and value into
+    /// the cache), then attention of the new position over the cache into `att`.
+    Attention { layer: usize },
+    /// `x += sum of the partials` of a product over `k` input rows (a residual connection).
+    Residual { k: usize },
+    /// `fc = gelu(sum of the partials)` of the MLP's up product.
+    Gelu,
+    /// `logits = ln · lm_head` for a block of vocabulary rows (the output layer).
+    Logits { lm_head: &'w [f32] },
+}
+
+/// One operation of a decode step: what it does, how it is split, and the profile row it is
+/// charged to.
+#[derive(Clone, Copy, Debug)]
+pub struct DecodeOp<'w> {
+    pub kind: Kind<'w>,
+    pub split: Split,
+    pub charge: Op,
+}
+
+impl TeamOp for DecodeOp<'_> {
+    fn split(&self) -> Split {
+        self.split
+    }
+}
+
+/// The operations of one decode step of the model `w`, split for `compute`'s thread count.
+///
+/// Profiling charges each operation the time thread 0 spent from the end of the previous one
+/// to the end of this one, so the sum of partial products is charged to the operation that
+/// does it: attention (QKV), residual (the two output products), GELU (MLP up).
+pub fn schedule<'w>(w: &Gpt2Weights<'w>, compute: &Compute) -> Vec<DecodeOp<'w>> {
+    let cfg = &w.config;
+    let (c, h, vocab) = (
+        cfg.n_embd as usize,
+        cfg.mlp_hidden as usize,
+        cfg.vocab_size as usize,
+    );
+    let op = |kind, split, charge| DecodeOp {
+        kind,
+        split,
+        charge,
+    };
+    let matvec = |input, w: &'w [f32], bias, n, charge| {
+        let w = MatRef::new(w, bias_rows(input, c, h), n);
+        let blocks = Split::Blocks(compute.matvec_split(w.rows()).1);
+        op(Kind::MatVec { input, w, bias }, blocks, charge)
+    };
+    let columns = |n| Split::Blocks(compute.column_blocks(n).1);
+    let mut ops = Vec::with_capacity(10 * w.layers.len() + 2);
+    for (layer, lw) in w.layers.iter().enumerate() {
+        let ln_1 = Kind::LayerNorm {
+            w: lw.ln_1_w,
+            b: lw.ln_1_b,
+        };
+        let ln_2 = Kind::LayerNorm {
+            w: lw.ln_2_w,
+            b: lw.ln_2_b,
+        };
+        ops.extend([
+            op(ln_1, Split::EachThread, Op::LayerNorm),
+            matvec(Input::Ln, lw.qkv_w, lw.qkv_b, 3 * c, Op::QkvProjection),
+            op(
+                Kind::Attention { layer },
+                Split::Blocks(cfg.n_head as usize),
+                Op::Attention,
+            ),
+            matvec(
+                Input::Att,
+                lw.attn_proj_w,
+                lw.attn_proj_b,
+                c,
+                Op::OutputProjection,
+            ),
+            op(Kind::Residual { k: c }, columns(c), Op::Residual),
+            op(ln_2, Split::EachThread, Op::LayerNorm),
+            matvec(Input::Ln, lw.fc_w, lw.fc_b, h, Op::MlpUp),
+            op(Kind::Gelu, columns(h), Op::Gelu),
+            matvec(Input::Fc, lw.fc_proj_w, lw.fc_proj_b, c, Op::MlpDown),
+            op(Kind::Residual { k: h }, columns(c), Op::Residual),
+        ]);
+    }
+    let ln_f = Kind::LayerNorm {
+        w: w.ln_f_w,
+        b: w.ln_f_b,
+    };
+    ops.push(op(ln_f, Split::EachThread, Op::LayerNorm));
+    let logits = Kind::Logits { lm_head: w.lm_head };
+    let vocab_blocks = Split::Blocks(compute.logit_blocks(vocab).1);
+    ops.push(op(logits, vocab_blocks, Op::OutputLayer));
+    ops
+}
+
+/// Rows of a product's weight: the width of its input.
+fn bias_rows(input: Input, c: usize, h: usize) -> usize {
+    match input {
+        Input::Ln | Input::Att => c,
+        Input::Fc => h,
+    }
+}
+
+/// The buffers a decode step reads and writes, shared by the team (shapes for C = n_embd,
+/// H = MLP width, V = vocabulary, `parts` the most row blocks of any product).
+pub struct Buffers<'a> {
+    pub x: Shared<'a>,        // (C) residual stream
+    pub ln: Shared<'a>,       // (threads, C) each thread's layer-norm output
+    pub qkv: Shared<'a>,      // (3C), only the queries are used
+    pub att: Shared<'a>,      // (C)
+    pub fc: Shared<'a>,       // (H)
+    pub partials: Shared<'a>, // (parts, max(3C, H)) partial sums of a product
+    pub scores: Shared<'a>,   // (n_head, n_ctx)
+    pub k_cache: Shared<'a>,  // (n_layer, n_head, n_ctx, D)
+    pub v_cache: Shared<'a>,  // (n_layer, n_head, n_ctx, D)
+    pub logits: Shared<'a>,   // (V)
+}
+
+/// One decode step in progress: the position, the buffers, and what it runs on.
+pub struct Step<'a> {
+    pub compute: &'a Compute,
+    pub config: &'a Config,
+    /// Position of the new token (the cache holds `0..pos`).
+    pub pos: usize,
+    pub bufs: Buffers<'a>,
+}
+
+impl Step<'_> {
+    /// Does block `i` of `op` on thread `me` (for [`Split::EachThread`], `i` is `me`).
+    pub fn work(&self, op: &DecodeOp<'_>, i: usize, me: usize) {
+        let cfg = self.config;
+        let (c, h) = (cfg.n_embd as usize, cfg.mlp_hidden as usize);
+        let b = &self.bufs;
+        let kern = self.compute.kernels;
+        // SAFETY (every block below): the protocol in the module docs. Row `me` of `ln` belongs
+        // to thread `me` for the whole step; `x`, `att`, `fc` and the partials are read only in
+        // operations after the barrier that ended the operation writing them; each block writes
+        // only ranges derived from its own index `i`.
+        match op.kind {
+            Kind::LayerNorm { w, b: bias } => {
+                let (x, ln) = unsafe { (b.x.range(0..c), b.ln.range_mut(me * c..(me + 1) * c)) };
+                kern.layernorm(ln, x, w, bias, cfg.layer_norm_eps);
+            }
+            Kind::MatVec { input, w, bias } => {
+                let n = w.cols();
+                let (x, part) = unsafe {
+                    let x = match input {
+                        Input::Ln => b.ln.range(me * c..(me + 1) * c),
+                        Input::Att => b.att.range(0..c),
+                        Input::Fc => b.fc.range(0..h),
+                    };
+                    (x, b.partials.range_mut(i * n..(i + 1) * n))
+                };
+                self.compute.matvec_block(part, i, x, w, bias);
+            }
+            Kind::Attention { layer } => self.attend(layer, i),
+            Kind::Residual { k } => {
+                self.sum_columns(&b.x, (k, c), i, |out, sum| kern.add(out, sum))
+            }
+            Kind::Gelu => self.sum_columns(&b.fc, (c, h), i, |out, sum| {
+                out.copy_from_slice(sum);
+                kern.gelu(out);
+            }),
+            Kind::Logits { lm_head } => {
+                let vocab = cfg.vocab_size as usize;
+                let (per, _) = self.compute.logit_blocks(vocab);
+                let rows = i * per..((i + 1) * per).min(vocab);
+                let lm = &lm_head[rows.start * c..rows.end * c];
+                let (ln, logits) =
+                    unsafe { (b.ln.range(me * c..(me + 1) * c), b.logits.range_mut(rows)) };
+                kern.dot_rows(logits, ln, lm);
+            }
+        }
+    }
+
+    /// Head `hd` of layer `layer`: sums the head's query, key and value out of the QKV
+    /// partials (key and value straight into the cache at `pos`), then attends.
+    fn attend(&self, layer: usize, hd: usize) {
+        let cfg = self.config;
+        let c = cfg.n_embd as usize;
+        let shape = KvShape::new(c, cfg.n_head as usize, cfg.n_ctx as usize);
+        let d = shape.head_dim;
+        let at = layer * shape.layer_len() + shape.head_start(hd);
+        let head = at..at + shape.n_ctx * d;
+        let b = &self.bufs;
+        let parts_len = self.compute.matvec_split(c).1 * 3 * c;
+        // SAFETY: see `work`; head `hd`'s columns of `qkv` and `att`, its cache block and its
+        // scores are touched by the thread that claimed `hd` only, until the barrier.
+        let (parts, q, k_head, v_head, scores, out) = unsafe {
+            (
+                b.partials.range(0..parts_len),
+                b.qkv.range_mut(hd * d..(hd + 1) * d),
+                b.k_cache.range_mut(head.clone()),
+                b.v_cache.range_mut(head),
+                b.scores.range_mut(hd * shape.n_ctx..(hd + 1) * shape.n_ctx),
+                b.att.range_mut(hd * d..(hd + 1) * d),
+            )
+        };
+        let new_row = self.pos * d..(self.pos + 1) * d;
+        let compute = self.compute;
+        compute.sum_partials(q, parts, c, 3 * c, hd * d);
+        compute.sum_partials(&mut k_head[new_row.clone()], parts, c, 3 * c, c + hd * d);
+        compute.sum_partials(&mut v_head[new_row], parts, c, 3 * c, 2 * c + hd * d);
+        let cache = HeadCache {
+            k: k_head,
+            v: v_head,
+        };
+        let zeros = compute.zeros(d);
+        attend_head(&compute.kernels, out, q, cache, scores, self.pos, zeros);
+    }
+
+    /// Column block `i` of `target` (`x` or `fc`): `finish(out, sum of the partials)` of a
+    /// (k, n) product, summed 64 columns at a time on the stack.
+    fn sum_columns(
+        &self,
+        target: &Shared,
+        (k, n): (usize, usize),
+        i: usize,
+        finish: impl Fn(&mut [f32], &[f32]),
+    ) {
+        let (per, _) = self.compute.column_blocks(n);
+        let parts_len = self.compute.matvec_split(k).1 * n;
+        let b = &self.bufs;
+        // SAFETY: see `work`; column block `i` of the target is this thread's alone.
+        let (parts, out) = unsafe {
+            (
+                b.partials.range(0..parts_len),
+                target.range_mut(i * per..((i + 1) * per).min(n)),
+            )
+        };
+        let mut sum = [0.0f32; 64];
+        for (j, chunk) in out.chunks_mut(64).enumerate() {
+            let s = &mut sum[..chunk.len()];
+            self.compute.sum_partials(s, parts, k, n, i * per + j * 64);
+            finish(chunk, s);
+        }
+    }
+}
+
+/// `out = x @ w + bias` the way a decode step computes it: the weight's row blocks claimed by
+/// a team of every thread of `compute`'s pool, the partials summed in block order. For the
+/// criterion benchmarks, so that they time the path decode takes. `partials` holds
+/// (parts, N) values, `team` at least one operation.
+pub fn team_matvec(
+    compute: &Compute,
+    team: &mut Team,
+    out: &mut [f32],
+    x: &[f32],
+    w: MatRef<'_>,
+    bias: &[f32],
+    partials: &mut [f32],
+) {
+    let (k, n, threads) = (w.rows(), w.cols(), compute.threads());
+    let product = DecodeOp {
+        kind: Kind::MatVec {
+            input: Input::Ln,
+            w,
+            bias,
+        },
+        split: Split::Blocks(compute.matvec_split(k).1),
+        charge: Op::MlpUp,
+    };
+    // Every thread's `ln` row is `x`.
+    let mut ln: Vec<f32> = std::iter::repeat_n(x, threads).flatten().copied().collect();
+    // Only n_embd (the width of an `ln` row) matters to a product.
+    let config = Config {
+        n_layer: 1,
+        n_head: 1,
+        n_embd: k as u32,
+        vocab_size: 0,
+        n_ctx: 1,
+        mlp_hidden: k as u32,
+        layer_norm_eps: 1e-5,
+        tied_output: true,
+    };
+    team.reset_for(threads);
+    {
+        let empty = || Shared::new(&mut []);
+        let step = Step {
+            compute,
+            config: &config,
+            pos: 0,
+            bufs: Buffers {
+                x: empty(),
+                ln: Shared::new(&mut ln),
+                qkv: empty(),
+                att: empty(),
+                fc: empty(),
+                partials: Shared::new(partials),
+                scores: empty(),
+                k_cache: empty(),
+                v_cache: empty(),
+                logits: empty(),
+            },
+        };
+        let team = &*team;
+        compute.pool().broadcast(|ctx| {
+            let me = ctx.index();
+            team.run(me, &[product], |op, i| step.work(op, i, me), |_| {});
+        });
+    }
+    compute.sum_partials(out, partials, k, n, 0);
+}
