@@ -50,7 +50,7 @@ enum Command {
 struct ExportArgs {
     /// A Hugging Face GPT-2 checkpoint: a local directory, or a hub repo id such as
     /// openai-community/gpt2 (downloaded into the Hugging Face cache; honours HF_HOME,
-    /// HF_ENDPOINT and HF_HUB_OFFLINE).
+    /// HF_HUB_CACHE, HF_ENDPOINT, HF_TOKEN, HF_HUB_OFFLINE and HF_HUB_DOWNLOAD_TIMEOUT).
     #[arg(long, value_name = "DIR_OR_REPO", conflicts_with = "synthetic")]
     from: Option<String>,
     /// Random weights in the shapes of this GPT-2 size, with GPT-2's real tokenizer.
