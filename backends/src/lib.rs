@@ -103,6 +103,12 @@ pub fn create<'w>(
             3,
         )));
     }
+    if name == testing::SLOWED && options.allow_test_engines {
+        let extra = testing::SlowedEngine::<simd::SimdKvEngine>::extra_from_env()?;
+        let engine =
+            simd::SimdKvEngine::new(weights.clone(), kernels::Kernels::detect(), options.threads)?;
+        return Ok(Box::new(testing::SlowedEngine::new(engine, extra)));
+    }
     let hint = if name == "candle" {
         " (this build was made without the `candle` feature)"
     } else {

@@ -1,5 +1,5 @@
-//! Test-only backends: engines that are wrong on purpose, to prove that the harness's
-//! equivalence check catches them. Never listed in [`crate::REGISTRY`]; the harness accepts
+//! Test-only backends: engines that are wrong or slow on purpose, to prove that the harness's
+//! equivalence check and regression gate catch them. Never listed in [`crate::REGISTRY`]; the harness accepts
 //! them only when `GPT2_BENCH_TEST_ENGINES=1` is set.
 
 use crate::engine::{Engine, EngineError, EngineInfo};
@@ -66,6 +66,93 @@ impl<E: Engine> Engine for DivergentEngine<E> {
             swap_top_two(&mut self.logits);
         }
         Ok(&self.logits)
+    }
+
+    fn reset(&mut self) {
+        self.inner.reset();
+    }
+
+    fn position(&self) -> usize {
+        self.inner.position()
+    }
+
+    fn set_profiling(&mut self, on: bool) {
+        self.inner.set_profiling(on);
+    }
+
+    fn take_profile(&mut self) -> Option<OpTimes> {
+        self.inner.take_profile()
+    }
+}
+
+/// Name of [`SlowedEngine`] on the command line.
+pub const SLOWED: &str = "test-slowed";
+
+/// Environment variable: the fraction of extra time [`SlowedEngine`] spends per call (0.25 makes
+/// it 20% slower: 1 / 1.25 of the speed).
+pub const SLOWDOWN_ENV: &str = "GPT2_BENCH_TEST_SLOWDOWN";
+
+/// Wraps a correct engine and, after each prefill and step, keeps the core busy for `extra`
+/// times the call's own duration: a known slowdown, spent computing like the real work (not
+/// sleeping, which a busy machine would hide), for testing the regression gate.
+pub struct SlowedEngine<E> {
+    inner: E,
+    extra: f64,
+}
+
+impl<E: Engine> SlowedEngine<E> {
+    pub fn new(inner: E, extra: f64) -> Self {
+        SlowedEngine { inner, extra }
+    }
+
+    /// The extra fraction from [`SLOWDOWN_ENV`] (0 when unset); a value that is not a finite,
+    /// non-negative number is an error naming the variable.
+    pub fn extra_from_env() -> Result<f64, EngineError> {
+        match std::env::var(SLOWDOWN_ENV) {
+            Err(_) => Ok(0.0),
+            Ok(v) => match v.trim().parse::<f64>() {
+                Ok(x) if x.is_finite() && x >= 0.0 => Ok(x),
+                _ => Err(EngineError::Backend {
+                    backend: SLOWED,
+                    message: format!("{SLOWDOWN_ENV}={v:?} is not a non-negative number"),
+                }),
+            },
+        }
+    }
+}
+
+/// Spins for `d`.
+fn busy_for(d: std::time::Duration) {
+    let start = std::time::Instant::now();
+    while start.elapsed() < d {
+        std::hint::spin_loop();
+    }
+}
+
+impl<E: Engine> Engine for SlowedEngine<E> {
+    fn name(&self) -> &'static str {
+        SLOWED
+    }
+
+    fn info(&self) -> EngineInfo {
+        EngineInfo {
+            summary: "test only: simd-kv, then busy for GPT2_BENCH_TEST_SLOWDOWN x each call",
+            ..self.inner.info()
+        }
+    }
+
+    fn prefill(&mut self, tokens: &[u32]) -> Result<&[f32], EngineError> {
+        let (start, extra) = (std::time::Instant::now(), self.extra);
+        let logits = self.inner.prefill(tokens)?;
+        busy_for(start.elapsed().mul_f64(extra));
+        Ok(logits)
+    }
+
+    fn step(&mut self, token: u32) -> Result<&[f32], EngineError> {
+        let (start, extra) = (std::time::Instant::now(), self.extra);
+        let logits = self.inner.step(token)?;
+        busy_for(start.elapsed().mul_f64(extra));
+        Ok(logits)
     }
 
     fn reset(&mut self) {

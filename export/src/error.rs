@@ -20,8 +20,9 @@ pub enum ExportError {
     /// The hub could not be reached (offline, DNS, TLS, timeout).
     #[error(
         "cannot reach the Hugging Face hub to download {repo} ({detail}). Export from a local \
-         checkpoint directory with `gpt2-export --from DIR`, or make a synthetic model with \
-         `gpt2-export --synthetic gpt2`"
+         checkpoint directory with `{export} --from DIR`, or make a synthetic model with \
+         `{export} --synthetic gpt2`",
+        export = gpt2_weights::hint::export_command()
     )]
     HubUnreachable { repo: String, detail: String },
     /// The hub answered, but not with what we need (no such repo, gated, no safetensors).

@@ -124,9 +124,17 @@ pub fn render(golden: &Golden, outcomes: &[Outcome]) -> String {
         golden.logits.len(),
         LOGIT_TOLERANCE
     );
+    // Every backend far from the golden logits (and, being checked against each other in
+    // their own tests, close to one another): the weights are not the golden checkpoint's,
+    // which says more than "token 0 differs" five times.
+    let wrong_model = !outcomes.is_empty()
+        && outcomes
+            .iter()
+            .all(|o| o.max_logit_diff.is_nan() || o.max_logit_diff > WRONG_MODEL_LOGIT_DIFF);
     for o in outcomes {
         let verdict = match (o.first_wrong_token, o.max_logit_diff <= LOGIT_TOLERANCE) {
             (None, true) => "ok".to_string(),
+            _ if wrong_model => "FAIL: not the golden file's model".to_string(),
             (Some(step), _) => format!("FAIL: generated token {step} differs"),
             (None, false) => "FAIL: logits beyond tolerance".to_string(),
         };
@@ -135,5 +143,18 @@ pub fn render(golden: &Golden, outcomes: &[Outcome]) -> String {
             o.backend, o.max_logit_diff
         ));
     }
+    if wrong_model {
+        out.push_str(&format!(
+            "the model does not match the golden file's checkpoint ({}): every backend's logits \
+             differ from the golden ones by more than {WRONG_MODEL_LOGIT_DIFF} (rounding differs \
+             by about 1e-5). Drop --model to check the checkpoint the golden file names, or give \
+             the model it was made from\n",
+            golden.checkpoint.display()
+        ));
+    }
     out
 }
+
+/// A logit difference no rounding produces (250 times the tolerance): beyond it on every
+/// backend, the model is not the one the golden file was made from.
+pub const WRONG_MODEL_LOGIT_DIFF: f32 = 0.5;

@@ -10,7 +10,9 @@
 //! just before each run (about 20 ms for GPT-2 small). A shared machine's bandwidth swings from
 //! minute to minute, so the best-of-10 read measured once at the start is a fair *limit* but a
 //! poor yardstick for a run a minute later; the pass beside each run gives
-//! `decode_read_fraction`, how close decode came to what memory delivered at that moment.
+//! `decode_read_fraction`, how close decode came to what memory delivered at that moment. A short
+//! all-thread FMA pass (about 15 ms) runs beside it, and each run's rates divided by those two
+//! passes are the `machine_normalized` figures the regression gate compares.
 
 use std::time::Duration;
 
@@ -21,7 +23,9 @@ use gpt2_weights::{Gpt2Tokenizer, WeightFile};
 
 use crate::generate::{Generation, generate};
 use crate::machine;
-use crate::report::{BackendResult, Divergence, Latency, Memory, NEAR_TIE_GAP, Samples};
+use crate::report::{
+    BackendResult, Divergence, Latency, Memory, NEAR_TIE_GAP, Normalized, Samples,
+};
 use crate::roofline::{Roofline, prefill_flops};
 use crate::sampling::SamplingOptions;
 use crate::stats::{Summary, outliers, percentile};
@@ -51,6 +55,8 @@ struct Measured {
     runs: Vec<Generation>,
     /// GB/s of the read pass right before each measured run (empty without a probe).
     read_gb_per_s: Vec<f64>,
+    /// GFLOP/s of the FMA pass right before each measured run (empty without a probe).
+    peak_gflops: Vec<f64>,
     peak_rss_bytes: Option<u64>,
 }
 
@@ -68,6 +74,7 @@ fn measure(
 ) -> anyhow::Result<Vec<Measured>> {
     let mut out = Vec::new();
     let per_backend: usize = plan.new_tokens.iter().sum::<usize>() * (plan.runs + plan.warmup);
+    let fma_iters = read_probe.map(|(compute, _)| probe::fma_iters(compute, 0.015));
     for name in plan.backends {
         // Where the OS does not allow the reset, the figure is the process's peak so far.
         machine::reset_peak_rss();
@@ -77,10 +84,11 @@ fn measure(
         for (&len, &n_new) in plan.lengths.iter().zip(&plan.new_tokens) {
             let prompt = &plan.prompt[..len];
             let mut runs = Vec::new();
-            let mut read = Vec::new();
+            let (mut read, mut peak) = (Vec::new(), Vec::new());
             for _ in 0..plan.warmup + plan.runs {
-                if let Some((compute, data)) = read_probe {
+                if let (Some((compute, data)), Some(iters)) = (read_probe, fma_iters) {
                     read.push(probe::read_bandwidth(compute, data, 1) / 1e9);
+                    peak.push(probe::fma_pass(compute, iters) / 1e9);
                 }
                 // End-of-text does not stop --compare: every backend does the same work.
                 let g = generate(engine.as_mut(), prompt, n_new, plan.sampling, None, |_| {
@@ -91,13 +99,14 @@ fn measure(
             }
             let measured = runs.split_off(plan.warmup);
             let read = read.split_off(plan.warmup.min(read.len()));
-            cases.push((len, runs, measured, read));
+            let peak = peak.split_off(plan.warmup.min(peak.len()));
+            cases.push((len, runs, measured, read, peak));
         }
         bar.finish_and_clear();
         let peak = machine::peak_rss_bytes();
         let info = engine.info();
         drop(engine);
-        for (len, warmup, runs, read_gb_per_s) in cases {
+        for (len, warmup, runs, read_gb_per_s, peak_gflops) in cases {
             if !plan.quiet {
                 let total: Duration = runs.iter().map(|g| g.prefill + g.decode_total()).sum();
                 gpt2_export::cli::stderr(&format!(
@@ -114,6 +123,7 @@ fn measure(
                 warmup,
                 runs,
                 read_gb_per_s,
+                peak_gflops,
                 peak_rss_bytes: peak,
             });
         }
@@ -192,6 +202,7 @@ pub fn run(
             .filter(|g| !g.steps.is_empty())
             .map(|g| g.steps.len() as f64 / secs(g.decode_total()))
             .collect();
+        let machine_normalized = normalized(m, prompt_tokens);
         let decode_read_fraction = roofline.and_then(|r| {
             decode_read_fraction(&m.runs, &m.read_gb_per_s, r.weight_bytes_per_token)
         });
@@ -265,6 +276,7 @@ pub fn run(
                 .zip(decode_tok_per_s)
                 .map(|(r, d)| d.mean / r.decode_roofline_tok_per_s),
             decode_read_fraction,
+            machine_normalized,
             decode_tok_per_s,
             decode_latency,
             prefill_gflops,
@@ -297,6 +309,7 @@ pub fn run(
                     .map(|g| g.steps.iter().map(|&d| ns(d)).collect())
                     .collect(),
                 read_gb_per_s_before_run: m.read_gb_per_s.clone(),
+                peak_gflops_before_run: m.peak_gflops.clone(),
             },
         });
     }
@@ -311,6 +324,33 @@ pub fn run(
         }
     }
     Ok((results, warnings))
+}
+
+/// Each measured run's rates divided by what the machine delivered just before it (see
+/// [`Normalized`]); `None` without the passes (`--no-roofline`).
+fn normalized(m: &Measured, prompt_tokens: usize) -> Option<Normalized> {
+    if m.read_gb_per_s.len() != m.runs.len() || m.peak_gflops.len() != m.runs.len() {
+        return None;
+    }
+    let per = |rate: &dyn Fn(&Generation) -> Option<f64>, by: &[f64]| {
+        let values: Vec<f64> = m
+            .runs
+            .iter()
+            .zip(by)
+            .filter(|(_, machine)| **machine > 0.0)
+            .filter_map(|(g, &machine)| rate(g).map(|r| r / machine))
+            .collect();
+        Summary::of(&values)
+    };
+    let decode = |g: &Generation| {
+        (!g.steps.is_empty()).then(|| g.steps.len() as f64 / g.decode_total().as_secs_f64())
+    };
+    let prefill = |g: &Generation| Some(prompt_tokens as f64 / g.prefill.as_secs_f64());
+    Some(Normalized {
+        prefill_tok_per_peak_gflop: per(&prefill, &m.peak_gflops)?,
+        decode_tok_per_read_gb: per(&decode, &m.read_gb_per_s),
+        decode_tok_per_peak_gflop: per(&decode, &m.peak_gflops),
+    })
 }
 
 /// Median over runs of `decode weight bytes/s / read bandwidth of the pass just before the

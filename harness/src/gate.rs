@@ -1,18 +1,26 @@
 //! The CI regression gate: `--baseline FILE.json --max-slowdown 10%`.
 //!
-//! Each backend's prefill and decode tok/s are compared with the same backend at the same prompt
-//! length in a saved report. Both figures are means over runs with a standard deviation, so the
-//! ratio `now / baseline` carries an uncertainty, propagated from the two relative deviations:
+//! Each backend's prefill and decode speed is compared with the same backend at the same prompt
+//! length in a saved report. What is compared is what the code controls: each run's rate divided
+//! by what the machine delivered just before that run (`machine_normalized` in the report: an
+//! all-thread read pass for bandwidth, an FMA pass for arithmetic). A shared machine's speed
+//! swings by up to 2x between minutes; raw tok/s from two runs a minute apart differ by that
+//! much with unchanged code, and a gate on them cries wolf. Prefill is divided by the FMA rate;
+//! decode by the read bandwidth when it streams weights (its `decode_read_fraction`, in either
+//! report, at least [`MEMORY_BOUND_READ_FRACTION`]), else by the FMA rate. Without those passes
+//! (`--no-roofline` in either report) raw tok/s are compared, and the gate says so.
+//!
+//! Both figures are means over runs with a standard deviation, so the ratio `now / baseline`
+//! carries an uncertainty, propagated from the two relative deviations:
 //! `sd(r) = r * sqrt((sd_now / now)^2 + (sd_base / base)^2)`. A slowdown `1 - r` counts as a
-//! regression only if it exceeds the threshold even after subtracting that uncertainty, so noise
-//! within the runs' own spread never fails a build, and a large slowdown always does.
+//! regression only if it exceeds the threshold even after subtracting that uncertainty.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
 
-use crate::report::{BackendResult, SCHEMA_VERSION};
+use crate::report::{BackendResult, Normalized, SCHEMA_VERSION};
 use crate::stats::Summary;
 
 /// The fields of a saved report the gate reads (everything else is ignored; the schema version
@@ -43,7 +51,18 @@ struct BaselineRow {
     threads: usize,
     prefill_tok_per_s: Summary,
     decode_tok_per_s: Option<Summary>,
+    #[serde(default)]
+    decode_read_fraction: Option<f64>,
+    #[serde(default)]
+    machine_normalized: Option<Normalized>,
 }
+
+/// A baseline figure and the same figure now.
+type Pair<'a> = Option<(&'a Summary, &'a Summary)>;
+
+/// A decode that uses at least this fraction of the read bandwidth streams weights: its speed
+/// follows the memory's, and the gate divides it by the read pass.
+pub const MEMORY_BOUND_READ_FRACTION: f64 = 0.3;
 
 /// A loaded baseline.
 pub struct Baseline {
@@ -100,9 +119,22 @@ fn validate(file: &BaselineFile) -> Result<(), String> {
     }
     for row in &file.results {
         let name = gpt2_weights::input::printable(&row.backend);
+        let n = row.machine_normalized.as_ref();
         let summaries = [
             ("prefill_tok_per_s", Some(&row.prefill_tok_per_s)),
             ("decode_tok_per_s", row.decode_tok_per_s.as_ref()),
+            (
+                "prefill_tok_per_peak_gflop",
+                n.map(|n| &n.prefill_tok_per_peak_gflop),
+            ),
+            (
+                "decode_tok_per_read_gb",
+                n.and_then(|n| n.decode_tok_per_read_gb.as_ref()),
+            ),
+            (
+                "decode_tok_per_peak_gflop",
+                n.and_then(|n| n.decode_tok_per_peak_gflop.as_ref()),
+            ),
         ];
         for (metric, summary) in summaries {
             let Some(s) = summary else { continue };
@@ -124,10 +156,14 @@ fn validate(file: &BaselineFile) -> Result<(), String> {
 pub struct Comparison {
     pub backend: String,
     pub prompt_tokens: usize,
-    /// `decode_tok_per_s` or `prefill_tok_per_s`.
+    /// What was compared: `prefill per GFLOP/s`, `decode per GB/s read`, `decode per GFLOP/s`,
+    /// or (without the machine's passes) `prefill tok/s`, `decode tok/s`.
     pub metric: &'static str,
     pub baseline: Summary,
     pub now: Summary,
+    /// Mean tok/s of the baseline and now, for the reader.
+    pub baseline_tok_per_s: f64,
+    pub now_tok_per_s: f64,
     /// now / baseline (above 1 is faster).
     pub ratio: f64,
     pub ratio_stddev: f64,
@@ -196,6 +232,7 @@ pub fn compare(
     }
     let mut comparisons = Vec::new();
     let mut not_in_baseline = Vec::new();
+    let mut raw_caveat = false;
     for r in results {
         let Some(base) = b
             .results
@@ -211,20 +248,60 @@ pub fn compare(
                 r.backend, base.threads, r.threads
             ));
         }
-        let pairs = [
-            (
-                "prefill_tok_per_s",
-                Some(&base.prefill_tok_per_s),
-                Some(&r.prefill_tok_per_s),
-            ),
-            (
-                "decode_tok_per_s",
-                base.decode_tok_per_s.as_ref(),
-                r.decode_tok_per_s.as_ref(),
-            ),
-        ];
-        for (metric, base_s, now_s) in pairs {
-            let (Some(base_s), Some(now_s)) = (base_s, now_s) else {
+        let normalized = base
+            .machine_normalized
+            .as_ref()
+            .zip(r.machine_normalized.as_ref());
+        if normalized.is_none() && !raw_caveat {
+            raw_caveat = true;
+            caveats.push(
+                "raw tok/s compared: the baseline or this run was made with --no-roofline, so \
+                 the machine's own swings count as the code's; drop --no-roofline from both"
+                    .into(),
+            );
+        }
+        let memory_bound = [base.decode_read_fraction, r.decode_read_fraction]
+            .into_iter()
+            .flatten()
+            .any(|f| f >= MEMORY_BOUND_READ_FRACTION);
+        let raw_decode = base
+            .decode_tok_per_s
+            .as_ref()
+            .zip(r.decode_tok_per_s.as_ref());
+        let raw_prefill = (&base.prefill_tok_per_s, &r.prefill_tok_per_s);
+        let pairs: [(&'static str, Pair, Pair); 2] = match normalized {
+            Some((b, n)) => {
+                let decode = if memory_bound {
+                    (
+                        "decode per GB/s read",
+                        b.decode_tok_per_read_gb
+                            .as_ref()
+                            .zip(n.decode_tok_per_read_gb.as_ref()),
+                    )
+                } else {
+                    (
+                        "decode per GFLOP/s",
+                        b.decode_tok_per_peak_gflop
+                            .as_ref()
+                            .zip(n.decode_tok_per_peak_gflop.as_ref()),
+                    )
+                };
+                [
+                    (
+                        "prefill per GFLOP/s",
+                        Some((&b.prefill_tok_per_peak_gflop, &n.prefill_tok_per_peak_gflop)),
+                        Some(raw_prefill),
+                    ),
+                    (decode.0, decode.1, raw_decode),
+                ]
+            }
+            None => [
+                ("prefill tok/s", Some(raw_prefill), Some(raw_prefill)),
+                ("decode tok/s", raw_decode, raw_decode),
+            ],
+        };
+        for (metric, compared, raw) in pairs {
+            let (Some((base_s, now_s)), Some((base_raw, now_raw))) = (compared, raw) else {
                 continue;
             };
             let (ratio, ratio_stddev) = ratio(now_s, base_s);
@@ -234,6 +311,8 @@ pub fn compare(
                 metric,
                 baseline: *base_s,
                 now: *now_s,
+                baseline_tok_per_s: base_raw.mean,
+                now_tok_per_s: now_raw.mean,
                 ratio,
                 ratio_stddev,
                 // A NaN anywhere counts as a regression, never as a pass.
@@ -256,8 +335,8 @@ pub fn compare(
 /// One line per comparison: "faster/slower by x% ± y%".
 pub fn render(g: &Gate) -> String {
     let mut out = format!(
-        "Against baseline {} (regression: slower by more than {:.0}% after subtracting the \
-         uncertainty):\n",
+        "Against baseline {} (each run's speed divided by the machine's, measured beside it; \
+         regression: slower by more than {:.0}% after subtracting the uncertainty):\n",
         g.baseline_file,
         g.max_slowdown * 100.0
     );
@@ -265,17 +344,14 @@ pub fn render(g: &Gate) -> String {
         let change = (c.ratio - 1.0) * 100.0;
         let direction = if change >= 0.0 { "faster" } else { "slower" };
         out.push_str(&format!(
-            "  {} ({}-token prompt) {}: {direction} by {:.1}% ± {:.1}% ({:.2} ± {:.2} -> {:.2} \
-             ± {:.2} tok/s){}\n",
+            "  {} ({}-token prompt) {}: {direction} by {:.1}% ± {:.1}% ({:.2} -> {:.2} tok/s){}\n",
             c.backend,
             c.prompt_tokens,
-            c.metric.trim_end_matches("_tok_per_s"),
+            c.metric,
             change.abs(),
             c.ratio_stddev * 100.0,
-            c.baseline.mean,
-            c.baseline.stddev,
-            c.now.mean,
-            c.now.stddev,
+            c.baseline_tok_per_s,
+            c.now_tok_per_s,
             if c.regression { "  REGRESSION" } else { "" }
         ));
     }
@@ -332,6 +408,59 @@ mod tests {
         // 30% slower with a tight spread.
         let (r, sd) = ratio(&summary(70.0, 1.0), &summary(100.0, 1.0));
         assert!((1.0 - r) - sd > max);
+    }
+
+    /// A row of a report: raw rates and the machine-normalized ones.
+    fn result_row(raw_decode: f64, per_gb: f64, read_fraction: f64) -> BackendResult {
+        let seed: &[u8] =
+            include_bytes!("../../bench-results/2026-11-22-4c22cf8015c2-synthetic-gpt2.json");
+        let v: serde_json::Value = serde_json::from_slice(seed).unwrap();
+        let mut row: serde_json::Value = v["results"][3].clone(); // simd-kv
+        row["decode_tok_per_s"] = serde_json::to_value(summary(raw_decode, 1.0)).unwrap();
+        row["decode_read_fraction"] = serde_json::json!(read_fraction);
+        row["machine_normalized"] = serde_json::json!({
+            "prefill_tok_per_peak_gflop": summary(1.0, 0.01),
+            "decode_tok_per_read_gb": summary(per_gb, 0.01 * per_gb),
+            "decode_tok_per_peak_gflop": summary(0.3, 0.003),
+        });
+        serde_json::from_value(row).unwrap()
+    }
+
+    /// The gate judges the code, not the machine: the machine at half speed (raw tok/s halved,
+    /// the same per GB/s read) passes; the code 20% slower on an unchanged machine fails.
+    #[test]
+    fn machine_swings_pass_and_a_slower_code_fails() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("base.json");
+        let seed: &[u8] =
+            include_bytes!("../../bench-results/2026-11-22-4c22cf8015c2-synthetic-gpt2.json");
+        let mut v: serde_json::Value = serde_json::from_slice(seed).unwrap();
+        let base_row = serde_json::to_value(result_row(50.0, 1.5, 0.9)).unwrap();
+        v["results"] = serde_json::json!([base_row]);
+        std::fs::write(&path, v.to_string()).unwrap();
+        let baseline = Baseline::load(&path).unwrap();
+        let checksum = v["model"]["checksum"].as_str().unwrap().to_string();
+        let (checksum, cpu) = (checksum.as_str(), "same cpu");
+        let gate = |row: BackendResult| compare(&baseline, &[row], checksum, cpu, 0.10);
+
+        let slow_machine = gate(result_row(25.0, 1.5, 0.9));
+        assert!(!slow_machine.regressed, "{}", render(&slow_machine));
+        let decode = &slow_machine.comparisons[1];
+        assert_eq!(decode.metric, "decode per GB/s read");
+        assert!((decode.now_tok_per_s - 25.0).abs() < 1e-9);
+
+        let slow_code = gate(result_row(40.0, 1.2, 0.9));
+        assert!(slow_code.regressed, "{}", render(&slow_code));
+        assert!(render(&slow_code).contains("decode per GB/s read: slower by 20.0%"));
+
+        // A decode that does not stream weights (in neither report) is judged against the FMA
+        // pass instead.
+        v["results"] =
+            serde_json::json!([serde_json::to_value(result_row(5.0, 1.5, 0.1)).unwrap()]);
+        std::fs::write(&path, v.to_string()).unwrap();
+        let baseline = Baseline::load(&path).unwrap();
+        let compute_bound = compare(&baseline, &[result_row(5.0, 1.5, 0.1)], checksum, cpu, 0.1);
+        assert_eq!(compute_bound.comparisons[1].metric, "decode per GFLOP/s");
     }
 
     /// A saved report of this project, mutated (values of the wrong type, huge, negative or

@@ -1,8 +1,8 @@
-//! The result of a `--compare` run, and its formats: a terminal table, Markdown, CSV, JSON.
-//!
-//! The JSON form is the complete record (schema below, versioned); the other formats show the
-//! same rows. Everything is written to stdout; progress and notes go to stderr, so
-//! `gpt2-bench --compare --format json > run.json` gives a clean file.
+//! The result of a `compare` run, and its formats: a terminal table (compact by default, every
+//! column with `--wide`), Markdown, CSV (numbers only, one row per backend and prompt length),
+//! JSON (the complete record, schema below, versioned) and JSON Lines (one object per row, as
+//! llama-bench writes them). Everything is written to stdout; progress and notes go to stderr,
+//! so `gpt2-bench compare --format json > run.json` gives a clean file.
 
 use std::fmt::Write;
 
@@ -36,7 +36,7 @@ pub struct ModelInfo {
 }
 
 /// Where a backend's tokens first differ from the reference's.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct Divergence {
     /// Index among the generated tokens (0 = the token chosen from the prefill's logits).
     pub step: usize,
@@ -51,7 +51,7 @@ pub struct Divergence {
 }
 
 /// Per-token decode latency, over every decode step of every measured run.
-#[derive(Debug, Clone, Copy, Serialize)]
+#[derive(Debug, Clone, Copy, Serialize, serde::Deserialize)]
 pub struct Latency {
     pub mean_ms: f64,
     pub p50_ms: f64,
@@ -60,7 +60,7 @@ pub struct Latency {
 }
 
 /// Memory a backend used.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct Memory {
     /// The model file, memory-mapped (shared by every backend; pages are read in place).
     pub weights_mapped_bytes: u64,
@@ -77,7 +77,7 @@ pub struct Memory {
 }
 
 /// Every raw timing, in nanoseconds, so that any statistic can be recomputed.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, serde::Deserialize)]
 pub struct Samples {
     /// Time to first token of each measured run.
     pub prefill_ns: Vec<u64>,
@@ -89,9 +89,27 @@ pub struct Samples {
     /// Read bandwidth (GB/s) of the all-thread pass over the weights just before each measured
     /// run; empty with `--no-roofline`.
     pub read_gb_per_s_before_run: Vec<f64>,
+    /// FMA rate (GFLOP/s) of the all-thread pass just before each measured run; empty with
+    /// `--no-roofline`.
+    #[serde(default)]
+    pub peak_gflops_before_run: Vec<f64>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+/// A run's rates divided by what the machine delivered just before that run: the read pass's
+/// GB/s and the FMA pass's GFLOP/s (`samples`). A shared machine's speed swings between
+/// minutes; these ratios cancel most of that, so they measure the code. The regression gate
+/// compares them. Mean ± standard deviation over the measured runs.
+#[derive(Debug, Clone, Copy, Serialize, serde::Deserialize)]
+pub struct Normalized {
+    /// Prefill tok/s per GFLOP/s of the FMA pass.
+    pub prefill_tok_per_peak_gflop: Summary,
+    /// Decode tok/s per GB/s of the read pass (for a backend whose decode streams weights).
+    pub decode_tok_per_read_gb: Option<Summary>,
+    /// Decode tok/s per GFLOP/s of the FMA pass (for a backend whose decode is arithmetic).
+    pub decode_tok_per_peak_gflop: Option<Summary>,
+}
+
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct BackendResult {
     pub backend: String,
     pub summary: String,
@@ -117,6 +135,9 @@ pub struct BackendResult {
     /// Median over runs of the run's decode weight stream (tok/s x weight bytes per token)
     /// divided by the read bandwidth measured just before that run (when measured).
     pub decode_read_fraction: Option<f64>,
+    /// The rates divided by the machine's speed measured beside each run (the gate's figures).
+    #[serde(default)]
+    pub machine_normalized: Option<Normalized>,
     /// FLOPs of the prefill divided by its mean time (see roofline::prefill_flops), GFLOP/s.
     pub prefill_gflops: f64,
     /// prefill_gflops divided by the measured peak FMA rate (when measured).
@@ -172,10 +193,12 @@ pub enum Format {
     Md,
     Csv,
     Json,
-    /// The JSON report on one line, for appending runs to a file.
+    /// One JSON object per result row (a backend at a prompt length), each carrying the model,
+    /// machine and commit that produced it: append runs to a file, load it as a table.
     Jsonl,
 }
 
+/// Columns of the wide table (`--wide`, and Markdown).
 const HEADERS: [&str; 16] = [
     "backend",
     "threads",
@@ -195,6 +218,15 @@ const HEADERS: [&str; 16] = [
     "tokens match",
 ];
 
+/// "1 thread", "2 threads".
+pub fn threads_phrase(n: usize) -> String {
+    if n == 1 {
+        "1 thread".to_string()
+    } else {
+        format!("{n} threads")
+    }
+}
+
 fn percent(x: Option<f64>) -> String {
     x.map_or_else(|| "-".to_string(), |v| format!("{:.0}%", v * 100.0))
 }
@@ -208,15 +240,99 @@ fn mean_sd(s: &Summary, decimals: usize) -> String {
     }
 }
 
+/// [`mean_sd`] with the decimals the mean's size calls for (the compact table).
+fn mean_sd_short(s: &Summary) -> String {
+    let decimals = match s.mean.abs() {
+        m if m >= 100.0 => 0,
+        m if m >= 1.0 => 1,
+        _ => 2,
+    };
+    mean_sd(s, decimals)
+}
+
+/// Columns aligned with two spaces between them and a rule under the header; a header cell's
+/// `\n` splits it over two lines. Text is left-aligned, numbers right-aligned.
+fn aligned(header: &[&str], rows: &[Vec<String>]) -> String {
+    let head: Vec<(&str, &str)> = header
+        .iter()
+        .map(|h| h.split_once('\n').unwrap_or((h, "")))
+        .collect();
+    let width = |i: usize| {
+        let cells = rows.iter().map(|r| r[i].chars().count());
+        cells
+            .chain([head[i].0.len(), head[i].1.len()])
+            .max()
+            .unwrap_or(0)
+    };
+    let widths: Vec<usize> = (0..header.len()).map(width).collect();
+    let numeric = |i: usize| {
+        rows.iter()
+            .any(|r| r[i].starts_with(|c: char| c.is_ascii_digit()))
+    };
+    let line = |cells: Vec<&str>| {
+        let mut out = String::new();
+        for (i, cell) in cells.iter().enumerate() {
+            let pad = widths[i].saturating_sub(cell.chars().count());
+            if i > 0 {
+                out.push_str("  ");
+            }
+            if numeric(i) {
+                out.push_str(&" ".repeat(pad));
+                out.push_str(cell);
+            } else {
+                out.push_str(cell);
+                out.push_str(&" ".repeat(pad));
+            }
+        }
+        out.trim_end().to_string() + "\n"
+    };
+    let mut out = line(head.iter().map(|h| h.0).collect());
+    if head.iter().any(|h| !h.1.is_empty()) {
+        out.push_str(&line(head.iter().map(|h| h.1).collect()));
+    }
+    let total = widths.iter().sum::<usize>() + 2 * (widths.len() - 1);
+    out.push_str(&"─".repeat(total));
+    out.push('\n');
+    for r in rows {
+        out.push_str(&line(r.iter().map(String::as_str).collect()));
+    }
+    out
+}
+
+/// The threads cell: the count on the CPU, the device otherwise.
+fn threads_cell(r: &BackendResult) -> String {
+    if r.device == "cpu" {
+        r.threads.to_string()
+    } else {
+        r.device.clone()
+    }
+}
+
+/// Whether the row's tokens match the reference's, in words.
+fn match_cell(r: &BackendResult, reference: &str) -> String {
+    if r.backend == reference {
+        if r.runs_agree {
+            "reference".to_string()
+        } else {
+            "NO (runs differ)".to_string()
+        }
+    } else if r.tokens_match {
+        "yes".to_string()
+    } else if !r.runs_agree {
+        "NO (runs differ)".to_string()
+    } else {
+        match &r.divergence {
+            Some(d) => format!("NO (step {})", d.step),
+            None => "NO".to_string(),
+        }
+    }
+}
+
 fn row(r: &BackendResult, reference: &str) -> [String; 16] {
     let dash = || "-".to_string();
     [
         r.backend.clone(),
-        if r.device == "cpu" {
-            r.threads.to_string()
-        } else {
-            r.device.clone()
-        },
+        threads_cell(r),
         if r.kv_cache { "yes" } else { "no" }.to_string(),
         r.prompt_tokens.to_string(),
         r.new_tokens.to_string(),
@@ -236,42 +352,218 @@ fn row(r: &BackendResult, reference: &str) -> [String; 16] {
             .peak_rss_bytes
             .map_or_else(dash, |b| format!("{:.0}", b as f64 / 1e6)),
         format!("{:.2}x", r.speedup_vs_slowest),
-        if r.backend == reference {
-            if r.runs_agree {
-                "reference".to_string()
-            } else {
-                "NO (runs differ)".to_string()
-            }
-        } else if r.tokens_match {
-            "yes".to_string()
-        } else if !r.runs_agree {
-            "NO (runs differ)".to_string()
-        } else {
-            match &r.divergence {
-                Some(d) => format!("NO (step {})", d.step),
-                None => "NO".to_string(),
-            }
-        },
+        match_cell(r, reference),
     ]
 }
 
+/// The compact table's header and cells: what fits an 80-column terminal. The prompt length
+/// is a column only when several ran.
+fn compact(report: &Report) -> (Vec<&'static str>, Vec<Vec<String>>) {
+    let lengths = report
+        .results
+        .iter()
+        .map(|r| r.prompt_tokens)
+        .collect::<std::collections::BTreeSet<_>>()
+        .len();
+    let mut header = vec!["backend", "threads"];
+    if lengths > 1 {
+        header.push("prompt\ntokens");
+    }
+    header.extend([
+        "TTFT\nms",
+        "prefill\ntok/s",
+        "decode\ntok/s",
+        "p50\nms",
+        "speedup",
+        "tokens\nmatch",
+    ]);
+    let rows = report
+        .results
+        .iter()
+        .map(|r| {
+            let mut cells = vec![r.backend.clone(), threads_cell(r)];
+            if lengths > 1 {
+                cells.push(r.prompt_tokens.to_string());
+            }
+            cells.extend([
+                mean_sd_short(&r.ttft_ms),
+                mean_sd_short(&r.prefill_tok_per_s),
+                r.decode_tok_per_s
+                    .as_ref()
+                    .map_or_else(|| "-".into(), mean_sd_short),
+                r.decode_latency
+                    .map_or_else(|| "-".into(), |l| format!("{:.1}", l.p50_ms)),
+                format!("{:.2}x", r.speedup_vs_slowest),
+                match_cell(r, &report.reference),
+            ]);
+            cells
+        })
+        .collect();
+    (header, rows)
+}
+
+/// The compact table (the default view: fits 80 columns for one prompt length).
+fn compact_table(report: &Report) -> String {
+    let (header, rows) = compact(report);
+    aligned(&header, &rows)
+}
+
+/// The table with every column (`--wide`, Markdown).
 fn table(report: &Report, preset: &str) -> String {
+    let header = HEADERS.to_vec();
+    let rows: Vec<Vec<String>> = report
+        .results
+        .iter()
+        .map(|r| row(r, &report.reference).to_vec())
+        .collect();
     let mut t = Table::new();
     t.load_preset(preset)
         .set_content_arrangement(ContentArrangement::Disabled)
-        .set_header(HEADERS);
-    for r in &report.results {
-        let cells = row(r, &report.reference).map(|s| {
+        .set_header(header);
+    for cells in rows {
+        t.add_row(cells.into_iter().map(|s| {
             let numeric = s.starts_with(|c: char| c.is_ascii_digit());
             Cell::new(s).set_alignment(if numeric {
                 CellAlignment::Right
             } else {
                 CellAlignment::Left
             })
-        });
-        t.add_row(cells);
+        }));
     }
     t.to_string()
+}
+
+/// hyperfine's summary, for decode at each prompt length: the fastest backend against each of
+/// the others, as a ratio of mean tok/s with the runs' spread propagated
+/// ("simd-kv ran 24.5 ± 1.9 times faster than naive").
+pub fn summary_lines(report: &Report) -> Vec<String> {
+    let mut lengths: Vec<usize> = report.results.iter().map(|r| r.prompt_tokens).collect();
+    lengths.dedup();
+    lengths.sort_unstable();
+    lengths.dedup();
+    let mut out = Vec::new();
+    for len in &lengths {
+        let rows: Vec<(&BackendResult, &Summary)> = report
+            .results
+            .iter()
+            .filter(|r| r.prompt_tokens == *len)
+            .filter_map(|r| r.decode_tok_per_s.as_ref().map(|s| (r, s)))
+            .filter(|(_, s)| s.mean > 0.0)
+            .collect();
+        let Some(&(fastest, best)) = rows.iter().max_by(|a, b| a.1.mean.total_cmp(&b.1.mean))
+        else {
+            continue;
+        };
+        if rows.len() < 2 {
+            continue;
+        }
+        let at = if lengths.len() > 1 {
+            format!(" after a {len}-token prompt")
+        } else {
+            String::new()
+        };
+        out.push(format!("Summary, decode tok/s{at}:"));
+        out.push(format!("  {} ran", fastest.backend));
+        let mut others: Vec<_> = rows
+            .iter()
+            .filter(|(r, _)| !std::ptr::eq(*r, fastest))
+            .collect();
+        others.sort_by(|a, b| b.1.mean.total_cmp(&a.1.mean));
+        for (r, s) in others {
+            let ratio = best.mean / s.mean;
+            let rel = ((best.stddev / best.mean).powi(2) + (s.stddev / s.mean).powi(2)).sqrt();
+            let decimals = if ratio >= 10.0 { 1 } else { 2 };
+            out.push(format!(
+                "    {ratio:.decimals$} ± {:.decimals$} times faster than {}",
+                ratio * rel,
+                r.backend
+            ));
+        }
+    }
+    out
+}
+
+/// Columns of the CSV: numbers only (mean and standard deviation apart, fractions as
+/// fractions, booleans as true/false), an empty field where there is no value.
+const CSV_HEADERS: [&str; 22] = [
+    "backend",
+    "device",
+    "threads",
+    "dtype",
+    "kv_cache",
+    "prompt_tokens",
+    "new_tokens",
+    "runs",
+    "ttft_ms_mean",
+    "ttft_ms_stddev",
+    "prefill_tok_per_s_mean",
+    "prefill_tok_per_s_stddev",
+    "decode_tok_per_s_mean",
+    "decode_tok_per_s_stddev",
+    "decode_p50_ms",
+    "decode_p99_ms",
+    "decode_roofline_fraction",
+    "decode_read_fraction",
+    "prefill_peak_fraction",
+    "peak_rss_bytes",
+    "speedup_vs_slowest",
+    "tokens_match",
+];
+
+fn csv_row(r: &BackendResult) -> [String; 22] {
+    let num = |x: Option<f64>| x.map_or_else(String::new, |v| format!("{v}"));
+    let decode = r.decode_tok_per_s.as_ref();
+    [
+        csv_field(&r.backend),
+        csv_field(&r.device),
+        r.threads.to_string(),
+        csv_field(&r.dtype),
+        r.kv_cache.to_string(),
+        r.prompt_tokens.to_string(),
+        r.new_tokens.to_string(),
+        r.runs.to_string(),
+        num(Some(r.ttft_ms.mean)),
+        num(Some(r.ttft_ms.stddev)),
+        num(Some(r.prefill_tok_per_s.mean)),
+        num(Some(r.prefill_tok_per_s.stddev)),
+        num(decode.map(|s| s.mean)),
+        num(decode.map(|s| s.stddev)),
+        num(r.decode_latency.map(|l| l.p50_ms)),
+        num(r.decode_latency.map(|l| l.p99_ms)),
+        num(r.decode_roofline_fraction),
+        num(r.decode_read_fraction),
+        num(r.prefill_peak_fraction),
+        r.memory
+            .peak_rss_bytes
+            .map_or_else(String::new, |b| b.to_string()),
+        num(Some(r.speedup_vs_slowest)),
+        r.tokens_match.to_string(),
+    ]
+}
+
+/// One JSON Lines object for a result row: the row, and what produced it.
+fn jsonl_row(report: &Report, r: &BackendResult) -> String {
+    let mut v = serde_json::to_value(r).unwrap_or_default();
+    if let Some(obj) = v.as_object_mut() {
+        let context = serde_json::json!({
+            "schema_version": report.schema_version,
+            "date_utc": report.date_utc,
+            "git_commit": report.machine.git_commit,
+            "cpu": report.machine.cpu,
+            "logical_cores": report.machine.logical_cores,
+            "build_profile": report.machine.build_profile,
+            "model": report.model.name,
+            "model_checksum": report.model.checksum,
+            "sampling": report.sampling,
+            "reference": report.reference,
+        });
+        if let Some(c) = context.as_object() {
+            for (k, val) in c {
+                obj.insert(k.clone(), val.clone());
+            }
+        }
+    }
+    v.to_string()
 }
 
 /// How the figures were taken, under the table.
@@ -307,20 +599,27 @@ fn csv_field(s: &str) -> String {
 }
 
 /// Renders the report in `format`.
-pub fn render(report: &Report, format: Format) -> String {
+pub fn render(report: &Report, format: Format, wide: bool) -> String {
     let mut out = String::new();
     match format {
         Format::Table => {
             let _ = writeln!(
                 out,
-                "{} ({:.1}M parameters), {} on {} ({} threads available)",
+                "{} ({:.1}M parameters), {} on {} ({} available)",
                 report.model.name,
                 report.model.parameters as f64 / 1e6,
                 report.machine.build_profile,
                 report.machine.cpu,
-                report.machine.logical_cores
+                threads_phrase(report.machine.logical_cores)
             );
-            let _ = writeln!(out, "{}", table(report, presets::UTF8_FULL_CONDENSED));
+            if wide {
+                let _ = writeln!(out, "{}", table(report, presets::UTF8_FULL_CONDENSED));
+            } else {
+                let _ = write!(out, "{}", compact_table(report));
+            }
+            for line in summary_lines(report) {
+                let _ = writeln!(out, "{line}");
+            }
             let _ = writeln!(out, "{}", method_line(report));
             if let Some(r) = &report.roofline {
                 let _ = writeln!(out, "{}", roofline_line(r));
@@ -335,6 +634,9 @@ pub fn render(report: &Report, format: Format) -> String {
         }
         Format::Md => {
             let _ = writeln!(out, "{}\n", table(report, presets::ASCII_MARKDOWN));
+            for line in summary_lines(report) {
+                let _ = writeln!(out, "{line}  ");
+            }
             let _ = writeln!(out, "{}\n", method_line(report));
             if let Some(r) = &report.roofline {
                 let _ = writeln!(out, "{}\n", roofline_line(r));
@@ -361,14 +663,15 @@ pub fn render(report: &Report, format: Format) -> String {
             let _ = writeln!(out, "{}", generated_text(report));
         }
         Format::Csv => {
-            let _ = writeln!(out, "{}", HEADERS.join(","));
+            let _ = writeln!(out, "{}", CSV_HEADERS.join(","));
             for r in &report.results {
-                let fields = row(r, &report.reference).map(|s| csv_field(&s));
-                let _ = writeln!(out, "{}", fields.join(","));
+                let _ = writeln!(out, "{}", csv_row(r).join(","));
             }
         }
         Format::Jsonl => {
-            let _ = writeln!(out, "{}", serde_json::to_string(report).unwrap_or_default());
+            for r in &report.results {
+                let _ = writeln!(out, "{}", jsonl_row(report, r));
+            }
         }
         Format::Json => {
             // Serialising plain structs of numbers and strings cannot fail.

@@ -69,11 +69,26 @@ fn compare_passes_on_tiny_model() {
     ]);
     assert_eq!(o.status.code(), Some(0), "{}", err(&o));
     let text = out(&o);
+    // The compact table fits an 80-column terminal.
+    for line in text
+        .lines()
+        .take_while(|l| !l.starts_with("Summary"))
+        .skip(1)
+    {
+        assert!(
+            line.chars().count() <= 80,
+            "{} wide: {line}",
+            line.chars().count()
+        );
+    }
     for needle in [
         "backend",
-        "TTFT ms",
-        "decode tok/s",
+        "TTFT",
+        "decode",
+        "tok/s",
         "speedup",
+        "Summary, decode tok/s:",
+        "times faster than",
         "naive",
         "ndarray",
         "reference",
@@ -218,13 +233,13 @@ fn reference_flag_reorders() {
     assert_eq!(o.status.code(), Some(0), "{}", err(&o));
     let text = out(&o);
     let lines: Vec<&str> = text.lines().collect();
-    assert!(lines[0].starts_with("backend,threads"), "{text}");
+    assert!(lines[0].starts_with("backend,device,threads"), "{text}");
     assert!(
-        lines[1].starts_with("ndarray,") && lines[1].ends_with("reference"),
+        lines[1].starts_with("ndarray,") && lines[1].ends_with("true"),
         "{text}"
     );
     assert!(
-        lines[2].starts_with("naive,") && lines[2].ends_with("yes"),
+        lines[2].starts_with("naive,") && lines[2].ends_with("true"),
         "{text}"
     );
 }
@@ -355,7 +370,11 @@ fn bad_input_is_a_one_line_error_with_status_3() {
     );
     assert_usage_error(
         &bench(&["--prompt", "x", "--model", m]),
-        &["give --compare"],
+        &[
+            "--prompt needs a mode",
+            "gpt2-bench compare",
+            "gpt2-bench run --backend NAME",
+        ],
     );
     assert_usage_error(&bench(&["--compare", "--model", m]), &["give a prompt"]);
     assert_usage_error(
@@ -753,11 +772,13 @@ fn baseline_gate_passes_on_itself_and_fails_on_a_faster_baseline() {
     assert_eq!(o.status.code(), Some(0), "{}", err(&o));
     let comparisons = now["gate"]["comparisons"].as_array().unwrap();
     assert_eq!(comparisons.len(), 4, "prefill and decode for two backends");
+    // Without the machine's passes (--no-roofline), raw tok/s, and the gate says so.
     assert!(
-        err(&o).contains("simd-kv (1-token prompt) decode:"),
+        err(&o).contains("simd-kv (1-token prompt) decode tok/s:"),
         "{}",
         err(&o)
     );
+    assert!(err(&o).contains("raw tok/s compared"), "{}", err(&o));
 
     // A baseline 1000x faster with no spread: every backend regressed, exit status 2.
     let mut fast = v.clone();
@@ -842,9 +863,18 @@ fn check_passes_on_the_golden_fixture_and_fails_on_a_wrong_one() {
         "--backends",
         "naive",
     ]);
-    // A model that is not the golden one computes other logits: exit status 1.
+    // A model that is not the golden one computes other logits: exit status 1, said as such.
     assert_eq!(o.status.code(), Some(1), "{}", err(&o));
-    assert!(out(&o).contains("FAIL"), "{}", out(&o));
+    assert!(
+        out(&o).contains("FAIL: not the golden file's model"),
+        "{}",
+        out(&o)
+    );
+    assert!(
+        out(&o).contains("the model does not match the golden file's checkpoint"),
+        "{}",
+        out(&o)
+    );
 }
 
 #[test]
@@ -1005,4 +1035,314 @@ fn a_closed_stdout_pipe_ends_the_run_quietly() {
             "{stderr}"
         );
     }
+}
+
+/// Each subcommand takes only its own flags: a flag of another mode is a one-line error naming
+/// the mode it belongs to, never silently ignored.
+#[test]
+fn every_subcommand_refuses_the_flags_of_the_others() {
+    let m = model();
+    let cases: &[(&[&str], &str, &str)] = &[
+        (
+            &["compare", "--prompt", "x", "--profile"],
+            "--profile",
+            "run",
+        ),
+        (
+            &["compare", "--prompt", "x", "--explain"],
+            "--explain",
+            "run",
+        ),
+        (
+            &["compare", "--prompt", "x", "--ignore-eos"],
+            "--ignore-eos",
+            "run",
+        ),
+        (
+            &["compare", "--prompt", "x", "--backend", "naive"],
+            "--backend",
+            "run",
+        ),
+        (
+            &["run", "--backend", "naive", "--prompt", "x", "--runs", "2"],
+            "--runs",
+            "compare",
+        ),
+        (
+            &[
+                "run",
+                "--backend",
+                "naive",
+                "--prompt",
+                "x",
+                "--format",
+                "json",
+            ],
+            "--format",
+            "compare",
+        ),
+        (
+            &[
+                "run",
+                "--backend",
+                "naive",
+                "--prompt",
+                "x",
+                "--plot",
+                "a.svg",
+            ],
+            "--plot",
+            "compare",
+        ),
+        (
+            &[
+                "run",
+                "--backend",
+                "naive",
+                "--prompt",
+                "x",
+                "--baseline",
+                "b.json",
+            ],
+            "--baseline",
+            "compare",
+        ),
+        (
+            &["run", "--backend", "naive", "--prompt", "x", "--wide"],
+            "--wide",
+            "compare",
+        ),
+        (
+            &["check", "--golden", "g.json", "--prompt", "x"],
+            "--prompt",
+            "compare",
+        ),
+        (
+            &["check", "--golden", "g.json", "--runs", "2"],
+            "--runs",
+            "compare",
+        ),
+        (&["roofline", "--prompt", "x"], "--prompt", "compare"),
+        (
+            &["roofline", "--backends", "naive"],
+            "--backends",
+            "compare",
+        ),
+        (
+            &["roofline", "--max-tokens", "3"],
+            "--max-tokens",
+            "compare",
+        ),
+        (&["inspect", m, "--model", m], "--model", "compare"),
+    ];
+    for (args, flag, owner) in cases {
+        let o = bench(args);
+        let command = format!("`gpt2-bench {}`", args[0]);
+        assert_usage_error(
+            &o,
+            &[
+                &format!("{flag} does not apply to {command}"),
+                &format!("`{owner}`"),
+            ],
+        );
+    }
+    // The published spellings are the same commands, with the same rule.
+    let o = bench(&[
+        "--backend",
+        "naive",
+        "--prompt",
+        "x",
+        "--model",
+        m,
+        "--runs",
+        "2",
+    ]);
+    assert_usage_error(&o, &["--runs does not apply to `gpt2-bench run`"]);
+}
+
+#[test]
+fn no_arguments_prints_the_help() {
+    let o = bench(&[]);
+    assert_eq!(o.status.code(), Some(0), "{}", err(&o));
+    for needle in [
+        "Usage:", "compare", "run", "check", "roofline", "inspect", "backends",
+    ] {
+        assert!(out(&o).contains(needle), "{needle}: {}", out(&o));
+    }
+}
+
+/// CSV has numbers only (mean and standard deviation apart), one row per backend and prompt
+/// length; JSON Lines is one object per row, each saying what produced it.
+#[test]
+fn csv_is_numbers_and_jsonl_is_one_object_per_row() {
+    let run = |format: &str| {
+        let o = bench(&[
+            "compare",
+            "--prompt-tokens",
+            "3,5",
+            "--model",
+            model(),
+            "--max-tokens",
+            "3",
+            "--backends",
+            "naive,simd-kv",
+            "--no-roofline",
+            "--format",
+            format,
+            "-q",
+        ]);
+        assert_eq!(o.status.code(), Some(0), "{}", err(&o));
+        out(&o)
+    };
+    let csv = run("csv");
+    let mut lines = csv.lines();
+    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+    let rows: Vec<Vec<&str>> = lines.map(|l| l.split(',').collect()).collect();
+    assert_eq!(rows.len(), 4, "{csv}");
+    let text_columns = ["backend", "device", "dtype", "kv_cache", "tokens_match"];
+    for row in &rows {
+        assert_eq!(row.len(), header.len(), "{csv}");
+        for (name, field) in header.iter().zip(row) {
+            if text_columns.contains(name) {
+                continue;
+            }
+            assert!(
+                field.is_empty() || field.parse::<f64>().is_ok(),
+                "{name} = {field:?} is not a number"
+            );
+        }
+        assert!(!csv.contains('±') && !csv.contains('%'), "{csv}");
+    }
+    let decode = header
+        .iter()
+        .position(|h| *h == "decode_tok_per_s_mean")
+        .unwrap();
+    assert!(rows.iter().all(|r| r[decode].parse::<f64>().unwrap() > 0.0));
+
+    let jsonl = run("jsonl");
+    let objects: Vec<serde_json::Value> = jsonl
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(objects.len(), 4, "{jsonl}");
+    for o in &objects {
+        for key in [
+            "backend",
+            "prompt_tokens",
+            "decode_tok_per_s",
+            "model_checksum",
+            "git_commit",
+            "cpu",
+        ] {
+            assert!(o.get(key).is_some(), "{key} missing in {o}");
+        }
+    }
+}
+
+/// `--save` without a directory writes to $GPT2_BENCH_RESULTS_DIR, else `bench-runs/` (which
+/// git ignores), never into the tracked `bench-results/`.
+#[test]
+fn save_without_a_directory_stays_out_of_the_repository() {
+    let tmp = tempfile::tempdir().unwrap();
+    let args = [
+        "compare",
+        "--prompt",
+        "Hi",
+        "--model",
+        model(),
+        "--max-tokens",
+        "2",
+        "--backends",
+        "naive",
+        "--no-roofline",
+        "--save",
+        "-q",
+    ];
+    let o = Command::new(env!("CARGO_BIN_EXE_gpt2-bench"))
+        .args(args)
+        .current_dir(tmp.path())
+        .env("HF_HUB_OFFLINE", "1")
+        .env_remove("GPT2_BENCH_RESULTS_DIR")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", err(&o));
+    assert!(tmp.path().join("bench-runs/history.md").is_file());
+    assert!(!tmp.path().join("bench-results").exists());
+    let elsewhere = tmp.path().join("mine");
+    let o = Command::new(env!("CARGO_BIN_EXE_gpt2-bench"))
+        .args(args)
+        .current_dir(tmp.path())
+        .env("HF_HUB_OFFLINE", "1")
+        .env("GPT2_BENCH_RESULTS_DIR", &elsewhere)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", err(&o));
+    assert!(elsewhere.join("history.md").is_file());
+    let gitignore = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../.gitignore"));
+    assert!(
+        gitignore
+            .unwrap()
+            .lines()
+            .any(|l| l.trim() == "/bench-runs/")
+    );
+}
+
+#[test]
+fn one_thread_is_said_in_the_singular() {
+    let o = bench(&[
+        "run",
+        "--backend",
+        "naive",
+        "--prompt",
+        "Hi",
+        "--model",
+        model(),
+        "--max-tokens",
+        "2",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", err(&o));
+    assert!(err(&o).contains("| 1 thread\n"), "{}", err(&o));
+}
+
+/// Hints name a command that works from where the user is: `gpt2-export` when it is on PATH,
+/// else the binary beside gpt2-bench, else `cargo run --release -p gpt2-export --`.
+#[test]
+fn hints_name_a_command_that_works_from_here() {
+    let missing = "/nonexistent/nope.bin";
+    let run = |path: &str| {
+        Command::new(env!("CARGO_BIN_EXE_gpt2-bench"))
+            .args(["compare", "--prompt", "x", "--model", missing])
+            .env("PATH", path)
+            .env("HF_HUB_OFFLINE", "1")
+            .output()
+            .unwrap()
+    };
+    let o = run("/usr/bin:/bin");
+    assert_usage_error(&o, &["no such file; create one with `"]);
+    let e = err(&o);
+    let beside =
+        std::path::Path::new(env!("CARGO_BIN_EXE_gpt2-bench")).with_file_name("gpt2-export");
+    if beside.is_file() {
+        let hint = format!("`{} --synthetic gpt2`", beside.display());
+        assert!(e.contains(&hint), "{hint} in {e}");
+    } else {
+        assert!(
+            e.contains("`cargo run --release -p gpt2-export -- --synthetic gpt2`"),
+            "{e}"
+        );
+    }
+    // On PATH: the plain name.
+    let tmp = tempfile::tempdir().unwrap();
+    let fake = tmp.path().join("gpt2-export");
+    std::fs::write(&fake, "#!/bin/sh\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let o = run(&format!("{}:/usr/bin:/bin", tmp.path().display()));
+    assert_usage_error(
+        &o,
+        &[
+            "`gpt2-export --synthetic gpt2`",
+            "`gpt2-export --from DIR_OR_HUB_ID`",
+        ],
+    );
 }

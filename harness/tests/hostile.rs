@@ -319,7 +319,10 @@ fn threads_are_limited_and_oversubscription_is_reported() {
     // Flags of the other mode are refused.
     assert_input_error(
         &compare(small(), &["--profile"]),
-        &["--profile does not apply to --compare"],
+        &[
+            "--profile does not apply to `gpt2-bench compare`",
+            "a flag of `run`",
+        ],
     );
     let o = bench(&[
         "--backend",
@@ -330,7 +333,13 @@ fn threads_are_limited_and_oversubscription_is_reported() {
         small(),
         "--save",
     ]);
-    assert_input_error(&o, &["--save does not apply to --backend"]);
+    assert_input_error(
+        &o,
+        &[
+            "--save does not apply to `gpt2-bench run`",
+            "a flag of `compare`",
+        ],
+    );
     let env = output_within(
         Command::new(BIN)
             .args(["--compare", "--prompt", "hi", "--model", small()])

@@ -49,10 +49,13 @@ impl WeightFile {
         let path = path.as_ref();
         let file = crate::input::open_regular(path).map_err(|e| {
             let hint = if e.kind() == std::io::ErrorKind::NotFound {
+                let export = crate::hint::export_command();
                 std::io::Error::new(
                     e.kind(),
-                    "no such file; create one with `gpt2-export --synthetic gpt2` or \
-                     `gpt2-export --from DIR_OR_HUB_ID`",
+                    format!(
+                        "no such file; create one with `{export} --synthetic gpt2` or \
+                         `{export} --from DIR_OR_HUB_ID`"
+                    ),
                 )
             } else {
                 e

@@ -66,6 +66,7 @@
 pub mod error;
 pub mod file;
 pub mod format;
+pub mod hint;
 pub mod input;
 pub mod tokenizer;
 pub mod write;

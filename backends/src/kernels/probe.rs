@@ -31,37 +31,43 @@ pub fn read_bandwidth(compute: &Compute, buf: &[f32], passes: usize) -> f64 {
 /// can lose a core to another program for its whole length (a single 0.3 s pass here once
 /// measured half the usual figure).
 pub fn peak_flops(compute: &Compute, seconds: f64) -> f64 {
+    let iters = fma_iters(compute, seconds / PEAK_PASSES as f64);
+    (0..PEAK_PASSES)
+        .map(|_| fma_pass(compute, iters))
+        .fold(0.0, f64::max)
+}
+
+/// Iterations of the FMA probe that take about `seconds` on one thread (calibrated here).
+pub fn fma_iters(compute: &Compute, seconds: f64) -> u64 {
     let kern = compute.kernels;
-    let threads = compute.threads();
-    // Calibrate on one thread, then run every thread for the target time.
     let mut iters = 1u64 << 16;
     loop {
         let start = Instant::now();
         std::hint::black_box(kern.fma_probe(iters));
-        if start.elapsed().as_secs_f64() > 0.02 {
-            let per_iter = start.elapsed().as_secs_f64() / iters as f64;
-            iters = ((seconds / PEAK_PASSES as f64 / per_iter) as u64).max(1);
-            break;
+        let took = start.elapsed().as_secs_f64();
+        if took > 0.02 {
+            return ((seconds / (took / iters as f64)) as u64).max(1);
         }
         iters *= 4;
     }
-    let pool = compute.pool();
-    let mut best = 0.0f64;
-    for _ in 0..PEAK_PASSES {
-        let start = Instant::now();
-        let flops: u64 = pool.install(|| {
-            (0..threads)
-                .into_par_iter()
-                .map(|_| {
-                    let (check, flops) = kern.fma_probe(iters);
-                    std::hint::black_box(check);
-                    flops
-                })
-                .sum()
-        });
-        best = best.max(flops as f64 / start.elapsed().as_secs_f64());
-    }
-    best
+}
+
+/// One pass of `iters` FMA iterations on every thread of the pool at once: FLOP/s.
+pub fn fma_pass(compute: &Compute, iters: u64) -> f64 {
+    let kern = compute.kernels;
+    let threads = compute.threads();
+    let start = Instant::now();
+    let flops: u64 = compute.pool().install(|| {
+        (0..threads)
+            .into_par_iter()
+            .map(|_| {
+                let (check, flops) = kern.fma_probe(iters);
+                std::hint::black_box(check);
+                flops
+            })
+            .sum()
+    });
+    flops as f64 / start.elapsed().as_secs_f64()
 }
 
 /// Timed passes of [`peak_flops`].

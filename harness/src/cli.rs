@@ -1,0 +1,354 @@
+//! The command line of `gpt2-bench`, typed once: one subcommand per mode, each with only its
+//! own flags, so a flag that does not apply to a mode is an error from the parser, never
+//! silently ignored. Groups of flags that several modes share (the model, the prompt, threads
+//! and device, sampling) are one `Args` struct each, flattened where they apply.
+//!
+//! The published command lines (`gpt2-bench --compare ...`, `--backend NAME ...`,
+//! `--roofline`) keep working: [`normalize_args`] turns them into the subcommand spelling
+//! before parsing.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+use gpt2_backends::DeviceChoice;
+
+use crate::report::Format;
+
+const AFTER_HELP: &str = "\
+Examples:
+  gpt2-bench compare --prompt \"The meaning of life is\"
+  gpt2-bench compare --prompt \"Hello\" --backends naive,ndarray --max-tokens 16 --format json
+  gpt2-bench compare --prompt-tokens 16,128,512 --backends simd,simd-kv --runs 5 --plot out.svg
+  gpt2-bench compare --prompt-tokens 128 --save --baseline bench-results/base.json
+  gpt2-bench run --backend naive --prompt \"Once upon a time\" --explain --profile
+  gpt2-bench check --golden backends/tests/fixtures/golden.json
+  gpt2-bench roofline
+  gpt2-bench inspect weights/gpt2.bin
+
+`gpt2-bench --compare ...` and `gpt2-bench --backend NAME ...` are the same as `compare ...` and
+`run --backend NAME ...`.
+
+Model: --model FILE, else weights/gpt2.bin, else GPT-2 small exported from the Hugging Face hub,
+else (offline) a synthetic GPT-2 small with random weights (said on stderr).
+";
+
+#[derive(Parser)]
+#[command(
+    name = "gpt2-bench",
+    version = concat!(
+        env!("CARGO_PKG_VERSION"),
+        " (commit ",
+        env!("GPT2_BENCH_GIT_COMMIT"),
+        ")"
+    ),
+    about = "Run GPT-2 on several backends, check they agree token for token, and time them.",
+    after_help = format!("{AFTER_HELP}\n{}", gpt2_export::cli::EXIT_STATUS_HELP),
+    arg_required_else_help = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Run every selected backend on the same decoding, check that their tokens match, and
+    /// tabulate their speed (exit status 1 if any backend's tokens differ).
+    Compare(CompareArgs),
+    /// Run one backend, streaming its text as it is generated (the teaching mode).
+    Run(RunArgs),
+    /// Check every backend against a golden file from Hugging Face transformers: exact greedy
+    /// ids and logits within tolerance (exit status 1 on any difference).
+    Check(CheckArgs),
+    /// Measure this machine's read bandwidth and peak FMA rate, and print the model's decode
+    /// roofline.
+    Roofline(RooflineArgs),
+    /// Print a weight file's config, parameter count, size and source; verify its checksum.
+    Inspect {
+        file: PathBuf,
+        /// Also list every tensor.
+        #[arg(long)]
+        tensors: bool,
+    },
+    /// List the backends.
+    Backends,
+}
+
+/// The weight file.
+#[derive(Args, Clone)]
+pub struct ModelArgs {
+    /// Weight file [default: weights/gpt2.bin, see `gpt2-bench --help`].
+    #[arg(long, value_name = "FILE")]
+    pub model: Option<PathBuf>,
+}
+
+/// Threads and device.
+#[derive(Args, Clone)]
+pub struct EngineArgs {
+    /// Threads for multi-threaded backends [default: all logical cores].
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
+    /// Where the candle backend computes: cpu, cuda or cuda:N (needs a build with
+    /// `--features cuda`). The other backends always run on the CPU.
+    #[arg(long, default_value = "cpu", value_name = "DEVICE")]
+    pub device: DeviceChoice,
+}
+
+/// The prompt and how much to generate.
+#[derive(Args, Clone)]
+pub struct PromptArgs {
+    /// The prompt text.
+    #[arg(long, conflicts_with_all = ["prompt_ids", "prompt_tokens"])]
+    pub prompt: Option<String>,
+    /// The prompt as token ids, e.g. "15496 995" (spaces or commas).
+    #[arg(long, value_name = "IDS", conflicts_with = "prompt_tokens")]
+    pub prompt_ids: Option<String>,
+    /// A synthetic prompt of exactly N tokens (a fixed English text, repeated as needed), for
+    /// measuring prefill and decode at a chosen context length. `compare` takes a list
+    /// (16,128,512) and runs every backend at each length.
+    #[arg(long, value_name = "N[,N...]", value_delimiter = ',')]
+    pub prompt_tokens: Option<Vec<usize>>,
+    /// Tokens to generate; generation also stops at the model's context length.
+    #[arg(long, default_value_t = 32, value_name = "N")]
+    pub max_tokens: usize,
+}
+
+/// Greedy decoding, or sampling from the logits the same way for every backend.
+#[derive(Args, Clone)]
+pub struct SamplingArgs {
+    /// Sample with this temperature instead of greedy decoding (0 = greedy).
+    #[arg(long, default_value_t = 0.0, value_name = "T")]
+    pub temperature: f32,
+    /// With --temperature: keep only the K most likely tokens (0 = all).
+    #[arg(long, default_value_t = 0, value_name = "K")]
+    pub top_k: usize,
+    /// With --temperature: keep the most likely tokens up to total probability P.
+    #[arg(long, default_value_t = 1.0, value_name = "P")]
+    pub top_p: f32,
+    /// Seed of the sampler; the same seed gives the same tokens on every backend.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub seed: u64,
+}
+
+#[derive(Args)]
+pub struct CompareArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    #[command(flatten)]
+    pub prompt: PromptArgs,
+    /// Backends, comma-separated [default: all].
+    #[arg(long, value_delimiter = ',', value_name = "LIST")]
+    pub backends: Option<Vec<String>>,
+    /// The backend the others must match [default: the first one].
+    #[arg(long, value_name = "NAME")]
+    pub reference: Option<String>,
+    #[command(flatten)]
+    pub engine: EngineArgs,
+    #[command(flatten)]
+    pub sampling: SamplingArgs,
+    /// Measured runs per backend and prompt length.
+    #[arg(long, default_value_t = 3, value_name = "N")]
+    pub runs: usize,
+    /// Warm-up runs before the measured ones, not in the statistics.
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    pub warmup: usize,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+    /// The table with every column (p99, roofline and bandwidth fractions, prefill's share of
+    /// peak, memory); the default shows the columns that fit 80 characters.
+    #[arg(long)]
+    pub wide: bool,
+    /// Do not measure the roofline (saves about a second).
+    #[arg(long)]
+    pub no_roofline: bool,
+    /// Save the JSON report to DIR/<date>-<commit>-<model>.json and append a row to
+    /// DIR/history.md [DIR: $GPT2_BENCH_RESULTS_DIR, else bench-runs/, which git ignores].
+    #[arg(long, value_name = "DIR", num_args = 0..=1)]
+    pub save: Option<Option<PathBuf>>,
+    /// Write an SVG chart of decode tok/s per backend (and of latency against context length
+    /// when several --prompt-tokens lengths ran).
+    #[arg(long, value_name = "FILE.svg")]
+    pub plot: Option<PathBuf>,
+    /// Compare tok/s with a saved JSON report; exit status 2 on a slowdown beyond
+    /// --max-slowdown.
+    #[arg(long, value_name = "FILE.json")]
+    pub baseline: Option<PathBuf>,
+    /// Largest tolerated slowdown against --baseline, after subtracting both runs' spread.
+    #[arg(long, value_name = "PERCENT", default_value = "10%", value_parser = crate::gate::parse_slowdown)]
+    pub max_slowdown: f64,
+    /// No progress output on stderr.
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+#[derive(Args)]
+pub struct RunArgs {
+    /// The backend to run (`gpt2-bench backends` lists them).
+    #[arg(long, value_name = "NAME")]
+    pub backend: String,
+    #[command(flatten)]
+    pub model: ModelArgs,
+    #[command(flatten)]
+    pub prompt: PromptArgs,
+    #[command(flatten)]
+    pub engine: EngineArgs,
+    #[command(flatten)]
+    pub sampling: SamplingArgs,
+    /// Keep generating after the end-of-text token (compare always does).
+    #[arg(long)]
+    pub ignore_eos: bool,
+    /// After the run, print where the time went, per GPT-2 operation, for prefill and decode.
+    #[arg(long)]
+    pub profile: bool,
+    /// First explain what this backend does differently from the previous one
+    /// (naive -> ndarray -> simd -> simd-kv -> candle) and what one decode step costs.
+    #[arg(long)]
+    pub explain: bool,
+    /// No progress output on stderr.
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+#[derive(Args)]
+pub struct CheckArgs {
+    /// The golden JSON file (written by backends/tests/fixtures/make_golden.py).
+    #[arg(long, value_name = "FILE")]
+    pub golden: PathBuf,
+    /// Weight file to check [default: the golden file's own checkpoint, exported on the fly].
+    #[arg(long, value_name = "FILE")]
+    pub model: Option<PathBuf>,
+    /// Backends to check, comma-separated [default: all].
+    #[arg(long, value_delimiter = ',', value_name = "LIST")]
+    pub backends: Option<Vec<String>>,
+    #[command(flatten)]
+    pub engine: EngineArgs,
+}
+
+#[derive(Args)]
+pub struct RooflineArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Threads for the measurement [default: all logical cores].
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
+    /// No progress output on stderr.
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+/// The subcommands, as typed on the command line.
+const SUBCOMMANDS: &[&str] = &[
+    "compare", "run", "check", "roofline", "inspect", "backends", "help",
+];
+
+/// The published spellings, turned into subcommands: `--compare ...` is `compare ...`,
+/// `--roofline ...` is `roofline ...`, and `--backend NAME ...` (without a subcommand) is
+/// `run --backend NAME ...`. Anything else is left for the parser.
+pub fn normalize_args(args: Vec<OsString>) -> Vec<OsString> {
+    let Some(first) = args.get(1).and_then(|a| a.to_str()) else {
+        return args;
+    };
+    if SUBCOMMANDS.contains(&first) {
+        return args;
+    }
+    let is = |a: &OsString, flag: &str| a == flag;
+    let mut rest: Vec<OsString> = args[1..].to_vec();
+    let command = if let Some(i) = rest.iter().position(|a| is(a, "--compare")) {
+        rest.remove(i);
+        "compare"
+    } else if let Some(i) = rest.iter().position(|a| is(a, "--roofline")) {
+        rest.remove(i);
+        "roofline"
+    } else if rest
+        .iter()
+        .any(|a| a == "--backend" || a.to_str().is_some_and(|s| s.starts_with("--backend=")))
+    {
+        "run"
+    } else {
+        return args;
+    };
+    let mut out = vec![args[0].clone(), command.into()];
+    out.extend(rest);
+    out
+}
+
+/// For an unknown flag that is a flag of another subcommand, the line that says so; `None`
+/// otherwise (clap's own message then stands).
+pub fn foreign_flag_message(e: &clap::Error, args: &[OsString]) -> Option<String> {
+    use clap::CommandFactory;
+    use clap::error::{ContextKind, ErrorKind};
+    if e.kind() != ErrorKind::UnknownArgument {
+        return None;
+    }
+    let flag = e.get(ContextKind::InvalidArg)?.to_string();
+    let flag = flag.split('=').next()?.to_string();
+    let long = flag.strip_prefix("--")?;
+    let command = args.get(1)?.to_str()?;
+    if !SUBCOMMANDS.contains(&command) {
+        return Some(format!(
+            "error: {flag} needs a mode: `gpt2-bench compare ...` (every backend, one table) or \
+             `gpt2-bench run --backend NAME ...` (one backend, its text streamed); see \
+             gpt2-bench --help\n"
+        ));
+    }
+    let cli = Cli::command();
+    let owners: Vec<&str> = cli
+        .get_subcommands()
+        .filter(|s| s.get_arguments().any(|a| a.get_long() == Some(long)))
+        .map(|s| s.get_name())
+        .collect();
+    if owners.is_empty() {
+        return None;
+    }
+    Some(format!(
+        "error: {flag} does not apply to `gpt2-bench {command}`, which would ignore it; it is a \
+         flag of `{}`. Remove it (see gpt2-bench {command} --help)\n",
+        owners.join("`, `")
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn norm(args: &[&str]) -> Vec<String> {
+        let args = std::iter::once("gpt2-bench")
+            .chain(args.iter().copied())
+            .map(OsString::from)
+            .collect();
+        normalize_args(args)[1..]
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect()
+    }
+
+    #[test]
+    fn published_spellings_become_subcommands() {
+        assert_eq!(
+            norm(&["--compare", "--prompt", "x"]),
+            ["compare", "--prompt", "x"]
+        );
+        assert_eq!(
+            norm(&["--prompt", "x", "--compare"]),
+            ["compare", "--prompt", "x"]
+        );
+        assert_eq!(norm(&["--backend", "naive"]), ["run", "--backend", "naive"]);
+        assert_eq!(norm(&["--backend=naive"]), ["run", "--backend=naive"]);
+        assert_eq!(
+            norm(&["--roofline", "--threads", "1"]),
+            ["roofline", "--threads", "1"]
+        );
+        // Subcommands, help and unknown spellings are the parser's.
+        assert_eq!(norm(&["compare", "--compare"]), ["compare", "--compare"]);
+        assert_eq!(norm(&["--help"]), ["--help"]);
+        assert_eq!(norm(&["--prompt", "x"]), ["--prompt", "x"]);
+    }
+
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

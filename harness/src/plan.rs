@@ -1,0 +1,286 @@
+//! Turns parsed arguments into the typed options the commands run with, checking each
+//! against the model and the machine: thread counts, backends, the prompt's ids and lengths,
+//! sampling, and where saved results go.
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+
+use anyhow::bail;
+use gpt2_backends::{DeviceChoice, EngineOptions, backend_names};
+use gpt2_export::cli;
+use gpt2_weights::{Gpt2Tokenizer, WeightFile};
+
+use crate::cli::{PromptArgs, SamplingArgs};
+use crate::compare;
+use crate::generate::max_new_tokens;
+use crate::sampling::SamplingOptions;
+
+/// The text behind `--prompt-tokens N`: its GPT-2 tokens, repeated and cut to N.
+pub const SYNTHETIC_PROMPT_TEXT: &str = "The history of computing is a story of machines that \
+    learned to do arithmetic faster than the people who built them. Early calculators used gears \
+    and levers; later ones used relays, vacuum tubes and finally transistors, each generation \
+    smaller, cheaper and more reliable than the last. ";
+
+/// Where `--save` without a directory writes: `$GPT2_BENCH_RESULTS_DIR`, else `bench-runs/`
+/// (ignored by git, so a user's runs never dirty the repository; the project's curated results
+/// are saved into `bench-results/` by naming it).
+pub fn save_dir(given: Option<&std::path::Path>) -> PathBuf {
+    if let Some(dir) = given {
+        return dir.to_path_buf();
+    }
+    match std::env::var_os("GPT2_BENCH_RESULTS_DIR") {
+        Some(dir) if !dir.is_empty() => PathBuf::from(dir),
+        _ => PathBuf::from("bench-runs"),
+    }
+}
+
+/// The prompt is given and something is to be generated.
+pub fn check_prompt_args(prompt: &PromptArgs) -> anyhow::Result<()> {
+    if prompt.prompt.is_none() && prompt.prompt_ids.is_none() && prompt.prompt_tokens.is_none() {
+        bail!("give a prompt: --prompt TEXT, --prompt-ids \"15496 995\" or --prompt-tokens N");
+    }
+    if prompt.max_tokens == 0 {
+        bail!("--max-tokens must be at least 1");
+    }
+    Ok(())
+}
+
+/// The sampler's options, checked.
+pub fn sampling(args: &SamplingArgs) -> anyhow::Result<SamplingOptions> {
+    let sampling = SamplingOptions {
+        temperature: args.temperature,
+        top_k: args.top_k,
+        top_p: args.top_p,
+        seed: args.seed,
+    };
+    sampling.validate().map_err(anyhow::Error::msg)?;
+    Ok(sampling)
+}
+
+/// Tokens to generate at each prompt length (`max_tokens`, or fewer where the context ends),
+/// and a note (also printed) for each length that is cut short.
+pub fn new_tokens(lengths: &[usize], max_tokens: usize, n_ctx: usize) -> (Vec<usize>, Vec<String>) {
+    let mut notes = Vec::new();
+    let mut new_tokens = Vec::new();
+    for &len in lengths {
+        let n_new = max_tokens.min(max_new_tokens(len, n_ctx));
+        if n_new < max_tokens {
+            let note = format!(
+                "the context holds {n_ctx} positions: with a {len}-token prompt, generation \
+                 stops after {n_new} of the {max_tokens} requested tokens"
+            );
+            cli::stderr(&format!("note: {note}\n"));
+            notes.push(note);
+        }
+        new_tokens.push(n_new);
+    }
+    (new_tokens, notes)
+}
+
+/// The prompt lengths to run: every `--prompt-tokens` value (a list only where `list_allowed`,
+/// that is for `compare`), else the prompt's.
+pub fn prompt_lengths(
+    prompt: &PromptArgs,
+    list_allowed: bool,
+    prompt_len: usize,
+) -> anyhow::Result<Vec<usize>> {
+    let Some(list) = &prompt.prompt_tokens else {
+        return Ok(vec![prompt_len]);
+    };
+    if list.len() > 1 && !list_allowed {
+        bail!("--prompt-tokens takes one length with `run`; give a list only with `compare`");
+    }
+    let mut seen = HashSet::new();
+    for &n in list {
+        if !seen.insert(n) {
+            bail!("--prompt-tokens lists {n} twice");
+        }
+    }
+    Ok(list.clone())
+}
+
+/// The most `--runs` (and `--warmup` runs) per backend and length: every run's samples are kept.
+pub const MAX_RUNS: usize = 10_000;
+
+/// The most threads `--threads` accepts, per logical core. Beyond the cores, threads only take
+/// turns; a limit keeps `--threads 10000` from starting ten thousand spinning threads.
+const MAX_THREADS_PER_CORE: usize = 4;
+
+/// Threads: `--threads`, else all logical cores; then the process settings the backends' libraries
+/// read once (`EngineOptions::apply_process_settings`), before any thread exists.
+pub fn engine_options(
+    threads: Option<usize>,
+    device: DeviceChoice,
+) -> anyhow::Result<EngineOptions> {
+    let mut options = EngineOptions {
+        device,
+        allow_test_engines: std::env::var_os("GPT2_BENCH_TEST_ENGINES").is_some_and(|v| v == "1"),
+        ..EngineOptions::default()
+    };
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let max = MAX_THREADS_PER_CORE * cores;
+    let (n, flag) = match threads {
+        Some(n) => (n, "--threads"),
+        None => match std::env::var("MATMUL_NUM_THREADS") {
+            Ok(v) => (
+                v.trim().parse::<usize>().map_err(|_| {
+                    anyhow::anyhow!(
+                        "MATMUL_NUM_THREADS={}: not a thread count; unset it or give a whole number",
+                        gpt2_weights::input::printable(&v)
+                    )
+                })?,
+                "MATMUL_NUM_THREADS",
+            ),
+            Err(_) => (cores, "--threads"),
+        },
+    };
+    if n == 0 {
+        bail!("{flag} must be at least 1");
+    }
+    if n > max {
+        bail!(
+            "{flag} {n} is more than {MAX_THREADS_PER_CORE} threads per logical core ({max} on \
+             this machine's {cores}); threads beyond the cores only wait for each other. Give at \
+             most {max}, or {cores} for the fastest run"
+        );
+    }
+    if n > cores {
+        cli::stderr(&format!(
+            "warning: {}\n",
+            compare::oversubscribed_warning(n, cores)
+        ));
+    }
+    options.threads = n;
+    // SAFETY: called from `main`'s thread before any thread that could read the environment is
+    // started (no backend, pool or progress bar exists yet; the one other thread, the signal
+    // cleanup of `cli::install_signal_cleanup`, only waits for a signal, removes files and
+    // exits), so nothing can read the environment concurrently.
+    unsafe { options.apply_process_settings() };
+    Ok(options)
+}
+
+/// The backends of a `compare` (`--backends`, else all; the `--reference` first) or the one of
+/// a `run` (`single`), each checked against the registry.
+pub fn select_backends(
+    list: Option<&[String]>,
+    single: Option<&str>,
+    reference: Option<&str>,
+    options: &EngineOptions,
+) -> anyhow::Result<Vec<String>> {
+    let valid = |name: &str| {
+        backend_names().contains(&name)
+            || (options.allow_test_engines
+                && [
+                    gpt2_backends::testing::DIVERGENT,
+                    gpt2_backends::testing::SLOWED,
+                ]
+                .contains(&name))
+    };
+    let unknown = |flag: &str, name: &str| {
+        anyhow::anyhow!(
+            "{flag}: unknown backend {name:?}; valid backends: {}",
+            backend_names().join(", ")
+        )
+    };
+    if let Some(name) = single {
+        if !valid(name) {
+            return Err(unknown("--backend", name));
+        }
+        return Ok(vec![name.to_string()]);
+    }
+    let mut selected: Vec<String> = match list {
+        Some(list) => list.iter().map(|s| s.trim().to_string()).collect(),
+        None => backend_names().iter().map(|s| s.to_string()).collect(),
+    };
+    let mut seen = HashSet::new();
+    for name in &selected {
+        if !valid(name) {
+            return Err(unknown("--backends", name));
+        }
+        if !seen.insert(name.clone()) {
+            bail!("--backends lists {name} twice");
+        }
+    }
+    if let Some(reference) = reference {
+        let pos = selected
+            .iter()
+            .position(|n| n == reference)
+            .ok_or_else(|| {
+                anyhow::anyhow!(
+                    "--reference {reference} is not among the selected backends ({})",
+                    selected.join(", ")
+                )
+            })?;
+        let r = selected.remove(pos);
+        selected.insert(0, r);
+    }
+    Ok(selected)
+}
+
+/// The prompt's token ids, checked against the model's vocabulary and context.
+pub fn prompt_ids(
+    args: &PromptArgs,
+    tokenizer: &Gpt2Tokenizer,
+    file: &WeightFile,
+) -> anyhow::Result<Vec<u32>> {
+    let config = file.config();
+    let ids = match (&args.prompt, &args.prompt_ids) {
+        _ if args.prompt_tokens.is_some() => {
+            let lengths = args.prompt_tokens.as_deref().unwrap_or_default();
+            if lengths.contains(&0) {
+                bail!("--prompt-tokens must be at least 1");
+            }
+            // The longest prompt; shorter lengths run its first N tokens. Checked against the
+            // context before a single token is allocated.
+            let n = lengths.iter().copied().max().unwrap_or(1);
+            if n > config.n_ctx as usize {
+                bail!(
+                    "--prompt-tokens {n} is longer than the model's context of {} positions; \
+                     give at most {}",
+                    config.n_ctx,
+                    config.n_ctx
+                );
+            }
+            let base = tokenizer.encode(SYNTHETIC_PROMPT_TEXT)?;
+            base.iter().copied().cycle().take(n).collect()
+        }
+        (Some(text), _) => {
+            if text.is_empty() {
+                bail!("--prompt is empty; give some text");
+            }
+            tokenizer.encode(text)?
+        }
+        (None, Some(list)) => {
+            let ids: Result<Vec<u32>, _> = list
+                .split(|c: char| c.is_whitespace() || c == ',')
+                .filter(|s| !s.is_empty())
+                .map(|s| {
+                    s.parse::<u32>().map_err(|_| {
+                        anyhow::anyhow!("--prompt-ids: {s:?} is not a token id (a whole number)")
+                    })
+                })
+                .collect();
+            let ids = ids?;
+            if ids.is_empty() {
+                bail!("--prompt-ids is empty; give ids such as \"15496 995\"");
+            }
+            if let Some(bad) = ids.iter().find(|&&id| id >= config.vocab_size) {
+                bail!(
+                    "--prompt-ids: {bad} is outside the vocabulary of {} (ids 0..{})",
+                    file.path().display(),
+                    config.vocab_size - 1
+                );
+            }
+            ids
+        }
+        (None, None) => bail!("give a prompt"),
+    };
+    if ids.len() > config.n_ctx as usize {
+        bail!(
+            "the prompt is {} tokens but the model's context holds {}; shorten it",
+            ids.len(),
+            config.n_ctx
+        );
+    }
+    Ok(ids)
+}
