@@ -166,14 +166,45 @@ fn run_compare(
         bar.set_prefix(name.to_string());
         bar
     };
-    let (results, backend_warnings) =
-        compare::run(plan, file, tokenizer, roofline.as_ref(), &progress)?;
     let machine = machine::Machine::detect();
+    let model = model_info(file);
+    // The default table prints each row as soon as its backend has run (llama-bench does);
+    // every other view needs the whole report first.
+    let streamed = args.format == Format::Table && !args.wide;
+    let printer = report::RowPrinter::new(plan.backends, plan.lengths.len() > 1);
+    let mut write_error = None;
+    let mut print = |text: &str| {
+        if write_error.is_none()
+            && let Err(e) = print_stdout(text)
+        {
+            write_error = Some(e);
+        }
+    };
+    if streamed {
+        print(&report::table_heading(
+            &model.name,
+            model.parameters,
+            &machine,
+        ));
+        print(&printer.header());
+    }
+    let mut on_row = |r: &report::BackendResult| {
+        if streamed {
+            print(&printer.row(r));
+        }
+    };
+    let (results, backend_warnings) = compare::run(
+        plan,
+        file,
+        tokenizer,
+        roofline.as_ref(),
+        &progress,
+        &mut on_row,
+    )?;
     let mut warnings =
         compare::machine_warnings(load_before, machine.logical_cores, plan.options.threads);
     warnings.extend(backend_warnings);
-    let model = model_info(file);
-    let gate = baseline.as_ref().map(|b| {
+    let mut gate = baseline.as_ref().map(|b| {
         gate::compare(
             b,
             &results,
@@ -183,6 +214,40 @@ fn run_compare(
         )
     });
     let all_match = results.iter().all(|r| r.tokens_match);
+    // A regression must reproduce: the suspects run again, and only what regresses twice counts.
+    if let (Some(g), Some(b)) = (gate.as_mut(), baseline.as_ref())
+        && g.regressed
+        && all_match
+    {
+        let suspects = g.suspects();
+        if !args.quiet {
+            cli::stderr(&format!(
+                "the gate found a slowdown in {}; measuring again to confirm it\n",
+                suspects.join(", ")
+            ));
+        }
+        let again_plan = compare::Plan {
+            backends: &suspects,
+            prompt: plan.prompt,
+            lengths: plan.lengths.clone(),
+            new_tokens: plan.new_tokens.clone(),
+            runs: plan.runs,
+            warmup: plan.warmup,
+            options: plan.options,
+            sampling: plan.sampling,
+            quiet: plan.quiet,
+        };
+        let (again, _) = compare::run(
+            &again_plan,
+            file,
+            tokenizer,
+            roofline.as_ref(),
+            &progress,
+            &mut |_| {},
+        )?;
+        let g2 = gate::compare(b, &again, &model.checksum, &machine.cpu, args.max_slowdown);
+        g.confirm(&g2);
+    }
     let report = Report {
         schema_version: report::SCHEMA_VERSION,
         command_line: std::env::args().collect(),
@@ -206,7 +271,14 @@ fn run_compare(
         gate,
         machine,
     };
-    print_stdout(&report::render(&report, args.format, args.wide))?;
+    if streamed {
+        print(&report::table_footer(&report));
+    } else {
+        print(&report::render(&report, args.format, args.wide));
+    }
+    if let Some(e) = write_error {
+        return Err(e);
+    }
     if args.format != Format::Md {
         for w in &report.warnings {
             cli::stderr(&format!("warning: {w}\n"));

@@ -11,8 +11,8 @@
 //! minute to minute, so the best-of-10 read measured once at the start is a fair *limit* but a
 //! poor yardstick for a run a minute later; the pass beside each run gives
 //! `decode_read_fraction`, how close decode came to what memory delivered at that moment. A short
-//! all-thread FMA pass (about 15 ms) runs beside it, and each run's rates divided by those two
-//! passes are the `machine_normalized` figures the regression gate compares.
+//! all-thread FMA pass (about 15 ms) runs beside it; every row's rates divided by the medians of
+//! all those passes are the `machine_normalized` figures the regression gate compares.
 
 use std::time::Duration;
 
@@ -64,71 +64,74 @@ fn ns(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
-/// Runs the plan; the progress bar advances once per generated token. With `read_probe`
-/// (the pool to read with, the model's tensor data), one read pass runs before every run.
-fn measure(
+/// The machine passes run before every run: the pool to read with, the model's tensor data,
+/// and the FMA iterations of one pass.
+type Probe<'a> = (&'a Compute, &'a [f32], u64);
+
+/// Runs one backend at every prompt length of the plan; the progress bar advances once per
+/// generated token. With `probe`, one read pass and one FMA pass run before every run.
+fn measure_backend(
     plan: &Plan,
+    name: &str,
     weights: &gpt2_weights::Gpt2Weights,
-    read_probe: Option<(&Compute, &[f32])>,
+    probe: Option<Probe>,
     progress: &dyn Fn(&str, u64) -> indicatif::ProgressBar,
 ) -> anyhow::Result<Vec<Measured>> {
-    let mut out = Vec::new();
     let per_backend: usize = plan.new_tokens.iter().sum::<usize>() * (plan.runs + plan.warmup);
-    let fma_iters = read_probe.map(|(compute, _)| probe::fma_iters(compute, 0.015));
-    for name in plan.backends {
-        // Where the OS does not allow the reset, the figure is the process's peak so far.
-        machine::reset_peak_rss();
-        let mut engine = gpt2_backends::create(name, weights, plan.options)?;
-        let bar = progress(name, per_backend as u64);
-        let mut cases = Vec::new();
-        for (&len, &n_new) in plan.lengths.iter().zip(&plan.new_tokens) {
-            let prompt = &plan.prompt[..len];
-            let mut runs = Vec::new();
-            let (mut read, mut peak) = (Vec::new(), Vec::new());
-            for _ in 0..plan.warmup + plan.runs {
-                if let (Some((compute, data)), Some(iters)) = (read_probe, fma_iters) {
-                    read.push(probe::read_bandwidth(compute, data, 1) / 1e9);
-                    peak.push(probe::fma_pass(compute, iters) / 1e9);
-                }
-                // End-of-text does not stop --compare: every backend does the same work.
-                let g = generate(engine.as_mut(), prompt, n_new, plan.sampling, None, |_| {
-                    bar.inc(1)
-                })
-                .with_context(|| format!("backend {name}"))?;
-                runs.push(g);
+    // Where the OS does not allow the reset, the figure is the process's peak so far.
+    machine::reset_peak_rss();
+    let mut engine = gpt2_backends::create(name, weights, plan.options)?;
+    let bar = progress(name, per_backend as u64);
+    let mut cases = Vec::new();
+    for (&len, &n_new) in plan.lengths.iter().zip(&plan.new_tokens) {
+        let prompt = &plan.prompt[..len];
+        let mut runs = Vec::new();
+        let (mut read, mut peak) = (Vec::new(), Vec::new());
+        for _ in 0..plan.warmup + plan.runs {
+            if let Some((compute, data, fma_iters)) = probe {
+                read.push(probe::read_bandwidth(compute, data, 1) / 1e9);
+                peak.push(probe::fma_pass(compute, fma_iters) / 1e9);
             }
-            let measured = runs.split_off(plan.warmup);
-            let read = read.split_off(plan.warmup.min(read.len()));
-            let peak = peak.split_off(plan.warmup.min(peak.len()));
-            cases.push((len, runs, measured, read, peak));
+            // End-of-text does not stop a comparison: every backend does the same work.
+            let g = generate(engine.as_mut(), prompt, n_new, plan.sampling, None, |_| {
+                bar.inc(1)
+            })
+            .with_context(|| format!("backend {name}"))?;
+            runs.push(g);
         }
-        bar.finish_and_clear();
-        let peak = machine::peak_rss_bytes();
-        let info = engine.info();
-        drop(engine);
-        for (len, warmup, runs, read_gb_per_s, peak_gflops) in cases {
-            if !plan.quiet {
-                let total: Duration = runs.iter().map(|g| g.prefill + g.decode_total()).sum();
-                gpt2_export::cli::stderr(&format!(
-                    "{name}: {len}-token prompt, {} run(s) of {} tokens in {:.2} s\n",
-                    runs.len(),
-                    runs.first().map_or(0, |g| g.token_ids.len()),
-                    total.as_secs_f64()
-                ));
-            }
-            out.push(Measured {
-                name: name.clone(),
-                info: info.clone(),
-                prompt_tokens: len,
-                warmup,
-                runs,
-                read_gb_per_s,
-                peak_gflops,
-                peak_rss_bytes: peak,
-            });
+        let measured = runs.split_off(plan.warmup);
+        let read = read.split_off(plan.warmup.min(read.len()));
+        let peak = peak.split_off(plan.warmup.min(peak.len()));
+        cases.push((len, runs, measured, read, peak));
+    }
+    bar.finish_and_clear();
+    let peak_rss_bytes = machine::peak_rss_bytes();
+    let info = engine.info();
+    drop(engine);
+    if !plan.quiet {
+        for (len, _, runs, _, _) in &cases {
+            let total: Duration = runs.iter().map(|g| g.prefill + g.decode_total()).sum();
+            gpt2_export::cli::stderr(&format!(
+                "{name}: {len}-token prompt, {} run(s) of {} tokens in {:.2} s\n",
+                runs.len(),
+                runs.first().map_or(0, |g| g.token_ids.len()),
+                total.as_secs_f64()
+            ));
         }
     }
-    Ok(out)
+    Ok(cases
+        .into_iter()
+        .map(|(len, warmup, runs, read_gb_per_s, peak_gflops)| Measured {
+            name: name.to_string(),
+            info: info.clone(),
+            prompt_tokens: len,
+            warmup,
+            runs,
+            read_gb_per_s,
+            peak_gflops,
+            peak_rss_bytes,
+        })
+        .collect())
 }
 
 /// Where `got` first differs from the reference's tokens.
@@ -156,12 +159,14 @@ fn divergence(
 }
 
 /// Measures and summarises: one result row per backend and prompt length, plus warnings.
+/// `on_row` sees each row as soon as its backend has run (the reference runs first).
 pub fn run(
     plan: &Plan,
     file: &WeightFile,
     tokenizer: &Gpt2Tokenizer,
     roofline: Option<&Roofline>,
     progress: &dyn Fn(&str, u64) -> indicatif::ProgressBar,
+    on_row: &mut dyn FnMut(&BackendResult),
 ) -> anyhow::Result<(Vec<BackendResult>, Vec<String>)> {
     let weights = file.gpt2()?;
     let probe_compute = roofline
@@ -169,15 +174,63 @@ pub fn run(
         .transpose()
         .map_err(anyhow::Error::msg)?;
     let data = file.data_f32()?;
-    let read_probe = probe_compute.as_ref().map(|c| (c, data));
-    let measured = measure(plan, &weights, read_probe, progress)?;
-    let mut results = Vec::new();
+    let probe = probe_compute
+        .as_ref()
+        .map(|c| (c, data, probe::fma_iters(c, 0.015)));
+    let mut measured: Vec<Measured> = Vec::new();
+    let mut results: Vec<BackendResult> = Vec::new();
     let mut warnings = Vec::new();
-    for m in &measured {
-        let reference = measured
+    for name in plan.backends {
+        for m in measure_backend(plan, name, &weights, probe, progress)? {
+            let reference = measured
+                .iter()
+                .find(|r| r.prompt_tokens == m.prompt_tokens)
+                .unwrap_or(&m);
+            let mut result = summarise(
+                plan,
+                file,
+                tokenizer,
+                roofline,
+                &m,
+                reference,
+                &mut warnings,
+            );
+            let reference_ms = results
+                .iter()
+                .find(|r| r.prompt_tokens == m.prompt_tokens)
+                .map_or(result.total_ms, |r| r.total_ms);
+            result.speedup_vs_reference = reference_ms / result.total_ms;
+            on_row(&result);
+            results.push(result);
+            measured.push(m);
+        }
+    }
+    set_machine_normalized(&mut results, &measured);
+    for len in &plan.lengths {
+        let slowest = results
             .iter()
-            .find(|r| r.prompt_tokens == m.prompt_tokens)
-            .expect("the reference ran every length");
+            .filter(|r| r.prompt_tokens == *len)
+            .map(|r| r.total_ms)
+            .fold(0.0, f64::max);
+        for r in results.iter_mut().filter(|r| r.prompt_tokens == *len) {
+            r.speedup_vs_slowest = slowest / r.total_ms;
+        }
+    }
+    Ok((results, warnings))
+}
+
+/// One backend at one prompt length, summarised against the reference's runs at that length
+/// (`reference` is `m` itself for the reference); its warnings are added to `warnings`.
+fn summarise(
+    plan: &Plan,
+    file: &WeightFile,
+    tokenizer: &Gpt2Tokenizer,
+    roofline: Option<&Roofline>,
+    m: &Measured,
+    reference: &Measured,
+    warnings: &mut Vec<String>,
+) -> BackendResult {
+    {
         let first = &m.runs[0];
         let runs_agree = m
             .runs
@@ -202,7 +255,6 @@ pub fn run(
             .filter(|g| !g.steps.is_empty())
             .map(|g| g.steps.len() as f64 / secs(g.decode_total()))
             .collect();
-        let machine_normalized = normalized(m, prompt_tokens);
         let decode_read_fraction = roofline.and_then(|r| {
             decode_read_fraction(&m.runs, &m.read_gb_per_s, r.weight_bytes_per_token)
         });
@@ -257,7 +309,7 @@ pub fn run(
             }
         }
 
-        results.push(BackendResult {
+        BackendResult {
             backend: m.name.clone(),
             summary: m.info.summary.to_string(),
             device: m.info.device.clone(),
@@ -276,7 +328,7 @@ pub fn run(
                 .zip(decode_tok_per_s)
                 .map(|(r, d)| d.mean / r.decode_roofline_tok_per_s),
             decode_read_fraction,
-            machine_normalized,
+            machine_normalized: None, // set below, from every backend's passes
             decode_tok_per_s,
             decode_latency,
             prefill_gflops,
@@ -284,7 +336,8 @@ pub fn run(
             prefill_best_gemm_fraction: roofline
                 .map(|r| prefill_gflops / r.gemm_simd_gflops.max(r.gemm_matrixmultiply_gflops)),
             total_ms,
-            speedup_vs_slowest: 0.0, // filled in below, per prompt length
+            speedup_vs_slowest: 0.0, // filled in by `run`, per prompt length
+            speedup_vs_reference: 0.0, // filled in by `run`
             memory: Memory {
                 weights_mapped_bytes: file.file_len(),
                 weights_copied_bytes: m.info.weights_copied_bytes,
@@ -311,46 +364,43 @@ pub fn run(
                 read_gb_per_s_before_run: m.read_gb_per_s.clone(),
                 peak_gflops_before_run: m.peak_gflops.clone(),
             },
-        });
-    }
-    for len in &plan.lengths {
-        let slowest = results
-            .iter()
-            .filter(|r| r.prompt_tokens == *len)
-            .map(|r| r.total_ms)
-            .fold(0.0, f64::max);
-        for r in results.iter_mut().filter(|r| r.prompt_tokens == *len) {
-            r.speedup_vs_slowest = slowest / r.total_ms;
         }
     }
-    Ok((results, warnings))
 }
 
-/// Each measured run's rates divided by what the machine delivered just before it (see
-/// [`Normalized`]); `None` without the passes (`--no-roofline`).
-fn normalized(m: &Measured, prompt_tokens: usize) -> Option<Normalized> {
-    if m.read_gb_per_s.len() != m.runs.len() || m.peak_gflops.len() != m.runs.len() {
-        return None;
+/// Every row's rates divided by this run's machine speed: the median of every read pass and of
+/// every FMA pass taken beside the measured runs of all backends (see [`Normalized`]). A single
+/// 20 ms pass is noisy; the median of a dozen is a steady measure of the machine of this run,
+/// while between runs a minute apart it moves with the machine, which is what it cancels.
+fn set_machine_normalized(results: &mut [BackendResult], measured: &[Measured]) {
+    let all = |f: fn(&Measured) -> &Vec<f64>| -> Vec<f64> {
+        measured.iter().flat_map(|m| f(m).iter().copied()).collect()
+    };
+    let (reads, peaks) = (all(|m| &m.read_gb_per_s), all(|m| &m.peak_gflops));
+    if reads.is_empty() || peaks.is_empty() {
+        return;
     }
-    let per = |rate: &dyn Fn(&Generation) -> Option<f64>, by: &[f64]| {
-        let values: Vec<f64> = m
-            .runs
-            .iter()
-            .zip(by)
-            .filter(|(_, machine)| **machine > 0.0)
-            .filter_map(|(g, &machine)| rate(g).map(|r| r / machine))
-            .collect();
-        Summary::of(&values)
+    let (read, peak) = (percentile(&reads, 50.0), percentile(&peaks, 50.0));
+    if !(read > 0.0 && peak > 0.0) {
+        return;
+    }
+    let scale = |s: &Summary, by: f64| Summary {
+        mean: s.mean / by,
+        stddev: s.stddev / by,
+        median: s.median / by,
+        min: s.min / by,
+        max: s.max / by,
+        n: s.n,
     };
-    let decode = |g: &Generation| {
-        (!g.steps.is_empty()).then(|| g.steps.len() as f64 / g.decode_total().as_secs_f64())
-    };
-    let prefill = |g: &Generation| Some(prompt_tokens as f64 / g.prefill.as_secs_f64());
-    Some(Normalized {
-        prefill_tok_per_peak_gflop: per(&prefill, &m.peak_gflops)?,
-        decode_tok_per_read_gb: per(&decode, &m.read_gb_per_s),
-        decode_tok_per_peak_gflop: per(&decode, &m.peak_gflops),
-    })
+    for r in results {
+        r.machine_normalized = Some(Normalized {
+            machine_read_gb_per_s: read,
+            machine_peak_gflops: peak,
+            prefill_tok_per_peak_gflop: scale(&r.prefill_tok_per_s, peak),
+            decode_tok_per_read_gb: r.decode_tok_per_s.as_ref().map(|d| scale(d, read)),
+            decode_tok_per_peak_gflop: r.decode_tok_per_s.as_ref().map(|d| scale(d, peak)),
+        });
+    }
 }
 
 /// Median over runs of `decode weight bytes/s / read bandwidth of the pass just before the

@@ -10,9 +10,9 @@
 //! report, at least [`MEMORY_BOUND_READ_FRACTION`]), else by the FMA rate. Without those passes
 //! (`--no-roofline` in either report) raw tok/s are compared, and the gate says so.
 //!
-//! Both figures are means over runs with a standard deviation, so the ratio `now / baseline`
-//! carries an uncertainty, propagated from the two relative deviations:
-//! `sd(r) = r * sqrt((sd_now / now)^2 + (sd_base / base)^2)`. A slowdown `1 - r` counts as a
+//! Both figures are means over runs, so the ratio `now / baseline` carries an uncertainty,
+//! propagated from the two means' relative standard errors (standard deviation over runs /
+//! sqrt(runs)): `sd(r) = r * sqrt(se_now^2 + se_base^2)`. A slowdown `1 - r` counts as a
 //! regression only if it exceeds the threshold even after subtracting that uncertainty.
 
 use std::path::{Path, PathBuf};
@@ -167,14 +167,27 @@ pub struct Comparison {
     /// now / baseline (above 1 is faster).
     pub ratio: f64,
     pub ratio_stddev: f64,
-    /// The slowdown minus its uncertainty exceeds the threshold.
+    /// The slowdown minus its uncertainty exceeds the threshold (in the first measurement and,
+    /// when there was one, in the confirming rerun).
+    pub regression: bool,
+    /// The same comparison measured again when the first showed a regression: a burst of
+    /// another program during one backend's runs rarely repeats, a slower code always does.
+    pub rerun: Option<Rerun>,
+}
+
+/// A confirming rerun of a comparison.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Rerun {
+    pub ratio: f64,
+    pub ratio_stddev: f64,
     pub regression: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Gate {
     pub baseline_file: String,
-    /// Largest tolerated slowdown, as a fraction (0.1 = 10%).
+    /// Largest tolerated slowdown, as a fraction (0.1 = 10%). A regression must show in the
+    /// first measurement and again in a rerun of the suspect backends.
     pub max_slowdown: f64,
     pub comparisons: Vec<Comparison>,
     /// Backends or lengths present now but not in the baseline (not gated).
@@ -202,9 +215,17 @@ pub fn parse_slowdown(s: &str) -> Result<f64, String> {
     Ok(fraction)
 }
 
+/// `now / base` and its uncertainty: the standard errors of the two means (standard deviation
+/// over runs / sqrt(runs)), relative, propagated.
 fn ratio(now: &Summary, base: &Summary) -> (f64, f64) {
     let r = now.mean / base.mean;
-    let rel = |s: &Summary| if s.mean > 0.0 { s.stddev / s.mean } else { 0.0 };
+    let rel = |s: &Summary| {
+        if s.mean > 0.0 {
+            s.stddev / s.mean / (s.n.max(1) as f64).sqrt()
+        } else {
+            0.0
+        }
+    };
     (r, r * (rel(now).powi(2) + rel(base).powi(2)).sqrt())
 }
 
@@ -315,10 +336,8 @@ pub fn compare(
                 now_tok_per_s: now_raw.mean,
                 ratio,
                 ratio_stddev,
-                // A NaN anywhere counts as a regression, never as a pass.
-                regression: ((1.0 - ratio) - ratio_stddev)
-                    .partial_cmp(&max_slowdown)
-                    .is_none_or(|o| o == std::cmp::Ordering::Greater),
+                regression: is_regression(ratio, ratio_stddev, max_slowdown),
+                rerun: None,
             });
         }
     }
@@ -329,6 +348,45 @@ pub fn compare(
         comparisons,
         not_in_baseline,
         caveats,
+    }
+}
+
+/// The slowdown minus its uncertainty exceeds the threshold; a NaN anywhere counts as a
+/// regression, never as a pass.
+fn is_regression(ratio: f64, ratio_stddev: f64, max_slowdown: f64) -> bool {
+    ((1.0 - ratio) - ratio_stddev)
+        .partial_cmp(&max_slowdown)
+        .is_none_or(|o| o == std::cmp::Ordering::Greater)
+}
+
+impl Gate {
+    /// The backends with a regression, each once, in order.
+    pub fn suspects(&self) -> Vec<String> {
+        let mut names: Vec<String> = Vec::new();
+        for c in self.comparisons.iter().filter(|c| c.regression) {
+            if !names.contains(&c.backend) {
+                names.push(c.backend.clone());
+            }
+        }
+        names
+    }
+
+    /// Keeps a regression only where `again` (the suspects measured a second time against the
+    /// same baseline) shows it too.
+    pub fn confirm(&mut self, again: &Gate) {
+        for c in self.comparisons.iter_mut().filter(|c| c.regression) {
+            let same = again.comparisons.iter().find(|a| {
+                a.backend == c.backend && a.prompt_tokens == c.prompt_tokens && a.metric == c.metric
+            });
+            let rerun = same.map(|a| Rerun {
+                ratio: a.ratio,
+                ratio_stddev: a.ratio_stddev,
+                regression: a.regression,
+            });
+            c.regression = rerun.is_none_or(|r| r.regression);
+            c.rerun = rerun;
+        }
+        self.regressed = self.comparisons.iter().any(|c| c.regression);
     }
 }
 
@@ -352,7 +410,20 @@ pub fn render(g: &Gate) -> String {
             c.ratio_stddev * 100.0,
             c.baseline_tok_per_s,
             c.now_tok_per_s,
-            if c.regression { "  REGRESSION" } else { "" }
+            match (c.regression, c.rerun) {
+                (true, Some(r)) => format!(
+                    "  REGRESSION (confirmed by a rerun: slower by {:.1}% ± {:.1}%)",
+                    (1.0 - r.ratio) * 100.0,
+                    r.ratio_stddev * 100.0
+                ),
+                (true, None) => "  REGRESSION".to_string(),
+                (false, Some(r)) => format!(
+                    "  (a rerun measured {:.1}% ± {:.1}%: not confirmed, a burst of other work)",
+                    (r.ratio - 1.0) * 100.0,
+                    r.ratio_stddev * 100.0
+                ),
+                (false, None) => String::new(),
+            }
         ));
     }
     for n in &g.not_in_baseline {
@@ -392,19 +463,21 @@ mod tests {
 
     #[test]
     fn ratio_uncertainty_propagates_relative_deviations() {
+        // Standard errors of 5 runs: sd / sqrt(5).
         let (r, sd) = ratio(&summary(90.0, 9.0), &summary(100.0, 0.0));
         assert!((r - 0.9).abs() < 1e-12);
-        assert!((sd - 0.09).abs() < 1e-12);
+        assert!((sd - 0.09 / 5f64.sqrt()).abs() < 1e-12);
         let (_, sd) = ratio(&summary(100.0, 3.0), &summary(100.0, 4.0));
-        assert!((sd - 0.05).abs() < 1e-12);
+        assert!((sd - 0.05 / 5f64.sqrt()).abs() < 1e-12);
     }
 
     #[test]
     fn noise_within_the_spread_is_not_a_regression_but_a_clear_slowdown_is() {
         let max = 0.10;
-        // 15% slower, but the runs' spread is 10%: 0.15 - 0.085 < 0.10.
-        let (r, sd) = ratio(&summary(85.0, 8.5), &summary(100.0, 1.0));
-        assert!((1.0 - r) - sd <= max);
+        // 15% slower, but the runs' spread is 20% (5 runs: a standard error of 9%):
+        // 0.15 - 0.076 < 0.10.
+        let (r, sd) = ratio(&summary(85.0, 17.0), &summary(100.0, 1.0));
+        assert!((1.0 - r) - sd <= max, "{r} {sd}");
         // 30% slower with a tight spread.
         let (r, sd) = ratio(&summary(70.0, 1.0), &summary(100.0, 1.0));
         assert!((1.0 - r) - sd > max);
@@ -419,6 +492,8 @@ mod tests {
         row["decode_tok_per_s"] = serde_json::to_value(summary(raw_decode, 1.0)).unwrap();
         row["decode_read_fraction"] = serde_json::json!(read_fraction);
         row["machine_normalized"] = serde_json::json!({
+            "machine_read_gb_per_s": 30.0,
+            "machine_peak_gflops": 200.0,
             "prefill_tok_per_peak_gflop": summary(1.0, 0.01),
             "decode_tok_per_read_gb": summary(per_gb, 0.01 * per_gb),
             "decode_tok_per_peak_gflop": summary(0.3, 0.003),
@@ -452,6 +527,17 @@ mod tests {
         let slow_code = gate(result_row(40.0, 1.2, 0.9));
         assert!(slow_code.regressed, "{}", render(&slow_code));
         assert!(render(&slow_code).contains("decode per GB/s read: slower by 20.0%"));
+
+        // A regression must reproduce: a rerun that is fine clears it, one that is slow too
+        // confirms it.
+        let mut cleared = gate(result_row(40.0, 1.2, 0.9));
+        cleared.confirm(&gate(result_row(50.0, 1.5, 0.9)));
+        assert!(!cleared.regressed, "{}", render(&cleared));
+        assert!(render(&cleared).contains("not confirmed"));
+        let mut confirmed = gate(result_row(40.0, 1.2, 0.9));
+        confirmed.confirm(&gate(result_row(40.0, 1.2, 0.9)));
+        assert!(confirmed.regressed);
+        assert!(render(&confirmed).contains("REGRESSION (confirmed by a rerun"));
 
         // A decode that does not stream weights (in neither report) is judged against the FMA
         // pass instead.

@@ -95,12 +95,16 @@ pub struct Samples {
     pub peak_gflops_before_run: Vec<f64>,
 }
 
-/// A run's rates divided by what the machine delivered just before that run: the read pass's
-/// GB/s and the FMA pass's GFLOP/s (`samples`). A shared machine's speed swings between
-/// minutes; these ratios cancel most of that, so they measure the code. The regression gate
-/// compares them. Mean ± standard deviation over the measured runs.
+/// The rates divided by this run's machine speed: the medians of the read passes (GB/s) and FMA
+/// passes (GFLOP/s) taken beside every measured run of every backend (`samples`). A shared
+/// machine's speed swings between minutes; these ratios cancel most of that, so they measure
+/// the code. The regression gate compares them. Mean ± standard deviation over the runs.
 #[derive(Debug, Clone, Copy, Serialize, serde::Deserialize)]
 pub struct Normalized {
+    /// The median read pass of the run, GB/s.
+    pub machine_read_gb_per_s: f64,
+    /// The median FMA pass of the run, GFLOP/s.
+    pub machine_peak_gflops: f64,
     /// Prefill tok/s per GFLOP/s of the FMA pass.
     pub prefill_tok_per_peak_gflop: Summary,
     /// Decode tok/s per GB/s of the read pass (for a backend whose decode streams weights).
@@ -148,6 +152,10 @@ pub struct BackendResult {
     pub total_ms: f64,
     /// Slowest backend's mean total time divided by this one's (same prompt length).
     pub speedup_vs_slowest: f64,
+    /// The reference backend's total time (prefill + decode) over this one's, at the same
+    /// prompt length: how much faster than the reference (the compact table's "speedup").
+    #[serde(default)]
+    pub speedup_vs_reference: f64,
     pub memory: Memory,
     /// Every run of this backend produced the same tokens (a backend must be deterministic).
     pub runs_agree: bool,
@@ -214,7 +222,7 @@ const HEADERS: [&str; 16] = [
     "% read now",
     "prefill % peak",
     "peak RSS MB",
-    "speedup",
+    "vs slowest",
     "tokens match",
 ];
 
@@ -248,55 +256,6 @@ fn mean_sd_short(s: &Summary) -> String {
         _ => 2,
     };
     mean_sd(s, decimals)
-}
-
-/// Columns aligned with two spaces between them and a rule under the header; a header cell's
-/// `\n` splits it over two lines. Text is left-aligned, numbers right-aligned.
-fn aligned(header: &[&str], rows: &[Vec<String>]) -> String {
-    let head: Vec<(&str, &str)> = header
-        .iter()
-        .map(|h| h.split_once('\n').unwrap_or((h, "")))
-        .collect();
-    let width = |i: usize| {
-        let cells = rows.iter().map(|r| r[i].chars().count());
-        cells
-            .chain([head[i].0.len(), head[i].1.len()])
-            .max()
-            .unwrap_or(0)
-    };
-    let widths: Vec<usize> = (0..header.len()).map(width).collect();
-    let numeric = |i: usize| {
-        rows.iter()
-            .any(|r| r[i].starts_with(|c: char| c.is_ascii_digit()))
-    };
-    let line = |cells: Vec<&str>| {
-        let mut out = String::new();
-        for (i, cell) in cells.iter().enumerate() {
-            let pad = widths[i].saturating_sub(cell.chars().count());
-            if i > 0 {
-                out.push_str("  ");
-            }
-            if numeric(i) {
-                out.push_str(&" ".repeat(pad));
-                out.push_str(cell);
-            } else {
-                out.push_str(cell);
-                out.push_str(&" ".repeat(pad));
-            }
-        }
-        out.trim_end().to_string() + "\n"
-    };
-    let mut out = line(head.iter().map(|h| h.0).collect());
-    if head.iter().any(|h| !h.1.is_empty()) {
-        out.push_str(&line(head.iter().map(|h| h.1).collect()));
-    }
-    let total = widths.iter().sum::<usize>() + 2 * (widths.len() - 1);
-    out.push_str(&"─".repeat(total));
-    out.push('\n');
-    for r in rows {
-        out.push_str(&line(r.iter().map(String::as_str).collect()));
-    }
-    out
 }
 
 /// The threads cell: the count on the CPU, the device otherwise.
@@ -356,56 +315,120 @@ fn row(r: &BackendResult, reference: &str) -> [String; 16] {
     ]
 }
 
-/// The compact table's header and cells: what fits an 80-column terminal. The prompt length
-/// is a column only when several ran.
-fn compact(report: &Report) -> (Vec<&'static str>, Vec<Vec<String>>) {
-    let lengths = report
-        .results
-        .iter()
-        .map(|r| r.prompt_tokens)
-        .collect::<std::collections::BTreeSet<_>>()
-        .len();
-    let mut header = vec!["backend", "threads"];
-    if lengths > 1 {
-        header.push("prompt\ntokens");
-    }
-    header.extend([
-        "TTFT\nms",
-        "prefill\ntok/s",
-        "decode\ntok/s",
-        "p50\nms",
-        "speedup",
-        "tokens\nmatch",
-    ]);
-    let rows = report
-        .results
-        .iter()
-        .map(|r| {
-            let mut cells = vec![r.backend.clone(), threads_cell(r)];
-            if lengths > 1 {
-                cells.push(r.prompt_tokens.to_string());
-            }
-            cells.extend([
-                mean_sd_short(&r.ttft_ms),
-                mean_sd_short(&r.prefill_tok_per_s),
-                r.decode_tok_per_s
-                    .as_ref()
-                    .map_or_else(|| "-".into(), mean_sd_short),
-                r.decode_latency
-                    .map_or_else(|| "-".into(), |l| format!("{:.1}", l.p50_ms)),
-                format!("{:.2}x", r.speedup_vs_slowest),
-                match_cell(r, &report.reference),
-            ]);
-            cells
-        })
-        .collect();
-    (header, rows)
+/// The compact table (the default view), printed a row at a time as each backend finishes, the
+/// way llama-bench prints: so its columns have fixed widths, sized for what the cells hold at
+/// GPT-2's speeds (80 columns for one prompt length); a longer cell pushes the rest of its row
+/// right. Columns: backend, threads, [prompt tokens, when several lengths run], TTFT, prefill,
+/// decode, p50 latency, speedup against the reference, tokens match.
+pub struct RowPrinter {
+    reference: String,
+    several_lengths: bool,
+    backend_width: usize,
 }
 
-/// The compact table (the default view: fits 80 columns for one prompt length).
+/// (first header line, second header line, width); every column but the first and last is
+/// right-aligned.
+type Column = (&'static str, &'static str, usize);
+
+impl RowPrinter {
+    pub fn new(backends: &[String], several_lengths: bool) -> Self {
+        RowPrinter {
+            reference: backends.first().cloned().unwrap_or_default(),
+            several_lengths,
+            backend_width: backends
+                .iter()
+                .map(|b| b.chars().count())
+                .fold(7, usize::max),
+        }
+    }
+
+    fn columns(&self) -> Vec<Column> {
+        let mut columns = vec![("backend", "", self.backend_width), ("threads", "", 7)];
+        if self.several_lengths {
+            columns.push(("prompt", "tokens", 6));
+        }
+        columns.extend([
+            ("TTFT", "ms", 10),
+            ("prefill", "tok/s", 11),
+            ("decode", "tok/s", 10),
+            ("p50", "ms", 5),
+            ("speedup", "vs ref", 7),
+            ("tokens", "match", 9),
+        ]);
+        columns
+    }
+
+    fn line(&self, cells: &[String]) -> String {
+        let columns = self.columns();
+        let last = columns.len() - 1;
+        let mut out = String::new();
+        for (i, (cell, (_, _, width))) in cells.iter().zip(&columns).enumerate() {
+            if i > 0 {
+                out.push_str("  ");
+            }
+            if i == 0 || i == last {
+                out.push_str(&format!("{cell:<width$}"));
+            } else {
+                out.push_str(&format!("{cell:>width$}"));
+            }
+        }
+        out.trim_end().to_string() + "\n"
+    }
+
+    /// The two header lines and the rule under them.
+    pub fn header(&self) -> String {
+        let columns = self.columns();
+        let first: Vec<String> = columns.iter().map(|c| c.0.to_string()).collect();
+        let second: Vec<String> = columns.iter().map(|c| c.1.to_string()).collect();
+        let total = columns.iter().map(|c| c.2).sum::<usize>() + 2 * (columns.len() - 1);
+        format!(
+            "{}{}{}\n",
+            self.line(&first),
+            self.line(&second),
+            "─".repeat(total)
+        )
+    }
+
+    /// One result's row.
+    pub fn row(&self, r: &BackendResult) -> String {
+        let mut cells = vec![r.backend.clone(), threads_cell(r)];
+        if self.several_lengths {
+            cells.push(r.prompt_tokens.to_string());
+        }
+        cells.extend([
+            mean_sd_short(&r.ttft_ms),
+            mean_sd_short(&r.prefill_tok_per_s),
+            r.decode_tok_per_s
+                .as_ref()
+                .map_or_else(|| "-".into(), mean_sd_short),
+            r.decode_latency
+                .map_or_else(|| "-".into(), |l| format!("{:.1}", l.p50_ms)),
+            format!("{:.2}x", r.speedup_vs_reference),
+            match_cell(r, &self.reference),
+        ]);
+        self.line(&cells)
+    }
+}
+
+/// Whether a report ran several prompt lengths (the compact table then shows the length).
+pub fn several_lengths(results: &[BackendResult]) -> bool {
+    results
+        .iter()
+        .any(|r| r.prompt_tokens != results[0].prompt_tokens)
+}
+
+/// The compact table of a finished report.
 fn compact_table(report: &Report) -> String {
-    let (header, rows) = compact(report);
-    aligned(&header, &rows)
+    let backends: Vec<String> = report.results.iter().map(|r| r.backend.clone()).collect();
+    let printer = RowPrinter {
+        reference: report.reference.clone(),
+        ..RowPrinter::new(&backends, several_lengths(&report.results))
+    };
+    let mut out = printer.header();
+    for r in &report.results {
+        out.push_str(&printer.row(r));
+    }
+    out
 }
 
 /// The table with every column (`--wide`, Markdown).
@@ -598,39 +621,54 @@ fn csv_field(s: &str) -> String {
     }
 }
 
+/// The line above the table: the model and the machine.
+pub fn table_heading(model: &str, parameters: u64, machine: &Machine) -> String {
+    format!(
+        "{model} ({:.1}M parameters), {} on {} ({} available)\n",
+        parameters as f64 / 1e6,
+        machine.build_profile,
+        machine.cpu,
+        threads_phrase(machine.logical_cores)
+    )
+}
+
+/// What follows the table: hyperfine's summary, the method, the roofline, notes, the gate, the
+/// generated text.
+pub fn table_footer(report: &Report) -> String {
+    let mut out = String::new();
+    for line in summary_lines(report) {
+        let _ = writeln!(out, "{line}");
+    }
+    let _ = writeln!(out, "{}", method_line(report));
+    if let Some(r) = &report.roofline {
+        let _ = writeln!(out, "{}", roofline_line(r));
+    }
+    for note in &report.notes {
+        let _ = writeln!(out, "Note: {note}.");
+    }
+    if let Some(g) = &report.gate {
+        let _ = write!(out, "{}", crate::gate::render(g));
+    }
+    let _ = writeln!(out, "{}", generated_text(report));
+    out
+}
+
 /// Renders the report in `format`.
 pub fn render(report: &Report, format: Format, wide: bool) -> String {
     let mut out = String::new();
     match format {
         Format::Table => {
-            let _ = writeln!(
-                out,
-                "{} ({:.1}M parameters), {} on {} ({} available)",
-                report.model.name,
-                report.model.parameters as f64 / 1e6,
-                report.machine.build_profile,
-                report.machine.cpu,
-                threads_phrase(report.machine.logical_cores)
-            );
+            out.push_str(&table_heading(
+                report.model.name.as_str(),
+                report.model.parameters,
+                &report.machine,
+            ));
             if wide {
                 let _ = writeln!(out, "{}", table(report, presets::UTF8_FULL_CONDENSED));
             } else {
-                let _ = write!(out, "{}", compact_table(report));
+                out.push_str(&compact_table(report));
             }
-            for line in summary_lines(report) {
-                let _ = writeln!(out, "{line}");
-            }
-            let _ = writeln!(out, "{}", method_line(report));
-            if let Some(r) = &report.roofline {
-                let _ = writeln!(out, "{}", roofline_line(r));
-            }
-            for note in &report.notes {
-                let _ = writeln!(out, "Note: {note}.");
-            }
-            if let Some(g) = &report.gate {
-                let _ = write!(out, "{}", crate::gate::render(g));
-            }
-            let _ = writeln!(out, "{}", generated_text(report));
+            out.push_str(&table_footer(report));
         }
         Format::Md => {
             let _ = writeln!(out, "{}\n", table(report, presets::ASCII_MARKDOWN));
