@@ -348,10 +348,10 @@ impl RowPrinter {
             columns.push(("prompt", "tokens", 6));
         }
         columns.extend([
-            ("TTFT", "ms", 10),
+            ("TTFT", "ms", 11),
             ("prefill", "tok/s", 11),
             ("decode", "tok/s", 10),
-            ("p50", "ms", 5),
+            ("p50", "ms", 4),
             ("speedup", "vs ref", 7),
             ("tokens", "match", 9),
         ]);
@@ -401,8 +401,13 @@ impl RowPrinter {
             r.decode_tok_per_s
                 .as_ref()
                 .map_or_else(|| "-".into(), mean_sd_short),
-            r.decode_latency
-                .map_or_else(|| "-".into(), |l| format!("{:.1}", l.p50_ms)),
+            r.decode_latency.map_or_else(
+                || "-".into(),
+                |l| match l.p50_ms {
+                    ms if ms >= 100.0 => format!("{ms:.0}"),
+                    ms => format!("{ms:.1}"),
+                },
+            ),
             format!("{:.2}x", r.speedup_vs_reference),
             match_cell(r, &self.reference),
         ]);
