@@ -10,9 +10,8 @@
 //! `cargo bench -p gpt2-backends --bench kernels`
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use gpt2_backends::kernels::team::Team;
 use gpt2_backends::kernels::{Compute, Kernels, MatRef};
-use gpt2_backends::simd::decode::team_matvec;
+use gpt2_backends::simd::decode::TeamProduct;
 use ndarray::{Array2, ArrayView2};
 
 /// Total bytes of matrix copies a matrix-vector benchmark cycles through (L3 here is 32 MiB).
@@ -41,17 +40,15 @@ fn matvec(c: &mut Criterion) {
         group.throughput(Throughput::Elements((2 * k * n) as u64));
         let id = format!("{k}x{n}");
         // The path a decode step takes: the pool's threads as one team claim blocks of weight
-        // rows into partial sums, which are then added in block order (`team_matvec` runs the
+        // rows into partial sums, which are then added in block order (`TeamProduct` runs the
         // decode step's product operation).
-        let mut team = Team::new(threads(), 1);
-        let (_, parts) = compute.matvec_split(k);
-        let mut partials = vec![0.0f32; parts * n];
+        let mut product = TeamProduct::new(&compute, k, n);
         let mut i = 0;
         group.bench_function(BenchmarkId::new("simd", &id), |b| {
             b.iter(|| {
                 i = (i + 1) % copies;
                 let w = MatRef::new(&mats[i], k, n);
-                team_matvec(&compute, &mut team, &mut out, &x, w, &bias, &mut partials);
+                product.run(&compute, &mut out, &x, w, &bias);
             })
         });
         let xa = Array2::from_shape_vec((1, k), x.clone()).expect("shape");

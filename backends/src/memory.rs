@@ -8,6 +8,7 @@
 //! beyond the machine's physical memory with an error that says how much was needed and for what.
 
 use crate::engine::EngineError;
+use gpt2_weights::hint::human_bytes;
 
 /// Bytes of `dims` f32 values, `None` if the product overflows.
 pub fn f32_bytes(dims: &[usize]) -> Option<u64> {
@@ -35,18 +36,6 @@ pub fn physical_memory_bytes() -> Option<u64> {
         }
         None
     })
-}
-
-/// Formats bytes for people: `1.10 TB`, `512.0 MB`.
-pub fn human_bytes(bytes: u64) -> String {
-    let b = bytes as f64;
-    if b >= 1e12 {
-        format!("{:.2} TB", b / 1e12)
-    } else if b >= 1e9 {
-        format!("{:.2} GB", b / 1e9)
-    } else {
-        format!("{:.1} MB", b / 1e6)
-    }
 }
 
 /// One buffer: what it is for (with its shape), and its bytes (`None`: the product overflowed).

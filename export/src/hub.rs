@@ -439,7 +439,9 @@ impl Hub {
         let blob = blobs.join(&etag);
         if !blob.is_file() {
             if !self.quiet {
-                let size = expected_len.map_or(String::new(), |n| format!(" ({})", human_bytes(n)));
+                let size = expected_len.map_or(String::new(), |n| {
+                    format!(" ({})", gpt2_weights::hint::human_bytes(n))
+                });
                 crate::cli::stderr(&format!("downloading {}/{file}{size}\n", self.repo_id));
             }
             let body = response.into_body().into_reader();
@@ -607,15 +609,6 @@ fn is_commit_hash(s: &str) -> bool {
 
 fn is_sha256(s: &str) -> bool {
     is_hex(s, 64)
-}
-
-fn human_bytes(n: u64) -> String {
-    match n {
-        n if n >= 1 << 30 => format!("{:.1} GiB", n as f64 / (1u64 << 30) as f64),
-        n if n >= 1 << 20 => format!("{:.1} MiB", n as f64 / (1u64 << 20) as f64),
-        n if n >= 1 << 10 => format!("{:.1} KiB", n as f64 / 1024.0),
-        n => format!("{n} B"),
-    }
 }
 
 #[cfg(test)]

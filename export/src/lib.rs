@@ -46,6 +46,27 @@ pub fn progress_bar(quiet: bool, template: &str, total: u64) -> indicatif::Progr
     bar
 }
 
+/// A progress bar over the tensors of an export, showing `message`, and the callback the
+/// exporters take (`&|done, total| ...`) to advance it: `bar.on_tensor()`.
+pub fn tensor_progress(quiet: bool, message: &str) -> TensorProgress {
+    let bar = progress_bar(quiet, "{msg} [{bar:30}] {pos}/{len} tensors ({elapsed})", 0);
+    bar.set_message(message.to_string());
+    TensorProgress(bar)
+}
+
+/// See [`tensor_progress`].
+pub struct TensorProgress(pub indicatif::ProgressBar);
+
+impl TensorProgress {
+    /// The exporters' progress callback: `done` of `total` tensors written.
+    pub fn on_tensor(&self) -> impl Fn(usize, usize) + '_ {
+        |done, total| {
+            self.0.set_length(total as u64);
+            self.0.set_position(done as u64);
+        }
+    }
+}
+
 /// Where exported files go by default: `$GPT2_BENCH_WEIGHTS_DIR`, else `weights/` under the
 /// current directory (the `weights/` crate directory when run from the repository root, where
 /// `*.bin` is git-ignored).

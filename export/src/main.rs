@@ -87,20 +87,13 @@ fn run(parsed: Cli) -> anyhow::Result<u8> {
         return Ok(if ok { cli::EXIT_OK } else { cli::EXIT_INPUT });
     }
     let args = parsed.export;
-    let bar = gpt2_export::progress_bar(
-        args.quiet,
-        "{msg} [{bar:30}] {pos}/{len} tensors ({elapsed})",
-        0,
-    );
-    let on_tensor = |done: usize, total: usize| {
-        bar.set_length(total as u64);
-        bar.set_position(done as u64);
-    };
+    let bar = gpt2_export::tensor_progress(args.quiet, "");
+    let on_tensor = bar.on_tensor();
     let start = Instant::now();
     let (written, what) = if let Some(size) = args.synthetic {
         let out = args.out.unwrap_or_else(|| size.default_path(args.seed));
         ensure_default_dir(&out)?;
-        bar.set_message(format!("synthetic {}", size.name()));
+        bar.0.set_message(format!("synthetic {}", size.name()));
         let p = synthetic::export_synthetic(size, args.seed, &out, &on_tensor)?;
         (p, format!("synthetic {} (seed {})", size.name(), args.seed))
     } else if let Some(source) = args.from {
@@ -108,7 +101,7 @@ fn run(parsed: Cli) -> anyhow::Result<u8> {
             .out
             .unwrap_or_else(|| gpt2_export::default_out_for_source(&source));
         ensure_default_dir(&out)?;
-        bar.set_message(source.clone());
+        bar.0.set_message(source.clone());
         let p = export_from(
             &source,
             args.revision.as_deref(),
@@ -122,7 +115,7 @@ fn run(parsed: Cli) -> anyhow::Result<u8> {
             "nothing to do: give --from DIR_OR_REPO, --synthetic SIZE, or `inspect FILE` (see --help)"
         );
     };
-    bar.finish_and_clear();
+    bar.0.finish_and_clear();
     let f = WeightFile::open(&written).context("re-opening the file just written")?;
     cli::stdout(&format!(
         "wrote {} from {what}: {:.1}M parameters, {:.1} MB, in {:.1} s\n",

@@ -228,14 +228,7 @@ fn run_compare(
         }
         let again_plan = compare::Plan {
             backends: &suspects,
-            prompt: plan.prompt,
-            lengths: plan.lengths.clone(),
-            new_tokens: plan.new_tokens.clone(),
-            runs: plan.runs,
-            warmup: plan.warmup,
-            options: plan.options,
-            sampling: plan.sampling,
-            quiet: plan.quiet,
+            ..plan.clone()
         };
         let (again, _) = compare::run(
             &again_plan,

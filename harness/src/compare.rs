@@ -31,6 +31,7 @@ use crate::sampling::SamplingOptions;
 use crate::stats::{Summary, outliers, percentile};
 
 /// What `--compare` runs.
+#[derive(Clone)]
 pub struct Plan<'a> {
     pub backends: &'a [String],
     /// The longest prompt; each case runs its first `lengths[i]` tokens.

@@ -27,17 +27,9 @@ pub fn resolve(explicit: Option<&Path>, quiet: bool) -> anyhow::Result<PathBuf> 
         return Ok(real);
     }
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let bar = gpt2_export::progress_bar(
-        quiet,
-        "exporting GPT-2 small [{bar:30}] {pos}/{len} tensors ({elapsed})",
-        0,
-    );
-    let on_tensor = |done: usize, total: usize| {
-        bar.set_length(total as u64);
-        bar.set_position(done as u64);
-    };
-    let exported = gpt2_export::export_from(DEFAULT_HUB_REPO, None, &real, quiet, &on_tensor);
-    bar.finish_and_clear();
+    let bar = gpt2_export::tensor_progress(quiet, "exporting GPT-2 small");
+    let exported = gpt2_export::export_from(DEFAULT_HUB_REPO, None, &real, quiet, &bar.on_tensor());
+    bar.0.finish_and_clear();
     match exported {
         Ok(p) => {
             gpt2_export::cli::stderr(&format!(
@@ -57,22 +49,14 @@ pub fn resolve(explicit: Option<&Path>, quiet: bool) -> anyhow::Result<PathBuf> 
             ));
             if !synthetic.is_file() {
                 // About half a gigabyte of random weights: a few seconds, shown as it goes.
-                let bar = gpt2_export::progress_bar(
-                    quiet,
-                    "creating synthetic GPT-2 small [{bar:30}] {pos}/{len} tensors ({elapsed})",
-                    0,
-                );
-                let on_tensor = |done: usize, total: usize| {
-                    bar.set_length(total as u64);
-                    bar.set_position(done as u64);
-                };
+                let bar = gpt2_export::tensor_progress(quiet, "creating synthetic GPT-2 small");
                 gpt2_export::synthetic::export_synthetic(
                     SyntheticSize::Gpt2,
                     0,
                     &synthetic,
-                    &on_tensor,
+                    &bar.on_tensor(),
                 )?;
-                bar.finish_and_clear();
+                bar.0.finish_and_clear();
             }
             Ok(synthetic)
         }

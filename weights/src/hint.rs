@@ -1,4 +1,5 @@
-//! Commands named in error messages, spelled so that they work from where the user is.
+//! Text for people in messages: commands spelled so that they work from where the user is, and
+//! sizes.
 //!
 //! An error that says "create one with `gpt2-export --synthetic gpt2`" is no help to a user who
 //! built the project with `cargo run` and has no `gpt2-export` on `PATH`. [`export_command`]
@@ -40,5 +41,21 @@ fn is_program(p: &Path) -> bool {
     #[cfg(not(unix))]
     {
         p.is_file()
+    }
+}
+
+/// Formats bytes for people: `1.10 TB`, `512.0 MB`, `12.3 KB`, `827 B`.
+pub fn human_bytes(bytes: u64) -> String {
+    let b = bytes as f64;
+    if b >= 1e12 {
+        format!("{:.2} TB", b / 1e12)
+    } else if b >= 1e9 {
+        format!("{:.2} GB", b / 1e9)
+    } else if b >= 1e6 {
+        format!("{:.1} MB", b / 1e6)
+    } else if b >= 1e3 {
+        format!("{:.1} KB", b / 1e3)
+    } else {
+        format!("{bytes} B")
     }
 }

@@ -104,7 +104,7 @@ pub fn schedule<'w>(w: &Gpt2Weights<'w>, compute: &Compute) -> Vec<DecodeOp<'w>>
         charge,
     };
     let matvec = |input, w: &'w [f32], bias, n, charge| {
-        let w = MatRef::new(w, bias_rows(input, c, h), n);
+        let w = MatRef::new(w, input_width(input, c, h), n);
         let blocks = Split::Blocks(compute.matvec_split(w.rows()).1);
         op(Kind::MatVec { input, w, bias }, blocks, charge)
     };
@@ -153,8 +153,8 @@ pub fn schedule<'w>(w: &Gpt2Weights<'w>, compute: &Compute) -> Vec<DecodeOp<'w>>
     ops
 }
 
-/// Rows of a product's weight: the width of its input.
-fn bias_rows(input: Input, c: usize, h: usize) -> usize {
+/// The width of a product's input: the rows of its weight.
+fn input_width(input: Input, c: usize, h: usize) -> usize {
     match input {
         Input::Ln | Input::Att => c,
         Input::Fc => h,
@@ -298,66 +298,87 @@ impl Step<'_> {
 }
 
 /// `out = x @ w + bias` the way a decode step computes it: the weight's row blocks claimed by
-/// a team of every thread of `compute`'s pool, the partials summed in block order. For the
-/// criterion benchmarks, so that they time the path decode takes. `partials` holds
-/// (parts, N) values, `team` at least one operation.
-pub fn team_matvec(
-    compute: &Compute,
-    team: &mut Team,
-    out: &mut [f32],
-    x: &[f32],
-    w: MatRef<'_>,
-    bias: &[f32],
-    partials: &mut [f32],
-) {
-    let (k, n, threads) = (w.rows(), w.cols(), compute.threads());
-    let product = DecodeOp {
-        kind: Kind::MatVec {
-            input: Input::Ln,
-            w,
-            bias,
-        },
-        split: Split::Blocks(compute.matvec_split(k).1),
-        charge: Op::MlpUp,
-    };
-    // Every thread's `ln` row is `x`.
-    let mut ln: Vec<f32> = std::iter::repeat_n(x, threads).flatten().copied().collect();
-    // Only n_embd (the width of an `ln` row) matters to a product.
-    let config = Config {
-        n_layer: 1,
-        n_head: 1,
-        n_embd: k as u32,
-        vocab_size: 0,
-        n_ctx: 1,
-        mlp_hidden: k as u32,
-        layer_norm_eps: 1e-5,
-        tied_output: true,
-    };
-    team.reset_for(threads);
-    {
-        let empty = || Shared::new(&mut []);
-        let step = Step {
-            compute,
-            config: &config,
-            pos: 0,
-            bufs: Buffers {
-                x: empty(),
-                ln: Shared::new(&mut ln),
-                qkv: empty(),
-                att: empty(),
-                fc: empty(),
-                partials: Shared::new(partials),
-                scores: empty(),
-                k_cache: empty(),
-                v_cache: empty(),
-                logits: empty(),
+/// a team of every thread of the pool, the partials summed in block order. For the criterion
+/// benchmarks, so that they time the path decode takes; the buffers are made once, so a call
+/// allocates nothing.
+pub struct TeamProduct {
+    team: Team,
+    /// (threads, K): every thread's input row, as a decode step's layer norm leaves it.
+    ln: Vec<f32>,
+    /// (parts, N)
+    partials: Vec<f32>,
+    /// Only `n_embd` (the width of an `ln` row) matters to a product.
+    config: Config,
+}
+
+impl TeamProduct {
+    /// For products of a (k, n) weight on `compute`'s pool.
+    pub fn new(compute: &Compute, k: usize, n: usize) -> Self {
+        TeamProduct {
+            team: Team::new(compute.threads(), 1),
+            ln: vec![0.0; compute.threads() * k],
+            partials: vec![0.0; compute.matvec_split(k).1 * n],
+            config: Config {
+                n_layer: 1,
+                n_head: 1,
+                n_embd: k as u32,
+                vocab_size: 0,
+                n_ctx: 1,
+                mlp_hidden: k as u32,
+                layer_norm_eps: 1e-5,
+                tied_output: true,
             },
-        };
-        let team = &*team;
-        compute.pool().broadcast(|ctx| {
-            let me = ctx.index();
-            team.run(me, &[product], |op, i| step.work(op, i, me), |_| {});
-        });
+        }
     }
-    compute.sum_partials(out, partials, k, n, 0);
+
+    /// `out (N) = x (K) @ w (K, N) + bias`.
+    pub fn run(
+        &mut self,
+        compute: &Compute,
+        out: &mut [f32],
+        x: &[f32],
+        w: MatRef<'_>,
+        bias: &[f32],
+    ) {
+        let (k, n) = (w.rows(), w.cols());
+        let product = DecodeOp {
+            kind: Kind::MatVec {
+                input: Input::Ln,
+                w,
+                bias,
+            },
+            split: Split::Blocks(compute.matvec_split(k).1),
+            charge: Op::MlpUp,
+        };
+        for row in self.ln.chunks_exact_mut(k) {
+            row.copy_from_slice(x);
+        }
+        self.team.reset_for(compute.threads());
+        {
+            let empty = || Shared::new(&mut []);
+            let step = Step {
+                compute,
+                config: &self.config,
+                pos: 0,
+                bufs: Buffers {
+                    x: empty(),
+                    ln: Shared::new(&mut self.ln),
+                    qkv: empty(),
+                    att: empty(),
+                    fc: empty(),
+                    partials: Shared::new(&mut self.partials),
+                    scores: empty(),
+                    k_cache: empty(),
+                    v_cache: empty(),
+                    logits: empty(),
+                },
+            };
+            let team = &self.team;
+            compute.pool().broadcast(|ctx| {
+                let me = ctx.index();
+                team.run(me, &[product], |op, i| step.work(op, i, me), |_| {});
+            });
+        }
+        compute.sum_partials(out, &self.partials, k, n, 0);
+    }
 }
