@@ -51,7 +51,7 @@ export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER=qemu-aarch64
 export CARGO_TARGET_DIR=target/aarch64
 cargo=(/usr/bin/cargo)
 args=(--locked -p gpt2-backends --no-default-features --target "$target" --release)
-tests=(--lib --test equivalence --test golden)
+tests=(--lib --test equivalence --test golden --test dtypes)
 
 echo "== aarch64: $(/usr/bin/rustc --version), $(qemu-aarch64 --version | head -n 1)"
 echo "== aarch64 clippy (backends, no candle)"

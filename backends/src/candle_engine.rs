@@ -31,6 +31,7 @@ use candle_core::{D, DType, Device, Tensor};
 use gpt2_weights::{Config, Gpt2Weights};
 use rayon::prelude::*;
 
+use crate::dequant::F32Matrices;
 use crate::engine::{DeviceChoice, Engine, EngineError, EngineInfo, check_prompt, check_step};
 use crate::memory::{Budget, check_forward};
 use crate::profile::{Op, OpTimes, Profiler};
@@ -93,6 +94,7 @@ pub struct CandleEngine {
     ln_f_b: Tensor,  // (C)
     layers: Vec<LayerTensors>,
     copied_bytes: u64,
+    dtype: String,
     kv_bytes: u64,
     pos: usize,
     logits: Vec<f32>, // (V) last position's logits, copied back from the device
@@ -128,6 +130,9 @@ impl CandleEngine {
                 );
             budget.check()?;
         }
+        // Reduced-precision matrices become f32 first (candle's own f16 and quantized matrix
+        // products sum in other orders and precisions, which would break token-exactness).
+        let m = F32Matrices::new(w, "candle")?;
         let mut copied_bytes = 0u64;
         let mut load = |data: &[f32], shape: &[usize]| -> Result<Tensor, EngineError> {
             copied_bytes += std::mem::size_of_val(data) as u64;
@@ -135,29 +140,28 @@ impl CandleEngine {
                 backend_error(format!("cannot copy a {shape:?} weight into candle: {e}"))
             })
         };
-        let wte = load(w.wte, &[cfg.vocab_size as usize, c])?;
+        let wte = load(&m.wte, &[cfg.vocab_size as usize, c])?;
         let wpe = load(w.wpe, &[n_ctx, c])?;
-        let lm_head = if std::ptr::eq(w.lm_head, w.wte) {
-            wte.clone()
-        } else {
-            load(w.lm_head, &[cfg.vocab_size as usize, c])?
+        let lm_head = match &m.lm_head {
+            None => wte.clone(),
+            Some(lm_head) => load(lm_head, &[cfg.vocab_size as usize, c])?,
         };
         let ln_f_w = load(w.ln_f_w, &[c])?;
         let ln_f_b = load(w.ln_f_b, &[c])?;
         let mut layers = Vec::with_capacity(w.layers.len());
-        for l in &w.layers {
+        for (l, ml) in w.layers.iter().zip(&m.layers) {
             layers.push(LayerTensors {
                 ln_1_w: load(l.ln_1_w, &[c])?,
                 ln_1_b: load(l.ln_1_b, &[c])?,
-                qkv_w: load(l.qkv_w, &[c, 3 * c])?,
+                qkv_w: load(&ml.qkv_w, &[c, 3 * c])?,
                 qkv_b: load(l.qkv_b, &[3 * c])?,
-                attn_proj_w: load(l.attn_proj_w, &[c, c])?,
+                attn_proj_w: load(&ml.attn_proj_w, &[c, c])?,
                 attn_proj_b: load(l.attn_proj_b, &[c])?,
                 ln_2_w: load(l.ln_2_w, &[c])?,
                 ln_2_b: load(l.ln_2_b, &[c])?,
-                fc_w: load(l.fc_w, &[c, h])?,
+                fc_w: load(&ml.fc_w, &[c, h])?,
                 fc_b: load(l.fc_b, &[h])?,
-                fc_proj_w: load(l.fc_proj_w, &[h, c])?,
+                fc_proj_w: load(&ml.fc_proj_w, &[h, c])?,
                 fc_proj_b: load(l.fc_proj_b, &[c])?,
                 k_cache: Tensor::zeros((n_head, n_ctx, c / n_head), DType::F32, &device)
                     .map_err(backend_error)?,
@@ -178,6 +182,7 @@ impl CandleEngine {
             ln_f_b,
             layers,
             copied_bytes,
+            dtype: w.dtype_label(),
             kv_bytes,
             pos: 0,
             logits: vec![0.0; cfg.vocab_size as usize],
@@ -372,7 +377,7 @@ impl Engine for CandleEngine {
         EngineInfo {
             kv_cache: true,
             threads: self.threads(),
-            dtype: "f32",
+            dtype: self.dtype.clone(),
             kv_cache_bytes: self.kv_bytes,
             weights_copied_bytes: self.copied_bytes,
             scratch_bytes: None,

@@ -55,8 +55,9 @@ pub struct EngineInfo {
     pub kv_cache: bool,
     /// Threads the backend actually computes with.
     pub threads: usize,
-    /// Element type of weights and activations.
-    pub dtype: &'static str,
+    /// Element type of the weight matrices (`f32`, `f16`, `bf16`, `q8_0`, or `q8_0+f16` for a
+    /// file that mixes them); activations are f32 in every backend.
+    pub dtype: String,
     /// Bytes of KV cache allocated (0 without a cache).
     pub kv_cache_bytes: u64,
     /// Bytes of weights copied out of the mapped file at start-up (0 for backends that compute

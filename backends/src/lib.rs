@@ -19,6 +19,7 @@
 
 #[cfg(feature = "candle")]
 pub mod candle_engine;
+pub mod dequant;
 pub mod engine;
 pub mod kernels;
 pub mod memory;

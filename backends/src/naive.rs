@@ -8,12 +8,16 @@
 //! Shapes are written `(T, C)`: T positions, C = n_embd channels, NH heads of size
 //! D = C / NH, H = MLP width (4C), V = vocabulary size. All buffers are row-major.
 //!
+//! Weights may be f32, f16, bf16 or q8_0 (`gpt2_weights::dtype` defines what each stored value
+//! is): the loops read each weight as its f32 value, through `Values::get` for single values and
+//! `Values::dequantize_into` for a row, and compute in f32 as they do for an f32 file.
+//!
 //! There is no KV cache: every step recomputes all T positions (the "History" of the engine),
 //! which is what `simd-kv` exists to avoid. It is still not needlessly slow: the matmul loops run
 //! in the order that reads the weights row by row (which the compiler vectorises), and the output
 //! layer, the largest matrix in the model, is applied to the last position only.
 
-use gpt2_weights::{Config, Gpt2Weights, LayerWeights};
+use gpt2_weights::{Config, Gpt2Weights, LayerWeights, Linear, Matrix};
 
 use crate::engine::{Engine, EngineError, EngineInfo, History};
 use crate::memory::check_forward;
@@ -21,15 +25,14 @@ use crate::profile::{Op, OpTimes, PhaseClock, Profiler};
 
 /// Token embedding plus learned position embedding (GPT-2 has no rotary embeddings).
 ///
-/// `out (T, C)`, `tokens (T)`, `wte (V, C)`, `wpe (n_ctx, C)`:
+/// `out (T, C)`, `tokens (T)`, `wte (V, C)` in any dtype, `wpe (n_ctx, C)`:
 /// `out[t] = wte[tokens[t]] + wpe[t]`.
-pub fn embedding_forward(out: &mut [f32], tokens: &[u32], wte: &[f32], wpe: &[f32], c: usize) {
+pub fn embedding_forward(out: &mut [f32], tokens: &[u32], wte: Matrix<'_>, wpe: &[f32], c: usize) {
     for (t, &token) in tokens.iter().enumerate() {
-        let token_row = &wte[token as usize * c..(token as usize + 1) * c];
         let pos_row = &wpe[t * c..(t + 1) * c];
         let out_row = &mut out[t * c..(t + 1) * c];
         for i in 0..c {
-            out_row[i] = token_row[i] + pos_row[i];
+            out_row[i] = wte.get(token as usize, i) + pos_row[i];
         }
     }
 }
@@ -59,28 +62,48 @@ pub fn layernorm_forward(
 
 /// Matrix product plus bias, the triple loop: `out = inp @ weight + bias`.
 ///
-/// `out (T, N)`, `inp (T, K)`, `weight (K, N)` (the `[in, out]` layout of the weight file),
-/// `bias (N)`. The loops run t, then k, then n: the innermost loop walks one row of the weight
-/// and one row of the output contiguously, so the compiler turns it into SIMD code. The
-/// textbook order (t, n, k: a dot product per output) would stride through the weight by N
-/// floats per step and run 20-40x slower.
-pub fn matmul_forward(
-    out: &mut [f32],
-    inp: &[f32],
-    weight: &[f32],
-    bias: &[f32],
-    k: usize,
-    n: usize,
-) {
+/// `out (T, N)`, `inp (T, K)`, `weight` K inputs to N outputs, `bias (N)`. The weight is stored
+/// `[in, out]` in f32 and `[out, in]` in the other dtypes (see `gpt2_weights::Role`), and the
+/// loops follow the layout, so that the innermost loop always walks memory contiguously:
+///
+/// - `(K, N)` f32: t, then k, then n. The innermost loop walks one row of the weight and one row
+///   of the output, so the compiler turns it into SIMD code. The textbook order (t, n, k: a dot
+///   product per output) would stride through the weight by N floats per step and run 20-40x
+///   slower.
+/// - `(N, K)` in any dtype: n, then t, then k. Row n of the weight is output n's dot product; it
+///   is converted to f32 once (`dequantize_into`) and dotted with every position's input.
+pub fn matmul_forward(out: &mut [f32], inp: &[f32], weight: Linear<'_>, bias: &[f32]) {
+    let (k, n) = (weight.in_features(), weight.out_features());
     let t_len = inp.len() / k;
-    for t in 0..t_len {
-        let out_row = &mut out[t * n..(t + 1) * n];
-        out_row.copy_from_slice(bias);
-        for kk in 0..k {
-            let a = inp[t * k + kk];
-            let w_row = &weight[kk * n..(kk + 1) * n];
+    match weight {
+        Linear::InOut(w) => {
+            let gpt2_weights::Values::F32(weight) = w.values() else {
+                unreachable!("an [in, out] weight is f32 (gpt2_weights::Role)")
+            };
+            for t in 0..t_len {
+                let out_row = &mut out[t * n..(t + 1) * n];
+                out_row.copy_from_slice(bias);
+                for kk in 0..k {
+                    let a = inp[t * k + kk];
+                    let w_row = &weight[kk * n..(kk + 1) * n];
+                    for j in 0..n {
+                        out_row[j] += a * w_row[j];
+                    }
+                }
+            }
+        }
+        Linear::OutIn(w) => {
+            let mut w_row = vec![0.0f32; k];
             for j in 0..n {
-                out_row[j] += a * w_row[j];
+                w.row(j).dequantize_into(&mut w_row);
+                for t in 0..t_len {
+                    let in_row = &inp[t * k..(t + 1) * k];
+                    let mut dot = 0.0f32;
+                    for i in 0..k {
+                        dot += in_row[i] * w_row[i];
+                    }
+                    out[t * n + j] = bias[j] + dot;
+                }
             }
         }
     }
@@ -158,9 +181,12 @@ pub fn residual_forward(x: &mut [f32], delta: &[f32]) {
 /// (in GPT-2 the token embedding itself, "tied"). One dot product per vocabulary entry; at
 /// 50257 x 768 this is the largest matrix in GPT-2 small, so it is applied only to the position
 /// whose next token we want.
-pub fn logits_forward(logits: &mut [f32], x: &[f32], lm_head: &[f32], c: usize) {
+///
+/// `lm_head` may be in any dtype: each row is converted to f32 (`dequantize_into`) first.
+pub fn logits_forward(logits: &mut [f32], x: &[f32], lm_head: Matrix<'_>, c: usize) {
+    let mut row = vec![0.0f32; c];
     for (v, logit) in logits.iter_mut().enumerate() {
-        let row = &lm_head[v * c..(v + 1) * c];
+        lm_head.row(v).dequantize_into(&mut row);
         let mut dot = 0.0f32;
         for i in 0..c {
             dot += x[i] * row[i];
@@ -215,29 +241,25 @@ fn block_forward(
     cfg: &Config,
     t_len: usize,
 ) {
-    let (c, h, n_head) = (
-        cfg.n_embd as usize,
-        cfg.mlp_hidden as usize,
-        cfg.n_head as usize,
-    );
+    let (c, n_head) = (cfg.n_embd as usize, cfg.n_head as usize);
     let eps = cfg.layer_norm_eps;
     layernorm_forward(&mut a.ln, &a.x, l.ln_1_w, l.ln_1_b, c, eps);
     clock.mark(Op::LayerNorm);
-    matmul_forward(&mut a.qkv, &a.ln, l.qkv_w, l.qkv_b, c, 3 * c);
+    matmul_forward(&mut a.qkv, &a.ln, l.qkv_w, l.qkv_b);
     clock.mark(Op::QkvProjection);
     attention_forward(&mut a.att, &a.qkv, &mut a.scores, t_len, c, n_head);
     clock.mark(Op::Attention);
-    matmul_forward(&mut a.proj, &a.att, l.attn_proj_w, l.attn_proj_b, c, c);
+    matmul_forward(&mut a.proj, &a.att, l.attn_proj_w, l.attn_proj_b);
     clock.mark(Op::OutputProjection);
     residual_forward(&mut a.x, &a.proj);
     clock.mark(Op::Residual);
     layernorm_forward(&mut a.ln, &a.x, l.ln_2_w, l.ln_2_b, c, eps);
     clock.mark(Op::LayerNorm);
-    matmul_forward(&mut a.fc, &a.ln, l.fc_w, l.fc_b, c, h);
+    matmul_forward(&mut a.fc, &a.ln, l.fc_w, l.fc_b);
     clock.mark(Op::MlpUp);
     gelu_forward(&mut a.fc);
     clock.mark(Op::Gelu);
-    matmul_forward(&mut a.proj, &a.fc, l.fc_proj_w, l.fc_proj_b, h, c);
+    matmul_forward(&mut a.proj, &a.fc, l.fc_proj_w, l.fc_proj_b);
     clock.mark(Op::MlpDown);
     residual_forward(&mut a.x, &a.proj);
     clock.mark(Op::Residual);
@@ -286,7 +308,7 @@ impl Engine for NaiveEngine<'_> {
         EngineInfo {
             kv_cache: false,
             threads: 1,
-            dtype: "f32",
+            dtype: self.w.dtype_label(),
             kv_cache_bytes: 0,
             weights_copied_bytes: 0,
             scratch_bytes: None,
@@ -348,7 +370,17 @@ mod tests {
         let w = [1.0, 0.0, 0.0, 1.0, 1.0, 1.0];
         let b = [0.5, -0.5];
         let mut out = [0.0; 4];
-        matmul_forward(&mut out, &inp, &w, &b, 3, 2);
+        let in_out = Matrix::new(gpt2_weights::Values::F32(&w), 3, 2);
+        matmul_forward(&mut out, &inp, Linear::InOut(in_out), &b);
+        assert_eq!(out, [4.5, 4.5, 1.5, 2.0]);
+        // The same weight stored (out, in), in f16 (every value here is exact in f16).
+        let out_in: Vec<u16> = gpt2_weights::dtype::transpose(&w, 3, 2)
+            .iter()
+            .map(|&v| half::f16::from_f32(v).to_bits())
+            .collect();
+        let out_in = Matrix::new(gpt2_weights::Values::F16(&out_in), 2, 3);
+        let mut out = [0.0; 4];
+        matmul_forward(&mut out, &inp, Linear::OutIn(out_in), &b);
         assert_eq!(out, [4.5, 4.5, 1.5, 2.0]);
     }
 

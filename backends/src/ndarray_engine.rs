@@ -4,14 +4,20 @@
 //! matrixmultiply crate (packed, cache-blocked GEMM kernels, threaded; `MATMUL_NUM_THREADS`
 //! sets the thread count, which the harness sets from `--threads`). Attention is written per head
 //! as two matrix products, `softmax(Q K^T / sqrt(D)) V`, instead of loops over positions.
-//! Weights are zero-copy `ArrayView`s of the mapped file.
+//! Weights are zero-copy `ArrayView`s of the mapped file in an f32 file; in f16, bf16 or q8_0
+//! the matrices are converted to f32 once at load ([`crate::dequant`], reported as copied bytes),
+//! since matrixmultiply multiplies f32 only.
 //!
 //! Like `naive` it has no KV cache: every step recomputes all T positions. matrixmultiply shines
 //! on the (T, C) x (C, N) products of a long context and does poorly on a single row (it packs
 //! the whole weight matrix on every call), so its advantage over `naive` grows with T.
 
+use std::borrow::Cow;
+
 use gpt2_weights::{Config, Gpt2Weights, LayerWeights};
-use ndarray::{Array1, Array2, ArrayView1, ArrayView2, Axis, s};
+use ndarray::{Array1, Array2, ArrayView1, ArrayView2, Axis, CowArray, Ix2, s};
+
+use crate::dequant::{F32Layer, F32Matrices};
 
 use crate::engine::{Engine, EngineError, EngineInfo, History};
 use crate::memory::check_forward;
@@ -22,18 +28,18 @@ pub const MAX_MATMUL_THREADS: usize = 4;
 
 /// One block's weights as array views. C = n_embd, H = MLP width.
 struct LayerViews<'w> {
-    ln_1_w: ArrayView1<'w, f32>,      // (C)
-    ln_1_b: ArrayView1<'w, f32>,      // (C)
-    qkv_w: ArrayView2<'w, f32>,       // (C, 3C)
-    qkv_b: ArrayView1<'w, f32>,       // (3C)
-    attn_proj_w: ArrayView2<'w, f32>, // (C, C)
-    attn_proj_b: ArrayView1<'w, f32>, // (C)
-    ln_2_w: ArrayView1<'w, f32>,      // (C)
-    ln_2_b: ArrayView1<'w, f32>,      // (C)
-    fc_w: ArrayView2<'w, f32>,        // (C, H)
-    fc_b: ArrayView1<'w, f32>,        // (H)
-    fc_proj_w: ArrayView2<'w, f32>,   // (H, C)
-    fc_proj_b: ArrayView1<'w, f32>,   // (C)
+    ln_1_w: ArrayView1<'w, f32>,         // (C)
+    ln_1_b: ArrayView1<'w, f32>,         // (C)
+    qkv_w: CowArray<'w, f32, Ix2>,       // (C, 3C)
+    qkv_b: ArrayView1<'w, f32>,          // (3C)
+    attn_proj_w: CowArray<'w, f32, Ix2>, // (C, C)
+    attn_proj_b: ArrayView1<'w, f32>,    // (C)
+    ln_2_w: ArrayView1<'w, f32>,         // (C)
+    ln_2_b: ArrayView1<'w, f32>,         // (C)
+    fc_w: CowArray<'w, f32, Ix2>,        // (C, H)
+    fc_b: ArrayView1<'w, f32>,           // (H)
+    fc_proj_w: CowArray<'w, f32, Ix2>,   // (H, C)
+    fc_proj_b: ArrayView1<'w, f32>,      // (C)
 }
 
 fn view2<'w>(data: &'w [f32], rows: usize, cols: usize) -> ArrayView2<'w, f32> {
@@ -41,20 +47,30 @@ fn view2<'w>(data: &'w [f32], rows: usize, cols: usize) -> ArrayView2<'w, f32> {
     ArrayView2::from_shape((rows, cols), data).expect("tensor shape validated on open")
 }
 
+/// A (rows, cols) array of `data`: a view of the mapping, or the converted copy.
+fn cow2<'w>(data: Cow<'w, [f32]>, rows: usize, cols: usize) -> CowArray<'w, f32, Ix2> {
+    match data {
+        Cow::Borrowed(d) => view2(d, rows, cols).into(),
+        Cow::Owned(v) => Array2::from_shape_vec((rows, cols), v)
+            .expect("tensor shape validated on open")
+            .into(),
+    }
+}
+
 impl<'w> LayerViews<'w> {
-    fn new(l: &LayerWeights<'w>, c: usize, h: usize) -> Self {
+    fn new(l: &LayerWeights<'w>, m: F32Layer<'w>, c: usize, h: usize) -> Self {
         LayerViews {
             ln_1_w: ArrayView1::from(l.ln_1_w),
             ln_1_b: ArrayView1::from(l.ln_1_b),
-            qkv_w: view2(l.qkv_w, c, 3 * c),
+            qkv_w: cow2(m.qkv_w, c, 3 * c),
             qkv_b: ArrayView1::from(l.qkv_b),
-            attn_proj_w: view2(l.attn_proj_w, c, c),
+            attn_proj_w: cow2(m.attn_proj_w, c, c),
             attn_proj_b: ArrayView1::from(l.attn_proj_b),
             ln_2_w: ArrayView1::from(l.ln_2_w),
             ln_2_b: ArrayView1::from(l.ln_2_b),
-            fc_w: view2(l.fc_w, c, h),
+            fc_w: cow2(m.fc_w, c, h),
             fc_b: ArrayView1::from(l.fc_b),
-            fc_proj_w: view2(l.fc_proj_w, h, c),
+            fc_proj_w: cow2(m.fc_proj_w, h, c),
             fc_proj_b: ArrayView1::from(l.fc_proj_b),
         }
     }
@@ -112,9 +128,12 @@ fn gelu(x: &mut Array2<f32>) {
 /// The ndarray backend: see the module docs.
 pub struct NdarrayEngine<'w> {
     config: Config,
-    wte: ArrayView2<'w, f32>,     // (V, C)
-    wpe: ArrayView2<'w, f32>,     // (n_ctx, C)
-    lm_head: ArrayView2<'w, f32>, // (V, C)
+    wte: CowArray<'w, f32, Ix2>, // (V, C)
+    wpe: ArrayView2<'w, f32>,    // (n_ctx, C)
+    /// (V, C); `None` when tied to `wte`.
+    lm_head: Option<CowArray<'w, f32, Ix2>>,
+    dtype: String,
+    converted_bytes: u64,
     ln_f_w: ArrayView1<'w, f32>,
     ln_f_b: ArrayView1<'w, f32>,
     layers: Vec<LayerViews<'w>>,
@@ -126,26 +145,34 @@ pub struct NdarrayEngine<'w> {
 
 impl<'w> NdarrayEngine<'w> {
     /// `threads` is what matrixmultiply was configured with (`MATMUL_NUM_THREADS`), for reports.
-    pub fn new(w: Gpt2Weights<'w>, threads: usize) -> Self {
+    pub fn new(w: Gpt2Weights<'w>, threads: usize) -> Result<Self, EngineError> {
         let cfg = w.config;
         let (c, v, h) = (
             cfg.n_embd as usize,
             cfg.vocab_size as usize,
             cfg.mlp_hidden as usize,
         );
-        NdarrayEngine {
+        let m = F32Matrices::new(&w, "ndarray")?;
+        Ok(NdarrayEngine {
             config: cfg,
-            wte: view2(w.wte, v, c),
+            wte: cow2(m.wte, v, c),
             wpe: view2(w.wpe, cfg.n_ctx as usize, c),
-            lm_head: view2(w.lm_head, v, c),
+            lm_head: m.lm_head.map(|lm| cow2(lm, v, c)),
+            dtype: w.dtype_label(),
+            converted_bytes: m.converted_bytes,
             ln_f_w: ArrayView1::from(w.ln_f_w),
             ln_f_b: ArrayView1::from(w.ln_f_b),
-            layers: w.layers.iter().map(|l| LayerViews::new(l, c, h)).collect(),
+            layers: w
+                .layers
+                .iter()
+                .zip(m.layers)
+                .map(|(l, m)| LayerViews::new(l, m, c, h))
+                .collect(),
             threads,
             history: History::default(),
             logits: Array1::zeros(v),
             profiler: Profiler::default(),
-        }
+        })
     }
 
     fn forward(&mut self) {
@@ -162,21 +189,21 @@ impl<'w> NdarrayEngine<'w> {
         for l in &self.layers {
             let ln1 = layernorm(x.view(), l.ln_1_w, l.ln_1_b, eps); // (T, C)
             clock.mark(Op::LayerNorm);
-            let qkv = linear(ln1.view(), l.qkv_w, l.qkv_b); // (T, 3C)
+            let qkv = linear(ln1.view(), l.qkv_w.view(), l.qkv_b); // (T, 3C)
             clock.mark(Op::QkvProjection);
             let att = attention(qkv.view(), c, cfg.n_head as usize); // (T, C)
             clock.mark(Op::Attention);
-            let proj = linear(att.view(), l.attn_proj_w, l.attn_proj_b); // (T, C)
+            let proj = linear(att.view(), l.attn_proj_w.view(), l.attn_proj_b); // (T, C)
             clock.mark(Op::OutputProjection);
             x += &proj;
             clock.mark(Op::Residual);
             let ln2 = layernorm(x.view(), l.ln_2_w, l.ln_2_b, eps); // (T, C)
             clock.mark(Op::LayerNorm);
-            let mut fc = linear(ln2.view(), l.fc_w, l.fc_b); // (T, H)
+            let mut fc = linear(ln2.view(), l.fc_w.view(), l.fc_b); // (T, H)
             clock.mark(Op::MlpUp);
             gelu(&mut fc);
             clock.mark(Op::Gelu);
-            let proj = linear(fc.view(), l.fc_proj_w, l.fc_proj_b); // (T, C)
+            let proj = linear(fc.view(), l.fc_proj_w.view(), l.fc_proj_b); // (T, C)
             clock.mark(Op::MlpDown);
             x += &proj;
             clock.mark(Op::Residual);
@@ -185,7 +212,8 @@ impl<'w> NdarrayEngine<'w> {
         let last = x.slice(s![t_len - 1..t_len, ..]);
         let ln_f = layernorm(last, self.ln_f_w, self.ln_f_b, eps); // (1, C)
         clock.mark(Op::LayerNorm);
-        self.logits = self.lm_head.dot(&ln_f.row(0));
+        let lm_head = self.lm_head.as_ref().unwrap_or(&self.wte);
+        self.logits = lm_head.dot(&ln_f.row(0));
         clock.mark(Op::OutputLayer);
         self.profiler.add_clock(clock);
     }
@@ -200,9 +228,9 @@ impl Engine for NdarrayEngine<'_> {
         EngineInfo {
             kv_cache: false,
             threads: self.threads,
-            dtype: "f32",
+            dtype: self.dtype.clone(),
             kv_cache_bytes: 0,
-            weights_copied_bytes: 0,
+            weights_copied_bytes: self.converted_bytes,
             scratch_bytes: None,
             device: "cpu".to_string(),
             summary: "ndarray + matrixmultiply GEMM, recomputes the whole context every step",

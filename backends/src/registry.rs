@@ -62,7 +62,7 @@ const NDARRAY: BackendSpec = BackendSpec {
         Ok(Box::new(ndarray_engine::NdarrayEngine::new(
             w.clone(),
             threads,
-        )))
+        )?))
     },
 };
 

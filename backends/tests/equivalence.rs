@@ -7,44 +7,7 @@
 mod common;
 
 use common::*;
-use gpt2_backends::{EngineOptions, LOGIT_TOLERANCE, backend_names, create};
-use gpt2_weights::WeightFile;
-
-const DECODE_STEPS: usize = 6;
-
-fn check_against_naive(file: &WeightFile, prompt: &[u32]) {
-    let w = file.gpt2().unwrap();
-    let opts = EngineOptions::default();
-    let mut reference = create("naive", &w, &opts).unwrap();
-    let mut want = vec![reference.prefill(prompt).unwrap().to_vec()];
-    let mut fed = Vec::new();
-    for _ in 0..DECODE_STEPS {
-        let t = argmax(want.last().unwrap());
-        fed.push(t);
-        want.push(reference.step(t).unwrap().to_vec());
-    }
-    for target in targets().iter().filter(|t| !t.is_naive_on_cpu()) {
-        let name = target.label();
-        let mut engine = target.create(&w);
-        for round in 0..2 {
-            // The second round checks that reset() and a new prefill start from scratch.
-            let got = engine.prefill(prompt).unwrap().to_vec();
-            let diff = max_abs_diff(&got, &want[0]);
-            assert!(
-                diff <= LOGIT_TOLERANCE,
-                "{name} prefill (round {round}): max diff {diff}"
-            );
-            for (i, &t) in fed.iter().enumerate() {
-                let got = engine.step(t).unwrap().to_vec();
-                let diff = max_abs_diff(&got, &want[i + 1]);
-                assert!(diff <= LOGIT_TOLERANCE, "{name} step {i}: max diff {diff}");
-            }
-            assert_eq!(engine.position(), prompt.len() + DECODE_STEPS);
-            engine.reset();
-            assert_eq!(engine.position(), 0);
-        }
-    }
-}
+use gpt2_backends::{EngineOptions, backend_names, create};
 
 #[test]
 fn tiny_model_all_backends_match_naive() {
@@ -112,41 +75,12 @@ fn input_errors_are_reported_not_panics() {
 /// that `GPT2_BENCH_FORCE_SCALAR=1` selects) and on 1 and 3 threads, against naive.
 #[test]
 fn simd_backends_on_every_kernel_set_and_thread_count() {
-    use gpt2_backends::Engine;
-    use gpt2_backends::kernels::Kernels;
-    use gpt2_backends::simd::{SimdEngine, SimdKvEngine};
-
     let tmp = tempfile::tempdir().unwrap();
     for file in [
         tiny(tmp.path()),
         synthetic(tmp.path(), odd_config(), "odd", 4),
     ] {
-        let w = file.gpt2().unwrap();
-        let prompt = [464, 3616, 286, 1204, 318, 11];
-        let mut naive = create("naive", &w, &EngineOptions::default()).unwrap();
-        let mut want = vec![naive.prefill(&prompt).unwrap().to_vec()];
-        let mut fed = Vec::new();
-        for _ in 0..DECODE_STEPS {
-            fed.push(argmax(want.last().unwrap()));
-            want.push(naive.step(*fed.last().unwrap()).unwrap().to_vec());
-        }
-        for kernels in [Kernels::best_available(), Kernels::scalar()] {
-            for threads in [1, 3] {
-                let engines: Vec<Box<dyn Engine>> = vec![
-                    Box::new(SimdEngine::new(w.clone(), kernels, threads).unwrap()),
-                    Box::new(SimdKvEngine::new(w.clone(), kernels, threads).unwrap()),
-                ];
-                for mut e in engines {
-                    let label = format!("{} {:?} {threads} threads", e.name(), kernels.isa());
-                    let diff = max_abs_diff(e.prefill(&prompt).unwrap(), &want[0]);
-                    assert!(diff <= LOGIT_TOLERANCE, "{label} prefill: {diff}");
-                    for (i, &t) in fed.iter().enumerate() {
-                        let diff = max_abs_diff(e.step(t).unwrap(), &want[i + 1]);
-                        assert!(diff <= LOGIT_TOLERANCE, "{label} step {i}: {diff}");
-                    }
-                }
-            }
-        }
+        check_simd_kernel_sets(&file, &[464, 3616, 286, 1204, 318, 11]);
     }
 }
 

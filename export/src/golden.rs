@@ -138,7 +138,13 @@ impl Golden {
         }
         let out = scratch_dir.join("golden-checkpoint.bin");
         let source = format!("dir:{}", self.checkpoint.display());
-        crate::hf::export_dir(&self.checkpoint, &out, &source, &|_, _| {})?;
+        crate::hf::export_dir(
+            &self.checkpoint,
+            &out,
+            &source,
+            gpt2_weights::Dtype::F32,
+            &|_, _| {},
+        )?;
         Ok(out)
     }
 }

@@ -27,11 +27,14 @@ use crate::error::ExportError;
 /// Weight buffers in old checkpoints that are not parameters.
 const SKIPPED_SUFFIXES: [&str; 2] = [".attn.bias", ".attn.masked_bias"];
 
-/// Exports the checkpoint in `dir` to `out`. `source` is recorded as the file's provenance.
+/// Exports the checkpoint in `dir` to `out`, its matrices in `dtype`. `source` is recorded as
+/// the file's provenance. Each tensor is read as f32 (exact from F16 and BF16) and converted
+/// once: an F16 checkpoint exported as f16 (a BF16 one as bf16) keeps its bits.
 pub fn export_dir(
     dir: &Path,
     out: &Path,
     source: &str,
+    dtype: gpt2_weights::Dtype,
     progress: &dyn Fn(usize, usize),
 ) -> Result<PathBuf, ExportError> {
     if !dir.is_dir() {
@@ -60,7 +63,8 @@ pub fn export_dir(
         source: source.to_string(),
         exporter: crate::exporter_id(),
     };
-    let mut writer = WeightWriter::create(out, &config, &provenance, &tokenizer, &inputs)?;
+    let dtypes = config.tensor_dtypes(dtype);
+    let mut writer = WeightWriter::create(out, &config, &provenance, &tokenizer, &inputs, &dtypes)?;
     let plan: Vec<_> = writer.remaining().to_vec();
     for (i, info) in plan.iter().enumerate() {
         let found = tensors
@@ -584,7 +588,7 @@ fn check_every_tensor_is_used(
     let expected: HashSet<String> = config
         .expected_tensors()
         .into_iter()
-        .map(|(name, _)| name)
+        .map(|spec| spec.name)
         .collect();
     for (name, found) in tensors {
         if expected.contains(name) {

@@ -3,7 +3,7 @@
 use std::fmt::Write;
 use std::time::Instant;
 
-use gpt2_weights::WeightFile;
+use gpt2_weights::{Dtype, WeightFile};
 
 /// Opens `file`'s data checksum and formats the report. Returns the text and whether the
 /// checksum matched (a mismatch is reported in the text and must make the caller exit non-zero).
@@ -62,16 +62,49 @@ pub fn report(file: &WeightFile, list_tensors: bool) -> (String, bool) {
     );
     let _ = writeln!(
         s,
-        "tensors:     {} (f32, linear weights [in, out]), data {:.1} MB at offset {}",
+        "tensors:     {}, data {:.1} MB at offset {}",
         h.tensors.len(),
         mb(h.preamble.data_len),
         h.preamble.data_offset
+    );
+    // Per dtype: how many tensors and bytes, and the layout of its linear weights.
+    for dtype in Dtype::ALL {
+        let of: Vec<_> = h.tensors.iter().filter(|t| t.dtype == dtype).collect();
+        if of.is_empty() {
+            continue;
+        }
+        let bytes: u64 = of.iter().map(|t| t.byte_len).sum();
+        let specs = c.expected_tensors();
+        let has_linear = h
+            .tensors
+            .iter()
+            .zip(&specs)
+            .any(|(t, s)| t.dtype == dtype && s.role == gpt2_weights::Role::Linear);
+        let layout = match (dtype, has_linear) {
+            (Dtype::F32, true) => "linear weights stored [in, out]",
+            (Dtype::F32, false) => "norms, biases, position embeddings",
+            (Dtype::Q8_0, _) => "blocks of 32 along each row; linear weights stored [out, in]",
+            _ => "linear weights stored [out, in]",
+        };
+        let _ = writeln!(
+            s,
+            "  {:<5} {:>4} tensors, {:>8.1} MB ({layout})",
+            dtype.name(),
+            of.len(),
+            mb(bytes)
+        );
+    }
+    let _ = writeln!(
+        s,
+        "read/token:  {:.1} MB (weight bytes a decode step reads once per token: every tensor but \
+         wpe, the tied embedding once)",
+        mb(file.bytes_per_token())
     );
     if list_tensors {
         for t in &h.tensors {
             let _ = writeln!(
                 s,
-                "  {:<28} {:<4} {:<14} offset {:>12}  {:>12} bytes",
+                "  {:<28} {:<5} {:<14} offset {:>12}  {:>12} bytes",
                 t.name,
                 t.dtype.name(),
                 format!("{:?}", t.shape),

@@ -35,7 +35,7 @@
 
 use std::path::{Path, PathBuf};
 
-use gpt2_weights::{Config, Provenance, WeightWriter};
+use gpt2_weights::{Config, Dtype, Provenance, WeightWriter};
 
 use crate::error::ExportError;
 use crate::r50k::{GPT2_VOCAB_SIZE, gpt2_tokenizer_data};
@@ -105,9 +105,11 @@ impl SyntheticSize {
         }
     }
 
-    /// Default output path: `weights/synthetic-<size>-seed<N>.bin`.
-    pub fn default_path(self, seed: u64) -> PathBuf {
-        crate::weights_dir().join(format!("synthetic-{}-seed{seed}.bin", self.name()))
+    /// Default output path: `weights/synthetic-<size>-seed<N>.bin`, with `-<dtype>` before the
+    /// extension when the dtype is not f32.
+    pub fn default_path(self, seed: u64, dtype: Dtype) -> PathBuf {
+        let name = format!("synthetic-{}-seed{seed}", self.name());
+        crate::weights_dir().join(crate::dtype_file_name(&name, dtype))
     }
 }
 
@@ -115,18 +117,22 @@ impl SyntheticSize {
 pub fn export_synthetic(
     size: SyntheticSize,
     seed: u64,
+    dtype: Dtype,
     out: &Path,
     progress: &dyn Fn(usize, usize),
 ) -> Result<PathBuf, ExportError> {
-    write_synthetic(size.config(), size.name(), seed, out, progress)
+    write_synthetic(size.config(), size.name(), seed, dtype, out, progress)
 }
 
-/// Writes a synthetic model with an arbitrary `config` (tests use odd shapes).
+/// Writes a synthetic model with an arbitrary `config` (tests use odd shapes), its matrices in
+/// `dtype` (the f32 weights drawn from the seed, then converted: the same seed gives the same
+/// model in every dtype, up to each dtype's rounding).
 /// The config's vocabulary must be GPT-2's, since the file carries GPT-2's tokenizer.
 pub fn write_synthetic(
     config: Config,
     name: &str,
     seed: u64,
+    dtype: Dtype,
     out: &Path,
     progress: &dyn Fn(usize, usize),
 ) -> Result<PathBuf, ExportError> {
@@ -135,7 +141,9 @@ pub fn write_synthetic(
         source: format!("synthetic:{name} seed={seed}"),
         exporter: crate::exporter_id(),
     };
-    let mut writer = WeightWriter::create(out, &config, &provenance, &gpt2_tokenizer_data(), &[])?;
+    let tokenizer = gpt2_tokenizer_data();
+    let dtypes = config.tensor_dtypes(dtype);
+    let mut writer = WeightWriter::create(out, &config, &provenance, &tokenizer, &[], &dtypes)?;
     let plan: Vec<_> = writer.remaining().to_vec();
     let logit_scale = LOGIT_STD / (EMBEDDING_STD * (config.n_embd as f32).sqrt());
     let mut mlp_out_colsum: Vec<f32> = Vec::new();

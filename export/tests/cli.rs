@@ -120,12 +120,12 @@ fn inspect_rejects_bad_files() {
         &["not a gpt2-bench weight file"],
     );
 
-    let mut v2 = good.clone();
-    v2[8] = 2;
-    let p = write("v2.bin", &v2);
+    let mut v3 = good.clone();
+    v3[8] = 3;
+    let p = write("v3.bin", &v3);
     assert_fails_with(
         &gpt2_export(&["inspect", &p], &[]),
-        &["unsupported weight-format version 2"],
+        &["unsupported weight-format version 3", "versions 1 to 2"],
     );
 
     let p = write("cut.bin", &good[..good.len() / 2]);
@@ -216,7 +216,14 @@ fn usage_errors() {
     assert!(!o.status.success());
     assert!(stderr(&o).contains("possible values"), "{}", stderr(&o));
     let o = gpt2_export(&["--from", "a/b/c/not-here"], &[]);
-    assert_fails_with(&o, &["no such directory"]);
+    assert_fails_with(&o, &["no such file or directory"]);
+    let o = gpt2_export(&["--synthetic", "tiny", "--dtype", "int4"], &[]);
+    assert!(!o.status.success());
+    let err = stderr(&o);
+    assert!(
+        err.contains("unknown dtype \"int4\"") && err.contains("f32, f16, bf16, q8_0"),
+        "{err}"
+    );
 }
 
 #[cfg(unix)]

@@ -15,6 +15,7 @@ mod support;
 use support::tiny_checkpoint as write_checkpoint;
 
 use gpt2_export::hf::export_dir;
+use gpt2_weights::Dtype;
 
 fn mutate(rng: &mut Rng, seed: &[u8]) -> Vec<u8> {
     let mut b = seed.to_vec();
@@ -79,7 +80,8 @@ fn mutated_safetensors_are_errors_never_panics_or_huge_allocations() {
     let valid = write_checkpoint(&dir);
     let out = tmp.path().join("out.bin");
     std::fs::write(dir.join("model.safetensors"), &valid).unwrap();
-    export_dir(&dir, &out, "dir:fuzz", &|_, _| {}).expect("the seed checkpoint exports");
+    export_dir(&dir, &out, "dir:fuzz", Dtype::F32, &|_, _| {})
+        .expect("the seed checkpoint exports");
     std::fs::remove_file(&out).unwrap();
 
     let mut rng = Rng(seed);
@@ -88,7 +90,7 @@ fn mutated_safetensors_are_errors_never_panics_or_huge_allocations() {
         let bytes = mutate(&mut rng, &valid);
         std::fs::write(dir.join("model.safetensors"), &bytes).unwrap();
         let (result, largest) =
-            largest_allocation(|| export_dir(&dir, &out, "dir:fuzz", &|_, _| {}));
+            largest_allocation(|| export_dir(&dir, &out, "dir:fuzz", Dtype::F32, &|_, _| {}));
         // The config, tokenizer and output plan are small; tensor buffers come from the file.
         assert!(
             largest <= 16 * bytes.len() + (1 << 20),

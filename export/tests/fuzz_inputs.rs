@@ -16,10 +16,12 @@ use std::path::Path;
 use fuzz_support::{Rng, iterations_and_seed, largest_allocation, mutate_json};
 use gpt2_export::golden::Golden;
 use gpt2_export::hf::export_dir;
+use gpt2_weights::Dtype;
 
 /// Exports `dir` to `out` and checks the fuzzing invariants for an input of `input_len` bytes.
 fn export_checked(dir: &Path, out: &Path, input_len: usize, what: &str, i: u64) -> bool {
-    let (result, largest) = largest_allocation(|| export_dir(dir, out, "dir:fuzz", &|_, _| {}));
+    let (result, largest) =
+        largest_allocation(|| export_dir(dir, out, "dir:fuzz", Dtype::F32, &|_, _| {}));
     // The tokenizer, config and tensors of the tiny checkpoint are small; nothing may be sized
     // by a number from the mutated file alone.
     assert!(

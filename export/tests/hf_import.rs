@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use gpt2_export::hf::export_dir;
 use gpt2_export::r50k::gpt2_tokenizer_data;
 use gpt2_export::synthetic::write_synthetic;
+use gpt2_weights::Dtype as WeightDtype;
 use gpt2_weights::{Config, WeightFile};
 use safetensors::Dtype;
 use safetensors::tensor::TensorView;
@@ -35,7 +36,7 @@ fn small_config() -> Config {
 /// The reference tensors, by our names, from a synthetic model.
 fn reference_tensors(dir: &Path, config: Config) -> (PathBuf, Tensors) {
     let path = dir.join("reference.bin");
-    write_synthetic(config, "small", 11, &path, &|_, _| {}).unwrap();
+    write_synthetic(config, "small", 11, WeightDtype::F32, &path, &|_, _| {}).unwrap();
     let f = WeightFile::open(&path).unwrap();
     let tensors = f
         .header()
@@ -238,7 +239,7 @@ fn check_layout(layout: Layout) {
     let (_, reference) = reference_tensors(tmp.path(), config);
     let dir = make_checkpoint(tmp.path(), layout, &config, &reference);
     let out = tmp.path().join("out.bin");
-    export_dir(&dir, &out, "dir:test", &|_, _| {}).unwrap();
+    export_dir(&dir, &out, "dir:test", WeightDtype::F32, &|_, _| {}).unwrap();
     let f = WeightFile::open_verified(&out).unwrap();
     assert_eq!(*f.config(), config);
     assert_eq!(f.header().tokenizer, gpt2_tokenizer_data());
@@ -295,7 +296,7 @@ fn untied_output_layer_is_kept() {
     let (_, reference) = reference_tensors(tmp.path(), config);
     let dir = make_checkpoint(tmp.path(), DEFAULT, &config, &reference);
     let out = tmp.path().join("out.bin");
-    export_dir(&dir, &out, "dir:test", &|_, _| {}).unwrap();
+    export_dir(&dir, &out, "dir:test", WeightDtype::F32, &|_, _| {}).unwrap();
     let f = WeightFile::open_verified(&out).unwrap();
     assert!(!f.config().tied_output);
     assert_eq!(
@@ -306,7 +307,7 @@ fn untied_output_layer_is_kept() {
 
 /// Exports `dir` expecting failure; returns the message. Also checks that nothing was written.
 fn export_err(dir: &Path, out: &Path) -> String {
-    let e = export_dir(dir, out, "dir:test", &|_, _| {})
+    let e = export_dir(dir, out, "dir:test", WeightDtype::F32, &|_, _| {})
         .unwrap_err()
         .to_string();
     assert!(!e.contains('\n'), "one-line error: {e}");
@@ -487,4 +488,59 @@ fn unwritable_output_is_reported_before_work() {
     assert!(e.contains("does not exist"), "{e}");
     let e = export_err(&dir, tmp.path());
     assert!(e.contains("is a directory"), "{e}");
+}
+
+/// An F16 checkpoint exported as f16 (a BF16 one as bf16) keeps every matrix's bits: each value
+/// is read as f32 (exact) and converted back (exact), never rounded twice; linear weights are
+/// the checkpoint's [in, out] bits transposed to [out, in]. Norms and biases become f32 of the
+/// same values.
+#[test]
+fn reduced_precision_checkpoints_keep_their_bits() {
+    for (theirs, ours) in [
+        (Dtype::F16, WeightDtype::F16),
+        (Dtype::BF16, WeightDtype::Bf16),
+    ] {
+        let tmp = tempfile::tempdir().unwrap();
+        let config = small_config();
+        let (_, reference) = reference_tensors(tmp.path(), config);
+        let layout = Layout {
+            dtype: theirs,
+            ..DEFAULT
+        };
+        let dir = make_checkpoint(tmp.path(), layout, &config, &reference);
+        let out = tmp.path().join("out.bin");
+        export_dir(&dir, &out, "dir:test", ours, &|_, _| {}).unwrap();
+        let f = WeightFile::open_verified(&out).unwrap();
+        for spec in config.expected_tensors() {
+            let (shape, values) = &reference[&spec.name];
+            let (bytes, dtype) = f.raw(&spec.name).unwrap();
+            if spec.role == gpt2_weights::Role::F32Only {
+                assert_eq!(dtype, WeightDtype::F32);
+                let want: Vec<f32> = values.iter().map(|&v| round(theirs, v)).collect();
+                assert_eq!(
+                    f.tensor(&spec.name).unwrap(),
+                    want.as_slice(),
+                    "{}",
+                    spec.name
+                );
+                continue;
+            }
+            assert_eq!(dtype, ours, "{}", spec.name);
+            let checkpoint: Vec<u16> = encode(theirs, values)
+                .chunks_exact(2)
+                .map(|b| u16::from_le_bytes([b[0], b[1]]))
+                .collect();
+            let want = if spec.role == gpt2_weights::Role::Linear {
+                let (rows, cols) = (shape[0] as usize, shape[1] as usize);
+                gpt2_weights::dtype::transpose(&checkpoint, rows, cols)
+            } else {
+                checkpoint
+            };
+            let got: Vec<u16> = bytes
+                .chunks_exact(2)
+                .map(|b| u16::from_le_bytes([b[0], b[1]]))
+                .collect();
+            assert_eq!(got, want, "{} ({theirs:?} -> {ours})", spec.name);
+        }
+    }
 }

@@ -316,7 +316,7 @@ fn usage_and_input_errors_exit_3() {
     assert_eq!(export(&["--synthetic", "gpt3"]).status.code(), Some(3));
     assert_input_error(
         &export(&["--from", "a/b/c/not-here"]),
-        &["no such directory"],
+        &["no such file or directory"],
     );
     let o = export(&["--help"]);
     assert_eq!(o.status.code(), Some(0));

@@ -28,7 +28,14 @@ pub fn resolve(explicit: Option<&Path>, quiet: bool) -> anyhow::Result<PathBuf> 
     }
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let bar = gpt2_export::tensor_progress(quiet, "exporting GPT-2 small");
-    let exported = gpt2_export::export_from(DEFAULT_HUB_REPO, None, &real, quiet, &bar.on_tensor());
+    let exported = gpt2_export::export_from(
+        DEFAULT_HUB_REPO,
+        None,
+        gpt2_weights::Dtype::F32,
+        &real,
+        quiet,
+        &bar.on_tensor(),
+    );
     bar.0.finish_and_clear();
     match exported {
         Ok(p) => {
@@ -39,7 +46,7 @@ pub fn resolve(explicit: Option<&Path>, quiet: bool) -> anyhow::Result<PathBuf> 
             Ok(p)
         }
         Err(e) if e.is_hub_unreachable() => {
-            let synthetic = SyntheticSize::Gpt2.default_path(0);
+            let synthetic = SyntheticSize::Gpt2.default_path(0, gpt2_weights::Dtype::F32);
             gpt2_export::cli::stderr(&format!(
                 "note: no --model, no {} and the Hugging Face hub cannot be reached, so this run \
                  uses synthetic GPT-2 small (random weights, seed 0) from {}: its text is noise, \
@@ -53,6 +60,7 @@ pub fn resolve(explicit: Option<&Path>, quiet: bool) -> anyhow::Result<PathBuf> 
                 gpt2_export::synthetic::export_synthetic(
                     SyntheticSize::Gpt2,
                     0,
+                    gpt2_weights::Dtype::F32,
                     &synthetic,
                     &bar.on_tensor(),
                 )?;

@@ -12,7 +12,14 @@ fn tiny() -> &'static Path {
     let (_, p) = PATH.get_or_init(|| {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("tiny.bin");
-        gpt2_export::synthetic::export_synthetic(SyntheticSize::Tiny, 0, &p, &|_, _| {}).unwrap();
+        gpt2_export::synthetic::export_synthetic(
+            SyntheticSize::Tiny,
+            0,
+            gpt2_weights::Dtype::F32,
+            &p,
+            &|_, _| {},
+        )
+        .unwrap();
         (dir, p)
     });
     p

@@ -12,7 +12,7 @@ pub enum FormatError {
     #[error("not a gpt2-bench weight file (the first 8 bytes are not the magic \"GPT2BNCH\")")]
     BadMagic,
     #[error(
-        "unsupported weight-format version {found} (this build reads version {supported}); \
+        "unsupported weight-format version {found} (this build reads versions 1 to {supported}); \
          re-export the model with this build's gpt2-export"
     )]
     UnsupportedVersion { found: u32, supported: u32 },

@@ -19,8 +19,9 @@ use std::path::{Path, PathBuf};
 
 use memmap2::Mmap;
 
+use crate::dtype::{self, Dtype, Linear, Matrix, Values};
 use crate::error::{FormatError, Result, WeightsError};
-use crate::format::{self, Config, Header, MAGIC, PREAMBLE_LEN};
+use crate::format::{self, Config, Header, MAGIC, PREAMBLE_LEN, TensorInfo};
 use crate::tokenizer::Gpt2Tokenizer;
 
 #[cfg(not(target_endian = "little"))]
@@ -93,12 +94,38 @@ impl WeightFile {
             .enumerate()
             .map(|(i, t)| (t.name.clone(), i))
             .collect();
-        Ok(WeightFile {
+        let file = WeightFile {
             path: path.to_path_buf(),
             mmap,
             header,
             index,
-        })
+        };
+        file.check_q8_0_scales()?;
+        Ok(file)
+    }
+
+    /// Every q8_0 block's scale must be finite: an infinite or NaN scale (a damaged file, or a
+    /// broken quantizer elsewhere) would make every output NaN. Reads two bytes per block, which
+    /// touches every page of the q8_0 tensors; the run that follows reads them anyway.
+    fn check_q8_0_scales(&self) -> Result<()> {
+        for t in self
+            .header
+            .tensors
+            .iter()
+            .filter(|t| t.dtype == Dtype::Q8_0)
+        {
+            if let Some((block, d)) = dtype::first_bad_q8_0_scale(self.tensor_bytes(t)) {
+                return Err(WeightsError::format(
+                    &self.path,
+                    FormatError::Corrupt(format!(
+                        "tensor {}: q8_0 block {block} has a non-finite scale ({d}); the file is \
+                         damaged, export it again",
+                        t.name
+                    )),
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// Opens and verifies the data checksum: every byte of the file has then been checked.
@@ -114,10 +141,12 @@ impl WeightFile {
             .map_err(|e| WeightsError::format(&self.path, e))
     }
 
-    /// The whole tensor data section as f32 values (padding included): every byte a decode
-    /// step reads, in file order. Used to measure read bandwidth on the real mapping.
+    /// The whole tensor data section as f32 values (padding included, the last 0-3 bytes left
+    /// out): every byte a decode step reads, in file order, whatever the tensors' dtypes. Used
+    /// to measure read bandwidth on the real mapping.
     pub fn data_f32(&self) -> Result<&[f32]> {
-        bytemuck::try_cast_slice(self.data_section()).map_err(|e| {
+        let data = self.data_section();
+        bytemuck::try_cast_slice(&data[..data.len() / 4 * 4]).map_err(|e| {
             WeightsError::format(
                 &self.path,
                 FormatError::Corrupt(format!("data section cannot be viewed as f32: {e}")),
@@ -152,10 +181,8 @@ impl WeightFile {
         self.header.preamble.data_checksum
     }
 
-    /// A zero-copy view of one tensor, row-major.
-    pub fn tensor(&self, name: &str) -> Result<&[f32]> {
-        let info = self
-            .index
+    fn info(&self, name: &str) -> Result<&TensorInfo> {
+        self.index
             .get(name)
             .map(|&i| &self.header.tensors[i])
             .ok_or_else(|| {
@@ -163,18 +190,87 @@ impl WeightFile {
                     &self.path,
                     FormatError::Corrupt(format!("no tensor named {name}")),
                 )
-            })?;
-        let start = self.header.preamble.data_offset + info.offset;
+            })
+    }
+
+    fn tensor_bytes(&self, info: &TensorInfo) -> &[u8] {
         // parse_header checked that every tensor lies inside the data section.
-        let bytes = &self.mmap[start as usize..(start + info.byte_len) as usize];
-        // The map is page-aligned and every tensor starts on a 64-byte boundary, so this cast
+        let start = (self.header.preamble.data_offset + info.offset) as usize;
+        &self.mmap[start..start + info.byte_len as usize]
+    }
+
+    /// A zero-copy view of one tensor's stored values, in its dtype and stored layout.
+    pub fn values(&self, name: &str) -> Result<Values<'_>> {
+        let info = self.info(name)?;
+        // The map is page-aligned and every tensor starts on a 64-byte boundary, so this view
         // cannot fail for files that passed validation; it is still checked, not assumed.
-        bytemuck::try_cast_slice(bytes).map_err(|e| {
+        Values::from_bytes(self.tensor_bytes(info), info.dtype).ok_or_else(|| {
             WeightsError::format(
                 &self.path,
-                FormatError::Corrupt(format!("tensor {name} cannot be viewed as f32: {e}")),
+                FormatError::Corrupt(format!("tensor {name} cannot be viewed as {}", info.dtype)),
             )
         })
+    }
+
+    /// The stored bytes of one tensor and its dtype (for exact copies).
+    pub fn raw(&self, name: &str) -> Result<(&[u8], Dtype)> {
+        let info = self.info(name)?;
+        Ok((self.tensor_bytes(info), info.dtype))
+    }
+
+    /// A zero-copy view of an f32 tensor (norms, biases, `wpe`, and any tensor of an f32 file).
+    pub fn tensor(&self, name: &str) -> Result<&[f32]> {
+        match self.values(name)? {
+            Values::F32(v) => Ok(v),
+            other => Err(WeightsError::format(
+                &self.path,
+                FormatError::Corrupt(format!("tensor {name} is {}, not f32", other.dtype())),
+            )),
+        }
+    }
+
+    /// One tensor's values as f32 in its logical layout ([`Config::expected_tensors`]):
+    /// dequantized, and transposed back where its dtype is stored `[out, in]`.
+    pub fn logical_f32(&self, name: &str) -> Result<Vec<f32>> {
+        let info = self.info(name)?;
+        let values = self.values(name)?.to_f32().into_owned();
+        Ok(
+            if info.dtype != Dtype::F32 && info.shape.len() == 2 && name.starts_with("h.") {
+                let (rows, cols) = (info.shape[0] as usize, info.shape[1] as usize);
+                dtype::transpose(&values, rows, cols)
+            } else {
+                values
+            },
+        )
+    }
+
+    /// A (rows, cols) matrix view of a 2-D tensor, as stored.
+    fn matrix(&self, name: &str) -> Result<Matrix<'_>> {
+        let info = self.info(name)?;
+        let (rows, cols) = (info.shape[0] as usize, info.shape[1] as usize);
+        Ok(Matrix::new(self.values(name)?, rows, cols))
+    }
+
+    /// A linear layer's weight, in the layout its dtype is stored in.
+    fn linear(&self, name: &str) -> Result<Linear<'_>> {
+        let m = self.matrix(name)?;
+        Ok(if m.dtype() == Dtype::F32 {
+            Linear::InOut(m)
+        } else {
+            Linear::OutIn(m)
+        })
+    }
+
+    /// Bytes of the tensors a decode step reads once per token: every tensor but `wpe` (of
+    /// which it reads one row) and, when the output is tied, the token embedding counted once.
+    /// The roofline's "bytes per token".
+    pub fn bytes_per_token(&self) -> u64 {
+        self.header
+            .tensors
+            .iter()
+            .filter(|t| t.name != "wpe.weight")
+            .map(|t| t.byte_len)
+            .sum()
     }
 
     /// Typed views of every GPT-2 tensor, for backends.
@@ -187,19 +283,19 @@ impl WeightFile {
             layers.push(LayerWeights {
                 ln_1_w: t(&p("ln_1.weight"))?,
                 ln_1_b: t(&p("ln_1.bias"))?,
-                qkv_w: t(&p("attn.c_attn.weight"))?,
+                qkv_w: self.linear(&p("attn.c_attn.weight"))?,
                 qkv_b: t(&p("attn.c_attn.bias"))?,
-                attn_proj_w: t(&p("attn.c_proj.weight"))?,
+                attn_proj_w: self.linear(&p("attn.c_proj.weight"))?,
                 attn_proj_b: t(&p("attn.c_proj.bias"))?,
                 ln_2_w: t(&p("ln_2.weight"))?,
                 ln_2_b: t(&p("ln_2.bias"))?,
-                fc_w: t(&p("mlp.c_fc.weight"))?,
+                fc_w: self.linear(&p("mlp.c_fc.weight"))?,
                 fc_b: t(&p("mlp.c_fc.bias"))?,
-                fc_proj_w: t(&p("mlp.c_proj.weight"))?,
+                fc_proj_w: self.linear(&p("mlp.c_proj.weight"))?,
                 fc_proj_b: t(&p("mlp.c_proj.bias"))?,
             });
         }
-        let wte = t("wte.weight")?;
+        let wte = self.matrix("wte.weight")?;
         Ok(Gpt2Weights {
             config: *c,
             wte,
@@ -210,8 +306,9 @@ impl WeightFile {
             lm_head: if c.tied_output {
                 wte
             } else {
-                t("lm_head.weight")?
+                self.matrix("lm_head.weight")?
             },
+            tied_output: c.tied_output,
         })
     }
 
@@ -221,27 +318,27 @@ impl WeightFile {
     }
 }
 
-/// Views of one transformer block's tensors. C = n_embd, H = mlp_hidden.
-/// Linear weights are `[in, out]`: `y = x @ W + b`.
+/// Views of one transformer block's tensors. C = n_embd, H = mlp_hidden. Linear weights are
+/// [`Linear`]: `y = x W + b` with W stored (in, out) in f32 and (out, in) in other dtypes.
 #[derive(Debug, Clone, Copy)]
 pub struct LayerWeights<'a> {
     /// (C) layer norm before attention: scale and shift.
     pub ln_1_w: &'a [f32],
     pub ln_1_b: &'a [f32],
-    /// (C, 3C) and (3C): fused Q|K|V projection; output columns are Q, then K, then V.
-    pub qkv_w: &'a [f32],
+    /// C -> 3C and (3C): fused Q|K|V projection; output features are Q, then K, then V.
+    pub qkv_w: Linear<'a>,
     pub qkv_b: &'a [f32],
-    /// (C, C) and (C): attention output projection.
-    pub attn_proj_w: &'a [f32],
+    /// C -> C and (C): attention output projection.
+    pub attn_proj_w: Linear<'a>,
     pub attn_proj_b: &'a [f32],
     /// (C) layer norm before the MLP.
     pub ln_2_w: &'a [f32],
     pub ln_2_b: &'a [f32],
-    /// (C, H) and (H): MLP up-projection.
-    pub fc_w: &'a [f32],
+    /// C -> H and (H): MLP up-projection.
+    pub fc_w: Linear<'a>,
     pub fc_b: &'a [f32],
-    /// (H, C) and (C): MLP down-projection.
-    pub fc_proj_w: &'a [f32],
+    /// H -> C and (C): MLP down-projection.
+    pub fc_proj_w: Linear<'a>,
     pub fc_proj_b: &'a [f32],
 }
 
@@ -249,14 +346,40 @@ pub struct LayerWeights<'a> {
 #[derive(Debug, Clone)]
 pub struct Gpt2Weights<'a> {
     pub config: Config,
-    /// (V, C) token embeddings.
-    pub wte: &'a [f32],
+    /// (V, C) token embeddings, in any dtype.
+    pub wte: Matrix<'a>,
     /// (n_ctx, C) learned position embeddings.
     pub wpe: &'a [f32],
     pub layers: Vec<LayerWeights<'a>>,
     /// (C) final layer norm.
     pub ln_f_w: &'a [f32],
     pub ln_f_b: &'a [f32],
-    /// (V, C) output layer, used as `logits = x @ lm_head^T`; the same slice as `wte` when tied.
-    pub lm_head: &'a [f32],
+    /// (V, C) output layer, used as `logits = x @ lm_head^T`; the same matrix as `wte` when
+    /// tied.
+    pub lm_head: Matrix<'a>,
+    /// Whether `lm_head` is `wte`.
+    pub tied_output: bool,
+}
+
+impl Gpt2Weights<'_> {
+    /// The dtype of the matrices that carry the bytes, as a label: `f16`, or `q8_0+f16` when a
+    /// file mixes them (a q8_0 file whose odd-width matrices stayed f16).
+    pub fn dtype_label(&self) -> String {
+        let mut seen: Vec<Dtype> = Vec::new();
+        let matrices = self
+            .layers
+            .iter()
+            .flat_map(|l| [l.qkv_w, l.attn_proj_w, l.fc_w, l.fc_proj_w].map(|m| m.dtype()));
+        for d in [self.wte.dtype(), self.lm_head.dtype()]
+            .into_iter()
+            .chain(matrices)
+        {
+            if !seen.contains(&d) {
+                seen.push(d);
+            }
+        }
+        // The dtype with the most bytes saved first: q8_0, then bf16/f16, then f32.
+        seen.sort_by(|a, b| a.bytes_per_value().total_cmp(&b.bytes_per_value()));
+        seen.iter().map(|d| d.name()).collect::<Vec<_>>().join("+")
+    }
 }

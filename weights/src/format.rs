@@ -9,8 +9,11 @@ use crate::tokenizer::TokenizerData;
 
 /// First 8 bytes of every weight file.
 pub const MAGIC: [u8; 8] = *b"GPT2BNCH";
-/// The only format version this build reads and writes.
-pub const FORMAT_VERSION: u32 = 1;
+/// The format version this build writes. Version 2 added the f16, bf16 and q8_0 dtypes; it
+/// reads versions 1 and 2 (a version-1 file is all f32).
+pub const FORMAT_VERSION: u32 = 2;
+/// The oldest format version this build reads.
+pub const OLDEST_READABLE_VERSION: u32 = 1;
 /// Size of the fixed preamble that precedes the variable-length header.
 pub const PREAMBLE_LEN: usize = 64;
 /// Every tensor, and the data section itself, starts on a multiple of this many bytes,
@@ -27,39 +30,7 @@ pub const MAX_N_CTX: u32 = 1 << 20;
 /// Flag bit in [`Config`]: the output layer reuses `wte.weight` (GPT-2's weight tying).
 const FLAG_TIED_OUTPUT: u32 = 1;
 
-/// Element type of a tensor. Only f32 exists in version 1; the field is there so that a later
-/// version can add f16/bf16 without a new table layout.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Dtype {
-    F32,
-}
-
-impl Dtype {
-    fn code(self) -> u32 {
-        match self {
-            Dtype::F32 => 0,
-        }
-    }
-
-    fn from_code(code: u32) -> Option<Dtype> {
-        match code {
-            0 => Some(Dtype::F32),
-            _ => None,
-        }
-    }
-
-    pub fn size_bytes(self) -> u64 {
-        match self {
-            Dtype::F32 => 4,
-        }
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Dtype::F32 => "f32",
-        }
-    }
-}
+pub use crate::dtype::Dtype;
 
 /// The hyper-parameters of a GPT-2 model.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -121,41 +92,68 @@ impl Config {
         (self.n_embd / self.n_head) as usize
     }
 
-    /// Every tensor a model with this config has, in file order, with its shape.
+    /// Every tensor a model with this config has, in file order, with its logical shape and
+    /// its role (which dtypes it may take and how it is laid out in each).
     ///
-    /// Linear weights are stored `[in, out]` (row `i` holds the weights from input feature `i`
-    /// to every output), which is the Conv1D layout of Hugging Face GPT-2 checkpoints:
-    /// `y = x @ W + b`. The token embedding `wte.weight` is `[vocab, n_embd]`; as the output layer
-    /// it is used transposed (`logits = x @ wte^T`), and so is an untied `lm_head.weight`.
-    pub fn expected_tensors(&self) -> Vec<(String, Vec<u64>)> {
+    /// Logical shapes: linear weights are `[in, out]` (row `i` holds the weights from input
+    /// feature `i` to every output), the Conv1D layout of Hugging Face GPT-2 checkpoints:
+    /// `y = x @ W + b`. The token embedding `wte.weight` is `[vocab, n_embd]`; as the output
+    /// layer it is used transposed (`logits = x @ wte^T`), and so is an untied `lm_head.weight`.
+    /// How each is stored depends on its dtype: [`TensorSpec::stored_shape`].
+    pub fn expected_tensors(&self) -> Vec<TensorSpec> {
         let c = u64::from(self.n_embd);
         let v = u64::from(self.vocab_size);
         let h = u64::from(self.mlp_hidden);
+        let spec = |name: String, shape: Vec<u64>, role| TensorSpec { name, shape, role };
         let mut t = vec![
-            ("wte.weight".to_string(), vec![v, c]),
-            ("wpe.weight".to_string(), vec![u64::from(self.n_ctx), c]),
+            spec("wte.weight".into(), vec![v, c], Role::Embedding),
+            spec(
+                "wpe.weight".into(),
+                vec![u64::from(self.n_ctx), c],
+                Role::F32Only,
+            ),
         ];
         for l in 0..self.n_layer {
             let p = format!("h.{l}.");
-            t.push((format!("{p}ln_1.weight"), vec![c]));
-            t.push((format!("{p}ln_1.bias"), vec![c]));
-            t.push((format!("{p}attn.c_attn.weight"), vec![c, 3 * c]));
-            t.push((format!("{p}attn.c_attn.bias"), vec![3 * c]));
-            t.push((format!("{p}attn.c_proj.weight"), vec![c, c]));
-            t.push((format!("{p}attn.c_proj.bias"), vec![c]));
-            t.push((format!("{p}ln_2.weight"), vec![c]));
-            t.push((format!("{p}ln_2.bias"), vec![c]));
-            t.push((format!("{p}mlp.c_fc.weight"), vec![c, h]));
-            t.push((format!("{p}mlp.c_fc.bias"), vec![h]));
-            t.push((format!("{p}mlp.c_proj.weight"), vec![h, c]));
-            t.push((format!("{p}mlp.c_proj.bias"), vec![c]));
+            let vector = |s: &str, n| spec(format!("{p}{s}"), vec![n], Role::F32Only);
+            let linear = |s: &str, i, o| spec(format!("{p}{s}"), vec![i, o], Role::Linear);
+            t.extend([
+                vector("ln_1.weight", c),
+                vector("ln_1.bias", c),
+                linear("attn.c_attn.weight", c, 3 * c),
+                vector("attn.c_attn.bias", 3 * c),
+                linear("attn.c_proj.weight", c, c),
+                vector("attn.c_proj.bias", c),
+                vector("ln_2.weight", c),
+                vector("ln_2.bias", c),
+                linear("mlp.c_fc.weight", c, h),
+                vector("mlp.c_fc.bias", h),
+                linear("mlp.c_proj.weight", h, c),
+                vector("mlp.c_proj.bias", c),
+            ]);
         }
-        t.push(("ln_f.weight".to_string(), vec![c]));
-        t.push(("ln_f.bias".to_string(), vec![c]));
+        t.push(spec("ln_f.weight".into(), vec![c], Role::F32Only));
+        t.push(spec("ln_f.bias".into(), vec![c], Role::F32Only));
         if !self.tied_output {
-            t.push(("lm_head.weight".to_string(), vec![v, c]));
+            t.push(spec("lm_head.weight".into(), vec![v, c], Role::Embedding));
         }
         t
+    }
+
+    /// The dtype of every tensor of [`Config::expected_tensors`] in a file of `dtype`: the
+    /// matrices that carry the bytes (the four linear weights of each block, the token embedding
+    /// and an untied output layer) take it, everything else (norms, biases, `wpe`) stays f32.
+    /// A q8_0 matrix whose rows are not a whole number of 32-value blocks is f16 instead, as
+    /// llama.cpp's converter does (no GPT-2 size has one; odd test shapes may).
+    pub fn tensor_dtypes(&self, dtype: Dtype) -> Vec<Dtype> {
+        self.expected_tensors()
+            .iter()
+            .map(|spec| match spec.role {
+                Role::F32Only => Dtype::F32,
+                _ if spec.stored_row_len(dtype) % dtype.block_len() as u64 != 0 => Dtype::F16,
+                _ => dtype,
+            })
+            .collect()
     }
 
     /// How many tensors [`Config::expected_tensors`] lists, without building the list.
@@ -167,8 +165,69 @@ impl Config {
     pub fn parameter_count(&self) -> u64 {
         self.expected_tensors()
             .iter()
-            .map(|(_, shape)| shape.iter().product::<u64>())
+            .map(|spec| spec.shape.iter().product::<u64>())
             .sum()
+    }
+}
+
+/// What a tensor is for, which decides the dtypes it may take and its stored layout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// A linear layer's weight, logical shape `[in, out]`. Stored `[in, out]` in f32 (version
+    /// 1's layout, Hugging Face's Conv1D) and `[out, in]` in every other dtype, so that each row
+    /// is one output's dot product and q8_0 blocks run along it (ggml's layout: a GGUF q8_0
+    /// weight is imported without requantizing).
+    Linear,
+    /// `wte` or an untied `lm_head`, `[vocab, n_embd]` in every dtype: a row is one token's
+    /// embedding and one output logit's dot product.
+    Embedding,
+    /// Norms, biases and `wpe`: always f32 (few bytes, read once per token or less).
+    F32Only,
+}
+
+/// One tensor of a model: its name, logical shape and role.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TensorSpec {
+    pub name: String,
+    /// The logical shape (see [`Config::expected_tensors`]).
+    pub shape: Vec<u64>,
+    pub role: Role,
+}
+
+impl TensorSpec {
+    /// Whether this tensor may be stored in `dtype`.
+    pub fn allows(&self, dtype: Dtype) -> bool {
+        dtype == Dtype::F32 || self.role != Role::F32Only
+    }
+
+    /// Whether a `dtype` tensor of this spec is stored transposed (`[out, in]`).
+    pub fn transposed(&self, dtype: Dtype) -> bool {
+        self.role == Role::Linear && dtype != Dtype::F32
+    }
+
+    /// The shape as stored in `dtype` (see [`Role`]).
+    pub fn stored_shape(&self, dtype: Dtype) -> Vec<u64> {
+        let mut shape = self.shape.clone();
+        if self.transposed(dtype) {
+            shape.reverse();
+        }
+        shape
+    }
+
+    /// Length of one stored row in `dtype` (the last stored dimension).
+    pub fn stored_row_len(&self, dtype: Dtype) -> u64 {
+        self.stored_shape(dtype).last().copied().unwrap_or(1)
+    }
+
+    /// Bytes of this tensor stored in `dtype`, or why it cannot be.
+    pub fn byte_len(&self, dtype: Dtype) -> Result<u64, String> {
+        let shape = self.stored_shape(dtype);
+        let row_len = shape.last().copied().unwrap_or(1);
+        let rows = shape[..shape.len().saturating_sub(1)]
+            .iter()
+            .try_fold(1u64, |acc, &d| acc.checked_mul(d))
+            .ok_or_else(|| "size overflows".to_string())?;
+        dtype.byte_len(rows, row_len)
     }
 }
 
@@ -188,10 +247,12 @@ pub struct Provenance {
 pub struct TensorInfo {
     pub name: String,
     pub dtype: Dtype,
+    /// The shape as stored, which for a linear weight depends on the dtype
+    /// ([`TensorSpec::stored_shape`]).
     pub shape: Vec<u64>,
     /// Byte offset from the start of the data section; a multiple of [`TENSOR_ALIGN`].
     pub offset: u64,
-    /// Length in bytes: product of `shape` times the dtype size.
+    /// Length in bytes, as the shape and dtype imply ([`Dtype::byte_len`]).
     pub byte_len: u64,
 }
 
@@ -306,7 +367,7 @@ pub fn parse_preamble(bytes: &[u8], actual_file_len: u64) -> Result<Preamble, Fo
         pos: MAGIC.len(),
     };
     let version = r.u32("version")?;
-    if version != FORMAT_VERSION {
+    if !(OLDEST_READABLE_VERSION..=FORMAT_VERSION).contains(&version) {
         return Err(FormatError::UnsupportedVersion {
             found: version,
             supported: FORMAT_VERSION,
@@ -487,7 +548,7 @@ pub fn parse_header(bytes: &[u8], actual_file_len: u64) -> Result<Header, Format
             block.len() - r.pos
         )));
     }
-    check_tensor_table(&config, &tensors, preamble.data_len)?;
+    check_tensor_table(&config, &tensors, preamble.data_len, preamble.version)?;
 
     Ok(Header {
         preamble,
@@ -499,11 +560,13 @@ pub fn parse_header(bytes: &[u8], actual_file_len: u64) -> Result<Header, Format
 }
 
 /// The table must list exactly the tensors of [`Config::expected_tensors`], in that order, each
-/// with the right shape and length, aligned, inside the data section and not overlapping.
+/// in a dtype its role allows (only f32 in a version-1 file), with the shape that dtype is stored
+/// in and the length it implies, aligned, inside the data section and not overlapping.
 fn check_tensor_table(
     config: &Config,
     tensors: &[TensorInfo],
     data_len: u64,
+    version: u32,
 ) -> Result<(), FormatError> {
     // Counted before the list is built: the list's size comes from n_layer, a number in the
     // file, while the table's size is bounded by the bytes actually there.
@@ -516,23 +579,35 @@ fn check_tensor_table(
     }
     let expected = config.expected_tensors();
     let mut next_free = 0u64;
-    for (t, (name, shape)) in tensors.iter().zip(&expected) {
+    for (t, spec) in tensors.iter().zip(&expected) {
+        let name = &spec.name;
         if &t.name != name {
             return Err(FormatError::Corrupt(format!(
                 "expected tensor {name}, found {}",
                 crate::input::printable(&t.name)
             )));
         }
-        if &t.shape != shape {
+        if !spec.allows(t.dtype) || (version < 2 && t.dtype != Dtype::F32) {
             return Err(FormatError::Corrupt(format!(
-                "tensor {name} has shape {:?}, the config implies {:?}",
-                t.shape, shape
+                "tensor {name} is {}, which {} not allowed",
+                t.dtype,
+                if version < 2 {
+                    "a version-1 file is"
+                } else {
+                    "this tensor is"
+                }
             )));
         }
-        let want_len = shape
-            .iter()
-            .try_fold(t.dtype.size_bytes(), |acc, &d| acc.checked_mul(d))
-            .ok_or_else(|| FormatError::Corrupt(format!("tensor {name}: size overflows")))?;
+        let shape = spec.stored_shape(t.dtype);
+        if t.shape != shape {
+            return Err(FormatError::Corrupt(format!(
+                "tensor {name} ({}) has shape {:?}, the config implies {:?}",
+                t.dtype, t.shape, shape
+            )));
+        }
+        let want_len = spec
+            .byte_len(t.dtype)
+            .map_err(|e| FormatError::Corrupt(format!("tensor {name}: {e}")))?;
         if t.byte_len != want_len {
             return Err(FormatError::Corrupt(format!(
                 "tensor {name} is {} bytes, its shape needs {want_len}",
@@ -585,24 +660,45 @@ fn put_str(out: &mut Vec<u8>, s: &str) {
     out.extend_from_slice(s.as_bytes());
 }
 
-/// Lays out the tensor table for `config`: every expected tensor, f32, packed in file order with
-/// each start rounded up to [`TENSOR_ALIGN`]. Returns the table and the data section's length.
-pub fn plan_tensors(config: &Config) -> (Vec<TensorInfo>, u64) {
+/// Lays out the tensor table for `config` with each tensor in the dtype `dtypes` gives it (one
+/// per tensor of [`Config::expected_tensors`], e.g. from [`Config::tensor_dtypes`]), packed in
+/// file order with each start rounded up to [`TENSOR_ALIGN`]. Returns the table and the data
+/// section's length, or why a tensor cannot take its dtype.
+pub fn plan_tensors(
+    config: &Config,
+    dtypes: &[Dtype],
+) -> Result<(Vec<TensorInfo>, u64), FormatError> {
+    let specs = config.expected_tensors();
+    if dtypes.len() != specs.len() {
+        return Err(FormatError::InvalidConfig(format!(
+            "{} tensor dtypes given for {} tensors",
+            dtypes.len(),
+            specs.len()
+        )));
+    }
     let mut offset = 0u64;
     let mut table = Vec::new();
-    for (name, shape) in config.expected_tensors() {
+    for (spec, &dtype) in specs.into_iter().zip(dtypes) {
+        if !spec.allows(dtype) {
+            return Err(FormatError::InvalidConfig(format!(
+                "tensor {} must be f32, not {dtype}",
+                spec.name
+            )));
+        }
         offset = align_up(offset);
-        let byte_len = shape.iter().product::<u64>() * Dtype::F32.size_bytes();
+        let byte_len = spec
+            .byte_len(dtype)
+            .map_err(|e| FormatError::InvalidConfig(format!("tensor {}: {e}", spec.name)))?;
         table.push(TensorInfo {
-            name,
-            dtype: Dtype::F32,
-            shape,
+            shape: spec.stored_shape(dtype),
+            name: spec.name,
+            dtype,
             offset,
             byte_len,
         });
         offset += byte_len;
     }
-    (table, offset)
+    Ok((table, offset))
 }
 
 /// Encodes the variable-length header block (everything between the preamble and the data).
@@ -709,13 +805,18 @@ mod tests {
 
     /// Builds the bytes of a whole file (header + zeroed data) for `config`.
     fn file_bytes(config: &Config) -> Vec<u8> {
-        let (tensors, data_len) = plan_tensors(config);
+        file_bytes_in(config, &config.tensor_dtypes(Dtype::F32), FORMAT_VERSION)
+    }
+
+    /// [`file_bytes`] with each tensor in the dtype `dtypes` gives it, as format `version`.
+    fn file_bytes_in(config: &Config, dtypes: &[Dtype], version: u32) -> Vec<u8> {
+        let (tensors, data_len) = plan_tensors(config, dtypes).unwrap();
         let block =
             encode_header_block(config, &Provenance::default(), &tiny_tokenizer(), &tensors);
         let data_offset = align_up((PREAMBLE_LEN + block.len()) as u64);
         let data = vec![0u8; data_len as usize];
         let p = Preamble {
-            version: FORMAT_VERSION,
+            version,
             header_len: block.len() as u64,
             data_offset,
             data_len,
@@ -748,6 +849,115 @@ mod tests {
         assert!(h.tensors.iter().all(|t| t.offset % TENSOR_ALIGN == 0));
         let data = &bytes[h.preamble.data_offset as usize..];
         verify_data_checksum(&h.preamble, data).unwrap();
+    }
+
+    /// A 32-wide config: every matrix is whole q8_0 blocks.
+    fn wide_config() -> Config {
+        Config {
+            n_embd: 32,
+            n_head: 4,
+            mlp_hidden: 64,
+            ..tiny_config()
+        }
+    }
+
+    /// The byte offset of tensor `index`'s dtype code in a file made by `file_bytes_in`.
+    fn dtype_code_at(bytes: &[u8], index: usize) -> usize {
+        let h = parse_header(bytes, bytes.len() as u64).unwrap();
+        let entry = |t: &TensorInfo| 4 + t.name.len() + 4 + 4 + 8 * t.shape.len() + 16;
+        // The table ends the header block.
+        let table_len: usize = h.tensors.iter().map(entry).sum();
+        let mut at = PREAMBLE_LEN + h.preamble.header_len as usize - table_len;
+        for t in &h.tensors[..index] {
+            at += entry(t);
+        }
+        at + 4 + h.tensors[index].name.len()
+    }
+
+    #[test]
+    fn reduced_precision_tables_round_trip_and_version_1_still_opens() {
+        let c = wide_config();
+        for dtype in Dtype::ALL {
+            let bytes = file_bytes_in(&c, &c.tensor_dtypes(dtype), FORMAT_VERSION);
+            let h = parse_header(&bytes, bytes.len() as u64).unwrap();
+            for (t, spec) in h.tensors.iter().zip(c.expected_tensors()) {
+                let want = if spec.role == Role::F32Only {
+                    Dtype::F32
+                } else {
+                    dtype
+                };
+                assert_eq!(t.dtype, want, "{}", t.name);
+                assert_eq!(t.shape, spec.stored_shape(want));
+            }
+            let qkv = &h.tensors[4];
+            assert_eq!(qkv.name, "h.0.attn.c_attn.weight");
+            let want_shape = if dtype == Dtype::F32 {
+                [32, 96]
+            } else {
+                [96, 32]
+            };
+            assert_eq!(qkv.shape, want_shape);
+        }
+        // A version-1 file (all f32) opens; a version-1 file with an f16 tensor does not.
+        let v1 = file_bytes_in(&c, &c.tensor_dtypes(Dtype::F32), 1);
+        assert_eq!(
+            parse_header(&v1, v1.len() as u64).unwrap().preamble.version,
+            1
+        );
+        let v1 = file_bytes_in(&c, &c.tensor_dtypes(Dtype::F16), 1);
+        let err = parse_header(&v1, v1.len() as u64).unwrap_err().to_string();
+        assert!(
+            err.contains("wte.weight is f16") && err.contains("version-1"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn unknown_dtype_codes_and_partial_blocks_are_refused() {
+        let c = tiny_config();
+        let with_code = |index: usize, code: u32| {
+            let mut bytes = file_bytes(&c);
+            let at = dtype_code_at(&bytes, index);
+            bytes[at..at + 4].copy_from_slice(&code.to_le_bytes());
+            reseal(&mut bytes);
+            parse_header(&bytes, bytes.len() as u64)
+                .unwrap_err()
+                .to_string()
+        };
+        let err = with_code(0, 9);
+        assert!(err.contains("wte.weight has unknown dtype code 9"), "{err}");
+        // wte as q8_0 with rows of 12 values: not whole 32-value blocks.
+        let err = with_code(0, Dtype::Q8_0.code());
+        assert!(
+            err.contains("wte.weight") && err.contains("whole number of 32-value blocks"),
+            "{err}"
+        );
+        // A norm may not be reduced.
+        let err = with_code(2, Dtype::F16.code());
+        assert!(err.contains("h.0.ln_1.weight is f16"), "{err}");
+        // The writer's plan refuses the same.
+        let mut dtypes = c.tensor_dtypes(Dtype::F32);
+        dtypes[0] = Dtype::Q8_0;
+        assert!(plan_tensors(&c, &dtypes).is_err());
+        dtypes[0] = Dtype::F32;
+        dtypes[2] = Dtype::Bf16;
+        let err = plan_tensors(&c, &dtypes).unwrap_err().to_string();
+        assert!(err.contains("must be f32"), "{err}");
+    }
+
+    #[test]
+    fn q8_0_falls_back_to_f16_for_rows_that_are_not_whole_blocks() {
+        let c = Config {
+            mlp_hidden: 48, // c_proj's rows are 48 values: 1.5 blocks
+            ..wide_config()
+        };
+        let dtypes = c.tensor_dtypes(Dtype::Q8_0);
+        let names: Vec<String> = c.expected_tensors().into_iter().map(|s| s.name).collect();
+        let of = |n: &str| dtypes[names.iter().position(|x| x == n).unwrap()];
+        assert_eq!(of("wte.weight"), Dtype::Q8_0);
+        assert_eq!(of("h.0.mlp.c_fc.weight"), Dtype::Q8_0);
+        assert_eq!(of("h.0.mlp.c_proj.weight"), Dtype::F16);
+        assert_eq!(of("h.0.mlp.c_proj.bias"), Dtype::F32);
     }
 
     #[test]
@@ -857,7 +1067,7 @@ mod tests {
     fn untied_output_adds_lm_head() {
         let mut c = tiny_config();
         c.tied_output = false;
-        let names: Vec<_> = c.expected_tensors().into_iter().map(|(n, _)| n).collect();
+        let names: Vec<_> = c.expected_tensors().into_iter().map(|s| s.name).collect();
         assert_eq!(names.last().unwrap(), "lm_head.weight");
         let bytes = file_bytes(&c);
         assert!(

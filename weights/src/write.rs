@@ -21,9 +21,11 @@ use std::sync::Mutex;
 use tempfile::NamedTempFile;
 use xxhash_rust::xxh3::Xxh3;
 
+use crate::dtype::{self, Dtype};
 use crate::error::{FormatError, Result, WeightsError};
 use crate::format::{
-    self, Config, FORMAT_VERSION, PREAMBLE_LEN, Preamble, Provenance, TensorInfo, align_up,
+    self, Config, FORMAT_VERSION, PREAMBLE_LEN, Preamble, Provenance, TensorInfo, TensorSpec,
+    align_up,
 };
 use crate::tokenizer::TokenizerData;
 
@@ -231,6 +233,8 @@ pub struct WeightWriter {
     header_block: Vec<u8>,
     data_offset: u64,
     plan: Vec<TensorInfo>,
+    /// The logical shape and role of each tensor of `plan`.
+    specs: Vec<TensorSpec>,
     data_len: u64,
     next: usize,
     written: u64,
@@ -249,19 +253,23 @@ impl std::fmt::Debug for WeightWriter {
 }
 
 impl WeightWriter {
-    /// Starts a file for `config` at `dest`. Checks the config and tokenizer, that `dest` may be
-    /// replaced ([`check_output`]: not a special file, not one of `inputs`, the files the export
-    /// reads) and that a file can be created in its directory, before any tensor is produced.
+    /// Starts a file for `config` at `dest`, each tensor in the dtype `dtypes` gives it (one per
+    /// tensor of [`Config::expected_tensors`]; [`Config::tensor_dtypes`] makes the usual list).
+    /// Checks the config, dtypes and tokenizer, that `dest` may be replaced ([`check_output`]:
+    /// not a special file, not one of `inputs`, the files the export reads) and that a file can
+    /// be created in its directory, before any tensor is produced.
     pub fn create(
         dest: impl AsRef<Path>,
         config: &Config,
         provenance: &Provenance,
         tokenizer: &TokenizerData,
         inputs: &[&Path],
+        dtypes: &[Dtype],
     ) -> Result<Self> {
         let dest = dest.as_ref().to_path_buf();
         let invalid = |e: FormatError| WeightsError::format(&dest, e);
         config.validate().map_err(invalid)?;
+        let (plan, data_len) = format::plan_tensors(config, dtypes).map_err(invalid)?;
         if tokenizer.tokens.len() != config.vocab_size as usize {
             return Err(invalid(FormatError::InvalidConfig(format!(
                 "the tokenizer has {} tokens but vocab_size is {}",
@@ -304,7 +312,6 @@ impl WeightWriter {
                 message: format!("cannot create a file in {}: {e}", dir.display()),
             })?;
 
-        let (plan, data_len) = format::plan_tensors(config);
         let header_block = format::encode_header_block(config, provenance, tokenizer, &plan);
         let data_offset = align_up((PREAMBLE_LEN + header_block.len()) as u64);
         // I/O errors name the destination (what the user asked for), not the hidden temp file.
@@ -322,6 +329,7 @@ impl WeightWriter {
             header_block,
             data_offset,
             plan,
+            specs: config.expected_tensors(),
             data_len,
             next: 0,
             written: 0,
@@ -330,29 +338,28 @@ impl WeightWriter {
         })
     }
 
-    /// The tensors still to write, in the order [`write_tensor`](Self::write_tensor) expects.
-    pub fn remaining(&self) -> &[TensorInfo] {
-        &self.plan[self.next..]
+    /// The tensors still to write, in the order the `write_*` methods expect, with their
+    /// logical shapes.
+    pub fn remaining(&self) -> &[TensorSpec] {
+        &self.specs[self.next..]
     }
 
-    /// Appends the next tensor. Tensors must come in [`Config::expected_tensors`] order, each with
-    /// exactly the number of elements its shape implies, every value finite.
+    /// The dtype the next tensor is stored in.
+    pub fn next_dtype(&self) -> Option<Dtype> {
+        self.plan.get(self.next).map(|t| t.dtype)
+    }
+
+    /// Appends the next tensor, given as f32 values in its logical layout
+    /// ([`Config::expected_tensors`]): converted to its planned dtype (transposed first where that
+    /// dtype is stored `[out, in]`). Every value must be finite and representable in the dtype.
     pub fn write_tensor(&mut self, name: &str, data: &[f32]) -> Result<()> {
-        let Some(info) = self.plan.get(self.next) else {
-            return Err(self.write_error(format!("tensor {name} is one more than the model has")));
-        };
-        if info.name != name {
+        let (info, spec) = self.next_planned(name)?;
+        let logical: u64 = spec.shape.iter().product();
+        if data.len() as u64 != logical {
             return Err(self.write_error(format!(
-                "tensor {name} written out of order; expected {}",
-                info.name
-            )));
-        }
-        if data.len() as u64 * 4 != info.byte_len {
-            return Err(self.write_error(format!(
-                "tensor {name} has {} values; its shape {:?} needs {}",
+                "tensor {name} has {} values; its shape {:?} needs {logical}",
                 data.len(),
-                info.shape,
-                info.byte_len / 4
+                spec.shape
             )));
         }
         // A NaN or infinity in the weights makes every logit NaN, and greedy decoding then picks
@@ -364,9 +371,74 @@ impl WeightWriter {
                 data[i]
             )));
         }
+        let dtype = info.dtype;
+        let transposed = spec.transposed(dtype);
+        let (rows, cols) = (
+            spec.shape[0] as usize,
+            *spec.shape.last().unwrap_or(&1) as usize,
+        );
+        let stored_values;
+        let stored: &[f32] = if transposed {
+            stored_values = dtype::transpose(data, rows, cols);
+            &stored_values
+        } else {
+            data
+        };
+        let row_len = spec.stored_row_len(dtype) as usize;
+        let mut bytes = Vec::with_capacity(info.byte_len as usize);
+        dtype::encode(stored, row_len, dtype, &mut bytes).map_err(|mut e| {
+            if transposed {
+                // Name the value by its index in the logical (in, out) layout, as given.
+                let (o, i) = (e.index / rows, e.index % rows);
+                e.index = i * cols + o;
+            }
+            self.write_error(format!("tensor {name} cannot be stored as {dtype}: {e}"))
+        })?;
+        self.append(&bytes)
+    }
+
+    /// Appends the next tensor as the bytes it is stored as: its planned dtype and stored layout
+    /// (for exact copies, e.g. converting a file to the dtype a tensor already has). The values
+    /// are checked as [`write_tensor`](Self::write_tensor) checks them (no NaN, no infinity,
+    /// finite q8_0 scales).
+    pub fn write_encoded(&mut self, name: &str, bytes: &[u8]) -> Result<()> {
+        let (info, _) = self.next_planned(name)?;
+        if bytes.len() as u64 != info.byte_len {
+            return Err(self.write_error(format!(
+                "tensor {name} is {} bytes; {:?} in {} needs {}",
+                bytes.len(),
+                info.shape,
+                info.dtype,
+                info.byte_len
+            )));
+        }
+        if let Some((index, what)) = first_non_finite(bytes, info.dtype) {
+            return Err(self.write_error(format!(
+                "tensor {name} holds {what} at {index}; refusing to export weights that would \
+                 make every output NaN"
+            )));
+        }
+        self.append(bytes)
+    }
+
+    /// The next planned tensor, which must be `name`.
+    fn next_planned(&self, name: &str) -> Result<(TensorInfo, TensorSpec)> {
+        let Some(info) = self.plan.get(self.next) else {
+            return Err(self.write_error(format!("tensor {name} is one more than the model has")));
+        };
+        if info.name != name {
+            return Err(self.write_error(format!(
+                "tensor {name} written out of order; expected {}",
+                info.name
+            )));
+        }
+        Ok((info.clone(), self.specs[self.next].clone()))
+    }
+
+    fn append(&mut self, bytes: &[u8]) -> Result<()> {
+        let info = &self.plan[self.next];
         let (offset, byte_len) = (info.offset, info.byte_len);
         let pad = vec![0u8; (offset - self.written) as usize];
-        let bytes: &[u8] = bytemuck::cast_slice(data);
         self.hasher.update(&pad);
         self.hasher.update(bytes);
         let path = &self.dest;
@@ -428,6 +500,18 @@ impl WeightWriter {
             path: self.dest.clone(),
             message,
         }
+    }
+}
+
+/// The first value of `bytes` (in `dtype`) that is not finite: (element or block index, what).
+fn first_non_finite(bytes: &[u8], dtype: Dtype) -> Option<(String, String)> {
+    match dtype {
+        Dtype::F32 | Dtype::F16 | Dtype::Bf16 => dtype::decode(bytes, dtype)
+            .iter()
+            .position(|v| !v.is_finite())
+            .map(|i| (format!("index {i}"), "a non-finite value".to_string())),
+        Dtype::Q8_0 => dtype::first_bad_q8_0_scale(bytes)
+            .map(|(b, d)| (format!("block {b}"), format!("a non-finite scale ({d})"))),
     }
 }
 

@@ -23,14 +23,22 @@ use fuzz_support::{Rng, iterations_and_seed, largest_allocation};
 use gpt2_weights::WeightFile;
 use gpt2_weights::format::{self, PREAMBLE_LEN};
 
-/// A small valid weight file (1 layer, n_embd 8, a 260-token byte-level vocabulary: the hostile
-/// tests' small model); returns its bytes.
-fn seed_file(dir: &std::path::Path) -> Vec<u8> {
-    let path = dir.join("seed.bin");
-    support::small_weight_file(&path, |_| {}, "fuzz-seed");
-    let bytes = std::fs::read(&path).unwrap();
-    WeightFile::open_verified(&path).expect("the seed file is valid");
-    bytes
+/// Small valid weight files (1 layer, a 260-token byte-level vocabulary: the hostile tests'
+/// small model): f32 with n_embd 8, and q8_0 with n_embd 32 (so that its matrices really are
+/// q8_0 blocks, whose scales the reader checks); returns their bytes.
+fn seed_files(dir: &std::path::Path) -> [Vec<u8>; 2] {
+    let f32_path = dir.join("seed.bin");
+    support::small_weight_file(&f32_path, |_| {}, "fuzz-seed");
+    let q8_path = dir.join("seed-q8_0.bin");
+    let wide = |c: &mut gpt2_weights::Config| {
+        c.n_embd = 32;
+        c.mlp_hidden = 64;
+    };
+    support::small_weight_file_in(&q8_path, wide, "fuzz-seed", gpt2_weights::Dtype::Q8_0);
+    [f32_path, q8_path].map(|path| {
+        WeightFile::open_verified(&path).expect("the seed file is valid");
+        std::fs::read(&path).unwrap()
+    })
 }
 
 const EXTREMES: [u64; 8] = [
@@ -118,10 +126,12 @@ fn mutate(rng: &mut Rng, seed: &[u8], header_len: usize) -> Vec<u8> {
 fn mutated_files_are_errors_never_panics_or_huge_allocations() {
     let (iterations, seed) = iterations_and_seed(20_000);
     let dir = tempfile::tempdir().unwrap();
-    let valid = seed_file(dir.path());
-    let header_len = format::parse_preamble(&valid, valid.len() as u64)
-        .unwrap()
-        .header_len as usize;
+    let seeds = seed_files(dir.path());
+    let header_len = |valid: &[u8]| {
+        format::parse_preamble(valid, valid.len() as u64)
+            .unwrap()
+            .header_len as usize
+    };
     let mut rng = Rng(seed);
     let (mut accepted, mut opened) = (0u64, 0u64);
     let disk = dir.path().join("mutant.bin");
@@ -134,7 +144,8 @@ fn mutated_files_are_errors_never_panics_or_huge_allocations() {
             }
             b
         } else {
-            mutate(&mut rng, &valid, header_len)
+            let valid = &seeds[i as usize / 16 % 2];
+            mutate(&mut rng, valid, header_len(valid))
         };
         // The length the parser is told may also lie about the real input.
         let claimed = if rng.below(8) == 0 {

@@ -14,12 +14,20 @@
 //!   end (sequential reads, the memory-bandwidth-bound decode case), the output slice in L1.
 //! - [`dot_rows`]: the output layer, `x . wte[v]` for 4 vocabulary rows at a time.
 //! - element-wise: layer norm, GELU (vectorised tanh from a Cephes-style exp), softmax, add.
+//! - reduced-precision weights, converted in registers as they are loaded, never expanded in
+//!   memory: [`dot_rows_any`] (decode's products and the output layer: f16 through F16C's
+//!   `vcvtph2ps`, bf16 as a 16-bit shift, q8_0 as int8 widened, converted and scaled once per
+//!   block), [`matmul_rows`] (prefill: dequantized while packing the panels), [`dequantize`].
+//!   These need F16C as well, which [`super::Kernels::detect`] checks.
 
 #![allow(unsafe_op_in_unsafe_fn)]
 
 use std::arch::x86_64::*;
 
 use super::pack::{self, KC, PANELS_PER_PACK};
+use gpt2_weights::dtype::{Q8_0_BLOCK, Q8_0_BLOCK_BYTES};
+use gpt2_weights::{Matrix, Values};
+
 use super::{MatRef, scalar};
 
 /// Horizontal sum of 8 lanes.
@@ -113,35 +121,13 @@ pub fn matmul_cols(out: &mut [f32], inp: &[f32], wm: MatRef<'_>, bias: &[f32], n
         return matvec_cols(out, inp, wm, bias, n0);
     }
     pack::with_buffers(|a_packed, w_panel| {
-        // SAFETY: AVX2 detected before this kernel was handed out; pack_rows hands a full
-        // group's 6 rows of K and 6K + 2 floats of output, which is what pack_group6 touches.
-        let pack6 = |out: &mut [f32], src: &[f32]| unsafe { pack_group6(out, src, k) };
-        pack::pack_rows(a_packed, inp, t, k, Some(&pack6));
+        let pack_panels = |dst: &mut Vec<f32>, depth: std::ops::Range<usize>, j, panels| {
+            pack::pack_panels(dst, &w[depth.start * n..], depth.len(), n, n0 + j, panels)
+        };
+        gemm_packed(out, inp, k, bias, a_packed, w_panel, &pack_panels);
         // SAFETY: AVX2 and FMA were detected before this kernel was handed out (module docs),
         // and the shapes were checked above, which is all the unchecked indexing relies on.
         unsafe {
-            // BLIS-style blocking. The depth K is cut into slices of at most KC rows; for each
-            // slice, PANELS_PER_PACK (KC, 16) weight panels are packed into one contiguous
-            // buffer, then every group of 6 rows runs against each panel, adding into `out`
-            // (the first slice starts from the bias). A slice's panel (16 KiB) and a group's
-            // inputs (6 KiB) sit in L1, the packed panels and the slice of every row group in
-            // L2. (Unpacked, a panel's rows are N floats apart: for GPT-2's N a multiple of
-            // 4 KiB, so every row would land in the same L1 set.)
-            let mut k0 = 0;
-            while k0 < k {
-                let kc = (k - k0).min(KC);
-                let mut j = 0;
-                while j + 16 <= width {
-                    let panels = ((width - j) / 16).min(PANELS_PER_PACK);
-                    pack::pack_panels(w_panel, &w[k0 * n..], kc, n, n0 + j, panels);
-                    for p in 0..panels {
-                        let panel = &w_panel[p * kc * 16..(p + 1) * kc * 16];
-                        packed_tiles(out, a_packed, panel, bias, k, k0..k0 + kc, j);
-                        j += 16;
-                    }
-                }
-                k0 += kc;
-            }
             let mut j = width / 16 * 16;
             while j + 8 <= width {
                 row_groups!(t, tile8, out, inp, wm, bias, n0 + j, j);
@@ -158,6 +144,81 @@ pub fn matmul_cols(out: &mut [f32], inp: &[f32], wm: MatRef<'_>, bias: &[f32], n
             }
         }
     });
+}
+
+/// Packs a (depth, 16 * panels) block of weight panels starting at output column `j`.
+type PackPanels<'a> = &'a dyn Fn(&mut Vec<f32>, std::ops::Range<usize>, usize, usize);
+
+/// The packed part of a matrix-matrix product: `out (T, width) = inp (T, K) @ W + bias` for the
+/// output columns in whole 16-wide panels (`width / 16 * 16` of them), the weight panels made by
+/// `pack_panels` (from an (K, N) f32 weight, or dequantized from an (N, K) one). The caller
+/// computes the remaining columns.
+fn gemm_packed(
+    out: &mut [f32],
+    inp: &[f32],
+    k: usize,
+    bias: &[f32],
+    a_packed: &mut Vec<f32>,
+    w_panel: &mut Vec<f32>,
+    pack_panels: PackPanels<'_>,
+) {
+    let (width, t) = (bias.len(), inp.len() / k);
+    assert!(
+        out.len() == t * width && inp.len() == t * k,
+        "gemm_packed: inconsistent shapes"
+    );
+    // SAFETY: AVX2 detected before this kernel was handed out; pack_rows hands a full
+    // group's 6 rows of K and 6K + 2 floats of output, which is what pack_group6 touches.
+    let pack6 = |out: &mut [f32], src: &[f32]| unsafe { pack_group6(out, src, k) };
+    pack::pack_rows(a_packed, inp, t, k, Some(&pack6));
+    // BLIS-style blocking. The depth K is cut into slices of at most KC rows; for each slice,
+    // PANELS_PER_PACK (KC, 16) weight panels are packed into one contiguous buffer, then every
+    // group of 6 rows runs against each panel, adding into `out` (the first slice starts from
+    // the bias). A slice's panel (16 KiB) and a group's inputs (6 KiB) sit in L1, the packed
+    // panels and the slice of every row group in L2. (Unpacked, a panel's rows are N floats
+    // apart: for GPT-2's N a multiple of 4 KiB, so every row would land in the same L1 set.)
+    let mut k0 = 0;
+    while k0 < k {
+        let kc = (k - k0).min(KC);
+        let mut j = 0;
+        while j + 16 <= width {
+            let panels = ((width - j) / 16).min(PANELS_PER_PACK);
+            pack_panels(w_panel, k0..k0 + kc, j, panels);
+            for p in 0..panels {
+                let panel = &w_panel[p * kc * 16..(p + 1) * kc * 16];
+                // SAFETY: features detected (module docs); `out`, `a_packed` (T rows of K,
+                // packed) and the panel (kc x 16) have the shapes packed_tiles indexes.
+                unsafe { packed_tiles(out, a_packed, panel, bias, k, k0..k0 + kc, j) };
+                j += 16;
+            }
+        }
+        k0 += kc;
+    }
+}
+
+/// Rows of a matrix product with an (N, K) weight in any dtype:
+/// `out (T, N) = inp (T, K) @ w^T + bias`, see [`scalar::matmul_rows`]. T = 1 is [`dot_rows_any`] plus the bias; otherwise the
+/// weight is dequantized into the packed panels of [`gemm_packed`] and the last `N % 16` columns
+/// are dot products of dequantized rows.
+pub fn matmul_rows(out: &mut [f32], inp: &[f32], w: Matrix<'_>, bias: &[f32]) {
+    let (k, width) = (w.cols(), w.rows());
+    let t = inp.len() / k;
+    assert!(
+        bias.len() == width && inp.len() == t * k && out.len() == t * width,
+        "matmul_rows: inconsistent shapes"
+    );
+    if t == 1 {
+        dot_rows_any(out, inp, w);
+        add(out, bias);
+        return;
+    }
+    pack::with_buffers(|a_packed, w_panel| {
+        let pack_panels = |dst: &mut Vec<f32>, depth, j, panels| {
+            pack::pack_panels_rows(dst, w, depth, j, panels, dequantize)
+        };
+        gemm_packed(out, inp, k, bias, a_packed, w_panel, &pack_panels);
+    });
+    scalar::rows_tail(dot, dequantize, out, inp, w, bias, width / 16 * 16);
 }
 
 /// First column not covered by the 16- and 8-wide tiles.
@@ -364,8 +425,11 @@ unsafe fn dot_rows_avx2(out: &mut [f32], x: &[f32], rows: &[f32]) {
             _mm256_setzero_ps(),
             _mm256_setzero_ps(),
         );
+        // As in `dot_q8_0`: 4 short streams; fetch ahead what each step consumes.
+        let ahead = (p as *const u8).wrapping_add(4 * c * 4 + PREFETCH_AHEAD);
         let mut i = 0;
         while i + 8 <= c {
+            prefetch_bytes(ahead.wrapping_add(i * 16), 128);
             let xv = _mm256_loadu_ps(xp.add(i));
             a0 = _mm256_fmadd_ps(xv, _mm256_loadu_ps(p.add(i)), a0);
             a1 = _mm256_fmadd_ps(xv, _mm256_loadu_ps(p.add(c + i)), a1);
@@ -382,8 +446,8 @@ unsafe fn dot_rows_avx2(out: &mut [f32], x: &[f32], rows: &[f32]) {
         out[v..v + 4].copy_from_slice(&s);
         v += 4;
     }
-    for vv in v..out.len() {
-        out[vv] = dot_avx2(x, &rows[vv * c..(vv + 1) * c]);
+    for (vv, o) in out.iter_mut().enumerate().skip(v) {
+        *o = dot_avx2(x, &rows[vv * c..(vv + 1) * c]);
     }
 }
 
@@ -602,4 +666,243 @@ unsafe fn read_sum_avx2(x: &[f32]) -> f32 {
     }
     let s = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
     hsum(s) + x[i..].iter().sum::<f32>()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reduced-precision weights (definitions in `gpt2_weights::dtype`; scalar reference in
+// `scalar.rs`).
+
+/// `out = values` as f32, 8 at a time.
+pub fn dequantize(out: &mut [f32], values: Values<'_>) {
+    assert_eq!(out.len(), values.len(), "dequantize: lengths differ");
+    // SAFETY: AVX2, FMA and F16C detected before this kernel was handed out; lengths checked.
+    unsafe {
+        match values {
+            Values::F32(v) => out.copy_from_slice(v),
+            Values::F16(v) => dequantize_f16(out, v),
+            Values::Bf16(v) => dequantize_bf16(out, v),
+            Values::Q8_0(b) => dequantize_q8_0(out, b),
+        }
+    }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn dequantize_f16(out: &mut [f32], v: &[u16]) {
+    let mut i = 0;
+    while i + 8 <= v.len() {
+        _mm256_storeu_ps(out.as_mut_ptr().add(i), load_f16(v.as_ptr().add(i)));
+        i += 8;
+    }
+    for j in i..v.len() {
+        out[j] = f16_scalar(v[j]);
+    }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn dequantize_bf16(out: &mut [f32], v: &[u16]) {
+    let mut i = 0;
+    while i + 8 <= v.len() {
+        _mm256_storeu_ps(out.as_mut_ptr().add(i), load_bf16(v.as_ptr().add(i)));
+        i += 8;
+    }
+    for j in i..v.len() {
+        out[j] = gpt2_weights::dtype::bf16_to_f32(v[j]);
+    }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn dequantize_q8_0(out: &mut [f32], blocks: &[u8]) {
+    for (o, block) in out
+        .chunks_exact_mut(Q8_0_BLOCK)
+        .zip(blocks.chunks_exact(Q8_0_BLOCK_BYTES))
+    {
+        let d = q8_0_scale(block.as_ptr());
+        for part in 0..4 {
+            let q = load_i8x8(block.as_ptr().add(2 + 8 * part));
+            _mm256_storeu_ps(o.as_mut_ptr().add(8 * part), _mm256_mul_ps(d, q));
+        }
+    }
+}
+
+/// 8 f16 values at `p`, widened to f32 (exact).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn load_f16(p: *const u16) -> __m256 {
+    _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i))
+}
+
+/// 8 bf16 values at `p`, widened to f32: each shifted into the top half of a 32-bit lane.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn load_bf16(p: *const u16) -> __m256 {
+    let wide = _mm256_cvtepu16_epi32(_mm_loadu_si128(p as *const __m128i));
+    _mm256_castsi256_ps(_mm256_slli_epi32::<16>(wide))
+}
+
+/// 8 `i8` at `p`, sign-extended and converted to f32.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn load_i8x8(p: *const u8) -> __m256 {
+    _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(p as *const __m128i)))
+}
+
+/// One f16 value as f32 (F16C; the element left over after the 8-wide loop).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn f16_scalar(bits: u16) -> f32 {
+    _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(i32::from(bits))))
+}
+
+/// The f16 scale at the start of the q8_0 block at `p`, as f32 in all 8 lanes.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q8_0_scale(p: *const u8) -> __m256 {
+    let bits = u16::from_le_bytes([*p, *p.add(1)]);
+    _mm256_cvtph_ps(_mm_set1_epi16(bits as i16))
+}
+
+/// `out[r] = x . rows.row(r)` for every row of `rows`, in any dtype, 4 rows at a time (each
+/// loaded `x` vector serves 4 rows; 4 independent accumulator chains).
+pub fn dot_rows_any(out: &mut [f32], x: &[f32], rows: Matrix<'_>) {
+    let c = x.len();
+    assert!(
+        rows.cols() == c && rows.rows() == out.len(),
+        "dot_rows_any: inconsistent shapes"
+    );
+    // SAFETY: AVX2, FMA and F16C detected before this kernel was handed out; shapes checked
+    // above (each row is c values; q8_0 rows are c / 32 whole blocks, as Matrix guarantees).
+    unsafe {
+        match rows.values() {
+            Values::F32(v) => dot_rows_avx2(out, x, v),
+            Values::F16(v) => dot_rows_16::<false>(out, x, v),
+            Values::Bf16(v) => dot_rows_16::<true>(out, x, v),
+            Values::Q8_0(b) => dot_rows_q8_0(out, x, b),
+        }
+    }
+}
+
+/// f16 rows (bf16 rows with `BF16`): 4 at a time, then one at a time.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn dot_rows_16<const BF16: bool>(out: &mut [f32], x: &[f32], rows: &[u16]) {
+    let c = x.len();
+    let mut v = 0;
+    while v + 4 <= out.len() {
+        let sums = dot_16::<BF16, 4>(x, rows.as_ptr().add(v * c));
+        out[v..v + 4].copy_from_slice(&sums);
+        v += 4;
+    }
+    for (vv, o) in out.iter_mut().enumerate().skip(v) {
+        *o = dot_16::<BF16, 1>(x, rows.as_ptr().add(vv * c))[0];
+    }
+}
+
+/// `x . row r` for the `R` f16 (bf16) rows of length `x.len()` starting at `p`. `R` is a
+/// constant so that the accumulators stay in registers.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn dot_16<const BF16: bool, const R: usize>(x: &[f32], p: *const u16) -> [f32; R] {
+    let c = x.len();
+    let xp = x.as_ptr();
+    let mut acc = [_mm256_setzero_ps(); R];
+    // As in `dot_q8_0`: the R rows are short streams; fetch ahead what each step consumes.
+    let ahead = (p as *const u8).wrapping_add(R * c * 2 + PREFETCH_AHEAD);
+    let mut i = 0;
+    while i + 8 <= c {
+        prefetch_bytes(ahead.wrapping_add(i * R * 2), R * 16);
+        let xv = _mm256_loadu_ps(xp.add(i));
+        for (r, a) in acc.iter_mut().enumerate() {
+            let w = p.add(r * c + i);
+            let w = if BF16 { load_bf16(w) } else { load_f16(w) };
+            *a = _mm256_fmadd_ps(xv, w, *a);
+        }
+        i += 8;
+    }
+    let mut sums = [0.0f32; R];
+    for (r, s) in sums.iter_mut().enumerate() {
+        *s = hsum(acc[r]);
+        for (ii, &xi) in x.iter().enumerate().skip(i) {
+            let b = *p.add(r * c + ii);
+            let w = if BF16 {
+                gpt2_weights::dtype::bf16_to_f32(b)
+            } else {
+                f16_scalar(b)
+            };
+            *s += xi * w;
+        }
+    }
+    sums
+}
+
+/// Software prefetch distance of the dot products, in bytes beyond the rows being read (see
+/// [`dot_q8_0`]).
+const PREFETCH_AHEAD: usize = 2048;
+
+/// Prefetches the cache lines of `len` bytes at `p` (a hint: `p` need not be valid memory).
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn prefetch_bytes(p: *const u8, len: usize) {
+    let mut off = 0;
+    while off < len {
+        _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(off) as *const i8);
+        off += 64;
+    }
+}
+
+/// q8_0 rows: 4 at a time, then one at a time.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn dot_rows_q8_0(out: &mut [f32], x: &[f32], rows: &[u8]) {
+    let row_bytes = x.len() / Q8_0_BLOCK * Q8_0_BLOCK_BYTES;
+    let mut v = 0;
+    while v + 4 <= out.len() {
+        let sums = dot_q8_0::<4>(x, rows.as_ptr().add(v * row_bytes));
+        out[v..v + 4].copy_from_slice(&sums);
+        v += 4;
+    }
+    for (vv, o) in out.iter_mut().enumerate().skip(v) {
+        *o = dot_q8_0::<1>(x, rows.as_ptr().add(vv * row_bytes))[0];
+    }
+}
+
+/// `x . row r` for the `R` q8_0 rows starting at `p`: per block, `sum(x * q)` in f32 lanes,
+/// then scaled by the block's `d` into the row's accumulator (one multiply per block instead of
+/// one per value).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn dot_q8_0<const R: usize>(x: &[f32], p: *const u8) -> [f32; R] {
+    let c = x.len();
+    let row_bytes = c / Q8_0_BLOCK * Q8_0_BLOCK_BYTES;
+    let xp = x.as_ptr();
+    let mut acc = [_mm256_setzero_ps(); R];
+    // The R rows are R short streams (816 bytes each in GPT-2 small), too short for the
+    // hardware prefetcher to follow: fetch the rows PREFETCH_AHEAD bytes on, as much per block
+    // as the block consumes (R * 34 bytes), so the memory requests run ahead of the arithmetic.
+    // (wrapping_add: the prefetched address may lie past the matrix, which a prefetch allows.)
+    let ahead = p.wrapping_add(R * row_bytes + PREFETCH_AHEAD);
+    for b in 0..c / Q8_0_BLOCK {
+        prefetch_bytes(
+            ahead.wrapping_add(b * R * Q8_0_BLOCK_BYTES),
+            R * Q8_0_BLOCK_BYTES,
+        );
+        let xb = xp.add(b * Q8_0_BLOCK);
+        let xv = [
+            _mm256_loadu_ps(xb),
+            _mm256_loadu_ps(xb.add(8)),
+            _mm256_loadu_ps(xb.add(16)),
+            _mm256_loadu_ps(xb.add(24)),
+        ];
+        for (r, a) in acc.iter_mut().enumerate() {
+            let block = p.add(r * row_bytes + b * Q8_0_BLOCK_BYTES);
+            let qs = block.add(2);
+            let mut s = _mm256_mul_ps(xv[0], load_i8x8(qs));
+            s = _mm256_fmadd_ps(xv[1], load_i8x8(qs.add(8)), s);
+            s = _mm256_fmadd_ps(xv[2], load_i8x8(qs.add(16)), s);
+            s = _mm256_fmadd_ps(xv[3], load_i8x8(qs.add(24)), s);
+            *a = _mm256_fmadd_ps(q8_0_scale(block), s, *a);
+        }
+    }
+    let mut sums = [0.0f32; R];
+    for (r, s) in sums.iter_mut().enumerate() {
+        *s = hsum(acc[r]);
+    }
+    sums
 }

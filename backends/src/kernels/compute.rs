@@ -5,12 +5,16 @@
 //! arithmetic: each thread computes its columns for every position in register tiles), and by
 //! weight rows into partial sums when there is one (decode is bound by memory bandwidth: each
 //! thread streams contiguous whole rows, each weight byte read by exactly one thread). The output
-//! layer splits by vocabulary rows. A decode step does not use these parallel iterators: it runs
+//! layer splits by vocabulary rows. A weight stored `[out, in]` (every dtype but f32) is split by
+//! output rows in both cases: each thread computes whole dot products, so there is nothing to
+//! sum afterwards (one "partial"). A decode step does not use these parallel iterators: it runs
 //! as one [`super::team`], built on [`Compute::matvec_block`] and [`Compute::sum_partials`].
 
 use rayon::prelude::*;
 
-use super::{Kernels, MatRef};
+use gpt2_weights::Matrix;
+
+use super::{Kernels, Weight};
 
 /// Work items per thread in the split of a matrix-vector product.
 const BLOCKS_PER_THREAD: usize = 4;
@@ -60,35 +64,46 @@ impl Compute {
         n.div_ceil(self.threads).div_ceil(16).max(1) * 16
     }
 
-    /// `out (T, N) = inp (T, K) @ w (K, N) + bias` on the pool; `scratch` holds at least
+    /// `out (T, N) = inp (T, K) @ w + bias` on the pool; `scratch` holds at least
     /// `max(T, 4 * threads) * N` values. Must run inside the pool.
     ///
-    /// T = 1 (decode) is bound by memory bandwidth, so the weight is split by rows: each thread
-    /// streams one contiguous block of whole rows (the access pattern hardware prefetchers like
-    /// best) into a partial output, and the partials are summed. T > 1 (prefill) is bound by
-    /// arithmetic, so the weight is split by columns: each thread computes its columns for all
-    /// positions into `scratch`, in register tiles that reuse each loaded weight for 6 positions,
-    /// and the column blocks are copied into `out`.
+    /// T = 1 (decode) is bound by memory bandwidth, so the weight is split into blocks of
+    /// whole rows, each thread streaming contiguous rows ([`Compute::matvec_block`]); for a
+    /// (K, N) weight the blocks' partial outputs are then summed. T > 1 (prefill) is bound by
+    /// arithmetic, so the weight is split by output columns: each thread computes its columns for
+    /// all positions into `scratch`, in register tiles that reuse each loaded weight for 6
+    /// positions, and the column blocks are copied into `out`.
     pub fn linear(
         &self,
         out: &mut [f32],
         inp: &[f32],
-        w: MatRef<'_>,
+        w: Weight<'_>,
         bias: &[f32],
         scratch: &mut [f32],
     ) {
-        let (k, n) = (w.rows(), w.cols());
+        let (k, n) = (w.in_features(), w.out_features());
         let t = inp.len() / k;
         let cw = self.column_chunk(n);
         let kern = self.kernels;
         if t == 1 {
-            let (_, parts) = self.matvec_split(k);
-            let partials = &mut scratch[..parts * n];
-            partials
-                .par_chunks_mut(n)
-                .enumerate()
-                .for_each(|(j, part)| self.matvec_block(part, j, inp, w, bias));
-            self.sum_partials(&mut out[..n], partials, k, n, 0);
+            let blocks = self.matvec_blocks(w);
+            match w {
+                Weight::InOut(_) => {
+                    let partials = &mut scratch[..blocks * n];
+                    partials
+                        .par_chunks_mut(n)
+                        .enumerate()
+                        .for_each(|(j, part)| self.matvec_block(part, j, inp, w, bias));
+                    self.sum_partials(&mut out[..n], partials, blocks, n, 0);
+                }
+                Weight::OutIn(_) => {
+                    let (per, _) = self.out_row_split(n);
+                    out[..n]
+                        .par_chunks_mut(per)
+                        .enumerate()
+                        .for_each(|(j, part)| self.matvec_block(part, j, inp, w, bias));
+                }
+            }
             return;
         }
         let scratch = &mut scratch[..t * n];
@@ -98,7 +113,11 @@ impl Compute {
             .for_each(|(j, s)| {
                 let n0 = j * cw;
                 let width = s.len() / t;
-                kern.matmul_cols(s, inp, w, &bias[n0..n0 + width], n0)
+                let bias = &bias[n0..n0 + width];
+                match w {
+                    Weight::InOut(w) => kern.matmul_cols(s, inp, w, bias, n0),
+                    Weight::OutIn(w) => kern.matmul_rows(s, inp, w.row_range(n0..n0 + width), bias),
+                }
             });
         // Scatter the column blocks back into row-major order.
         out[..t * n]
@@ -123,23 +142,83 @@ impl Compute {
         (rows, k.div_ceil(rows))
     }
 
-    /// Block `j` of a matrix-vector product split by [`Compute::matvec_split`]:
-    /// `part (N) = x[rows_j] @ w[rows_j, :]`, plus the bias for block 0 only, so that the sum of
-    /// the blocks' partials in block order is the product. A decode step's team and `linear`'s
-    /// T = 1 path both run their blocks through it, so they add in the same order.
-    pub fn matvec_block(&self, part: &mut [f32], j: usize, x: &[f32], w: MatRef<'_>, bias: &[f32]) {
-        let (k, n) = (w.rows(), w.cols());
-        let (rows, _) = self.matvec_split(k);
-        let (k0, k1) = (j * rows, ((j + 1) * rows).min(k));
-        let bias = if j == 0 { bias } else { self.zeros(n) };
-        self.kernels
-            .matmul_cols(part, &x[k0..k1], w.row_range(k0..k1), bias, 0);
+    /// How a matrix-vector product with an (N, K) weight is split: (output rows per block,
+    /// blocks), whole multiples of the 4 rows the dot-product kernels take at once.
+    pub fn out_row_split(&self, n: usize) -> (usize, usize) {
+        self.matvec_split(n)
     }
 
-    /// `out = sum over blocks of partials[block][cols]`, for a product of K = `k` rows and
-    /// `n` columns split by [`Compute::matvec_split`]; added in block order, as `linear` does.
-    pub fn sum_partials(&self, out: &mut [f32], partials: &[f32], k: usize, n: usize, col0: usize) {
-        let (_, parts) = self.matvec_split(k);
+    /// Blocks a matrix-vector product with `w` is split into (see [`Compute::matvec_block`]).
+    pub fn matvec_blocks(&self, w: Weight<'_>) -> usize {
+        match w {
+            Weight::InOut(m) => self.matvec_split(m.rows()).1,
+            Weight::OutIn(m) => self.out_row_split(m.rows()).1,
+        }
+    }
+
+    /// The partial outputs a matrix-vector product with `w` leaves to be summed: one per block
+    /// for a (K, N) weight, 1 for an (N, K) weight (its blocks write disjoint outputs).
+    pub fn matvec_parts(&self, w: Weight<'_>) -> usize {
+        match w {
+            Weight::InOut(_) => self.matvec_blocks(w),
+            Weight::OutIn(_) => 1,
+        }
+    }
+
+    /// Where block `j` of a matrix-vector product with `w` writes, in a (parts, N) buffer of
+    /// partial outputs.
+    pub fn matvec_block_range(&self, w: Weight<'_>, j: usize) -> std::ops::Range<usize> {
+        let n = w.out_features();
+        match w {
+            Weight::InOut(_) => j * n..(j + 1) * n,
+            Weight::OutIn(_) => {
+                let (per, _) = self.out_row_split(n);
+                j * per..((j + 1) * per).min(n)
+            }
+        }
+    }
+
+    /// Block `j` of a matrix-vector product, into `part` (the range
+    /// [`Compute::matvec_block_range`] names):
+    ///
+    /// - (K, N) weight, split by [`Compute::matvec_split`] over its K rows:
+    ///   `part (N) = x[rows_j] @ w[rows_j, :]`, plus the bias for block 0 only, so that the sum
+    ///   of the blocks' partials in block order is the product.
+    /// - (N, K) weight, split by [`Compute::out_row_split`] over its N rows:
+    ///   `part = w[rows_j] . x + bias[rows_j]`, finished outputs.
+    ///
+    /// A decode step's team and `linear`'s T = 1 path both run their blocks through it, so they
+    /// add in the same order.
+    pub fn matvec_block(&self, part: &mut [f32], j: usize, x: &[f32], w: Weight<'_>, bias: &[f32]) {
+        match w {
+            Weight::InOut(w) => {
+                let (k, n) = (w.rows(), w.cols());
+                let (rows, _) = self.matvec_split(k);
+                let (k0, k1) = (j * rows, ((j + 1) * rows).min(k));
+                let bias = if j == 0 { bias } else { self.zeros(n) };
+                self.kernels
+                    .matmul_cols(part, &x[k0..k1], w.row_range(k0..k1), bias, 0);
+            }
+            Weight::OutIn(m) => {
+                let (per, _) = self.out_row_split(m.rows());
+                let rows = j * per..((j + 1) * per).min(m.rows());
+                self.kernels
+                    .dot_rows_any(part, x, m.row_range(rows.clone()));
+                self.kernels.add(part, &bias[rows]);
+            }
+        }
+    }
+
+    /// `out = sum over parts of partials[part][cols]`, for the (parts, n) partial outputs of a
+    /// product, added in block order, as `linear` does.
+    pub fn sum_partials(
+        &self,
+        out: &mut [f32],
+        partials: &[f32],
+        parts: usize,
+        n: usize,
+        col0: usize,
+    ) {
         let width = out.len();
         out.copy_from_slice(&partials[col0..col0 + width]);
         for j in 1..parts {
@@ -165,15 +244,15 @@ impl Compute {
         (per, vocab.div_ceil(per))
     }
 
-    /// `logits[v] = x . rows[v]` (the output layer), split by vocabulary rows. Inside the pool.
-    pub fn logits(&self, logits: &mut [f32], x: &[f32], rows: &[f32]) {
-        let c = x.len();
+    /// `logits[v] = x . rows[v]` (the output layer, `rows` in any dtype), split by vocabulary
+    /// rows. Inside the pool.
+    pub fn logits(&self, logits: &mut [f32], x: &[f32], rows: Matrix<'_>) {
         let (chunk, _) = self.logit_blocks(logits.len());
         let kern = self.kernels;
-        logits
-            .par_chunks_mut(chunk)
-            .zip(rows.par_chunks(chunk * c))
-            .for_each(|(o, r)| kern.dot_rows(o, x, r));
+        logits.par_chunks_mut(chunk).enumerate().for_each(|(i, o)| {
+            let r0 = i * chunk;
+            kern.dot_rows_any(o, x, rows.row_range(r0..r0 + o.len()))
+        });
     }
 
     /// Layer norm of every row of `inp (T, C)` into `out`. Inside the pool.
@@ -201,7 +280,45 @@ impl Compute {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kernels::tests::{close, data};
+    use crate::kernels::MatRef;
+    use crate::kernels::tests::{TestMatrix, close, data, reference_rows};
+    use gpt2_weights::Dtype;
+
+    /// An (N, K) weight in every dtype, through `linear` (decode and prefill) and `logits`, on
+    /// 1 and 3 threads, SIMD and scalar kernels, against the f32 product of the dequantized
+    /// values. K = 96 (3 q8_0 blocks, less than one KC slice), N = 150 (9 full panels and 6
+    /// columns left over).
+    #[test]
+    fn out_in_weights_in_every_dtype_match_the_dequantized_product() {
+        let (k, n) = (96, 150);
+        let w = data(n * k, 21);
+        let bias = data(n, 22);
+        for dtype in Dtype::ALL {
+            let m = TestMatrix::new(&w, n, k, dtype);
+            for threads in [1, 3] {
+                for kernels in [Kernels::best_available(), Kernels::scalar()] {
+                    let compute = Compute::new(kernels, threads, n).unwrap();
+                    for t in [1, 2, 9] {
+                        let inp = data(t * k, 23);
+                        let want = reference_rows(&inp, m.matrix(), &bias);
+                        let mut got = vec![0.0; t * n];
+                        let mut scratch = vec![0.0; t.max(4 * threads) * n];
+                        let weight = Weight::OutIn(m.matrix());
+                        compute.pool().install(|| {
+                            compute.linear(&mut got, &inp, weight, &bias, &mut scratch)
+                        });
+                        close(&got, &want, 1e-5);
+                    }
+                    let x = data(k, 24);
+                    let mut got = vec![0.0; n];
+                    compute
+                        .pool()
+                        .install(|| compute.logits(&mut got, &x, m.matrix()));
+                    close(&got, &reference_rows(&x, m.matrix(), &vec![0.0; n]), 1e-5);
+                }
+            }
+        }
+    }
 
     #[test]
     fn threaded_drivers_match_single_thread_scalar() {
@@ -218,17 +335,19 @@ mod tests {
                     Kernels::scalar().matmul_cols(&mut want, &inp, wm, &bias, 0);
                     let mut got = vec![0.0; t * n];
                     let mut scratch = vec![0.0; t.max(4 * threads) * n];
+                    let weight = Weight::InOut(wm);
                     compute
                         .pool()
-                        .install(|| compute.linear(&mut got, &inp, wm, &bias, &mut scratch));
+                        .install(|| compute.linear(&mut got, &inp, weight, &bias, &mut scratch));
                     close(&got, &want, 1e-5);
                 }
                 let x = data(k, 12);
                 let rows = data(37 * k, 13);
                 let (mut got, mut want) = (vec![0.0; 37], vec![0.0; 37]);
+                let m = TestMatrix::new(&rows, 37, k, Dtype::F32);
                 compute
                     .pool()
-                    .install(|| compute.logits(&mut got, &x, &rows));
+                    .install(|| compute.logits(&mut got, &x, m.matrix()));
                 Kernels::scalar().dot_rows(&mut want, &x, &rows);
                 close(&got, &want, 1e-5);
             }

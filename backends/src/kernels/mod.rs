@@ -2,11 +2,13 @@
 //! drivers that spread them over a persistent thread pool.
 //!
 //! This module is the instruction-set choice: [`Kernels`] is a table of kernel functions for one
-//! instruction set, and [`Kernels::detect`] picks the best the CPU has: AVX2+FMA on x86-64
+//! instruction set, and [`Kernels::detect`] picks the best the CPU has: AVX2+FMA+F16C on x86-64
 //! (checked with `is_x86_feature_detected!`), NEON on aarch64 (baseline there), otherwise the
 //! portable scalar kernels, which are always compiled. `GPT2_BENCH_FORCE_SCALAR=1` forces the
 //! scalar ones, so tests and CI exercise both paths on the same machine. The kernels take the
-//! weight operand of a matrix product as a [`MatRef`] (a borrowed row-major matrix).
+//! weight operand of a matrix product as a [`Weight`]: an f32 [`MatRef`] in the `[in, out]`
+//! layout (`matmul_cols`), or a `gpt2_weights::Matrix` in any dtype in the `[out, in]` layout
+//! (`matmul_rows`, `dot_rows_any`), which the kernels dequantize in registers as they load it.
 //!
 //! The other jobs live in their own modules:
 //! - [`compute`]: [`Compute`], the drivers that split a product, a layer norm or the output
@@ -37,6 +39,7 @@ pub mod team;
 
 pub use attention::{HeadCache, KvShape, LayerCache};
 pub use compute::Compute;
+use gpt2_weights::{Linear, Matrix, Values};
 
 /// Environment variable that forces the scalar kernels when set to `1`.
 pub const FORCE_SCALAR_ENV: &str = "GPT2_BENCH_FORCE_SCALAR";
@@ -108,7 +111,44 @@ impl<'a> MatRef<'a> {
     }
 }
 
+/// The weight of a linear layer, as the kernels take it: an f32 (K, N) matrix (`[in, out]`, the
+/// f32 layout), or an (N, K) matrix in any dtype (`[out, in]`, q8_0 blocks along K).
+#[derive(Clone, Copy, Debug)]
+pub enum Weight<'a> {
+    InOut(MatRef<'a>),
+    OutIn(Matrix<'a>),
+}
+
+impl<'a> Weight<'a> {
+    pub fn new(linear: Linear<'a>) -> Self {
+        match linear {
+            Linear::InOut(m) => match m.values() {
+                Values::F32(data) => Weight::InOut(MatRef::new(data, m.rows(), m.cols())),
+                _ => unreachable!("an [in, out] weight is f32 (gpt2_weights::Role)"),
+            },
+            Linear::OutIn(m) => Weight::OutIn(m),
+        }
+    }
+
+    /// K, the length of an input row.
+    pub fn in_features(&self) -> usize {
+        match self {
+            Weight::InOut(m) => m.rows(),
+            Weight::OutIn(m) => m.cols(),
+        }
+    }
+
+    /// N, the length of an output row.
+    pub fn out_features(&self) -> usize {
+        match self {
+            Weight::InOut(m) => m.cols(),
+            Weight::OutIn(m) => m.rows(),
+        }
+    }
+}
+
 type MatmulCols = fn(&mut [f32], &[f32], MatRef<'_>, &[f32], usize);
+type MatmulRows = fn(&mut [f32], &[f32], Matrix<'_>, &[f32]);
 type LayerNorm = fn(&mut [f32], &[f32], &[f32], &[f32], f32);
 
 /// A table of kernels for one instruction set. Only [`Kernels::detect`] and
@@ -117,7 +157,10 @@ type LayerNorm = fn(&mut [f32], &[f32], &[f32], &[f32], f32);
 pub struct Kernels {
     isa: Isa,
     matmul_cols: MatmulCols,
+    matmul_rows: MatmulRows,
     dot_rows: fn(&mut [f32], &[f32], &[f32]),
+    dot_rows_any: fn(&mut [f32], &[f32], Matrix<'_>),
+    dequantize: fn(&mut [f32], Values<'_>),
     dot: fn(&[f32], &[f32]) -> f32,
     axpy: fn(&mut [f32], f32, &[f32]),
     add: fn(&mut [f32], &[f32]),
@@ -141,7 +184,10 @@ impl Kernels {
         Kernels {
             isa: Isa::Scalar,
             matmul_cols: scalar::matmul_cols,
+            matmul_rows: scalar::matmul_rows,
             dot_rows: scalar::dot_rows,
+            dot_rows_any: scalar::dot_rows_any,
+            dequantize: scalar::dequantize,
             dot: scalar::dot,
             axpy: scalar::axpy,
             add: scalar::add,
@@ -164,12 +210,17 @@ impl Kernels {
     /// The best kernels this CPU supports, ignoring the environment.
     pub fn best_available() -> Self {
         #[cfg(target_arch = "x86_64")]
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        if std::arch::is_x86_feature_detected!("avx2")
+            && std::arch::is_x86_feature_detected!("fma")
+            && std::arch::is_x86_feature_detected!("f16c")
         {
             return Kernels {
                 isa: Isa::Avx2Fma,
                 matmul_cols: avx2::matmul_cols,
+                matmul_rows: avx2::matmul_rows,
                 dot_rows: avx2::dot_rows,
+                dot_rows_any: avx2::dot_rows_any,
+                dequantize: avx2::dequantize,
                 dot: avx2::dot,
                 axpy: avx2::axpy,
                 add: avx2::add,
@@ -184,7 +235,10 @@ impl Kernels {
         return Kernels {
             isa: Isa::Neon,
             matmul_cols: neon::matmul_cols,
+            matmul_rows: neon::matmul_rows,
             dot_rows: neon::dot_rows,
+            dot_rows_any: neon::dot_rows_any,
+            dequantize: neon::dequantize,
             dot: neon::dot,
             axpy: neon::axpy,
             add: neon::add,
@@ -215,9 +269,25 @@ impl Kernels {
         (self.matmul_cols)(out, inp, w, bias, n0)
     }
 
+    /// `out (T, width) = inp (T, K) @ w^T + bias` for an (N, K) weight `w` in any dtype,
+    /// holding the `width` (= the length of `bias`) output rows wanted.
+    pub fn matmul_rows(&self, out: &mut [f32], inp: &[f32], w: Matrix<'_>, bias: &[f32]) {
+        (self.matmul_rows)(out, inp, w, bias)
+    }
+
     /// `out[r] = x . rows[r]`.
     pub fn dot_rows(&self, out: &mut [f32], x: &[f32], rows: &[f32]) {
         (self.dot_rows)(out, x, rows)
+    }
+
+    /// `out[r] = x . rows.row(r)` for a matrix in any dtype, converted in registers.
+    pub fn dot_rows_any(&self, out: &mut [f32], x: &[f32], rows: Matrix<'_>) {
+        (self.dot_rows_any)(out, x, rows)
+    }
+
+    /// `out = values` as f32.
+    pub fn dequantize(&self, out: &mut [f32], values: Values<'_>) {
+        (self.dequantize)(out, values)
     }
 
     pub fn dot(&self, a: &[f32], b: &[f32]) -> f32 {
@@ -287,7 +357,8 @@ pub(crate) mod tests {
     fn x86_has_avx2_fma() -> bool {
         #[cfg(target_arch = "x86_64")]
         return std::arch::is_x86_feature_detected!("avx2")
-            && std::arch::is_x86_feature_detected!("fma");
+            && std::arch::is_x86_feature_detected!("fma")
+            && std::arch::is_x86_feature_detected!("f16c");
         #[allow(unreachable_code)]
         false
     }
@@ -303,6 +374,81 @@ pub(crate) mod tests {
                 (s % 20_000) as f32 / 10_000.0 - 1.0
             })
             .collect()
+    }
+
+    /// A matrix in any dtype, for the tests: see `gpt2_weights::dtype::OwnedMatrix`.
+    pub(crate) struct TestMatrix(gpt2_weights::dtype::OwnedMatrix);
+
+    impl TestMatrix {
+        pub(crate) fn new(
+            values: &[f32],
+            rows: usize,
+            cols: usize,
+            dtype: gpt2_weights::Dtype,
+        ) -> Self {
+            TestMatrix(gpt2_weights::dtype::OwnedMatrix::encode(values, rows, cols, dtype).unwrap())
+        }
+
+        pub(crate) fn matrix(&self) -> Matrix<'_> {
+            self.0.matrix()
+        }
+    }
+
+    /// `inp (T, K) @ w^T + bias` for an (N, K) weight, from the dequantized values, in plain
+    /// loops (the definition the kernels are checked against).
+    pub(crate) fn reference_rows(inp: &[f32], w: Matrix<'_>, bias: &[f32]) -> Vec<f32> {
+        let (n, k) = (w.rows(), w.cols());
+        let values = w.values().to_f32();
+        let mut out = Vec::new();
+        for x in inp.chunks_exact(k) {
+            for j in 0..n {
+                let row = &values[j * k..(j + 1) * k];
+                out.push(bias[j] + x.iter().zip(row).map(|(a, b)| a * b).sum::<f32>());
+            }
+        }
+        out
+    }
+
+    /// Every reduced-precision kernel of the detected instruction set against the definitions,
+    /// on shapes with remainders: rows not a multiple of 4, row lengths not a multiple of 8
+    /// (f16, bf16) and more than one q8_0 block; 1, 2, 7 and 13 positions for the packed
+    /// product (a partial group of 6, and less than one 16-wide panel in the last columns).
+    #[test]
+    fn reduced_precision_kernels_match_the_definitions() {
+        for dtype in gpt2_weights::Dtype::ALL {
+            let block = dtype.block_len().max(1);
+            for (rows, cols) in [(1, 32), (5, 64), (7, 96), (19, 288), (33, 32 * 9)] {
+                let cols = if block == 1 && cols > 32 {
+                    cols - 3
+                } else {
+                    cols
+                };
+                let w = data(rows * cols, 31);
+                let m = TestMatrix::new(&w, rows, cols, dtype);
+                let want_values = m.matrix().values().to_f32().into_owned();
+                for kernels in [Kernels::best_available(), Kernels::scalar()] {
+                    let mut got = vec![0.0; rows * cols];
+                    kernels.dequantize(&mut got, m.matrix().values());
+                    assert_eq!(got, want_values, "{dtype} dequantize");
+                    let x = data(cols, 32);
+                    let mut got = vec![0.0; rows];
+                    kernels.dot_rows_any(&mut got, &x, m.matrix());
+                    close(
+                        &got,
+                        &reference_rows(&x, m.matrix(), &vec![0.0; rows]),
+                        1e-5,
+                    );
+                    let bias = data(rows, 33);
+                    for t in [1, 2, 7, 13] {
+                        let inp = data(t * cols, 34);
+                        let mut got = vec![0.0; t * rows];
+                        kernels.matmul_rows(&mut got, &inp, m.matrix(), &bias);
+                        let want = reference_rows(&inp, m.matrix(), &bias);
+                        close(&got, &want, 1e-5);
+                    }
+                }
+            }
+        }
     }
 
     pub(crate) fn close(a: &[f32], b: &[f32], tol: f32) {

@@ -14,12 +14,21 @@
 //!   it switches to [`matvec_cols`], which streams 4 weight rows at a time.
 //! - [`dot_rows`]: the output layer, 4 vocabulary rows at a time.
 //! - element-wise: layer norm, GELU (a vectorised tanh from a Cephes-style exp), softmax, add.
+//! - reduced-precision weights, converted in registers: [`dot_rows_any`], [`matmul_rows`],
+//!   [`dequantize`]. f16 is widened with integer operations (shift the exponent and mantissa
+//!   into place, rescale by 2^112, which handles subnormals, and set infinities and NaN apart):
+//!   the `vcvt_f32_f16` intrinsic needs Rust's unstable f16 type. bf16 is a 16-bit shift, q8_0
+//!   int8 widened twice, converted and scaled per block. No software prefetch (the aarch64
+//!   prefetch intrinsic is unstable); untimed, like everything here.
 
 #![allow(unsafe_op_in_unsafe_fn)]
 
 use std::arch::aarch64::*;
 
 use super::pack::{self, KC, PANELS_PER_PACK};
+use gpt2_weights::dtype::{Q8_0_BLOCK, Q8_0_BLOCK_BYTES};
+use gpt2_weights::{Matrix, Values};
+
 use super::{MatRef, scalar};
 
 /// e^x for 4 lanes: range reduction to x = n ln2 + r, |r| <= ln2 / 2, a degree-6 polynomial for
@@ -76,28 +85,13 @@ pub fn matmul_cols(out: &mut [f32], inp: &[f32], wm: MatRef<'_>, bias: &[f32], n
         return matvec_cols(out, inp, wm, bias, n0);
     }
     pack::with_buffers(|a_packed, w_panel| {
-        // SAFETY: NEON is baseline on aarch64; pack_rows hands a full group's 6 rows of K and
-        // 6K + 2 floats of output, which is what pack_group6 touches.
-        let pack6 = |out: &mut [f32], src: &[f32]| unsafe { pack_group6(out, src, k) };
-        pack::pack_rows(a_packed, inp, t, k, Some(&pack6));
+        let pack_panels = |dst: &mut Vec<f32>, depth: std::ops::Range<usize>, j, panels| {
+            pack::pack_panels(dst, &w[depth.start * n..], depth.len(), n, n0 + j, panels)
+        };
+        gemm_packed(out, inp, k, bias, a_packed, w_panel, &pack_panels);
         // SAFETY: NEON is baseline on aarch64; the shapes were checked above, which is all the
         // unchecked indexing relies on.
         unsafe {
-            let mut k0 = 0;
-            while k0 < k {
-                let kc = (k - k0).min(KC);
-                let mut j = 0;
-                while j + 16 <= width {
-                    let panels = ((width - j) / 16).min(PANELS_PER_PACK);
-                    pack::pack_panels(w_panel, &w[k0 * n..], kc, n, n0 + j, panels);
-                    for p in 0..panels {
-                        let panel = &w_panel[p * kc * 16..(p + 1) * kc * 16];
-                        packed_tiles(out, a_packed, panel, bias, k, k0..k0 + kc, j);
-                        j += 16;
-                    }
-                }
-                k0 += kc;
-            }
             let mut j = width / 16 * 16;
             while j + 4 <= width {
                 for r in 0..t {
@@ -116,6 +110,70 @@ pub fn matmul_cols(out: &mut [f32], inp: &[f32], wm: MatRef<'_>, bias: &[f32], n
             }
         }
     });
+}
+
+/// Packs a (depth, 16 * panels) block of weight panels starting at output column `j`.
+type PackPanels<'a> = &'a dyn Fn(&mut Vec<f32>, std::ops::Range<usize>, usize, usize);
+
+/// The packed part of a matrix-matrix product (see `avx2::gemm_packed`): the output columns in
+/// whole 16-wide panels, the weight panels made by `pack_panels`.
+fn gemm_packed(
+    out: &mut [f32],
+    inp: &[f32],
+    k: usize,
+    bias: &[f32],
+    a_packed: &mut Vec<f32>,
+    w_panel: &mut Vec<f32>,
+    pack_panels: PackPanels<'_>,
+) {
+    let (width, t) = (bias.len(), inp.len() / k);
+    assert!(
+        out.len() == t * width && inp.len() == t * k,
+        "gemm_packed: inconsistent shapes"
+    );
+    // SAFETY: NEON is baseline on aarch64; pack_rows hands a full group's 6 rows of K and
+    // 6K + 2 floats of output, which is what pack_group6 touches.
+    let pack6 = |out: &mut [f32], src: &[f32]| unsafe { pack_group6(out, src, k) };
+    pack::pack_rows(a_packed, inp, t, k, Some(&pack6));
+    let mut k0 = 0;
+    while k0 < k {
+        let kc = (k - k0).min(KC);
+        let mut j = 0;
+        while j + 16 <= width {
+            let panels = ((width - j) / 16).min(PANELS_PER_PACK);
+            pack_panels(w_panel, k0..k0 + kc, j, panels);
+            for p in 0..panels {
+                let panel = &w_panel[p * kc * 16..(p + 1) * kc * 16];
+                // SAFETY: NEON is baseline; `out`, `a_packed` and the panel have the shapes
+                // packed_tiles indexes.
+                unsafe { packed_tiles(out, a_packed, panel, bias, k, k0..k0 + kc, j) };
+                j += 16;
+            }
+        }
+        k0 += kc;
+    }
+}
+
+/// See `avx2::matmul_rows`: an (N, K) weight in any dtype, dequantized while packing.
+pub fn matmul_rows(out: &mut [f32], inp: &[f32], w: Matrix<'_>, bias: &[f32]) {
+    let (k, width) = (w.cols(), w.rows());
+    let t = inp.len() / k;
+    assert!(
+        bias.len() == width && inp.len() == t * k && out.len() == t * width,
+        "matmul_rows: inconsistent shapes"
+    );
+    if t == 1 {
+        dot_rows_any(out, inp, w);
+        add(out, bias);
+        return;
+    }
+    pack::with_buffers(|a_packed, w_panel| {
+        let pack_panels = |dst: &mut Vec<f32>, depth, j, panels| {
+            pack::pack_panels_rows(dst, w, depth, j, panels, dequantize)
+        };
+        gemm_packed(out, inp, k, bias, a_packed, w_panel, &pack_panels);
+    });
+    scalar::rows_tail(dot, dequantize, out, inp, w, bias, width / 16 * 16);
 }
 
 /// One full group of 6 rows: 4 values of k at a time, rows 0-3 transposed in registers (a 4 x 4
@@ -325,8 +383,8 @@ unsafe fn dot_rows_neon(out: &mut [f32], x: &[f32], rows: &[f32]) {
         out[v..v + 4].copy_from_slice(&s);
         v += 4;
     }
-    for vv in v..out.len() {
-        out[vv] = dot_neon(x, &rows[vv * c..(vv + 1) * c]);
+    for (vv, o) in out.iter_mut().enumerate().skip(v) {
+        *o = dot_neon(x, &rows[vv * c..(vv + 1) * c]);
     }
 }
 
@@ -535,4 +593,222 @@ unsafe fn read_sum_neon(x: &[f32]) -> f32 {
     }
     let s = vaddq_f32(vaddq_f32(acc[0], acc[1]), vaddq_f32(acc[2], acc[3]));
     vaddvq_f32(s) + x[i..].iter().sum::<f32>()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reduced-precision weights (definitions in `gpt2_weights::dtype`; scalar reference in
+// `scalar.rs`).
+
+/// 4 f16 values as f32, exactly: see the module docs.
+#[inline]
+#[target_feature(enable = "neon")]
+unsafe fn f16x4_to_f32(h: uint16x4_t) -> float32x4_t {
+    let h = vmovl_u16(h);
+    let sign = vshlq_n_u32::<16>(vandq_u32(h, vdupq_n_u32(0x8000)));
+    let em = vandq_u32(h, vdupq_n_u32(0x7fff));
+    let shifted = vshlq_n_u32::<13>(em);
+    // 2^112 = 2^(127 - 15): moves the exponent from f16's bias to f32's, subnormals included.
+    let scaled = vmulq_f32(
+        vreinterpretq_f32_u32(shifted),
+        vdupq_n_f32(f32::from_bits(0x7780_0000)),
+    );
+    let inf_or_nan = vcgeq_u32(em, vdupq_n_u32(0x7c00));
+    let special = vorrq_u32(shifted, vdupq_n_u32(0x7f80_0000));
+    let bits = vbslq_u32(inf_or_nan, special, vreinterpretq_u32_f32(scaled));
+    vreinterpretq_f32_u32(vorrq_u32(bits, sign))
+}
+
+/// 4 f16 (bf16 with `BF16`) values at `p` as f32.
+#[inline]
+#[target_feature(enable = "neon")]
+unsafe fn load_16<const BF16: bool>(p: *const u16) -> float32x4_t {
+    let h = vld1_u16(p);
+    if BF16 {
+        vreinterpretq_f32_u32(vshlq_n_u32::<16>(vmovl_u16(h)))
+    } else {
+        f16x4_to_f32(h)
+    }
+}
+
+/// The scale of the q8_0 block at `p`, as f32 in all 4 lanes.
+#[inline]
+#[target_feature(enable = "neon")]
+unsafe fn q8_0_scale(p: *const u8) -> float32x4_t {
+    f16x4_to_f32(vdup_n_u16(u16::from_le_bytes([*p, *p.add(1)])))
+}
+
+/// The 32 values of the q8_0 block at `p`, unscaled (the `q`), as 8 vectors of f32.
+#[inline]
+#[target_feature(enable = "neon")]
+unsafe fn q8_0_values(p: *const u8) -> [float32x4_t; 8] {
+    let qs = p.add(2) as *const i8;
+    let (lo, hi) = (vld1q_s8(qs), vld1q_s8(qs.add(16)));
+    let w = [
+        vmovl_s8(vget_low_s8(lo)),
+        vmovl_s8(vget_high_s8(lo)),
+        vmovl_s8(vget_low_s8(hi)),
+        vmovl_s8(vget_high_s8(hi)),
+    ];
+    let f = |v: int32x4_t| vcvtq_f32_s32(v);
+    [
+        f(vmovl_s16(vget_low_s16(w[0]))),
+        f(vmovl_s16(vget_high_s16(w[0]))),
+        f(vmovl_s16(vget_low_s16(w[1]))),
+        f(vmovl_s16(vget_high_s16(w[1]))),
+        f(vmovl_s16(vget_low_s16(w[2]))),
+        f(vmovl_s16(vget_high_s16(w[2]))),
+        f(vmovl_s16(vget_low_s16(w[3]))),
+        f(vmovl_s16(vget_high_s16(w[3]))),
+    ]
+}
+
+/// `out = values` as f32.
+pub fn dequantize(out: &mut [f32], values: Values<'_>) {
+    assert_eq!(out.len(), values.len(), "dequantize: lengths differ");
+    // SAFETY: NEON is baseline on aarch64; lengths checked above.
+    unsafe {
+        match values {
+            Values::F32(v) => out.copy_from_slice(v),
+            Values::F16(v) => dequantize_16::<false>(out, v),
+            Values::Bf16(v) => dequantize_16::<true>(out, v),
+            Values::Q8_0(b) => dequantize_q8_0(out, b),
+        }
+    }
+}
+
+#[target_feature(enable = "neon")]
+unsafe fn dequantize_16<const BF16: bool>(out: &mut [f32], v: &[u16]) {
+    let mut i = 0;
+    while i + 4 <= v.len() {
+        vst1q_f32(out.as_mut_ptr().add(i), load_16::<BF16>(v.as_ptr().add(i)));
+        i += 4;
+    }
+    for j in i..v.len() {
+        out[j] = if BF16 {
+            gpt2_weights::dtype::bf16_to_f32(v[j])
+        } else {
+            gpt2_weights::dtype::f16_to_f32(v[j])
+        };
+    }
+}
+
+#[target_feature(enable = "neon")]
+unsafe fn dequantize_q8_0(out: &mut [f32], blocks: &[u8]) {
+    for (o, block) in out
+        .chunks_exact_mut(Q8_0_BLOCK)
+        .zip(blocks.chunks_exact(Q8_0_BLOCK_BYTES))
+    {
+        let d = q8_0_scale(block.as_ptr());
+        for (i, q) in q8_0_values(block.as_ptr()).iter().enumerate() {
+            vst1q_f32(o.as_mut_ptr().add(4 * i), vmulq_f32(d, *q));
+        }
+    }
+}
+
+/// `out[r] = x . rows.row(r)` for every row of `rows`, in any dtype, 4 rows at a time.
+pub fn dot_rows_any(out: &mut [f32], x: &[f32], rows: Matrix<'_>) {
+    let c = x.len();
+    assert!(
+        rows.cols() == c && rows.rows() == out.len(),
+        "dot_rows_any: inconsistent shapes"
+    );
+    // SAFETY: NEON is baseline on aarch64; shapes checked above (each row is c values; q8_0
+    // rows are c / 32 whole blocks, as Matrix guarantees).
+    unsafe {
+        match rows.values() {
+            Values::F32(v) => dot_rows_neon(out, x, v),
+            Values::F16(v) => dot_rows_16::<false>(out, x, v),
+            Values::Bf16(v) => dot_rows_16::<true>(out, x, v),
+            Values::Q8_0(b) => dot_rows_q8_0(out, x, b),
+        }
+    }
+}
+
+#[target_feature(enable = "neon")]
+unsafe fn dot_rows_16<const BF16: bool>(out: &mut [f32], x: &[f32], rows: &[u16]) {
+    let c = x.len();
+    let mut v = 0;
+    while v + 4 <= out.len() {
+        let sums = dot_16::<BF16, 4>(x, rows.as_ptr().add(v * c));
+        out[v..v + 4].copy_from_slice(&sums);
+        v += 4;
+    }
+    for (vv, o) in out.iter_mut().enumerate().skip(v) {
+        *o = dot_16::<BF16, 1>(x, rows.as_ptr().add(vv * c))[0];
+    }
+}
+
+/// `x . row r` for the `R` f16 (bf16) rows starting at `p`; `R` constant so the accumulators
+/// stay in registers.
+#[inline]
+#[target_feature(enable = "neon")]
+unsafe fn dot_16<const BF16: bool, const R: usize>(x: &[f32], p: *const u16) -> [f32; R] {
+    let c = x.len();
+    let xp = x.as_ptr();
+    let mut acc = [vdupq_n_f32(0.0); R];
+    let mut i = 0;
+    while i + 4 <= c {
+        let xv = vld1q_f32(xp.add(i));
+        for (r, a) in acc.iter_mut().enumerate() {
+            *a = vfmaq_f32(*a, xv, load_16::<BF16>(p.add(r * c + i)));
+        }
+        i += 4;
+    }
+    let mut sums = [0.0f32; R];
+    for (r, s) in sums.iter_mut().enumerate() {
+        *s = vaddvq_f32(acc[r]);
+        for (ii, &xi) in x.iter().enumerate().skip(i) {
+            let b = *p.add(r * c + ii);
+            let w = if BF16 {
+                gpt2_weights::dtype::bf16_to_f32(b)
+            } else {
+                gpt2_weights::dtype::f16_to_f32(b)
+            };
+            *s += xi * w;
+        }
+    }
+    sums
+}
+
+#[target_feature(enable = "neon")]
+unsafe fn dot_rows_q8_0(out: &mut [f32], x: &[f32], rows: &[u8]) {
+    let row_bytes = x.len() / Q8_0_BLOCK * Q8_0_BLOCK_BYTES;
+    let mut v = 0;
+    while v + 4 <= out.len() {
+        let sums = dot_q8_0::<4>(x, rows.as_ptr().add(v * row_bytes));
+        out[v..v + 4].copy_from_slice(&sums);
+        v += 4;
+    }
+    for (vv, o) in out.iter_mut().enumerate().skip(v) {
+        *o = dot_q8_0::<1>(x, rows.as_ptr().add(vv * row_bytes))[0];
+    }
+}
+
+/// `x . row r` for the `R` q8_0 rows starting at `p`: per block `sum(x * q)`, scaled by `d`
+/// into the row's accumulator.
+#[inline]
+#[target_feature(enable = "neon")]
+unsafe fn dot_q8_0<const R: usize>(x: &[f32], p: *const u8) -> [f32; R] {
+    let c = x.len();
+    let row_bytes = c / Q8_0_BLOCK * Q8_0_BLOCK_BYTES;
+    let xp = x.as_ptr();
+    let mut acc = [vdupq_n_f32(0.0); R];
+    for b in 0..c / Q8_0_BLOCK {
+        let xb = xp.add(b * Q8_0_BLOCK);
+        let xv: [float32x4_t; 8] = std::array::from_fn(|i| vld1q_f32(xb.add(4 * i)));
+        for (r, a) in acc.iter_mut().enumerate() {
+            let block = p.add(r * row_bytes + b * Q8_0_BLOCK_BYTES);
+            let q = q8_0_values(block);
+            let mut s = vmulq_f32(xv[0], q[0]);
+            for i in 1..8 {
+                s = vfmaq_f32(s, xv[i], q[i]);
+            }
+            *a = vfmaq_f32(*a, q8_0_scale(block), s);
+        }
+    }
+    let mut sums = [0.0f32; R];
+    for (r, s) in sums.iter_mut().enumerate() {
+        *s = vaddvq_f32(acc[r]);
+    }
+    sums
 }

@@ -81,3 +81,34 @@ pub(super) fn pack_panels(
         }
     }
 }
+
+/// [`pack_panels`] for an `(N, K)` weight in any dtype: output rows `c0..c0 + 16 * panels`,
+/// depth `k0..k0 + kc`, into the same (KC, 16) panels. Each row's slice is converted to f32 on
+/// the stack (`dequantize`, the instruction set's conversion), then written down its panel
+/// column: the weight is dequantized while packing, never expanded in memory. `k0` and `kc` are
+/// whole q8_0 blocks when the weight is q8_0 (KC is a multiple of 32, and so is K).
+pub(super) fn pack_panels_rows(
+    dst: &mut Vec<f32>,
+    w: gpt2_weights::Matrix<'_>,
+    depth: std::ops::Range<usize>,
+    c0: usize,
+    panels: usize,
+    dequantize: fn(&mut [f32], gpt2_weights::Values<'_>),
+) {
+    let (k0, kc) = (depth.start, depth.len());
+    debug_assert!(kc <= KC);
+    dst.clear();
+    dst.resize(panels * kc * 16, 0.0);
+    let mut row = [0.0f32; KC];
+    for p in 0..panels {
+        let panel = &mut dst[p * kc * 16..(p + 1) * kc * 16];
+        for lane in 0..16 {
+            let r = c0 + p * 16 + lane;
+            let row = &mut row[..kc];
+            dequantize(row, w.row(r).slice(k0..k0 + kc));
+            for (kk, &v) in row.iter().enumerate() {
+                panel[kk * 16 + lane] = v;
+            }
+        }
+    }
+}

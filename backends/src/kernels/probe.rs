@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use rayon::prelude::*;
 
-use super::{Compute, MatRef};
+use super::{Compute, MatRef, Weight};
 
 /// Best read bandwidth in bytes per second over `passes` all-thread reads of `buf`. To bound
 /// decode, pass the model's own mapped tensor data: the very bytes a decode step reads.
@@ -89,7 +89,15 @@ pub fn gemm_rates(compute: &Compute, t: usize, k: usize, n: usize, reps: usize) 
     let wv = ndarray::ArrayView2::from_shape((k, n), &w[..]).expect("shape");
     for _ in 0..reps {
         let start = Instant::now();
-        pool.install(|| compute.linear(&mut out, &a, MatRef::new(&w, k, n), &bias, &mut scratch));
+        pool.install(|| {
+            compute.linear(
+                &mut out,
+                &a,
+                Weight::InOut(MatRef::new(&w, k, n)),
+                &bias,
+                &mut scratch,
+            )
+        });
         ours = ours.max(flops / start.elapsed().as_secs_f64());
         let start = Instant::now();
         std::hint::black_box(av.dot(&wv));

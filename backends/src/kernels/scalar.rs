@@ -1,6 +1,8 @@
 //! Portable kernels: plain Rust, always compiled, used when no SIMD instruction set is detected
 //! or when `GPT2_BENCH_FORCE_SCALAR=1`. They define what every SIMD kernel must compute.
 
+use gpt2_weights::{Matrix, Values};
+
 use super::MatRef;
 
 /// Rows of a matrix product: `out (T, N) = inp (T, K) @ w (K, N) + bias (N)`, restricted to the
@@ -103,4 +105,88 @@ pub fn fma_loop(iters: u64) -> f32 {
 /// Bandwidth probe: a plain sum. See `avx2::read_sum`.
 pub fn read_sum(x: &[f32]) -> f32 {
     x.iter().sum()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reduced-precision weights: f16, bf16, q8_0 (the definitions are in `gpt2_weights::dtype`).
+
+/// Values converted per step of the dot products below (one q8_0 block).
+const CHUNK: usize = 32;
+
+/// `out = values` as f32.
+pub fn dequantize(out: &mut [f32], values: Values<'_>) {
+    values.dequantize_into(out)
+}
+
+/// `out[r] = x . rows.row(r)` for every row of `rows`, in any dtype: each row converted 32
+/// values at a time on the stack, then multiplied in f32.
+pub fn dot_rows_any(out: &mut [f32], x: &[f32], rows: Matrix<'_>) {
+    dot_rows_any_with(dot, dequantize, out, x, rows)
+}
+
+/// [`dot_rows_any`] with the f32 dot product and the conversion supplied by the caller (the
+/// SIMD kernels pass theirs for the rows they have no kernel of their own for).
+pub fn dot_rows_any_with(
+    dot: fn(&[f32], &[f32]) -> f32,
+    dequantize: fn(&mut [f32], Values<'_>),
+    out: &mut [f32],
+    x: &[f32],
+    rows: Matrix<'_>,
+) {
+    let c = x.len();
+    assert!(
+        rows.cols() == c && rows.rows() == out.len(),
+        "dot_rows_any: inconsistent shapes"
+    );
+    if let Values::F32(data) = rows.values() {
+        for (o, row) in out.iter_mut().zip(data.chunks_exact(c)) {
+            *o = dot(x, row);
+        }
+        return;
+    }
+    let mut buf = [0.0f32; CHUNK];
+    for (r, o) in out.iter_mut().enumerate() {
+        let row = rows.row(r);
+        let mut sum = 0.0;
+        let mut i = 0;
+        while i < c {
+            let n = (c - i).min(CHUNK);
+            dequantize(&mut buf[..n], row.slice(i..i + n));
+            sum += dot(&x[i..i + n], &buf[..n]);
+            i += n;
+        }
+        *o = sum;
+    }
+}
+
+/// Rows of a matrix product with an `(N, K)` weight in any dtype: `out (T, N) = inp (T, K) @
+/// w^T + bias (N)`, `w` holding the N output rows wanted.
+pub fn matmul_rows(out: &mut [f32], inp: &[f32], w: Matrix<'_>, bias: &[f32]) {
+    let (k, n) = (w.cols(), w.rows());
+    assert!(
+        bias.len() == n && inp.len() % k == 0 && out.len() == inp.len() / k * n,
+        "matmul_rows: inconsistent shapes"
+    );
+    rows_tail(dot, dequantize, out, inp, w, bias, 0);
+}
+
+/// Output columns `from..N` of [`matmul_rows`]: each weight row converted once, then dotted with
+/// every input row. The SIMD kernels use it for the columns their register tiles leave over.
+pub fn rows_tail(
+    dot: fn(&[f32], &[f32]) -> f32,
+    dequantize: fn(&mut [f32], Values<'_>),
+    out: &mut [f32],
+    inp: &[f32],
+    w: Matrix<'_>,
+    bias: &[f32],
+    from: usize,
+) {
+    let (k, n) = (w.cols(), w.rows());
+    let mut row = vec![0.0f32; k];
+    for j in from..n {
+        dequantize(&mut row, w.row(j));
+        for (t, x) in inp.chunks_exact(k).enumerate() {
+            out[t * n + j] = bias[j] + dot(x, &row);
+        }
+    }
 }

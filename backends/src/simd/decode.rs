@@ -3,8 +3,9 @@
 //! ([`Step::work`]). [`crate::kernels::team::Team::run`] walks the list on every thread of the
 //! team, the way llama.cpp's thread pool walks a graph.
 //!
-//! Per layer, with C = n_embd, H = MLP width and `parts` the row blocks of a matrix-vector
-//! product ([`Compute::matvec_split`]):
+//! Per layer, with C = n_embd, H = MLP width and `parts` the partial outputs of a matrix-vector
+//! product ([`Compute::matvec_parts`]: its row blocks for an f32 `[in, out]` weight, 1 for an
+//! `[out, in]` weight in any dtype, whose blocks each finish whole outputs):
 //!
 //! | operation          | split             | reads                 | writes                    |
 //! |--------------------|-------------------|-----------------------|---------------------------|
@@ -21,10 +22,11 @@
 //!
 //! then the final layer norm (each thread) and the output layer (blocks of vocabulary rows).
 //!
-//! The matrix-vector products are split by weight rows into partial sums (each thread streams
-//! contiguous rows), and the next operation, split by columns or heads, adds the partials in
-//! block order, so results do not depend on which thread did what or on the team's size. A
-//! layer norm of the one row costs less than a barrier, so every thread computes its own copy.
+//! The matrix-vector products are split by weight rows (each thread streams contiguous rows):
+//! into partial sums for an `[in, out]` weight, which the next operation, split by columns or
+//! heads, adds in block order; into finished outputs for an `[out, in]` weight. Either way
+//! results do not depend on which thread did what or on the team's size. A layer norm of the one
+//! row costs less than a barrier, so every thread computes its own copy.
 //!
 //! Every `unsafe` of a decode step is in [`Step::work`]: each is an access to a [`Shared`]
 //! buffer, and the table above is the protocol that makes them sound: within an operation,
@@ -35,8 +37,9 @@ use gpt2_weights::{Config, Gpt2Weights};
 
 use crate::kernels::attention::attend_head;
 use crate::kernels::team::{Shared, Split, Team, TeamOp};
-use crate::kernels::{Compute, HeadCache, KvShape, MatRef};
+use crate::kernels::{Compute, HeadCache, KvShape, Weight};
 use crate::profile::Op;
+use gpt2_weights::Matrix;
 
 /// The input of a matrix-vector product in a decode step.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -54,21 +57,21 @@ pub enum Input {
 pub enum Kind<'w> {
     /// The thread's row of `ln` = layer norm of `x`.
     LayerNorm { w: &'w [f32], b: &'w [f32] },
-    /// `partials[j] = input[rows_j] @ w[rows_j, :]` (+ `bias` for j = 0), block j.
+    /// Block j of `input @ w + bias` into the partials ([`Compute::matvec_block`]).
     MatVec {
         input: Input,
-        w: MatRef<'w>,
+        w: Weight<'w>,
         bias: &'w [f32],
     },
-    /// For one head: its query, key and value from the QKV partials (the key and value into
-    /// the cache), then attention of the new position over the cache into `att`.
-    Attention { layer: usize },
-    /// `x += sum of the partials` of a product over `k` input rows (a residual connection).
-    Residual { k: usize },
-    /// `fc = gelu(sum of the partials)` of the MLP's up product.
-    Gelu,
+    /// For one head: its query, key and value from the QKV partials (`parts` of them; the key
+    /// and value into the cache), then attention of the new position over the cache into `att`.
+    Attention { layer: usize, parts: usize },
+    /// `x += sum of the partials` of a product with `parts` partials (a residual connection).
+    Residual { parts: usize },
+    /// `fc = gelu(sum of the partials)` of the MLP's up product (`parts` partials).
+    Gelu { parts: usize },
     /// `logits = ln · lm_head` for a block of vocabulary rows (the output layer).
-    Logits { lm_head: &'w [f32] },
+    Logits { lm_head: Matrix<'w> },
 }
 
 /// One operation of a decode step: what it does, how it is split, and the profile row it is
@@ -103,11 +106,12 @@ pub fn schedule<'w>(w: &Gpt2Weights<'w>, compute: &Compute) -> Vec<DecodeOp<'w>>
         split,
         charge,
     };
-    let matvec = |input, w: &'w [f32], bias, n, charge| {
-        let w = MatRef::new(w, input_width(input, c, h), n);
-        let blocks = Split::Blocks(compute.matvec_split(w.rows()).1);
+    let matvec = |input, w: Weight<'w>, bias, charge| {
+        debug_assert_eq!(w.in_features(), input_width(input, c, h));
+        let blocks = Split::Blocks(compute.matvec_blocks(w));
         op(Kind::MatVec { input, w, bias }, blocks, charge)
     };
+    let parts = |w| compute.matvec_parts(w);
     let columns = |n| Split::Blocks(compute.column_blocks(n).1);
     let mut ops = Vec::with_capacity(10 * w.layers.len() + 2);
     for (layer, lw) in w.layers.iter().enumerate() {
@@ -119,27 +123,35 @@ pub fn schedule<'w>(w: &Gpt2Weights<'w>, compute: &Compute) -> Vec<DecodeOp<'w>>
             w: lw.ln_2_w,
             b: lw.ln_2_b,
         };
+        let (qkv, attn_proj) = (Weight::new(lw.qkv_w), Weight::new(lw.attn_proj_w));
+        let (fc, fc_proj) = (Weight::new(lw.fc_w), Weight::new(lw.fc_proj_w));
+        let attention = Kind::Attention {
+            layer,
+            parts: parts(qkv),
+        };
         ops.extend([
             op(ln_1, Split::EachThread, Op::LayerNorm),
-            matvec(Input::Ln, lw.qkv_w, lw.qkv_b, 3 * c, Op::QkvProjection),
+            matvec(Input::Ln, qkv, lw.qkv_b, Op::QkvProjection),
+            op(attention, Split::Blocks(cfg.n_head as usize), Op::Attention),
+            matvec(Input::Att, attn_proj, lw.attn_proj_b, Op::OutputProjection),
             op(
-                Kind::Attention { layer },
-                Split::Blocks(cfg.n_head as usize),
-                Op::Attention,
+                Kind::Residual {
+                    parts: parts(attn_proj),
+                },
+                columns(c),
+                Op::Residual,
             ),
-            matvec(
-                Input::Att,
-                lw.attn_proj_w,
-                lw.attn_proj_b,
-                c,
-                Op::OutputProjection,
-            ),
-            op(Kind::Residual { k: c }, columns(c), Op::Residual),
             op(ln_2, Split::EachThread, Op::LayerNorm),
-            matvec(Input::Ln, lw.fc_w, lw.fc_b, h, Op::MlpUp),
-            op(Kind::Gelu, columns(h), Op::Gelu),
-            matvec(Input::Fc, lw.fc_proj_w, lw.fc_proj_b, c, Op::MlpDown),
-            op(Kind::Residual { k: h }, columns(c), Op::Residual),
+            matvec(Input::Ln, fc, lw.fc_b, Op::MlpUp),
+            op(Kind::Gelu { parts: parts(fc) }, columns(h), Op::Gelu),
+            matvec(Input::Fc, fc_proj, lw.fc_proj_b, Op::MlpDown),
+            op(
+                Kind::Residual {
+                    parts: parts(fc_proj),
+                },
+                columns(c),
+                Op::Residual,
+            ),
         ]);
     }
     let ln_f = Kind::LayerNorm {
@@ -202,22 +214,24 @@ impl Step<'_> {
                 kern.layernorm(ln, x, w, bias, cfg.layer_norm_eps);
             }
             Kind::MatVec { input, w, bias } => {
-                let n = w.cols();
                 let (x, part) = unsafe {
                     let x = match input {
                         Input::Ln => b.ln.range(me * c..(me + 1) * c),
                         Input::Att => b.att.range(0..c),
                         Input::Fc => b.fc.range(0..h),
                     };
-                    (x, b.partials.range_mut(i * n..(i + 1) * n))
+                    (
+                        x,
+                        b.partials.range_mut(self.compute.matvec_block_range(w, i)),
+                    )
                 };
                 self.compute.matvec_block(part, i, x, w, bias);
             }
-            Kind::Attention { layer } => self.attend(layer, i),
-            Kind::Residual { k } => {
-                self.sum_columns(&b.x, (k, c), i, |out, sum| kern.add(out, sum))
+            Kind::Attention { layer, parts } => self.attend(layer, parts, i),
+            Kind::Residual { parts } => {
+                self.sum_columns(&b.x, (parts, c), i, |out, sum| kern.add(out, sum))
             }
-            Kind::Gelu => self.sum_columns(&b.fc, (c, h), i, |out, sum| {
+            Kind::Gelu { parts } => self.sum_columns(&b.fc, (parts, h), i, |out, sum| {
                 out.copy_from_slice(sum);
                 kern.gelu(out);
             }),
@@ -225,17 +239,17 @@ impl Step<'_> {
                 let vocab = cfg.vocab_size as usize;
                 let (per, _) = self.compute.logit_blocks(vocab);
                 let rows = i * per..((i + 1) * per).min(vocab);
-                let lm = &lm_head[rows.start * c..rows.end * c];
+                let lm = lm_head.row_range(rows.clone());
                 let (ln, logits) =
                     unsafe { (b.ln.range(me * c..(me + 1) * c), b.logits.range_mut(rows)) };
-                kern.dot_rows(logits, ln, lm);
+                kern.dot_rows_any(logits, ln, lm);
             }
         }
     }
 
     /// Head `hd` of layer `layer`: sums the head's query, key and value out of the QKV
     /// partials (key and value straight into the cache at `pos`), then attends.
-    fn attend(&self, layer: usize, hd: usize) {
+    fn attend(&self, layer: usize, parts: usize, hd: usize) {
         let cfg = self.config;
         let c = cfg.n_embd as usize;
         let shape = KvShape::new(c, cfg.n_head as usize, cfg.n_ctx as usize);
@@ -243,10 +257,10 @@ impl Step<'_> {
         let at = layer * shape.layer_len() + shape.head_start(hd);
         let head = at..at + shape.n_ctx * d;
         let b = &self.bufs;
-        let parts_len = self.compute.matvec_split(c).1 * 3 * c;
+        let parts_len = parts * 3 * c;
         // SAFETY: see `work`; head `hd`'s columns of `qkv` and `att`, its cache block and its
         // scores are touched by the thread that claimed `hd` only, until the barrier.
-        let (parts, q, k_head, v_head, scores, out) = unsafe {
+        let (partials, q, k_head, v_head, scores, out) = unsafe {
             (
                 b.partials.range(0..parts_len),
                 b.qkv.range_mut(hd * d..(hd + 1) * d),
@@ -258,9 +272,10 @@ impl Step<'_> {
         };
         let new_row = self.pos * d..(self.pos + 1) * d;
         let compute = self.compute;
-        compute.sum_partials(q, parts, c, 3 * c, hd * d);
-        compute.sum_partials(&mut k_head[new_row.clone()], parts, c, 3 * c, c + hd * d);
-        compute.sum_partials(&mut v_head[new_row], parts, c, 3 * c, 2 * c + hd * d);
+        let sum = |out: &mut [f32], col0| compute.sum_partials(out, partials, parts, 3 * c, col0);
+        sum(q, hd * d);
+        sum(&mut k_head[new_row.clone()], c + hd * d);
+        sum(&mut v_head[new_row], 2 * c + hd * d);
         let cache = HeadCache {
             k: k_head,
             v: v_head,
@@ -270,19 +285,20 @@ impl Step<'_> {
     }
 
     /// Column block `i` of `target` (`x` or `fc`): `finish(out, sum of the partials)` of a
-    /// (k, n) product, summed 64 columns at a time on the stack.
+    /// product with `parts` partial outputs of `n` values, summed 64 columns at a time on the
+    /// stack.
     fn sum_columns(
         &self,
         target: &Shared,
-        (k, n): (usize, usize),
+        (parts, n): (usize, usize),
         i: usize,
         finish: impl Fn(&mut [f32], &[f32]),
     ) {
         let (per, _) = self.compute.column_blocks(n);
-        let parts_len = self.compute.matvec_split(k).1 * n;
+        let parts_len = parts * n;
         let b = &self.bufs;
         // SAFETY: see `work`; column block `i` of the target is this thread's alone.
-        let (parts, out) = unsafe {
+        let (partials, out) = unsafe {
             (
                 b.partials.range(0..parts_len),
                 target.range_mut(i * per..((i + 1) * per).min(n)),
@@ -291,14 +307,15 @@ impl Step<'_> {
         let mut sum = [0.0f32; 64];
         for (j, chunk) in out.chunks_mut(64).enumerate() {
             let s = &mut sum[..chunk.len()];
-            self.compute.sum_partials(s, parts, k, n, i * per + j * 64);
+            self.compute
+                .sum_partials(s, partials, parts, n, i * per + j * 64);
             finish(chunk, s);
         }
     }
 }
 
 /// `out = x @ w + bias` the way a decode step computes it: the weight's row blocks claimed by
-/// a team of every thread of the pool, the partials summed in block order. For the criterion
+/// a team of every thread of the pool, the partials (if any) summed in block order. For the criterion
 /// benchmarks, so that they time the path decode takes; the buffers are made once, so a call
 /// allocates nothing.
 pub struct TeamProduct {
@@ -312,11 +329,12 @@ pub struct TeamProduct {
 }
 
 impl TeamProduct {
-    /// For products of a (k, n) weight on `compute`'s pool.
+    /// For products of a weight with `k` inputs and `n` outputs on `compute`'s pool.
     pub fn new(compute: &Compute, k: usize, n: usize) -> Self {
         TeamProduct {
             team: Team::new(compute.threads(), 1),
             ln: vec![0.0; compute.threads() * k],
+            // The most partials either layout leaves.
             partials: vec![0.0; compute.matvec_split(k).1 * n],
             config: Config {
                 n_layer: 1,
@@ -331,23 +349,23 @@ impl TeamProduct {
         }
     }
 
-    /// `out (N) = x (K) @ w (K, N) + bias`.
+    /// `out (N) = x (K) @ w + bias`.
     pub fn run(
         &mut self,
         compute: &Compute,
         out: &mut [f32],
         x: &[f32],
-        w: MatRef<'_>,
+        w: Weight<'_>,
         bias: &[f32],
     ) {
-        let (k, n) = (w.rows(), w.cols());
+        let (k, n) = (w.in_features(), w.out_features());
         let product = DecodeOp {
             kind: Kind::MatVec {
                 input: Input::Ln,
                 w,
                 bias,
             },
-            split: Split::Blocks(compute.matvec_split(k).1),
+            split: Split::Blocks(compute.matvec_blocks(w)),
             charge: Op::MlpUp,
         };
         for row in self.ln.chunks_exact_mut(k) {
@@ -379,6 +397,6 @@ impl TeamProduct {
                 team.run(me, &[product], |op, i| step.work(op, i, me), |_| {});
             });
         }
-        compute.sum_partials(out, &self.partials, k, n, 0);
+        compute.sum_partials(out, &self.partials, compute.matvec_parts(w), n, 0);
     }
 }

@@ -28,7 +28,7 @@ use gpt2_weights::{Config, Gpt2Weights};
 use crate::engine::{Engine, EngineError, EngineInfo, History, check_prompt, check_step};
 use crate::kernels::attention::store_kv;
 use crate::kernels::team::{Shared, Team, TeamSizer};
-use crate::kernels::{Compute, Isa, Kernels, KvShape, LayerCache, MatRef};
+use crate::kernels::{Compute, Isa, Kernels, KvShape, LayerCache, Weight};
 use crate::memory::Budget;
 use crate::profile::{Op, OpTimes, PhaseClock, Profiler};
 use decode::{Buffers, DecodeOp, Step};
@@ -120,6 +120,11 @@ impl<'w> SimdModel<'w> {
         &self.w.config
     }
 
+    /// The weights' dtype label (`gpt2_weights::Gpt2Weights::dtype_label`).
+    pub fn dtype_label(&self) -> String {
+        self.w.dtype_label()
+    }
+
     pub fn threads(&self) -> usize {
         self.compute.threads()
     }
@@ -193,7 +198,7 @@ impl<'w> SimdModel<'w> {
 
         let start = self.profiler.start();
         let x = &mut self.x[..c];
-        x.copy_from_slice(&w.wte[token as usize * c..(token as usize + 1) * c]);
+        compute.kernels.dequantize(x, w.wte.row(token as usize));
         compute.kernels.add(x, &w.wpe[pos * c..(pos + 1) * c]);
         self.profiler.stop(Op::Embedding, start);
 
@@ -258,7 +263,7 @@ impl<'w> SimdModel<'w> {
         // x[i] = wte[token] + wpe[position]
         for (i, &tok) in tokens.iter().enumerate() {
             let row = &mut x[i * c..(i + 1) * c];
-            row.copy_from_slice(&self.w.wte[tok as usize * c..(tok as usize + 1) * c]);
+            k.dequantize(row, self.w.wte.row(tok as usize));
             k.add(row, &self.w.wpe[(p0 + i) * c..(p0 + i + 1) * c]);
         }
         clock.mark(Op::Embedding);
@@ -270,8 +275,7 @@ impl<'w> SimdModel<'w> {
             let scratch = &mut self.scratch;
             compute.layernorm_rows(ln, x, lw.ln_1_w, lw.ln_1_b, eps);
             clock.mark(Op::LayerNorm);
-            let qkv_w = MatRef::new(lw.qkv_w, c, 3 * c);
-            compute.linear(qkv, ln, qkv_w, lw.qkv_b, scratch);
+            compute.linear(qkv, ln, Weight::new(lw.qkv_w), lw.qkv_b, scratch);
             clock.mark(Op::QkvProjection);
             store_kv(k_cache, v_cache, shape, qkv, p0);
             let cache = LayerCache {
@@ -281,18 +285,18 @@ impl<'w> SimdModel<'w> {
             };
             compute.attention(att, qkv, cache, proj, &mut self.scores, p0);
             clock.mark(Op::Attention);
-            let attn_proj_w = MatRef::new(lw.attn_proj_w, c, c);
+            let attn_proj_w = Weight::new(lw.attn_proj_w);
             compute.linear(proj, att, attn_proj_w, lw.attn_proj_b, scratch);
             clock.mark(Op::OutputProjection);
             compute.add(x, proj);
             clock.mark(Op::Residual);
             compute.layernorm_rows(ln, x, lw.ln_2_w, lw.ln_2_b, eps);
             clock.mark(Op::LayerNorm);
-            compute.linear(fc, ln, MatRef::new(lw.fc_w, c, h), lw.fc_b, scratch);
+            compute.linear(fc, ln, Weight::new(lw.fc_w), lw.fc_b, scratch);
             clock.mark(Op::MlpUp);
             compute.gelu(fc);
             clock.mark(Op::Gelu);
-            let fc_proj_w = MatRef::new(lw.fc_proj_w, h, c);
+            let fc_proj_w = Weight::new(lw.fc_proj_w);
             compute.linear(proj, fc, fc_proj_w, lw.fc_proj_b, scratch);
             clock.mark(Op::MlpDown);
             compute.add(x, proj);
@@ -347,7 +351,7 @@ impl Engine for SimdEngine<'_> {
         EngineInfo {
             kv_cache: false,
             threads: self.model.threads(),
-            dtype: "f32",
+            dtype: self.model.dtype_label(),
             kv_cache_bytes: 0,
             weights_copied_bytes: 0,
             scratch_bytes: Some(self.model.scratch_bytes()),
@@ -416,7 +420,7 @@ impl Engine for SimdKvEngine<'_> {
         EngineInfo {
             kv_cache: true,
             threads: self.model.threads(),
-            dtype: "f32",
+            dtype: self.model.dtype_label(),
             kv_cache_bytes: self.model.kv_bytes(),
             weights_copied_bytes: 0,
             scratch_bytes: Some(self.model.scratch_bytes()),

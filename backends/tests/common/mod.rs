@@ -5,9 +5,11 @@
 
 use std::path::{Path, PathBuf};
 
-use gpt2_backends::{DeviceChoice, Engine, EngineOptions, backend_names, create, registry};
+use gpt2_backends::{
+    DeviceChoice, Engine, EngineOptions, LOGIT_TOLERANCE, backend_names, create, registry,
+};
 use gpt2_export::SyntheticSize;
-use gpt2_weights::{Config, Gpt2Weights, WeightFile};
+use gpt2_weights::{Config, Dtype, Gpt2Weights, WeightFile};
 
 /// A backend on a device: what a test case runs on.
 #[derive(Debug, Clone)]
@@ -71,8 +73,15 @@ pub fn targets() -> Vec<Target> {
 
 /// The `tiny` synthetic model: n_embd 60, head size 15 (neither a multiple of 8).
 pub fn tiny(dir: &Path) -> WeightFile {
-    let path = dir.join("tiny.bin");
-    gpt2_export::synthetic::export_synthetic(SyntheticSize::Tiny, 1, &path, &|_, _| {}).unwrap();
+    tiny_in(dir, Dtype::F32)
+}
+
+/// [`tiny`] with its matrices in `dtype` (60 is not whole q8_0 blocks: a "q8_0" tiny keeps its
+/// matrices f16, as llama.cpp's converter does).
+pub fn tiny_in(dir: &Path, dtype: Dtype) -> WeightFile {
+    let path = dir.join(format!("tiny-{dtype}.bin"));
+    gpt2_export::synthetic::export_synthetic(SyntheticSize::Tiny, 1, dtype, &path, &|_, _| {})
+        .unwrap();
     WeightFile::open_verified(&path).unwrap()
 }
 
@@ -91,9 +100,29 @@ pub fn odd_config() -> Config {
 }
 
 pub fn synthetic(dir: &Path, config: Config, name: &str, seed: u64) -> WeightFile {
-    let path: PathBuf = dir.join(format!("{name}.bin"));
-    gpt2_export::synthetic::write_synthetic(config, name, seed, &path, &|_, _| {}).unwrap();
+    synthetic_in(dir, config, name, seed, Dtype::F32)
+}
+
+/// [`synthetic`] with its matrices in `dtype`.
+pub fn synthetic_in(dir: &Path, config: Config, name: &str, seed: u64, dtype: Dtype) -> WeightFile {
+    let path: PathBuf = dir.join(format!("{name}-{dtype}.bin"));
+    gpt2_export::synthetic::write_synthetic(config, name, seed, dtype, &path, &|_, _| {}).unwrap();
     WeightFile::open_verified(&path).unwrap()
+}
+
+/// A shape for q8_0: n_embd 96 (3 blocks), 8 heads of 12, MLP 392 wide (its down projection's
+/// rows are not whole blocks, so it stays f16: a mixed file), untied output layer.
+pub fn q8_config() -> Config {
+    Config {
+        n_layer: 2,
+        n_head: 8,
+        n_embd: 96,
+        vocab_size: 50257,
+        n_ctx: 40,
+        mlp_hidden: 392,
+        layer_norm_eps: 1e-5,
+        tied_output: false,
+    }
 }
 
 /// Index of the largest logit; the lowest index wins a tie (the harness's rule).
@@ -143,4 +172,77 @@ pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
         .zip(b)
         .map(|(x, y)| (x - y).abs())
         .fold(0.0, f32::max)
+}
+
+/// Decode steps after the prompt in the equivalence checks.
+pub const DECODE_STEPS: usize = 6;
+
+/// Every target but naive itself against naive on `file`: logits within
+/// [`LOGIT_TOLERANCE`] after the prompt and after each of [`DECODE_STEPS`] steps, twice (the
+/// second round checks that reset() and a new prefill start from scratch).
+pub fn check_against_naive(file: &WeightFile, prompt: &[u32]) {
+    let w = file.gpt2().unwrap();
+    let opts = EngineOptions::default();
+    let mut reference = create("naive", &w, &opts).unwrap();
+    let mut want = vec![reference.prefill(prompt).unwrap().to_vec()];
+    let mut fed = Vec::new();
+    for _ in 0..DECODE_STEPS {
+        let t = argmax(want.last().unwrap());
+        fed.push(t);
+        want.push(reference.step(t).unwrap().to_vec());
+    }
+    for target in targets().iter().filter(|t| !t.is_naive_on_cpu()) {
+        let name = target.label();
+        let mut engine = target.create(&w);
+        for round in 0..2 {
+            // The second round checks that reset() and a new prefill start from scratch.
+            let got = engine.prefill(prompt).unwrap().to_vec();
+            let diff = max_abs_diff(&got, &want[0]);
+            assert!(
+                diff <= LOGIT_TOLERANCE,
+                "{name} prefill (round {round}): max diff {diff}"
+            );
+            for (i, &t) in fed.iter().enumerate() {
+                let got = engine.step(t).unwrap().to_vec();
+                let diff = max_abs_diff(&got, &want[i + 1]);
+                assert!(diff <= LOGIT_TOLERANCE, "{name} step {i}: max diff {diff}");
+            }
+            assert_eq!(engine.position(), prompt.len() + DECODE_STEPS);
+            engine.reset();
+            assert_eq!(engine.position(), 0);
+        }
+    }
+}
+
+/// The simd backends on every kernel set this machine has (its SIMD one and the scalar
+/// fallback) and on 1 and 3 threads, against naive on `file`.
+pub fn check_simd_kernel_sets(file: &WeightFile, prompt: &[u32]) {
+    use gpt2_backends::kernels::Kernels;
+    use gpt2_backends::simd::{SimdEngine, SimdKvEngine};
+
+    let w = file.gpt2().unwrap();
+    let mut naive = create("naive", &w, &EngineOptions::default()).unwrap();
+    let mut want = vec![naive.prefill(prompt).unwrap().to_vec()];
+    let mut fed = Vec::new();
+    for _ in 0..DECODE_STEPS {
+        fed.push(argmax(want.last().unwrap()));
+        want.push(naive.step(*fed.last().unwrap()).unwrap().to_vec());
+    }
+    for kernels in [Kernels::best_available(), Kernels::scalar()] {
+        for threads in [1, 3] {
+            let engines: Vec<Box<dyn Engine>> = vec![
+                Box::new(SimdEngine::new(w.clone(), kernels, threads).unwrap()),
+                Box::new(SimdKvEngine::new(w.clone(), kernels, threads).unwrap()),
+            ];
+            for mut e in engines {
+                let label = format!("{} {:?} {threads} threads", e.name(), kernels.isa());
+                let diff = max_abs_diff(e.prefill(prompt).unwrap(), &want[0]);
+                assert!(diff <= LOGIT_TOLERANCE, "{label} prefill: {diff}");
+                for (i, &t) in fed.iter().enumerate() {
+                    let diff = max_abs_diff(e.step(t).unwrap(), &want[i + 1]);
+                    assert!(diff <= LOGIT_TOLERANCE, "{label} step {i}: {diff}");
+                }
+            }
+        }
+    }
 }

@@ -223,6 +223,17 @@ pub fn small_weight_file(
     change: impl FnOnce(&mut gpt2_weights::Config),
     model_name: &str,
 ) {
+    small_weight_file_in(path, change, model_name, gpt2_weights::Dtype::F32)
+}
+
+/// [`small_weight_file`] with its matrices in `dtype` (give q8_0 a config whose matrix rows
+/// are whole 32-value blocks, or they stay f16).
+pub fn small_weight_file_in(
+    path: &Path,
+    change: impl FnOnce(&mut gpt2_weights::Config),
+    model_name: &str,
+    dtype: gpt2_weights::Dtype,
+) {
     use gpt2_weights::{Config, Provenance, TokenizerData, WeightWriter};
     let mut config = Config {
         n_layer: 1,
@@ -254,9 +265,10 @@ pub fn small_weight_file(
         source: "hostile-input test".into(),
         exporter: "support".into(),
     };
-    let mut w = WeightWriter::create(path, &config, &provenance, &tokenizer, &[]).unwrap();
+    let dtypes = config.tensor_dtypes(dtype);
+    let mut w = WeightWriter::create(path, &config, &provenance, &tokenizer, &[], &dtypes).unwrap();
     for info in w.remaining().to_vec() {
-        let n = (info.byte_len / 4) as usize;
+        let n = info.shape.iter().product::<u64>() as usize;
         let data: Vec<f32> = (0..n)
             .map(|i| ((i * 7) % 13) as f32 * 0.01 - 0.05)
             .collect();
