@@ -133,8 +133,12 @@ pub struct SamplingArgs {
 
 #[derive(Args)]
 pub struct CompareArgs {
-    #[command(flatten)]
-    pub model: ModelArgs,
+    /// Weight file [default: weights/gpt2.bin, see `gpt2-bench --help`]. Several files of one
+    /// model, comma-separated (`gpt2.bin,gpt2-f16.bin,gpt2-q8_0.bin`), run every backend on
+    /// each and add how far each file's outputs are from the first's (top-1 agreement, KL
+    /// divergence, where greedy decoding first differs).
+    #[arg(long = "model", value_delimiter = ',', value_name = "FILE[,FILE...]")]
+    pub models: Vec<PathBuf>,
     #[command(flatten)]
     pub prompt: PromptArgs,
     /// Backends, comma-separated [default: all].

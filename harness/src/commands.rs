@@ -80,10 +80,10 @@ fn compare(args: &CompareArgs) -> anyhow::Result<u8> {
         args.reference.as_deref(),
         &options,
     )?;
-    let path = model::resolve(args.model.model.as_deref(), args.quiet)?;
-    let file = WeightFile::open_verified(&path)?;
+    let files = open_models(args)?;
+    let file = &files[0];
     let tokenizer = file.tokenizer()?;
-    let prompt_ids = plan::prompt_ids(&args.prompt, &tokenizer, &file)?;
+    let prompt_ids = plan::prompt_ids(&args.prompt, &tokenizer, file)?;
     let lengths = plan::prompt_lengths(&args.prompt, true, prompt_ids.len())?;
     let n_ctx = file.config().n_ctx as usize;
     let (new_tokens, cut_short) = plan::new_tokens(&lengths, args.prompt.max_tokens, n_ctx);
@@ -99,8 +99,45 @@ fn compare(args: &CompareArgs) -> anyhow::Result<u8> {
         options: &options,
         sampling,
         quiet: args.quiet,
+        several_models: files.len() > 1,
+        reference_total_ms: Vec::new(),
     };
-    run_compare(args, &file, &tokenizer, &plan, notes)
+    run_compare(args, &files, &tokenizer, &plan, notes)
+}
+
+/// The `--model` files of a comparison, opened and verified: one by default, or several files
+/// of one model (same config and tokenizer) in different dtypes.
+fn open_models(args: &CompareArgs) -> anyhow::Result<Vec<WeightFile>> {
+    if args.models.is_empty() {
+        let path = model::resolve(None, args.quiet)?;
+        return Ok(vec![WeightFile::open_verified(&path)?]);
+    }
+    if args.models.len() > 1 && args.baseline.is_some() {
+        bail!(
+            "--baseline gates one weight file; this run has {} --model files: give one",
+            args.models.len()
+        );
+    }
+    let mut files: Vec<WeightFile> = Vec::new();
+    for path in &args.models {
+        if files.iter().any(|f| f.path() == path.as_path()) {
+            bail!("--model {}: given twice", path.display());
+        }
+        let file = WeightFile::open_verified(path)?;
+        if let Some(first) = files.first()
+            && (file.config() != first.config()
+                || file.header().tokenizer != first.header().tokenizer)
+        {
+            bail!(
+                "--model {}: not the same model as {} (their configs or tokenizers differ); \
+                 several --model files must be one model in different dtypes",
+                path.display(),
+                first.path().display()
+            );
+        }
+        files.push(file);
+    }
+    Ok(files)
 }
 
 fn ms(d: Duration) -> f64 {
@@ -124,12 +161,16 @@ fn model_info(file: &WeightFile) -> ModelInfo {
         parameters: c.parameter_count(),
         file_bytes: file.file_len(),
         checksum: format!("xxh3:{:016x}", file.data_checksum()),
+        dtype: file
+            .gpt2()
+            .map_or_else(|_| "?".to_string(), |w| w.dtype_label()),
+        weight_bytes_per_token: file.bytes_per_token(),
     }
 }
 
 fn run_compare(
     args: &CompareArgs,
-    file: &WeightFile,
+    files: &[WeightFile],
     tokenizer: &Gpt2Tokenizer,
     plan: &compare::Plan,
     notes: Vec<String>,
@@ -141,7 +182,8 @@ fn run_compare(
         .as_deref()
         .map(gate::Baseline::load)
         .transpose()?;
-    let mut inputs: Vec<&Path> = vec![file.path()];
+    let file = &files[0];
+    let mut inputs: Vec<&Path> = files.iter().map(|f| f.path()).collect();
     inputs.extend(args.baseline.as_deref());
     if let Some(path) = &args.plot {
         gpt2_weights::write::check_output(path, &inputs)
@@ -155,11 +197,16 @@ fn run_compare(
     }
     let date_utc = machine::now_utc();
     let load_before = machine::load_average_1min();
-    let roofline = if args.no_roofline {
-        None
-    } else {
-        Some(roofline::measure(file, plan.options.threads)?)
-    };
+    // Each file's own roofline (its bytes per token differ); the report keeps the first's.
+    let rooflines: Vec<Option<roofline::Roofline>> = files
+        .iter()
+        .map(|f| {
+            (!args.no_roofline)
+                .then(|| roofline::measure(f, plan.options.threads))
+                .transpose()
+        })
+        .collect::<anyhow::Result<_>>()?;
+    let roofline = rooflines[0].clone();
     let progress = |name: &str, total: u64| {
         let template = "{prefix:>10} [{bar:30}] {pos}/{len} tokens ({elapsed})";
         let bar = gpt2_export::progress_bar(args.quiet, template, total);
@@ -171,7 +218,17 @@ fn run_compare(
     // The default table prints each row as soon as its backend has run (llama-bench does);
     // every other view needs the whole report first.
     let streamed = args.format == Format::Table && !args.wide;
-    let printer = report::RowPrinter::new(plan.backends, plan.lengths.len() > 1);
+    let labels: Vec<String> = files
+        .iter()
+        .flat_map(|f| {
+            let dtype = f.gpt2().map(|w| w.dtype_label()).unwrap_or_default();
+            plan.backends.iter().map(move |b| match files.len() {
+                1 => b.clone(),
+                _ => format!("{b} {dtype}"),
+            })
+        })
+        .collect();
+    let printer = report::RowPrinter::new(&labels, plan.lengths.len() > 1);
     let mut write_error = None;
     let mut print = |text: &str| {
         if write_error.is_none()
@@ -181,11 +238,8 @@ fn run_compare(
         }
     };
     if streamed {
-        print(&report::table_heading(
-            &model.name,
-            model.parameters,
-            &machine,
-        ));
+        let models: Vec<report::ModelInfo> = files.iter().map(model_info).collect();
+        print(&report::table_heading(&models, &machine));
         print(&printer.header());
     }
     let mut on_row = |r: &report::BackendResult| {
@@ -193,14 +247,27 @@ fn run_compare(
             print(&printer.row(r));
         }
     };
-    let (results, backend_warnings) = compare::run(
-        plan,
-        file,
-        tokenizer,
-        roofline.as_ref(),
-        &progress,
-        &mut on_row,
-    )?;
+    let (mut results, mut backend_warnings) = (Vec::new(), Vec::new());
+    let mut file_plan = plan.clone();
+    for (f, r) in files.iter().zip(&rooflines) {
+        let (rows, w) = compare::run(&file_plan, f, tokenizer, r.as_ref(), &progress, &mut on_row)?;
+        if file_plan.reference_total_ms.is_empty() {
+            file_plan.reference_total_ms =
+                rows.iter().map(|r| (r.prompt_tokens, r.total_ms)).collect();
+        }
+        results.extend(rows);
+        // With several files, say which file a backend's warning is about.
+        let file_name = f.path().file_name().unwrap_or_default().to_string_lossy();
+        backend_warnings.extend(w.into_iter().map(|w| match files.len() {
+            1 => w,
+            _ => format!("{file_name}: {w}"),
+        }));
+    }
+    let agreement = if files.len() > 1 && plan.sampling.is_greedy() {
+        agreement_rows(files, plan, &results, args.quiet)?
+    } else {
+        Vec::new()
+    };
     let mut warnings =
         compare::machine_warnings(load_before, machine.logical_cores, plan.options.threads);
     warnings.extend(backend_warnings);
@@ -263,6 +330,8 @@ fn run_compare(
         warnings,
         gate,
         machine,
+        models: files.iter().map(model_info).collect(),
+        agreement,
     };
     if streamed {
         print(&report::table_footer(&report));
@@ -317,6 +386,65 @@ fn run_compare(
     Ok(EXIT_OK)
 }
 
+/// Each file after the first against the first: teacher-forced over the first prompt length's
+/// prompt and the first file's generated tokens (see [`crate::agreement`]).
+fn agreement_rows(
+    files: &[WeightFile],
+    plan: &compare::Plan,
+    results: &[report::BackendResult],
+    quiet: bool,
+) -> anyhow::Result<Vec<crate::agreement::Agreement>> {
+    use crate::agreement::{self, Agreement};
+    let len = plan.lengths[0];
+    let reference = &plan.backends[0];
+    let name = |f: &WeightFile| {
+        f.path()
+            .file_name()
+            .map_or_else(String::new, |n| n.to_string_lossy().into_owned())
+    };
+    let row_of = |f: &WeightFile| {
+        results
+            .iter()
+            .find(|r| &r.backend == reference && r.prompt_tokens == len && r.model_file == name(f))
+    };
+    let Some(first_row) = row_of(&files[0]) else {
+        return Ok(Vec::new());
+    };
+    let generated = &first_row.token_ids;
+    let mut context = plan.prompt[..len].to_vec();
+    context.extend(&generated[..generated.len().saturating_sub(1)]);
+    let backend = agreement::backend(reference);
+    if !quiet {
+        cli::stderr(&format!(
+            "agreement: {} positions of every file on {backend}, teacher-forced\n",
+            context.len()
+        ));
+    }
+    let want = agreement::teacher_forced_logits(&files[0], &backend, plan.options, &context)?;
+    let mut rows = Vec::new();
+    for f in &files[1..] {
+        let got = agreement::teacher_forced_logits(f, &backend, plan.options, &context)?;
+        let (top1_agreement, mean_kl, max_kl) = agreement::compare_logits(&want, &got);
+        let tokens = row_of(f).map_or(&[][..], |r| &r.token_ids[..]);
+        rows.push(Agreement {
+            model_file: name(f),
+            dtype: f.gpt2()?.dtype_label(),
+            weight_bytes_per_token: f.bytes_per_token(),
+            reference_file: name(&files[0]),
+            reference_dtype: first_row.dtype.clone(),
+            backend: backend.clone(),
+            prompt_tokens: len,
+            positions: context.len(),
+            top1_agreement,
+            mean_kl,
+            max_kl,
+            greedy_tokens: generated.len(),
+            first_greedy_difference: agreement::first_difference(generated, tokens),
+        });
+    }
+    Ok(rows)
+}
+
 /// `run`: one backend, its text streamed as it is generated, then a summary (and with
 /// `--profile` where the time went).
 fn run_one(args: &RunArgs) -> anyhow::Result<u8> {
@@ -339,6 +467,7 @@ fn run_one(args: &RunArgs) -> anyhow::Result<u8> {
         cli::stderr(&teach::explain(
             name,
             file.config(),
+            (file.bytes_per_token(), &info.dtype),
             info.kv_cache,
             prompt.len(),
         ));

@@ -45,6 +45,11 @@ pub struct Plan<'a> {
     /// Greedy, or sampling with one seed (every run and backend starts from it).
     pub sampling: SamplingOptions,
     pub quiet: bool,
+    /// Several weight files are compared: rows are labelled with their dtype.
+    pub several_models: bool,
+    /// (prompt length, total ms) of the reference row of the first file, against which every
+    /// later file's rows state their speedup; empty for the first file (its own reference).
+    pub reference_total_ms: Vec<(usize, f64)>,
 }
 
 /// One backend at one prompt length: its runs.
@@ -196,10 +201,17 @@ pub fn run(
                 reference,
                 &mut warnings,
             );
-            let reference_ms = results
+            let first_file = plan
+                .reference_total_ms
                 .iter()
-                .find(|r| r.prompt_tokens == m.prompt_tokens)
-                .map_or(result.total_ms, |r| r.total_ms);
+                .find(|(len, _)| *len == m.prompt_tokens)
+                .map(|&(_, ms)| ms);
+            let reference_ms = first_file.unwrap_or_else(|| {
+                results
+                    .iter()
+                    .find(|r| r.prompt_tokens == m.prompt_tokens)
+                    .map_or(result.total_ms, |r| r.total_ms)
+            });
             result.speedup_vs_reference = reference_ms / result.total_ms;
             on_row(&result);
             results.push(result);
@@ -317,6 +329,16 @@ fn summarise(
             threads: m.info.threads,
             kv_cache: m.info.kv_cache,
             dtype: m.info.dtype.to_string(),
+            model_file: file
+                .path()
+                .file_name()
+                .map_or_else(String::new, |n| n.to_string_lossy().into_owned()),
+            weight_bytes_per_token: file.bytes_per_token(),
+            label: if plan.several_models {
+                format!("{} {}", m.name, m.info.dtype)
+            } else {
+                m.name.clone()
+            },
             prompt_tokens,
             new_tokens: first.token_ids.len(),
             token_ids: first.token_ids.clone(),

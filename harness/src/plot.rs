@@ -9,7 +9,7 @@
 
 use std::fmt::Write;
 
-use crate::report::Report;
+use crate::report::{Report, shown};
 
 const WIDTH: f64 = 760.0;
 const CHART_HEIGHT: f64 = 300.0;
@@ -99,7 +99,7 @@ fn legend(svg: &mut String, top: f64, entries: &[String]) {
 
 /// Renders the report's charts as an SVG document.
 pub fn svg(report: &Report) -> String {
-    let backends = distinct(report.results.iter().map(|r| r.backend.clone()));
+    let backends = distinct(report.results.iter().map(|r| shown(r).to_string()));
     let lengths = distinct(report.results.iter().map(|r| r.prompt_tokens));
     let with_latency = lengths.len() > 1;
     let height = if with_latency {
@@ -139,7 +139,7 @@ pub fn svg(report: &Report) -> String {
             let Some(r) = report
                 .results
                 .iter()
-                .find(|r| &r.backend == name && r.prompt_tokens == len)
+                .find(|r| shown(r) == name && r.prompt_tokens == len)
             else {
                 continue;
             };
@@ -194,7 +194,7 @@ pub fn svg(report: &Report) -> String {
                 let l = r.decode_latency?;
                 // Decode steps ran at contexts prompt+1 .. prompt+new-1; plot at their middle.
                 let context = r.prompt_tokens + r.new_tokens / 2;
-                Some((context, r.backend.clone(), l.mean_ms))
+                Some((context, shown(r).to_string(), l.mean_ms))
             })
             .collect();
         let max_ms = points.iter().map(|p| p.2).fold(0.0, f64::max);

@@ -33,6 +33,9 @@ pub struct ModelInfo {
     pub file_bytes: u64,
     /// XXH3-64 of the tensor data: identifies the exact weights.
     pub checksum: String,
+    /// The matrices' dtype label, and the weight bytes one decode step reads.
+    pub dtype: String,
+    pub weight_bytes_per_token: u64,
 }
 
 /// Where a backend's tokens first differ from the reference's.
@@ -121,7 +124,18 @@ pub struct BackendResult {
     pub device: String,
     pub threads: usize,
     pub kv_cache: bool,
+    /// The weight file's dtype label (`f32`, `q8_0`, `q8_0+f16` for a mixed file).
     pub dtype: String,
+    /// The weight file this row ran (its file name), and the weight bytes one decode step reads
+    /// from it in its dtypes.
+    #[serde(default)]
+    pub model_file: String,
+    #[serde(default)]
+    pub weight_bytes_per_token: u64,
+    /// What tables and charts call this row: the backend, followed by the dtype when the report
+    /// compares several weight files.
+    #[serde(default)]
+    pub label: String,
     pub prompt_tokens: usize,
     pub new_tokens: usize,
     pub token_ids: Vec<u32>,
@@ -192,6 +206,12 @@ pub struct Report {
     pub warnings: Vec<String>,
     /// The comparison with `--baseline`, when given.
     pub gate: Option<crate::gate::Gate>,
+    /// Every weight file of the run (the first is `model`); several when comparing precisions.
+    #[serde(default)]
+    pub models: Vec<ModelInfo>,
+    /// Each further file's agreement with the first (empty with one file).
+    #[serde(default)]
+    pub agreement: Vec<crate::agreement::Agreement>,
     pub machine: Machine,
 }
 
@@ -207,9 +227,11 @@ pub enum Format {
 }
 
 /// Columns of the wide table (`--wide`, and Markdown).
-const HEADERS: [&str; 16] = [
+const HEADERS: [&str; 18] = [
     "backend",
     "threads",
+    "dtype",
+    "MB/token",
     "KV cache",
     "prompt tok",
     "new tok",
@@ -287,11 +309,23 @@ fn match_cell(r: &BackendResult, reference: &str) -> String {
     }
 }
 
-fn row(r: &BackendResult, reference: &str) -> [String; 16] {
+/// What tables and charts call a row: its label (the backend, with the dtype when the report
+/// compares several files); the backend for reports saved before labels existed.
+pub fn shown(r: &BackendResult) -> &str {
+    if r.label.is_empty() {
+        &r.backend
+    } else {
+        &r.label
+    }
+}
+
+fn row(r: &BackendResult, reference: &str) -> [String; 18] {
     let dash = || "-".to_string();
     [
-        r.backend.clone(),
+        shown(r).to_string(),
         threads_cell(r),
+        r.dtype.clone(),
+        format!("{:.1}", r.weight_bytes_per_token as f64 / 1e6),
         if r.kv_cache { "yes" } else { "no" }.to_string(),
         r.prompt_tokens.to_string(),
         r.new_tokens.to_string(),
@@ -391,7 +425,7 @@ impl RowPrinter {
 
     /// One result's row.
     pub fn row(&self, r: &BackendResult) -> String {
-        let mut cells = vec![r.backend.clone(), threads_cell(r)];
+        let mut cells = vec![shown(r).to_string(), threads_cell(r)];
         if self.several_lengths {
             cells.push(r.prompt_tokens.to_string());
         }
@@ -424,7 +458,11 @@ pub fn several_lengths(results: &[BackendResult]) -> bool {
 
 /// The compact table of a finished report.
 fn compact_table(report: &Report) -> String {
-    let backends: Vec<String> = report.results.iter().map(|r| r.backend.clone()).collect();
+    let backends: Vec<String> = report
+        .results
+        .iter()
+        .map(|r| shown(r).to_string())
+        .collect();
     let printer = RowPrinter {
         reference: report.reference.clone(),
         ..RowPrinter::new(&backends, several_lengths(&report.results))
@@ -491,7 +529,7 @@ pub fn summary_lines(report: &Report) -> Vec<String> {
             String::new()
         };
         out.push(format!("Summary, decode tok/s{at}:"));
-        out.push(format!("  {} ran", fastest.backend));
+        out.push(format!("  {} ran", shown(fastest)));
         let mut others: Vec<_> = rows
             .iter()
             .filter(|(r, _)| !std::ptr::eq(*r, fastest))
@@ -504,7 +542,7 @@ pub fn summary_lines(report: &Report) -> Vec<String> {
             out.push(format!(
                 "    {ratio:.decimals$} ± {:.decimals$} times faster than {}",
                 ratio * rel,
-                r.backend
+                shown(r)
             ));
         }
     }
@@ -513,11 +551,13 @@ pub fn summary_lines(report: &Report) -> Vec<String> {
 
 /// Columns of the CSV: numbers only (mean and standard deviation apart, fractions as
 /// fractions, booleans as true/false), an empty field where there is no value.
-const CSV_HEADERS: [&str; 22] = [
+const CSV_HEADERS: [&str; 24] = [
     "backend",
     "device",
     "threads",
     "dtype",
+    "model_file",
+    "weight_bytes_per_token",
     "kv_cache",
     "prompt_tokens",
     "new_tokens",
@@ -538,7 +578,7 @@ const CSV_HEADERS: [&str; 22] = [
     "tokens_match",
 ];
 
-fn csv_row(r: &BackendResult) -> [String; 22] {
+fn csv_row(r: &BackendResult) -> [String; 24] {
     let num = |x: Option<f64>| x.map_or_else(String::new, |v| format!("{v}"));
     let decode = r.decode_tok_per_s.as_ref();
     [
@@ -546,6 +586,8 @@ fn csv_row(r: &BackendResult) -> [String; 22] {
         csv_field(&r.device),
         r.threads.to_string(),
         csv_field(&r.dtype),
+        csv_field(&r.model_file),
+        r.weight_bytes_per_token.to_string(),
         r.kv_cache.to_string(),
         r.prompt_tokens.to_string(),
         r.new_tokens.to_string(),
@@ -627,10 +669,25 @@ fn csv_field(s: &str) -> String {
 }
 
 /// The line above the table: the model and the machine.
-pub fn table_heading(model: &str, parameters: u64, machine: &Machine) -> String {
+/// The line above the table: the model, each weight file's dtype and weight bytes per decode
+/// step (which every row of the table then carries), the build and the machine.
+pub fn table_heading(models: &[ModelInfo], machine: &Machine) -> String {
+    let first = &models[0];
+    let files: Vec<String> = models
+        .iter()
+        .map(|m| {
+            format!(
+                "{} {:.1} MB/token",
+                m.dtype,
+                m.weight_bytes_per_token as f64 / 1e6
+            )
+        })
+        .collect();
     format!(
-        "{model} ({:.1}M parameters), {} on {} ({} available)\n",
-        parameters as f64 / 1e6,
+        "{} ({:.1}M parameters; {}), {} on {} ({} available)\n",
+        first.name,
+        first.parameters as f64 / 1e6,
+        files.join(", "),
         machine.build_profile,
         machine.cpu,
         threads_phrase(machine.logical_cores)
@@ -654,7 +711,52 @@ pub fn table_footer(report: &Report) -> String {
     if let Some(g) = &report.gate {
         let _ = write!(out, "{}", crate::gate::render(g));
     }
+    out.push_str(&agreement_table(report));
     let _ = writeln!(out, "{}", generated_text(report));
+    out
+}
+
+/// The agreement of each further weight file with the first (empty with one file).
+pub fn agreement_table(report: &Report) -> String {
+    let Some(first) = report.agreement.first() else {
+        return String::new();
+    };
+    let mut out = format!(
+        "Agreement with {} ({}): {} positions on {}, teacher-forced ({}-token prompt, then \
+         the tokens {} generated):\n",
+        first.reference_file,
+        first.reference_dtype,
+        first.positions,
+        first.backend,
+        first.prompt_tokens,
+        first.reference_file,
+    );
+    let width = report
+        .agreement
+        .iter()
+        .map(|a| a.model_file.chars().count())
+        .fold(4, usize::max);
+    let _ = writeln!(
+        out,
+        "  {:<width$}  {:<8}  {:>8}  {:>6}  {:>8}  {:>8}  greedy output",
+        "file", "dtype", "MB/token", "top-1", "mean KL", "max KL"
+    );
+    for a in &report.agreement {
+        let greedy = match a.first_greedy_difference {
+            None => format!("same for all {} tokens", a.greedy_tokens),
+            Some(step) => format!("differs from step {step} of {}", a.greedy_tokens),
+        };
+        let _ = writeln!(
+            out,
+            "  {:<width$}  {:<8}  {:>8.1}  {:>5.1}%  {:>8.2e}  {:>8.2e}  {greedy}",
+            a.model_file,
+            a.dtype,
+            a.weight_bytes_per_token as f64 / 1e6,
+            100.0 * a.top1_agreement,
+            a.mean_kl,
+            a.max_kl,
+        );
+    }
     out
 }
 
@@ -663,11 +765,12 @@ pub fn render(report: &Report, format: Format, wide: bool) -> String {
     let mut out = String::new();
     match format {
         Format::Table => {
-            out.push_str(&table_heading(
-                report.model.name.as_str(),
-                report.model.parameters,
-                &report.machine,
-            ));
+            let models = if report.models.is_empty() {
+                std::slice::from_ref(&report.model)
+            } else {
+                &report.models[..]
+            };
+            out.push_str(&table_heading(models, &report.machine));
             if wide {
                 let _ = writeln!(out, "{}", table(report, presets::UTF8_FULL_CONDENSED));
             } else {
@@ -689,6 +792,10 @@ pub fn render(report: &Report, format: Format, wide: bool) -> String {
             }
             for w in &report.warnings {
                 let _ = writeln!(out, "Warning: {w}\n");
+            }
+            let agreement = agreement_table(report);
+            if !agreement.is_empty() {
+                let _ = writeln!(out, "```\n{agreement}```\n");
             }
             if let Some(g) = &report.gate {
                 let _ = writeln!(out, "{}", crate::gate::render(g));

@@ -30,17 +30,11 @@ pub struct Roofline {
     /// The GEMM probe's shape: (128, gemm_k) x (gemm_k, gemm_n).
     pub gemm_k: usize,
     pub gemm_n: usize,
-    /// Bytes of weights one decode step reads (every weight once; one row of wpe).
+    /// Bytes of weights one decode step reads in the file's dtypes (every weight once; one row
+    /// of wpe): `WeightFile::bytes_per_token`.
     pub weight_bytes_per_token: u64,
     /// `read_gb_per_s / weight_bytes_per_token`: the fastest decode this machine allows.
     pub decode_roofline_tok_per_s: f64,
-}
-
-/// Bytes of weights read by one decode step: all parameters, except that only one row of the
-/// position embedding is used. (Reading the KV cache comes on top and grows with the context.)
-pub fn weight_bytes_per_token(c: &Config) -> u64 {
-    let wpe_unused = u64::from(c.n_ctx - 1) * u64::from(c.n_embd);
-    (c.parameter_count() - wpe_unused) * 4
 }
 
 /// FLOPs of `positions` new positions that together attend to `attended_pairs` (query, key)
@@ -77,7 +71,7 @@ pub fn measure(file: &WeightFile, threads: usize) -> anyhow::Result<Roofline> {
     let peak = probe::peak_flops(&compute, 0.3);
     let c = config.n_embd as usize;
     let (gemm_simd, gemm_mm) = probe::gemm_rates(&compute, 128, c, 4 * c, 5);
-    let bytes = weight_bytes_per_token(config);
+    let bytes = file.bytes_per_token();
     Ok(Roofline {
         threads: compute.threads(),
         isa: compute.kernels.isa().name(),
@@ -100,11 +94,26 @@ mod tests {
         gpt2_export::SyntheticSize::Gpt2.config()
     }
 
+    /// In f32, every parameter but 1023 of wpe's 1024 rows, 4 bytes each; in f16 the matrices
+    /// take 2 bytes and in q8_0 34 bytes per 32 values, the rest staying f32.
     #[test]
-    fn gpt2_small_reads_half_a_gigabyte_per_token() {
-        let bytes = weight_bytes_per_token(&gpt2_small());
-        // 124,439,808 parameters minus 1023 unused wpe rows of 768, times 4 bytes.
-        assert_eq!(bytes, (124_439_808 - 1023 * 768) * 4);
+    fn bytes_per_token_follow_the_file_dtypes() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("m.bin");
+        let size = gpt2_export::SyntheticSize::Distilgpt2;
+        let c = size.config();
+        let (e, h, v) = (768u64, 3072u64, 50257u64);
+        let matrices = v * e + 6 * (e * 3 * e + e * e + 2 * e * h);
+        let other = c.parameter_count() - matrices - 1023 * e;
+        for (dtype, matrix_bytes) in [
+            (gpt2_weights::Dtype::F32, matrices * 4),
+            (gpt2_weights::Dtype::F16, matrices * 2),
+            (gpt2_weights::Dtype::Q8_0, matrices / 32 * 34),
+        ] {
+            gpt2_export::synthetic::export_synthetic(size, 0, dtype, &path, &|_, _| {}).unwrap();
+            let f = WeightFile::open(&path).unwrap();
+            assert_eq!(f.bytes_per_token(), matrix_bytes + other * 4, "{dtype}");
+        }
     }
 
     #[test]

@@ -9,26 +9,33 @@ use gpt2_backends::profile::{Op, OpTimes};
 use gpt2_weights::Config;
 
 use crate::generate::Generation;
-use crate::roofline::{cached_step_flops, prefill_flops, weight_bytes_per_token};
+use crate::roofline::{cached_step_flops, prefill_flops};
 
 /// What a backend changes from the one before it in the ladder (`gpt2_backends::REGISTRY`).
 fn ladder_step(backend: &str) -> &'static str {
     gpt2_backends::registry::spec(backend).map_or("a test backend.", |s| s.ladder)
 }
 
-/// The `--explain` text for `backend` on a model `c`, with a prompt of `prompt_len` tokens.
-pub fn explain(backend: &str, c: &Config, kv_cache: bool, prompt_len: usize) -> String {
+/// The `--explain` text for `backend` on a model `c` whose decode step reads
+/// `weight_bytes_per_token` bytes of weights (in `dtype`), with a prompt of `prompt_len` tokens.
+pub fn explain(
+    backend: &str,
+    c: &Config,
+    (weight_bytes_per_token, dtype): (u64, &str),
+    kv_cache: bool,
+    prompt_len: usize,
+) -> String {
     let context = prompt_len + 1;
-    let weights = weight_bytes_per_token(c) as f64;
+    let weights = weight_bytes_per_token as f64;
     let kv_read = 2.0 * f64::from(c.n_layer) * context as f64 * f64::from(c.n_embd) * 4.0;
     let mut out = format!("{}\n", ladder_step(backend));
     if kv_cache {
         let flops = cached_step_flops(c, context);
         let _ = writeln!(
             out,
-            "One decode step here (context {context}): {:.2} GFLOP, reading {:.1} MB of weights \
-             and {:.2} MB of cached keys and values: {:.1} FLOP per byte, so memory bandwidth, \
-             not arithmetic, sets its speed.",
+            "One decode step here (context {context}): {:.2} GFLOP, reading {:.1} MB of {dtype} \
+             weights and {:.2} MB of cached keys and values: {:.1} FLOP per byte, so memory \
+             bandwidth, not arithmetic, sets its speed.",
             flops / 1e9,
             weights / 1e6,
             kv_read / 1e6,
@@ -39,7 +46,8 @@ pub fn explain(backend: &str, c: &Config, kv_cache: bool, prompt_len: usize) -> 
         let _ = writeln!(
             out,
             "One decode step here (context {context}): the whole context again, {:.2} GFLOP \
-             ({:.0}x the {:.2} GFLOP a KV cache would need), reading at least {:.1} MB of weights.",
+             ({:.0}x the {:.2} GFLOP a KV cache would need), reading at least {:.1} MB of {dtype} \
+             weights.",
             flops / 1e9,
             flops / cached_step_flops(c, context),
             cached_step_flops(c, context) / 1e9,
@@ -135,12 +143,16 @@ mod tests {
         // ~2 FLOPs per parameter used: 85M in the blocks plus 38.6M in the output layer.
         let flops = cached_step_flops(&gpt2_small(), 1);
         assert!((flops / 1e9 - 0.247).abs() < 0.005, "{flops}");
-        let text = explain("simd-kv", &gpt2_small(), true, 5);
+        let bytes = (124_439_808 - 1023 * 768) * 4;
+        let text = explain("simd-kv", &gpt2_small(), (bytes, "f32"), true, 5);
         assert!(
-            text.contains("KV cache") && text.contains("494.6 MB"),
+            text.contains("KV cache") && text.contains("494.6 MB of f32 weights"),
             "{text}"
         );
-        let text = explain("simd", &gpt2_small(), false, 99);
+        // A q8_0 file reads its own bytes, about 3.8x fewer.
+        let text = explain("simd-kv", &gpt2_small(), (131_700_000, "q8_0"), true, 5);
+        assert!(text.contains("131.7 MB of q8_0 weights"), "{text}");
+        let text = explain("simd", &gpt2_small(), (bytes, "f32"), false, 99);
         assert!(text.contains("the whole context again"), "{text}");
     }
 

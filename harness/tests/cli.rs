@@ -1206,7 +1206,14 @@ fn csv_is_numbers_and_jsonl_is_one_object_per_row() {
     let header: Vec<&str> = lines.next().unwrap().split(',').collect();
     let rows: Vec<Vec<&str>> = lines.map(|l| l.split(',').collect()).collect();
     assert_eq!(rows.len(), 4, "{csv}");
-    let text_columns = ["backend", "device", "dtype", "kv_cache", "tokens_match"];
+    let text_columns = [
+        "backend",
+        "device",
+        "dtype",
+        "model_file",
+        "kv_cache",
+        "tokens_match",
+    ];
     for row in &rows {
         assert_eq!(row.len(), header.len(), "{csv}");
         for (name, field) in header.iter().zip(row) {

@@ -261,15 +261,21 @@ impl WeightFile {
         })
     }
 
-    /// Bytes of the tensors a decode step reads once per token: every tensor but `wpe` (of
-    /// which it reads one row) and, when the output is tied, the token embedding counted once.
-    /// The roofline's "bytes per token".
+    /// Weight bytes one decode step reads, in the file's real dtypes: every tensor once (a tied
+    /// embedding is one tensor, read for the output layer), except that only one row of `wpe`
+    /// is used. The decode roofline's "bytes per token" (the KV cache comes on top).
     pub fn bytes_per_token(&self) -> u64 {
+        let c = u64::from(self.config().n_embd);
         self.header
             .tensors
             .iter()
-            .filter(|t| t.name != "wpe.weight")
-            .map(|t| t.byte_len)
+            .map(|t| {
+                if t.name == "wpe.weight" {
+                    c * 4
+                } else {
+                    t.byte_len
+                }
+            })
             .sum()
     }
 

@@ -214,11 +214,71 @@ pub fn matmul_rows(out: &mut [f32], inp: &[f32], w: Matrix<'_>, bias: &[f32]) {
     }
     pack::with_buffers(|a_packed, w_panel| {
         let pack_panels = |dst: &mut Vec<f32>, depth, j, panels| {
-            pack::pack_panels_rows(dst, w, depth, j, panels, dequantize)
+            pack::pack_panels_rows(dst, w, depth, j, panels, (dequantize, rows_to_panel))
         };
         gemm_packed(out, inp, k, bias, a_packed, w_panel, &pack_panels);
     });
     scalar::rows_tail(dot, dequantize, out, inp, w, bias, width / 16 * 16);
+}
+
+/// See [`pack::ToPanel`]: 16 rows of `kc` values into a (kc, 16) panel, as two columns of
+/// 8 x 8 blocks transposed in registers (the same shuffles as [`pack_group6`]).
+pub(super) fn rows_to_panel(rows: &[f32], kc: usize, panel: &mut [f32]) {
+    assert!(
+        rows.len() == 16 * kc && panel.len() == 16 * kc,
+        "rows_to_panel: shapes"
+    );
+    // SAFETY: AVX2 detected before this kernel was handed out; every load reads row
+    // `half * 8 + i` at `kk..kk + 8 <= kc`, every store panel row `kk + j < kc`, lanes
+    // `half * 8..half * 8 + 8`: inside the slices checked above.
+    unsafe { rows_to_panel_avx2(rows, kc, panel) }
+}
+
+#[target_feature(enable = "avx2,fma")]
+unsafe fn rows_to_panel_avx2(rows: &[f32], kc: usize, panel: &mut [f32]) {
+    let (s, o) = (rows.as_ptr(), panel.as_mut_ptr());
+    for half in 0..2 {
+        let mut kk = 0;
+        while kk + 8 <= kc {
+            let r: [__m256; 8] =
+                std::array::from_fn(|i| _mm256_loadu_ps(s.add((half * 8 + i) * kc + kk)));
+            let t0 = _mm256_unpacklo_ps(r[0], r[1]);
+            let t1 = _mm256_unpackhi_ps(r[0], r[1]);
+            let t2 = _mm256_unpacklo_ps(r[2], r[3]);
+            let t3 = _mm256_unpackhi_ps(r[2], r[3]);
+            let t4 = _mm256_unpacklo_ps(r[4], r[5]);
+            let t5 = _mm256_unpackhi_ps(r[4], r[5]);
+            let t6 = _mm256_unpacklo_ps(r[6], r[7]);
+            let t7 = _mm256_unpackhi_ps(r[6], r[7]);
+            let u0 = _mm256_shuffle_ps::<0x44>(t0, t2);
+            let u1 = _mm256_shuffle_ps::<0xEE>(t0, t2);
+            let u2 = _mm256_shuffle_ps::<0x44>(t1, t3);
+            let u3 = _mm256_shuffle_ps::<0xEE>(t1, t3);
+            let u4 = _mm256_shuffle_ps::<0x44>(t4, t6);
+            let u5 = _mm256_shuffle_ps::<0xEE>(t4, t6);
+            let u6 = _mm256_shuffle_ps::<0x44>(t5, t7);
+            let u7 = _mm256_shuffle_ps::<0xEE>(t5, t7);
+            let cols = [
+                _mm256_permute2f128_ps::<0x20>(u0, u4),
+                _mm256_permute2f128_ps::<0x20>(u1, u5),
+                _mm256_permute2f128_ps::<0x20>(u2, u6),
+                _mm256_permute2f128_ps::<0x20>(u3, u7),
+                _mm256_permute2f128_ps::<0x31>(u0, u4),
+                _mm256_permute2f128_ps::<0x31>(u1, u5),
+                _mm256_permute2f128_ps::<0x31>(u2, u6),
+                _mm256_permute2f128_ps::<0x31>(u3, u7),
+            ];
+            for (j, col) in cols.iter().enumerate() {
+                _mm256_storeu_ps(o.add((kk + j) * 16 + half * 8), *col);
+            }
+            kk += 8;
+        }
+        for kr in kk..kc {
+            for lane in half * 8..half * 8 + 8 {
+                *o.add(kr * 16 + lane) = *s.add(lane * kc + kr);
+            }
+        }
+    }
 }
 
 /// First column not covered by the 16- and 8-wide tiles.

@@ -169,7 +169,7 @@ pub fn matmul_rows(out: &mut [f32], inp: &[f32], w: Matrix<'_>, bias: &[f32]) {
     }
     pack::with_buffers(|a_packed, w_panel| {
         let pack_panels = |dst: &mut Vec<f32>, depth, j, panels| {
-            pack::pack_panels_rows(dst, w, depth, j, panels, dequantize)
+            pack::pack_panels_rows(dst, w, depth, j, panels, (dequantize, pack::rows_to_panel))
         };
         gemm_packed(out, inp, k, bias, a_packed, w_panel, &pack_panels);
     });

@@ -82,32 +82,71 @@ pub(super) fn pack_panels(
     }
 }
 
+/// Writes 16 rows of `kc` values (row-major, `rows[lane * kc + kk]`) into one (kc, 16) panel
+/// (`panel[kk * 16 + lane]`): a transpose. The instruction sets pass their own (AVX2 does 8 x 8
+/// blocks in registers); this is the portable one.
+pub(super) type ToPanel = fn(&[f32], usize, &mut [f32]);
+
+/// The portable [`ToPanel`] (NEON's; on x86-64 the tests check AVX2's against it).
+#[cfg(any(target_arch = "aarch64", test))]
+pub(super) fn rows_to_panel(rows: &[f32], kc: usize, panel: &mut [f32]) {
+    for lane in 0..16 {
+        for (kk, &v) in rows[lane * kc..(lane + 1) * kc].iter().enumerate() {
+            panel[kk * 16 + lane] = v;
+        }
+    }
+}
+
 /// [`pack_panels`] for an `(N, K)` weight in any dtype: output rows `c0..c0 + 16 * panels`,
-/// depth `k0..k0 + kc`, into the same (KC, 16) panels. Each row's slice is converted to f32 on
-/// the stack (`dequantize`, the instruction set's conversion), then written down its panel
-/// column: the weight is dequantized while packing, never expanded in memory. `k0` and `kc` are
-/// whole q8_0 blocks when the weight is q8_0 (KC is a multiple of 32, and so is K).
+/// depth `k0..k0 + kc`, into the same (KC, 16) panels. Each panel's 16 row slices are converted
+/// to f32 on the stack (`dequantize`, the instruction set's conversion), then transposed into
+/// the panel (`to_panel`): the weight is dequantized while packing, never expanded in memory.
+/// `k0` and `kc` are whole q8_0 blocks when the weight is q8_0 (KC is a multiple of 32, and so
+/// is K).
 pub(super) fn pack_panels_rows(
     dst: &mut Vec<f32>,
     w: gpt2_weights::Matrix<'_>,
     depth: std::ops::Range<usize>,
     c0: usize,
     panels: usize,
-    dequantize: fn(&mut [f32], gpt2_weights::Values<'_>),
+    (dequantize, to_panel): (fn(&mut [f32], gpt2_weights::Values<'_>), ToPanel),
 ) {
     let (k0, kc) = (depth.start, depth.len());
     debug_assert!(kc <= KC);
     dst.clear();
     dst.resize(panels * kc * 16, 0.0);
-    let mut row = [0.0f32; KC];
+    let mut rows = [0.0f32; 16 * KC];
+    let rows = &mut rows[..16 * kc];
     for p in 0..panels {
-        let panel = &mut dst[p * kc * 16..(p + 1) * kc * 16];
-        for lane in 0..16 {
-            let r = c0 + p * 16 + lane;
-            let row = &mut row[..kc];
-            dequantize(row, w.row(r).slice(k0..k0 + kc));
-            for (kk, &v) in row.iter().enumerate() {
-                panel[kk * 16 + lane] = v;
+        for (lane, row) in rows.chunks_exact_mut(kc).enumerate() {
+            dequantize(row, w.row(c0 + p * 16 + lane).slice(k0..k0 + kc));
+        }
+        to_panel(rows, kc, &mut dst[p * kc * 16..(p + 1) * kc * 16]);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// The portable transpose, and the one this CPU's kernels use, on depths with and without a
+    /// remainder of 8.
+    #[test]
+    fn rows_to_panel_transposes() {
+        for kc in [1, 7, 8, 19, 256] {
+            let rows: Vec<f32> = (0..16 * kc).map(|i| i as f32).collect();
+            let mut want = vec![0.0; 16 * kc];
+            for lane in 0..16 {
+                for kk in 0..kc {
+                    want[kk * 16 + lane] = rows[lane * kc + kk];
+                }
+            }
+            let mut got = vec![0.0; 16 * kc];
+            super::rows_to_panel(&rows, kc, &mut got);
+            assert_eq!(got, want, "portable, kc {kc}");
+            #[cfg(target_arch = "x86_64")]
+            if std::arch::is_x86_feature_detected!("avx2") {
+                let mut got = vec![0.0; 16 * kc];
+                super::super::avx2::rows_to_panel(&rows, kc, &mut got);
+                assert_eq!(got, want, "avx2, kc {kc}");
             }
         }
     }

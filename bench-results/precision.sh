@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# The reduced-precision measurements behind README's precision table and docs/performance.md:
+#
+#  1. synthetic GPT-2 small in f32 (seed 0), converted to f16, bf16 and q8_0 (gpt2-export --from);
+#  2. one `compare` of every file on ndarray, simd, simd-kv and candle (128-token prompt, 32 new
+#     tokens, 3 runs): decode and prefill tok/s per dtype and backend, bytes per token,
+#     % roofline, and each file's agreement with f32 (saved as JSON);
+#  3. ROUNDS rounds of simd-kv alone on the four files (128-token prompt, 128 new tokens), the
+#     files interleaved within each round, so the dtype ratios are measured minutes apart on the
+#     same machine; then the same with a `yes > /dev/null` beside it (a busy laptop's stand-in).
+#
+#   bash bench-results/precision.sh OUT_DIR [ROUNDS]
+#
+# Builds nothing: run `cargo build --release -p gpt2-harness -p gpt2-export` first.
+set -euo pipefail
+out=${1:?usage: precision.sh OUT_DIR [ROUNDS]}
+rounds=${2:-3}
+bin=target/release
+w=${WEIGHTS:-weights}
+mkdir -p "$out" "$w"
+f32=$w/synthetic-gpt2-seed0.bin
+[ -f "$f32" ] || "$bin/gpt2-export" --synthetic gpt2 --seed 0 --out "$f32" -q
+files=("$f32")
+for d in f16 bf16 q8_0; do
+  f=$w/synthetic-gpt2-seed0-$d.bin
+  "$bin/gpt2-export" --from "$f32" --dtype "$d" --out "$f" -q
+  files+=("$f")
+done
+list=$(IFS=,; echo "${files[*]}")
+{
+  echo "# $(date -u +%FT%TZ) $(git rev-parse --short=12 HEAD) on $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(nproc) cores"
+  echo "\$ gpt2-bench compare --model $list --backends simd-kv,simd,candle,ndarray --prompt-tokens 128 --max-tokens 32 --runs 3"
+} > "$out/precision-table.txt"
+"$bin/gpt2-bench" compare --model "$list" --backends simd-kv,simd,candle,ndarray \
+  --prompt-tokens 128 --max-tokens 32 --runs 3 --wide -q >> "$out/precision-table.txt"
+"$bin/gpt2-bench" compare --model "$list" --backends simd-kv,simd,candle,ndarray \
+  --prompt-tokens 128 --max-tokens 32 --runs 3 --format json -q > "$out/precision-table.json"
+
+simd_kv_rounds() {
+  local label=$1
+  for r in $(seq 1 "$rounds"); do
+    echo "## $label round $r"
+    "$bin/gpt2-bench" compare --model "$list" --backends simd-kv --prompt-tokens 128 \
+      --max-tokens 128 --runs 3 -q | grep -E '^(simd-kv|synthetic|Roofline)'
+  done
+}
+{
+  echo "# $(date -u +%FT%TZ) $(git rev-parse --short=12 HEAD) on $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(nproc) cores"
+  echo "\$ gpt2-bench compare --model $list --backends simd-kv --prompt-tokens 128 --max-tokens 128 --runs 3   # x $rounds, quiet, then beside yes > /dev/null"
+  simd_kv_rounds quiet
+  yes > /dev/null &
+  hog=$!
+  trap 'kill $hog 2>/dev/null' EXIT
+  simd_kv_rounds "busy (yes > /dev/null)"
+  kill $hog
+} > "$out/precision-simd-kv-rounds.txt"
+echo "wrote $out/precision-table.txt, precision-table.json, precision-simd-kv-rounds.txt"
