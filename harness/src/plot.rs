@@ -97,6 +97,21 @@ fn legend(svg: &mut String, top: f64, entries: &[String]) {
     }
 }
 
+/// The model and each weight file's dtype and bytes per token: "synthetic-gpt2 (f32 494.6,
+/// q8_0 131.7 MB/token)".
+fn model_title(report: &Report) -> String {
+    let models = if report.models.is_empty() {
+        std::slice::from_ref(&report.model)
+    } else {
+        &report.models[..]
+    };
+    let files: Vec<String> = models
+        .iter()
+        .map(|m| format!("{} {:.1}", m.dtype, m.weight_bytes_per_token as f64 / 1e6))
+        .collect();
+    format!("{} ({} MB/token)", report.model.name, files.join(", "))
+}
+
 /// Renders the report's charts as an SVG document.
 pub fn svg(report: &Report) -> String {
     let backends = distinct(report.results.iter().map(|r| shown(r).to_string()));
@@ -115,7 +130,7 @@ pub fn svg(report: &Report) -> String {
     let _ = writeln!(
         svg,
         r##"<rect width="100%" height="100%" fill="white"/><text x="{LEFT}" y="22" font-size="15" font-weight="bold">Decode tok/s, {}, {} run(s) per bar, mean ± stddev</text><text x="{LEFT}" y="38" font-size="11" fill="#555">{} | {} | commit {}</text>"##,
-        escape(&report.model.name),
+        escape(&model_title(report)),
         report.runs,
         escape(&report.machine.cpu),
         report.machine.build_profile,

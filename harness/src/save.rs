@@ -73,11 +73,18 @@ pub fn save(report: &Report, dir: &Path, inputs: &[&Path]) -> anyhow::Result<(Pa
         .map_or_else(String::new, |f| f.to_string_lossy().into_owned());
     for r in &report.results {
         let sd = |s: &crate::stats::Summary| format!("{:.2} ± {:.2}", s.mean, s.stddev);
+        // The model with this row's weight file: dtype and bytes read per token.
+        let model = format!(
+            "{} ({}, {:.1} MB/token)",
+            report.model.name,
+            r.dtype,
+            r.weight_bytes_per_token as f64 / 1e6
+        );
         text.push_str(&format!(
             "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | [{file_name}]({file_name}) |\n",
             report.date_utc,
             report.machine.git_commit,
-            report.model.name,
+            model,
             r.backend,
             r.threads,
             r.prompt_tokens,
