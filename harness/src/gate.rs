@@ -265,8 +265,10 @@ pub fn compare(
         };
         if base.threads != r.threads {
             caveats.push(format!(
-                "{} ran with {} threads in the baseline, {} now",
-                r.backend, base.threads, r.threads
+                "{} ran with {} in the baseline, {} now",
+                r.backend,
+                crate::report::threads_phrase(base.threads),
+                r.threads
             ));
         }
         let normalized = base

@@ -838,10 +838,10 @@ pub fn render(report: &Report, format: Format, wide: bool) -> String {
 /// One line: the measured limits and the decode roofline.
 pub fn roofline_line(r: &crate::roofline::Roofline) -> String {
     format!(
-        "Roofline (measured now, {} threads, {}): read bandwidth {:.1} GB/s, {:.1} MB of weights \
+        "Roofline (measured now, {}, {}): read bandwidth {:.1} GB/s, {:.1} MB of weights \
          per token -> decode at most {:.1} tok/s; peak FMA {:.1} GFLOP/s; GEMM 128x{}x{}: \
          simd {:.1}, matrixmultiply {:.1} GFLOP/s.",
-        r.threads,
+        threads_phrase(r.threads),
         r.isa,
         r.read_gb_per_s,
         r.weight_bytes_per_token as f64 / 1e6,
