@@ -214,18 +214,17 @@ fn run_compare(
         bar
     };
     let machine = machine::Machine::detect();
-    let model = model_info(file);
+    let models: Vec<ModelInfo> = files.iter().map(model_info).collect();
+    let model = models[0].clone();
     // The default table prints each row as soon as its backend has run (llama-bench does);
     // every other view needs the whole report first.
     let streamed = args.format == Format::Table && !args.wide;
-    let labels: Vec<String> = files
+    let labels: Vec<String> = models
         .iter()
-        .flat_map(|f| {
-            let dtype = f.gpt2().map(|w| w.dtype_label()).unwrap_or_default();
-            plan.backends.iter().map(move |b| match files.len() {
-                1 => b.clone(),
-                _ => format!("{b} {dtype}"),
-            })
+        .flat_map(|m| {
+            plan.backends
+                .iter()
+                .map(|b| compare::row_label(b, &m.dtype, plan.several_models))
         })
         .collect();
     let printer = report::RowPrinter::new(&labels, plan.lengths.len() > 1);
@@ -238,7 +237,6 @@ fn run_compare(
         }
     };
     if streamed {
-        let models: Vec<report::ModelInfo> = files.iter().map(model_info).collect();
         print(&report::table_heading(&models, &machine));
         print(&printer.header());
     }
@@ -330,7 +328,7 @@ fn run_compare(
         warnings,
         gate,
         machine,
-        models: files.iter().map(model_info).collect(),
+        models,
         agreement,
     };
     if streamed {

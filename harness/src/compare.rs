@@ -140,6 +140,16 @@ fn measure_backend(
         .collect())
 }
 
+/// What tables and charts call a row: the backend, followed by the weight file's dtype when
+/// several files are compared.
+pub fn row_label(backend: &str, dtype: &str, several_models: bool) -> String {
+    if several_models {
+        format!("{backend} {dtype}")
+    } else {
+        backend.to_string()
+    }
+}
+
 /// Where `got` first differs from the reference's tokens.
 fn divergence(
     reference: &Generation,
@@ -334,11 +344,7 @@ fn summarise(
                 .file_name()
                 .map_or_else(String::new, |n| n.to_string_lossy().into_owned()),
             weight_bytes_per_token: file.bytes_per_token(),
-            label: if plan.several_models {
-                format!("{} {}", m.name, m.info.dtype)
-            } else {
-                m.name.clone()
-            },
+            label: row_label(&m.name, &m.info.dtype, plan.several_models),
             prompt_tokens,
             new_tokens: first.token_ids.len(),
             token_ids: first.token_ids.clone(),

@@ -100,12 +100,8 @@ fn legend(svg: &mut String, top: f64, entries: &[String]) {
 /// The model and each weight file's dtype and bytes per token: "synthetic-gpt2 (f32 494.6,
 /// q8_0 131.7 MB/token)".
 fn model_title(report: &Report) -> String {
-    let models = if report.models.is_empty() {
-        std::slice::from_ref(&report.model)
-    } else {
-        &report.models[..]
-    };
-    let files: Vec<String> = models
+    let files: Vec<String> = report
+        .files()
         .iter()
         .map(|m| format!("{} {:.1}", m.dtype, m.weight_bytes_per_token as f64 / 1e6))
         .collect();

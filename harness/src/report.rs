@@ -215,6 +215,18 @@ pub struct Report {
     pub machine: Machine,
 }
 
+impl Report {
+    /// Every weight file of the run: `models`, or `model` alone in a report saved before
+    /// `models` existed.
+    pub fn files(&self) -> &[ModelInfo] {
+        if self.models.is_empty() {
+            std::slice::from_ref(&self.model)
+        } else {
+            &self.models
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
     Table,
@@ -765,12 +777,7 @@ pub fn render(report: &Report, format: Format, wide: bool) -> String {
     let mut out = String::new();
     match format {
         Format::Table => {
-            let models = if report.models.is_empty() {
-                std::slice::from_ref(&report.model)
-            } else {
-                &report.models[..]
-            };
-            out.push_str(&table_heading(models, &report.machine));
+            out.push_str(&table_heading(report.files(), &report.machine));
             if wide {
                 let _ = writeln!(out, "{}", table(report, presets::UTF8_FULL_CONDENSED));
             } else {

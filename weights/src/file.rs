@@ -234,14 +234,19 @@ impl WeightFile {
     pub fn logical_f32(&self, name: &str) -> Result<Vec<f32>> {
         let info = self.info(name)?;
         let values = self.values(name)?.to_f32().into_owned();
-        Ok(
-            if info.dtype != Dtype::F32 && info.shape.len() == 2 && name.starts_with("h.") {
-                let (rows, cols) = (info.shape[0] as usize, info.shape[1] as usize);
-                dtype::transpose(&values, rows, cols)
-            } else {
-                values
-            },
-        )
+        // The tensor's role says whether its dtype stores it transposed (the table was checked
+        // against the same specs when the file was opened).
+        let transposed = self
+            .config()
+            .expected_tensors()
+            .iter()
+            .any(|spec| spec.name == name && spec.transposed(info.dtype));
+        Ok(if transposed {
+            let (rows, cols) = (info.shape[0] as usize, info.shape[1] as usize);
+            dtype::transpose(&values, rows, cols)
+        } else {
+            values
+        })
     }
 
     /// A (rows, cols) matrix view of a 2-D tensor, as stored.
