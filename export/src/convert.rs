@@ -14,10 +14,11 @@ use gpt2_weights::{Dtype, Provenance, WeightFile, WeightWriter};
 
 use crate::error::ExportError;
 
-/// Writes `src` with its matrices in `dtype` to `out`; returns the path written.
+/// Writes `src` with its matrices in `dtype` (`None`: each tensor in its own dtype, a verified
+/// copy) to `out`; returns the path written.
 pub fn convert_file(
     src: &Path,
-    dtype: Dtype,
+    dtype: Option<Dtype>,
     out: &Path,
     progress: &dyn Fn(usize, usize),
 ) -> Result<PathBuf, ExportError> {
@@ -33,7 +34,10 @@ pub fn convert_file(
         ),
         exporter: crate::exporter_id(),
     };
-    let dtypes = config.tensor_dtypes(dtype);
+    let dtypes = match dtype {
+        Some(d) => config.tensor_dtypes(d),
+        None => header.tensors.iter().map(|t| t.dtype).collect(),
+    };
     let mut writer = WeightWriter::create(
         out,
         &config,

@@ -1,12 +1,17 @@
 //! `gpt2-export`: the one writer of gpt2-bench weight files.
 //!
-//! Four sources, one output format (see the `gpt2-weights` crate), in any of its dtypes (f32,
-//! f16, bf16, q8_0):
+//! Five sources, one output format (see the `gpt2-weights` crate), in any of its dtypes (f32,
+//! f16, bf16, q8_0), and a second output format, llama.cpp's GGUF ([`gguf`]):
 //! - a Hugging Face GPT-2 checkpoint directory ([`hf`]),
 //! - a repository on the Hugging Face hub, downloaded into the standard cache first ([`hub`]),
 //! - a synthetic model: random weights in the shapes of a real GPT-2 size, with GPT-2's real
 //!   tokenizer, for offline work and tests ([`synthetic`], [`r50k`]),
-//! - an existing gpt2-bench file, converted to another dtype ([`convert`]).
+//! - an existing gpt2-bench file, converted to another dtype ([`convert`]),
+//! - a GPT-2 GGUF as llama.cpp's converter writes it, its tensors kept bit-exact
+//!   ([`gguf::import`]).
+//!
+//! Any of them can be written as GGUF instead (`--out FILE.gguf`, [`gguf::export`]): the
+//! gpt2-bench file is made first, beside the output, and then rewritten as GGUF.
 //!
 //! Every export streams tensors into a temporary file next to the destination and renames it into
 //! place at the end, so a failed or interrupted export leaves nothing behind.
@@ -17,6 +22,7 @@
 pub mod cli;
 pub mod convert;
 pub mod error;
+pub mod gguf;
 pub mod golden;
 pub mod hf;
 pub mod hub;
@@ -81,9 +87,10 @@ pub fn weights_dir() -> PathBuf {
 
 /// Where an export of `source` in `dtype` goes when no `--out` is given:
 /// `weights/<name>.bin` for f32 and `weights/<name>-<dtype>.bin` otherwise, with the name taken
-/// from the hub repo (`openai-community/gpt2` -> `gpt2`), the directory, or a weight file
-/// (whose own dtype suffix is replaced: `gpt2-f16.bin` to q8_0 is `gpt2-q8_0.bin`).
-pub fn default_out_for_source(source: &str, dtype: gpt2_weights::Dtype) -> PathBuf {
+/// from the hub repo (`openai-community/gpt2` -> `gpt2`), the directory, or a weight or GGUF file
+/// (whose own dtype suffix is replaced: `gpt2-f16.bin` to q8_0 is `gpt2-q8_0.bin`). With no
+/// dtype (a file keeping its own), the file's name with `.bin`.
+pub fn default_out_for_source(source: &str, dtype: Option<gpt2_weights::Dtype>) -> PathBuf {
     let path = std::path::Path::new(source.trim_end_matches('/'));
     let mut name = if path.is_file() {
         path.file_stem()
@@ -92,6 +99,9 @@ pub fn default_out_for_source(source: &str, dtype: gpt2_weights::Dtype) -> PathB
     }
     .map(|n| n.to_string_lossy().into_owned())
     .unwrap_or_else(|| "model".into());
+    let Some(dtype) = dtype else {
+        return weights_dir().join(format!("{name}.bin"));
+    };
     for d in gpt2_weights::Dtype::ALL {
         if let Some(stem) = name.strip_suffix(&format!("-{}", d.name())) {
             name = stem.to_string();
@@ -108,26 +118,46 @@ pub fn dtype_file_name(name: &str, dtype: gpt2_weights::Dtype) -> String {
     }
 }
 
-/// Exports from a directory, a hub repo id or a gpt2-bench file, whichever `source` is, with
-/// the model's matrices in `dtype`.
+/// Whether `out` asks for a GGUF: its extension is `.gguf` (any case).
+pub fn wants_gguf(out: &std::path::Path) -> bool {
+    out.extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("gguf"))
+}
+
+/// Whether the file at `path` starts with GGUF's magic (unreadable or short: no).
+pub fn is_gguf_file(path: &std::path::Path) -> bool {
+    use std::io::Read;
+    let mut magic = [0u8; 4];
+    gpt2_weights::input::open_regular(path)
+        .and_then(|mut f| f.read_exact(&mut magic))
+        .is_ok()
+        && magic == gguf::MAGIC
+}
+
+/// Exports from a directory, a hub repo id, a gpt2-bench file or a GGUF file, whichever
+/// `source` is, with the model's matrices in `dtype`: for a directory or repo f32 when `None`,
+/// for a file its own dtypes (every tensor copied as it is).
 pub fn export_from(
     source: &str,
     revision: Option<&str>,
-    dtype: gpt2_weights::Dtype,
+    dtype: Option<gpt2_weights::Dtype>,
     out: &std::path::Path,
     quiet: bool,
     progress: &dyn Fn(usize, usize),
 ) -> Result<PathBuf, ExportError> {
     let path = std::path::Path::new(source);
+    let checkpoint_dtype = dtype.unwrap_or(gpt2_weights::Dtype::F32);
     if path.is_dir() {
         let abs = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
         hf::export_dir(
             path,
             out,
             &format!("dir:{}", abs.display()),
-            dtype,
+            checkpoint_dtype,
             progress,
         )
+    } else if path.is_file() && is_gguf_file(path) {
+        gguf::import::import_file(path, dtype, out, progress)
     } else if path.is_file() {
         convert::convert_file(path, dtype, out, progress)
     } else if hub::looks_like_repo_id(source) {
@@ -136,7 +166,7 @@ pub fn export_from(
             Some(rev) => format!("hf-hub:{source}@{rev}"),
             None => format!("hf-hub:{source}"),
         };
-        hf::export_dir(&dir, out, &recorded, dtype, progress)
+        hf::export_dir(&dir, out, &recorded, checkpoint_dtype, progress)
     } else {
         Err(ExportError::Checkpoint {
             path: path.to_path_buf(),
@@ -145,4 +175,23 @@ pub fn export_from(
                 .into(),
         })
     }
+}
+
+/// Writes a GGUF at `out` from the gpt2-bench file `export` makes: `export` is given a path in
+/// a hidden temporary directory beside `out` (removed afterwards, and on a signal), so nothing
+/// but the finished GGUF ever appears at `out`.
+pub fn export_as_gguf(
+    out: &std::path::Path,
+    export: impl FnOnce(&std::path::Path) -> Result<PathBuf, ExportError>,
+    progress: &dyn Fn(usize, usize),
+) -> Result<PathBuf, ExportError> {
+    let dir = gpt2_weights::write::TempDir::new_in(gpt2_weights::write::parent_dir(out)).map_err(
+        |source| ExportError::Io {
+            path: out.to_path_buf(),
+            source,
+        },
+    )?;
+    let bin = export(&dir.path().join("model.bin"))?;
+    let file = gpt2_weights::WeightFile::open(&bin)?;
+    gguf::export::write_gguf(&file, out, progress)
 }

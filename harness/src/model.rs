@@ -31,7 +31,7 @@ pub fn resolve(explicit: Option<&Path>, quiet: bool) -> anyhow::Result<PathBuf> 
     let exported = gpt2_export::export_from(
         DEFAULT_HUB_REPO,
         None,
-        gpt2_weights::Dtype::F32,
+        Some(gpt2_weights::Dtype::F32),
         &real,
         quiet,
         &bar.on_tensor(),

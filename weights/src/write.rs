@@ -107,9 +107,24 @@ pub struct TempDir {
 }
 
 impl TempDir {
+    /// In the system's temporary directory.
     pub fn new() -> std::io::Result<Self> {
         let (dir, _guard) = CleanupGuard::create(
             || tempfile::Builder::new().prefix("gpt2-bench-").tempdir(),
+            |d| d.path(),
+        )?;
+        Ok(TempDir { dir, _guard })
+    }
+
+    /// In `parent`, hidden (for intermediate files as large as the output, which belong on the
+    /// output's file system rather than in a RAM-backed /tmp).
+    pub fn new_in(parent: &Path) -> std::io::Result<Self> {
+        let (dir, _guard) = CleanupGuard::create(
+            || {
+                tempfile::Builder::new()
+                    .prefix(".gpt2-bench-")
+                    .tempdir_in(parent)
+            },
             |d| d.path(),
         )?;
         Ok(TempDir { dir, _guard })
