@@ -3,8 +3,10 @@
 # as GGUF by gpt2-export, then
 #   1. llama.cpp's llama-simple (greedy) and gpt2-bench's simd-kv generate from the same prompt,
 #      and the texts are compared;
-#   2. llama-bench (pp128, tg64) and `gpt2-bench compare` (a 128-token prompt, 64 new tokens)
-#      measure speed, in ROUNDS alternating rounds, so that the ratios are taken side by side.
+#   2. llama-bench (pp128 from an empty context; tg64 from empty and after 128 tokens, `-d 0,128`)
+#      and `gpt2-bench compare` (a 128-token prompt, then 64 new tokens: its decode is the
+#      "tg64 @ d128" case) measure speed, in ROUNDS alternating rounds, so that ratios are taken
+#      side by side on a machine whose speed drifts.
 #
 # Usage: LLAMA_CPP_BIN=/path/to/llama.cpp/build/bin bash bench-results/llama_cpp_same_weights.sh
 #   (build llama.cpp with: cmake -B build -DCMAKE_BUILD_TYPE=Release -DLLAMA_CURL=OFF &&
@@ -14,7 +16,7 @@
 #      PROMPT, N_GEN (tokens compared, default 32).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-: "${LLAMA_CPP_BIN:?set LLAMA_CPP_BIN to llama.cpp's build/bin directory}"
+: "${LLAMA_CPP_BIN:?set LLAMA_CPP_BIN to the build/bin directory of llama.cpp}"
 MODEL=${MODEL:-weights/synthetic-gpt2-seed0}
 DTYPES=${DTYPES:-f32 f16 q8_0}
 ROUNDS=${ROUNDS:-2}
@@ -53,6 +55,7 @@ for dtype in $DTYPES; do
 done
 
 echo "## 1. Same text (greedy, $N_GEN tokens)"
+nl=$'\n'
 for i in "${!bins[@]}"; do
     bin=${bins[$i]}
     gguf=${ggufs[$i]}
@@ -67,8 +70,8 @@ for i in "${!bins[@]}"; do
         verdict="DIFFERENT after $common characters"
     fi
     echo "- $(basename "$bin"): $verdict"
-    echo "    llama.cpp:  ${llama//$'\n'/\\n}"
-    echo "    gpt2-bench: ${ours//$'\n'/\\n}"
+    echo "    llama.cpp:  ${llama//$nl/\\n}"
+    echo "    gpt2-bench: ${ours//$nl/\\n}"
 done
 echo
 
@@ -77,11 +80,11 @@ models=$(IFS=,; echo "${bins[*]}")
 for round in $(seq 1 "$ROUNDS"); do
     echo "### round $round: gpt2-bench compare --backends simd-kv --model $models --prompt-tokens 128 --max-tokens 64 --runs 3 --threads $THREADS"
     "$BENCH" compare --backends simd-kv --model "$models" --prompt-tokens 128 --max-tokens 64 \
-        --runs 3 --threads "$THREADS" -q 2>&1 | sed -n '/^backend\|^simd-kv\|^ *file\|^model/,$p' | head -30
+        --runs 3 --threads "$THREADS" -q 2>&1
     echo
-    echo "### round $round: llama-bench -p 128 -n 64 -r 3 -t $THREADS"
+    echo "### round $round: llama-bench -p 128 -n 64 -d 0,128 -r 3 -t $THREADS"
     margs=()
     for g in "${ggufs[@]}"; do margs+=(-m "$g"); done
-    "$LLAMA_CPP_BIN/llama-bench" "${margs[@]}" -p 128 -n 64 -r 3 -t "$THREADS" -o md 2>/dev/null
+    "$LLAMA_CPP_BIN/llama-bench" "${margs[@]}" -p 128 -n 64 -d 0,128 -r 3 -t "$THREADS" -o md 2>/dev/null
     echo
 done

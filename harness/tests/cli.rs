@@ -435,6 +435,28 @@ fn bad_input_is_a_one_line_error_with_status_3() {
         ]),
         &["junk.bin", "not a gpt2-bench weight file"],
     );
+    // A GGUF given as a model: say what it is and how to import it.
+    let gguf =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../export/tests/fixtures/gguf/f16-untied.gguf");
+    for short in [false, true] {
+        let model = if short {
+            let p = tmp.path().join("short.gguf");
+            std::fs::write(&p, b"GGUF\x03\0\0\0").unwrap();
+            p
+        } else {
+            gguf.clone()
+        };
+        assert_usage_error(
+            &bench(&[
+                "--compare",
+                "--prompt",
+                "x",
+                "--model",
+                model.to_str().unwrap(),
+            ]),
+            &[".gguf", "a GGUF file", "--from FILE.gguf"],
+        );
+    }
 
     // clap's own usage errors use status 3 as well.
     let o = bench(&["--compare", "--no-such-flag"]);

@@ -12,6 +12,12 @@ pub enum FormatError {
     #[error("not a gpt2-bench weight file (the first 8 bytes are not the magic \"GPT2BNCH\")")]
     BadMagic,
     #[error(
+        "a GGUF file (llama.cpp's format), not a gpt2-bench weight file: import it once with \
+         `{export} --from FILE.gguf --out weights/NAME.bin` (bit-exact) and run that",
+        export = crate::hint::export_command()
+    )]
+    Gguf,
+    #[error(
         "unsupported weight-format version {found} (this build reads versions 1 to {supported}); \
          re-export the model with this build's gpt2-export"
     )]

@@ -77,6 +77,8 @@ impl WeightFile {
                     expected: PREAMBLE_LEN as u64,
                     actual: bytes.len() as u64,
                 }
+            } else if bytes.starts_with(b"GGUF") {
+                FormatError::Gguf
             } else {
                 FormatError::BadMagic
             };

@@ -354,7 +354,11 @@ impl<'a> Reader<'a> {
 /// Parses the 64-byte preamble and checks it against the real file length.
 pub fn parse_preamble(bytes: &[u8], actual_file_len: u64) -> Result<Preamble, FormatError> {
     if bytes.len() < MAGIC.len() || bytes[..MAGIC.len()] != MAGIC {
-        return Err(FormatError::BadMagic);
+        return Err(if bytes.starts_with(b"GGUF") {
+            FormatError::Gguf
+        } else {
+            FormatError::BadMagic
+        });
     }
     if bytes.len() < PREAMBLE_LEN {
         return Err(FormatError::Truncated {
@@ -975,6 +979,11 @@ mod tests {
         assert_eq!(
             parse_header(&bytes, bytes.len() as u64),
             Err(FormatError::BadMagic)
+        );
+        bytes[..4].copy_from_slice(b"GGUF");
+        assert_eq!(
+            parse_header(&bytes, bytes.len() as u64),
+            Err(FormatError::Gguf)
         );
         let mut bytes = file_bytes(&tiny_config());
         bytes[8] = 9;

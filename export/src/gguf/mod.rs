@@ -1,11 +1,13 @@
 //! GGUF, llama.cpp's model file: a reader and a writer for the part of it GPT-2 uses.
 //!
-//! Why our own and not candle's `gguf_file`: candle's reader trusts the counts in the header
-//! (`Vec::with_capacity` of a claimed length, string lengths read before they are checked against
-//! the file), so a lying header is an out-of-memory or a panic, which this project's readers
-//! never are. This one is a pure function of a byte slice, like `gpt2_weights::format`: every
-//! count is checked against the bytes left before anything is allocated, every tensor against the
-//! data section, and it is fuzzed (`tests/fuzz_gguf.rs`).
+//! Why our own and not candle's `gguf_file` (candle-core 0.11.1, read for this): candle does
+//! check counts and lengths against the file before allocating, but it keeps the last of two
+//! equal keys or tensor names (this import must refuse them), divides by `general.alignment`
+//! unchecked (0 is a panic), names no tensor when a type is unknown, and copies every tensor
+//! into its own storage, where this import copies bytes straight from a memory map. This reader
+//! is a pure function of a byte slice, like `gpt2_weights::format`: every count is checked
+//! against the bytes left before anything is allocated, every tensor against the data section
+//! (inside it, aligned, overlapping no other), and it is fuzzed (`tests/fuzz_gguf.rs`).
 //!
 //! The layout (GGUF versions 2 and 3; version 1, of 2023, used 32-bit counts and is refused),
 //! all little-endian:
@@ -690,6 +692,22 @@ mod tests {
         let file = two_tensor_file();
         for len in 0..file.len() - GgufWriter::padding_after(68) {
             assert!(parse(&file[..len]).is_err(), "length {len} parsed");
+        }
+    }
+
+    #[test]
+    fn an_alignment_of_zero_or_not_a_power_of_two_is_refused() {
+        for (alignment, ok) in [(0, false), (3, false), (1 << 20, false), (32, true)] {
+            let mut w = GgufWriter::default();
+            w.add_u32("general.alignment", alignment);
+            w.add_tensor("a", &[8], Dtype::F32).unwrap();
+            let mut file = w.header();
+            file.extend([0u8; 32]);
+            let parsed = parse(&file);
+            assert_eq!(parsed.is_ok(), ok, "alignment {alignment}: {parsed:?}");
+            if !ok {
+                assert!(parsed.unwrap_err().contains("general.alignment"));
+            }
         }
     }
 
