@@ -40,7 +40,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Print a weight file's config, parameter count, size and source, and verify its checksum.
+    /// Print a weight file's config, parameter count, size and source, and verify its checksum;
+    /// or a GGUF's keys and tensors, and whether it can be imported.
     Inspect {
         /// The weight file.
         file: PathBuf,
@@ -93,6 +94,11 @@ fn main() -> ExitCode {
 
 fn run(parsed: Cli) -> anyhow::Result<u8> {
     if let Some(Command::Inspect { file, tensors }) = parsed.command {
+        if gpt2_export::is_gguf_file(&file) {
+            let (text, ok) = gguf::import::report(&file, tensors)?;
+            cli::stdout(&text).context("writing to stdout")?;
+            return Ok(if ok { cli::EXIT_OK } else { cli::EXIT_INPUT });
+        }
         let f = WeightFile::open(&file)?;
         let (text, ok) = inspect::report(&f, tensors);
         cli::stdout(&text).context("writing to stdout")?;

@@ -450,3 +450,33 @@ fn gguf_outputs_are_refused_where_they_would_destroy_something() {
         others(dir.path(), &keep)
     );
 }
+
+#[test]
+fn inspect_describes_a_gguf_and_says_whether_it_imports() {
+    let o = gpt2_export(&[
+        "inspect",
+        "--tensors",
+        s(&fixtures().join("f16-untied.gguf")),
+    ]);
+    let text = ok(o);
+    for needle in [
+        "GGUF version 3",
+        "260 tokens, 3 merges, end-of-text id 259",
+        "F16       6 tensors",
+        "blk.0.attn_qkv.weight            F16   ne [32, 96]",
+        "import:      yes",
+        "output layer separate",
+    ] {
+        assert!(text.contains(needle), "{needle:?} not in:\n{text}");
+    }
+    let o = gpt2_export(&["inspect", s(&fixtures().join("bad-shape.gguf"))]);
+    assert_eq!(o.status.code(), Some(3));
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        text.contains("import:      NO: tensor blk.0.ffn_up.weight"),
+        "{text}"
+    );
+    // A file that is not even a readable GGUF: the usual one-line error.
+    let o = gpt2_export(&["inspect", s(&fixtures().join("bad-tensor-count.gguf"))]);
+    assert_input_error(&o, &["bad-tensor-count.gguf", "tensors"]);
+}

@@ -155,6 +155,130 @@ pub fn import_file(
     Ok(writer.finish()?)
 }
 
+/// The `inspect` report for a GGUF: its keys and tensors as llama.cpp would read them, and
+/// whether gpt2-export can import it (and if not, why). Returns the text and that verdict.
+pub fn report(path: &Path, list_tensors: bool) -> Result<(String, bool), ExportError> {
+    use std::fmt::Write;
+    let io = |source| ExportError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let bad = |message: String| ExportError::Checkpoint {
+        path: path.to_path_buf(),
+        message,
+    };
+    let file = gpt2_weights::input::open_regular(path).map_err(io)?;
+    let len = file.metadata().map_err(io)?.len();
+    if len == 0 {
+        return Err(bad("an empty file, not a GGUF".into()));
+    }
+    // SAFETY: as in import_file.
+    let bytes = unsafe { Mmap::map(&file) }.map_err(io)?;
+    let gguf = super::parse(&bytes).map_err(&bad)?;
+    let shown = gpt2_weights::input::printable;
+    let text = |key: &str| match gguf.get(key) {
+        Some(Value::Str(v)) => shown(v),
+        Some(Value::Int(v)) => v.to_string(),
+        Some(Value::F32(v)) => format!("{v:e}"),
+        Some(Value::Strings(v)) => format!("{} strings", v.len()),
+        Some(Value::Numbers { count, .. }) => format!("{count} numbers"),
+        Some(v) => v.kind().to_string(),
+        None => "-".into(),
+    };
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "file:        {} ({:.1} MB)",
+        path.display(),
+        len as f64 / 1e6
+    );
+    let _ = writeln!(
+        s,
+        "format:      GGUF version {}, alignment {}, {} metadata keys",
+        gguf.version,
+        gguf.alignment,
+        gguf.metadata.len()
+    );
+    let _ = writeln!(
+        s,
+        "model:       {} ({}), file type {}",
+        text("general.name"),
+        text("general.architecture"),
+        text("general.file_type")
+    );
+    let _ = writeln!(
+        s,
+        "config:      {} blocks, {} heads, n_embd {}, MLP {}, context {}, layer-norm eps {}",
+        text("gpt2.block_count"),
+        text("gpt2.attention.head_count"),
+        text("gpt2.embedding_length"),
+        text("gpt2.feed_forward_length"),
+        text("gpt2.context_length"),
+        text("gpt2.attention.layer_norm_epsilon")
+    );
+    let _ = writeln!(
+        s,
+        "tokenizer:   {} (pre {}), {}, {} merges, end-of-text id {}",
+        text("tokenizer.ggml.model"),
+        text("tokenizer.ggml.pre"),
+        text("tokenizer.ggml.tokens").replace("strings", "tokens"),
+        text("tokenizer.ggml.merges").replace(" strings", ""),
+        text("tokenizer.ggml.eos_token_id")
+    );
+    let total: u64 = gguf.tensors.iter().map(|t| t.byte_len).sum();
+    let _ = writeln!(
+        s,
+        "tensors:     {}, data {:.1} MB at offset {}",
+        gguf.tensors.len(),
+        total as f64 / 1e6,
+        gguf.data_offset
+    );
+    for dtype in Dtype::ALL {
+        let of: Vec<_> = gguf.tensors.iter().filter(|t| t.dtype == dtype).collect();
+        if !of.is_empty() {
+            let _ = writeln!(
+                s,
+                "  {:<6} {:>4} tensors, {:>8.1} MB",
+                dtype.name().to_uppercase(),
+                of.len(),
+                of.iter().map(|t| t.byte_len).sum::<u64>() as f64 / 1e6
+            );
+        }
+    }
+    if list_tensors {
+        for t in &gguf.tensors {
+            let _ = writeln!(
+                s,
+                "  {:<32} {:<5} ne {:?} at {}",
+                shown(t.name),
+                t.dtype.name().to_uppercase(),
+                t.ne,
+                t.offset
+            );
+        }
+    }
+    let verdict = Model::read(&gguf, &bytes);
+    match &verdict {
+        Ok(model) => {
+            let _ = writeln!(
+                s,
+                "import:      yes, {} parameters, output layer {} (gpt2-export --from {})",
+                model.config.parameter_count(),
+                if model.config.tied_output {
+                    "tied to token_embd"
+                } else {
+                    "separate"
+                },
+                path.display()
+            );
+        }
+        Err(why) => {
+            let _ = writeln!(s, "import:      NO: {why}");
+        }
+    }
+    Ok((s, verdict.is_ok()))
+}
+
 /// What a GPT-2 GGUF holds, checked: the config, the tokenizer, and for every tensor the
 /// model needs (in gpt2-bench's order) its entry in the file.
 struct Model<'a> {
