@@ -21,6 +21,7 @@ Examples:
   gpt2-bench compare --prompt \"Hello\" --backends naive,ndarray --max-tokens 16 --format json
   gpt2-bench compare --prompt-tokens 16,128,512 --backends simd,simd-kv --runs 5 --plot out.svg
   gpt2-bench compare --prompt-tokens 128 --save --baseline bench-results/base.json
+  gpt2-bench ab --baseline-bin main/gpt2-bench -- --backends simd-kv --prompt-tokens 128
   gpt2-bench run --backend naive --prompt \"Once upon a time\" --explain --profile
   gpt2-bench check --golden backends/tests/fixtures/golden.json
   gpt2-bench roofline
@@ -71,8 +72,34 @@ pub enum Command {
         #[arg(long)]
         tensors: bool,
     },
+    /// The regression gate for a shared machine: run a baseline gpt2-bench and this one
+    /// alternately, --rounds times, on the same `compare` arguments (after `--`), and judge
+    /// each round's speed ratio (exit status 2 on a regression).
+    Ab(AbArgs),
     /// List the backends.
     Backends,
+}
+
+/// `ab`: see [`crate::ab`].
+#[derive(Args, Clone)]
+pub struct AbArgs {
+    /// The baseline gpt2-bench binary, e.g. one built from main.
+    #[arg(long, value_name = "FILE")]
+    pub baseline_bin: PathBuf,
+    /// The candidate binary [default: this gpt2-bench].
+    #[arg(long, value_name = "FILE")]
+    pub candidate_bin: Option<PathBuf>,
+    /// Rounds; each runs both binaries once, the order alternating from round to round.
+    #[arg(long, default_value_t = 5, value_name = "N")]
+    pub rounds: usize,
+    /// Largest tolerated slowdown: a regression is a median ratio below 1 - this, with the
+    /// candidate slower at 95% confidence.
+    #[arg(long, value_name = "PERCENT", default_value = "10%", value_parser = crate::gate::parse_slowdown)]
+    pub max_slowdown: f64,
+    /// The `compare` arguments both binaries run (--model, --backends, --prompt...,
+    /// --max-tokens, --runs, --threads), after `--`.
+    #[arg(last = true, value_name = "COMPARE_ARGS")]
+    pub compare_args: Vec<String>,
 }
 
 /// The weight file.
@@ -244,7 +271,7 @@ pub struct RooflineArgs {
 
 /// The subcommands, as typed on the command line.
 const SUBCOMMANDS: &[&str] = &[
-    "compare", "run", "check", "roofline", "inspect", "backends", "help",
+    "compare", "run", "check", "roofline", "inspect", "ab", "backends", "help",
 ];
 
 /// The published spellings, turned into subcommands: `--compare ...` is `compare ...`,

@@ -27,11 +27,33 @@ pub fn run(command: Command) -> anyhow::Result<u8> {
             print_stdout(&text)?;
             Ok(if ok { EXIT_OK } else { EXIT_INPUT })
         }
+        Command::Ab(args) => ab(&args),
         Command::Backends => {
             print_stdout(&(backend_names().join("\n") + "\n"))?;
             Ok(EXIT_OK)
         }
     }
+}
+
+fn ab(args: &crate::cli::AbArgs) -> anyhow::Result<u8> {
+    let candidate = match &args.candidate_bin {
+        Some(path) => path.clone(),
+        None => std::env::current_exe().context("finding this gpt2-bench binary")?,
+    };
+    let plan = crate::ab::AbPlan {
+        baseline: args.baseline_bin.clone(),
+        candidate,
+        rounds: args.rounds,
+        max_slowdown: args.max_slowdown,
+        compare_args: args.compare_args.clone(),
+    };
+    let judged = crate::ab::run(&plan, &mut |line| gpt2_export::cli::stderr(line))?;
+    print_stdout(&crate::ab::render(&judged, args.max_slowdown))?;
+    Ok(if judged.iter().any(|j| j.regression) {
+        EXIT_REGRESSION
+    } else {
+        EXIT_OK
+    })
 }
 
 fn check(args: &CheckArgs) -> anyhow::Result<u8> {

@@ -10,6 +10,7 @@
 // Output goes through gpt2_export::cli (a closed pipe must not panic): no print macros.
 #![deny(clippy::print_stdout, clippy::print_stderr)]
 
+mod ab;
 mod agreement;
 mod check;
 mod cli;

@@ -1382,3 +1382,100 @@ fn hints_name_a_command_that_works_from_here() {
         ],
     );
 }
+
+/// `ab` runs two binaries alternately; here the candidate is this binary behind a wrapper that
+/// slows the test-only `test-slowed` backend 20-fold, so the verdict cannot depend on noise.
+#[cfg(unix)]
+#[test]
+fn ab_gates_interleaved_runs_and_catches_a_gross_slowdown() {
+    use std::os::unix::fs::PermissionsExt;
+    let bin = env!("CARGO_BIN_EXE_gpt2-bench");
+    let tmp = tempfile::tempdir().unwrap();
+    let slowed = tmp.path().join("slowed.sh");
+    std::fs::write(
+        &slowed,
+        format!("#!/bin/sh\nGPT2_BENCH_TEST_SLOWDOWN=20 exec {bin} \"$@\"\n"),
+    )
+    .unwrap();
+    std::fs::set_permissions(&slowed, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let compare = [
+        "--",
+        "--model",
+        model(),
+        "--backends",
+        "test-slowed",
+        "--prompt-tokens",
+        "16",
+        "--max-tokens",
+        "8",
+        "--runs",
+        "2",
+        "--threads",
+        "1",
+    ];
+    let engines = [("GPT2_BENCH_TEST_ENGINES", "1")];
+    let mut args = vec!["ab", "--baseline-bin", bin, "--rounds", "3"];
+    args.extend(compare);
+    let o = bench_env(&args, &engines);
+    assert!(
+        matches!(o.status.code(), Some(0) | Some(2)),
+        "same binary: {}",
+        err(&o)
+    );
+    assert!(out(&o).contains("test-slowed"), "{}", out(&o));
+    assert_eq!(err(&o).matches("round ").count(), 6, "{}", err(&o));
+
+    let slowed = slowed.to_str().unwrap();
+    let mut args = vec![
+        "ab",
+        "--baseline-bin",
+        bin,
+        "--candidate-bin",
+        slowed,
+        "--rounds",
+        "3",
+    ];
+    args.extend(compare);
+    let o = bench_env(&args, &engines);
+    assert_eq!(o.status.code(), Some(2), "{}\n{}", out(&o), err(&o));
+    assert!(
+        out(&o).contains("decode") && out(&o).contains("REGRESSION"),
+        "{}",
+        out(&o)
+    );
+
+    // Gating nothing is an error, as are flags `ab` sets itself and too few rounds.
+    let mut args = vec!["ab", "--baseline-bin", bin, "--rounds", "3", "--"];
+    args.extend([
+        "--model",
+        model(),
+        "--backends",
+        "simd-kv",
+        "--max-tokens",
+        "2",
+    ]);
+    args.extend(["--runs", "1", "--format", "csv"]);
+    assert_usage_error(&bench(&args), &["--format", "sets the children's output"]);
+    assert_usage_error(
+        &bench(&["ab", "--baseline-bin", bin, "--rounds", "2"]),
+        &["--rounds 2", "at least 3"],
+    );
+    assert_usage_error(
+        &bench(&["ab", "--baseline-bin", "/nonexistent/gpt2-bench"]),
+        &["--baseline-bin", "no such file"],
+    );
+    // A baseline binary that knows no such backend fails in its child, said in one line.
+    let o = bench(&[
+        "ab",
+        "--baseline-bin",
+        bin,
+        "--rounds",
+        "3",
+        "--",
+        "--model",
+        model(),
+        "--backends",
+        "test-slowed",
+    ]);
+    assert_usage_error(&o, &["baseline binary", "failed"]);
+}

@@ -1,0 +1,355 @@
+//! `gpt2-bench ab`: the regression gate for a noisy, shared machine. The baseline binary and the
+//! candidate run alternately, round after round, in one job, and what is judged is each round's
+//! candidate / baseline ratio.
+//!
+//! Why not a saved baseline (`compare --baseline`): a report saved yesterday, or a minute ago,
+//! was measured on a different machine state, and on a 2-core VM the machine swings by 20-60%
+//! between runs. Normalizing by a bandwidth or FMA pass taken beside the run cancels part of it
+//! and adds its own scatter (docs/ci.md has the measurements). Here both binaries meet the same
+//! swings: the two runs of a round are seconds apart, their order alternates from round to round
+//! (so neither always runs first, on a cooler or warmer machine), and a slow stretch slows both
+//! of a round alike and cancels in its ratio.
+//!
+//! The verdict, per backend, prompt length and phase (prefill, decode): a **regression** when the
+//! median of the rounds' ratios is below `1 - max_slowdown` *and* the candidate is slower with
+//! 95% confidence (the upper end of a t interval on the mean log ratio is below 0). The first
+//! condition is the size that matters; the second stops one disturbed round from failing a
+//! build. Every child is an ordinary `compare --format json` run; a disagreement of tokens
+//! inside either binary is reported as what it is (exit 1), not as speed.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, bail};
+
+/// Flags of `compare` that `ab` sets itself or that would make no sense in a child.
+const RESERVED: [&str; 8] = [
+    "--format",
+    "--baseline",
+    "--save",
+    "--plot",
+    "--wide",
+    "--quiet",
+    "-q",
+    "--no-roofline",
+];
+
+/// One row of a child's report: what it measured, its mean rates.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Measured {
+    /// `simd-kv`, with ` @ N tokens` when the run had several prompt lengths.
+    pub label: String,
+    pub prefill_tok_per_s: f64,
+    pub decode_tok_per_s: Option<f64>,
+}
+
+/// The rows of one `compare --format json` report.
+pub fn rows_of_report(json: &str) -> anyhow::Result<Vec<Measured>> {
+    let v: serde_json::Value =
+        serde_json::from_str(json).context("the child's report is not JSON")?;
+    let results = v["results"]
+        .as_array()
+        .context("the child's report has no results")?;
+    let lengths: std::collections::BTreeSet<u64> = results
+        .iter()
+        .filter_map(|r| r["prompt_tokens"].as_u64())
+        .collect();
+    results
+        .iter()
+        .map(|r| {
+            let label = r["label"].as_str().context("a result without a label")?;
+            let label = if lengths.len() > 1 {
+                format!("{label} @ {} tokens", r["prompt_tokens"])
+            } else {
+                label.to_string()
+            };
+            Ok(Measured {
+                label,
+                prefill_tok_per_s: r["prefill_tok_per_s"]["mean"]
+                    .as_f64()
+                    .context("a result without prefill_tok_per_s")?,
+                decode_tok_per_s: r["decode_tok_per_s"]["mean"].as_f64(),
+            })
+        })
+        .collect()
+}
+
+/// Which binary a child run is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    Baseline,
+    Candidate,
+}
+
+impl Side {
+    fn name(self) -> &'static str {
+        match self {
+            Side::Baseline => "baseline",
+            Side::Candidate => "candidate",
+        }
+    }
+}
+
+/// Runs `bin compare ARGS --format json -q --no-roofline` and returns its rows. A child whose
+/// backends disagree on the tokens is an error saying so (exit status 1 of the child).
+fn measure(side: Side, bin: &Path, compare_args: &[String]) -> anyhow::Result<Vec<Measured>> {
+    let out = Command::new(bin)
+        .arg("compare")
+        .args(compare_args)
+        .args(["--format", "json", "-q", "--no-roofline"])
+        .output()
+        .with_context(|| format!("running the {} binary {}", side.name(), bin.display()))?;
+    let last_line = |bytes: &[u8]| {
+        String::from_utf8_lossy(bytes)
+            .lines()
+            .rfind(|l| !l.trim().is_empty())
+            .unwrap_or("")
+            .to_string()
+    };
+    match out.status.code() {
+        Some(0) => {}
+        Some(1) => bail!(
+            "the {} binary's backends produced different tokens, so their speed is not compared: \
+             run `{} compare {}` to see where",
+            side.name(),
+            bin.display(),
+            compare_args.join(" ")
+        ),
+        _ => bail!(
+            "the {} binary {} failed ({}): {}",
+            side.name(),
+            bin.display(),
+            out.status,
+            gpt2_weights::input::printable(&last_line(&out.stderr))
+        ),
+    }
+    rows_of_report(&String::from_utf8_lossy(&out.stdout))
+        .with_context(|| format!("reading the {} binary's report", side.name()))
+}
+
+/// One gated quantity: a row's phase, with its ratio in every round.
+#[derive(Debug, Clone)]
+pub struct Judged {
+    pub label: String,
+    pub phase: &'static str,
+    /// Candidate rate / baseline rate, one per round (above 1: the candidate is faster).
+    pub ratios: Vec<f64>,
+    pub median: f64,
+    /// The 95% t interval of the geometric mean ratio.
+    pub low: f64,
+    pub high: f64,
+    pub regression: bool,
+}
+
+/// Two-sided 95% Student t quantiles for 1..=30 degrees of freedom (then 1.96).
+fn t_975(df: usize) -> f64 {
+    const T: [f64; 30] = [
+        12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160,
+        2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056,
+        2.052, 2.048, 2.045, 2.042,
+    ];
+    T.get(df.wrapping_sub(1)).copied().unwrap_or(1.96)
+}
+
+/// The verdict on one quantity's per-round ratios (see the module docs).
+pub fn judge(label: &str, phase: &'static str, ratios: Vec<f64>, max_slowdown: f64) -> Judged {
+    let n = ratios.len();
+    let logs: Vec<f64> = ratios.iter().map(|r| r.ln()).collect();
+    let mean = logs.iter().sum::<f64>() / n as f64;
+    let var = if n > 1 {
+        logs.iter().map(|l| (l - mean).powi(2)).sum::<f64>() / (n - 1) as f64
+    } else {
+        0.0
+    };
+    let half = t_975(n.saturating_sub(1)) * (var / n as f64).sqrt();
+    let mut sorted = ratios.clone();
+    sorted.sort_by(f64::total_cmp);
+    let median = if n % 2 == 1 {
+        sorted[n / 2]
+    } else {
+        (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0
+    };
+    let (low, high) = ((mean - half).exp(), (mean + half).exp());
+    Judged {
+        label: label.to_string(),
+        phase,
+        regression: n > 1 && median < 1.0 - max_slowdown && high < 1.0,
+        ratios,
+        median,
+        low,
+        high,
+    }
+}
+
+/// What `ab` was asked.
+#[derive(Debug, Clone)]
+pub struct AbPlan {
+    pub baseline: PathBuf,
+    pub candidate: PathBuf,
+    pub rounds: usize,
+    pub max_slowdown: f64,
+    pub compare_args: Vec<String>,
+}
+
+/// Checks the plan before anything runs.
+pub fn check(plan: &AbPlan) -> anyhow::Result<()> {
+    if plan.rounds < 3 {
+        bail!(
+            "--rounds {}: at least 3 rounds, so one disturbed round cannot decide",
+            plan.rounds
+        );
+    }
+    for (flag, path) in [
+        ("--baseline-bin", &plan.baseline),
+        ("--candidate-bin", &plan.candidate),
+    ] {
+        if !path.is_file() {
+            bail!(
+                "{flag} {}: no such file; give the path of a built gpt2-bench",
+                path.display()
+            );
+        }
+    }
+    if let Some(flag) = plan
+        .compare_args
+        .iter()
+        .find(|a| RESERVED.contains(&a.split('=').next().unwrap_or(a)))
+    {
+        bail!(
+            "{flag} after `--`: `ab` sets the children's output itself; give only what to run \
+             (--model, --backends, --prompt..., --max-tokens, --runs, --threads)"
+        );
+    }
+    Ok(())
+}
+
+/// Runs the rounds, printing one line per child run through `say`, and returns the verdicts.
+pub fn run(plan: &AbPlan, say: &mut dyn FnMut(&str)) -> anyhow::Result<Vec<Judged>> {
+    check(plan)?;
+    // rows[side][round]
+    let mut rows: [Vec<Vec<Measured>>; 2] = [Vec::new(), Vec::new()];
+    for round in 0..plan.rounds {
+        let order = if round % 2 == 0 {
+            [Side::Baseline, Side::Candidate]
+        } else {
+            [Side::Candidate, Side::Baseline]
+        };
+        for side in order {
+            let bin = match side {
+                Side::Baseline => &plan.baseline,
+                Side::Candidate => &plan.candidate,
+            };
+            let measured = measure(side, bin, &plan.compare_args)?;
+            let shown: Vec<String> = measured
+                .iter()
+                .map(|m| match m.decode_tok_per_s {
+                    Some(d) => format!(
+                        "{} prefill {:.1} decode {d:.2} tok/s",
+                        m.label, m.prefill_tok_per_s
+                    ),
+                    None => format!("{} prefill {:.1} tok/s", m.label, m.prefill_tok_per_s),
+                })
+                .collect();
+            say(&format!(
+                "round {}/{} {:<9} {}\n",
+                round + 1,
+                plan.rounds,
+                side.name(),
+                shown.join("; ")
+            ));
+            rows[side as usize].push(measured);
+        }
+    }
+    let mut judged = Vec::new();
+    for m in &rows[Side::Baseline as usize][0] {
+        let find = |side: Side, round: usize| {
+            rows[side as usize][round]
+                .iter()
+                .find(|c| c.label == m.label)
+                .cloned()
+        };
+        let pairs: Vec<(Measured, Measured)> = (0..plan.rounds)
+            .filter_map(|r| Some((find(Side::Baseline, r)?, find(Side::Candidate, r)?)))
+            .collect();
+        if pairs.len() < plan.rounds {
+            continue;
+        }
+        let prefill = pairs
+            .iter()
+            .map(|(b, c)| c.prefill_tok_per_s / b.prefill_tok_per_s)
+            .collect();
+        judged.push(judge(&m.label, "prefill", prefill, plan.max_slowdown));
+        let decode: Option<Vec<f64>> = pairs
+            .iter()
+            .map(|(b, c)| Some(c.decode_tok_per_s? / b.decode_tok_per_s?))
+            .collect();
+        if let Some(decode) = decode {
+            judged.push(judge(&m.label, "decode", decode, plan.max_slowdown));
+        }
+    }
+    if judged.is_empty() {
+        bail!(
+            "nothing to gate: the baseline and the candidate measured no backend in common \
+             (check --backends and that both binaries know those backends)"
+        );
+    }
+    Ok(judged)
+}
+
+/// The verdict table.
+pub fn render(judged: &[Judged], max_slowdown: f64) -> String {
+    let mut s = format!(
+        "candidate / baseline, per round (above 1: the candidate is faster); a regression is a \
+         median below {:.2} with the 95% interval below 1\n",
+        1.0 - max_slowdown
+    );
+    for j in judged {
+        let ratios: Vec<String> = j.ratios.iter().map(|r| format!("{r:.3}")).collect();
+        s.push_str(&format!(
+            "  {:<24} {:<7} median {:.3}  95% [{:.3}, {:.3}]  rounds {}  {}\n",
+            j.label,
+            j.phase,
+            j.median,
+            j.low,
+            j.high,
+            ratios.join(" "),
+            if j.regression { "REGRESSION" } else { "ok" }
+        ));
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_steady_slowdown_is_a_regression_and_one_bad_round_is_not() {
+        let slow = judge("x", "decode", vec![0.81, 0.79, 0.84, 0.8, 0.78], 0.1);
+        assert!(slow.regression, "{slow:?}");
+        assert!((slow.median - 0.8).abs() < 1e-12);
+        // Unchanged code on a noisy machine, one round hit by a slow stretch.
+        let noisy = judge("x", "decode", vec![1.02, 0.97, 0.62, 1.05, 0.99], 0.1);
+        assert!(!noisy.regression, "{noisy:?}");
+        // Below the threshold but not confidently slower: not a regression.
+        let unsure = judge("x", "decode", vec![0.7, 1.2, 0.85, 1.1, 0.8], 0.1);
+        assert!(!unsure.regression, "{unsure:?}");
+        // Slower, confidently, but within the allowed slowdown.
+        let small = judge("x", "decode", vec![0.95, 0.94, 0.96, 0.95, 0.95], 0.1);
+        assert!(!small.regression && small.high < 1.0, "{small:?}");
+        assert!(t_975(4) > 2.7 && t_975(100) == 1.96);
+    }
+
+    #[test]
+    fn reports_are_read_by_label_and_length() {
+        let json = r#"{"results": [
+            {"label": "simd-kv", "prompt_tokens": 5, "prefill_tok_per_s": {"mean": 100.0},
+             "decode_tok_per_s": {"mean": 50.0}},
+            {"label": "simd-kv", "prompt_tokens": 128, "prefill_tok_per_s": {"mean": 600.0},
+             "decode_tok_per_s": null}]}"#;
+        let rows = rows_of_report(json).unwrap();
+        assert_eq!(rows[0].label, "simd-kv @ 5 tokens");
+        assert_eq!(rows[1].decode_tok_per_s, None);
+        assert!(rows_of_report("{}").is_err());
+    }
+}
