@@ -24,7 +24,7 @@ trap 'rm -rf "$tmp"' EXIT
 cp "$bin" "$tmp/baseline-gpt2-bench"
 printf '#!/bin/sh\nGPT2_BENCH_TEST_SLOWDOWN=%s exec %s "$@"\n' "$slowdown" "$bin" >"$tmp/slowed"
 chmod +x "$tmp/slowed"
-compare=(--model "$model" --prompt-tokens 128 --max-tokens 16 --runs 2)
+compare=(--model "$model" --prompt-tokens 128 --max-tokens 16 --runs 3 --warmup 0)
 export GPT2_BENCH_TEST_ENGINES=1
 {
   echo "# $(date -u +%FT%TZ) ab_gate_check.sh, commit $(git rev-parse --short=12 HEAD)"
@@ -32,7 +32,7 @@ export GPT2_BENCH_TEST_ENGINES=1
   echo "# unchanged: gpt2-bench ab --baseline-bin <copy of itself> --rounds $rounds -- ${compare[*]} --backends simd-kv,candle"
   echo "# slowed:    gpt2-bench ab --baseline-bin <itself> --candidate-bin <itself with GPT2_BENCH_TEST_SLOWDOWN=$slowdown> --rounds $rounds -- ${compare[*]} --backends test-slowed"
 } | tee "$out"
-verdicts() { grep -E 'prefill|decode' "$1" | grep -v '^round' | sed 's/^ *//; s/  */ /g' | tr '\n' ';'; }
+verdicts() { grep -E '(prefill|decode) +best' "$1" | sed 's/^ *//; s/  */ /g' | tr '\n' ';'; }
 false_alarms=0
 for i in $(seq 1 "$reruns"); do
   "$bin" ab --baseline-bin "$tmp/baseline-gpt2-bench" --rounds "$rounds" -- "${compare[@]}" \

@@ -122,6 +122,20 @@ pub struct EngineArgs {
     pub device: DeviceChoice,
 }
 
+/// Threads (a list: a sweep) and device, for `compare`.
+#[derive(Args, Clone)]
+pub struct SweepEngineArgs {
+    /// Threads for multi-threaded backends [default: all logical cores]. A list (1,2) runs the
+    /// comparison once per count, each in its own process (the libraries under ndarray and
+    /// candle fix their thread count once per process), and reports every row together.
+    #[arg(long, value_name = "N[,N...]", value_delimiter = ',')]
+    pub threads: Vec<usize>,
+    /// Where the candle backend computes: cpu, cuda or cuda:N (needs a build with
+    /// `--features cuda`). The other backends always run on the CPU.
+    #[arg(long, default_value = "cpu", value_name = "DEVICE")]
+    pub device: DeviceChoice,
+}
+
 /// The prompt and how much to generate.
 #[derive(Args, Clone)]
 pub struct PromptArgs {
@@ -175,7 +189,7 @@ pub struct CompareArgs {
     #[arg(long, value_name = "NAME")]
     pub reference: Option<String>,
     #[command(flatten)]
-    pub engine: EngineArgs,
+    pub engine: SweepEngineArgs,
     #[command(flatten)]
     pub sampling: SamplingArgs,
     /// Measured runs per backend and prompt length.

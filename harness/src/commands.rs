@@ -95,7 +95,35 @@ fn compare(args: &CompareArgs) -> anyhow::Result<u8> {
         bail!("--runs must be at least 1");
     }
     let sampling = plan::sampling(&args.sampling)?;
-    let options = plan::engine_options(args.engine.threads, args.engine.device)?;
+    let sweep = args.engine.threads.len() > 1;
+    if sweep {
+        if let Some(dup) = args
+            .engine
+            .threads
+            .iter()
+            .enumerate()
+            .find(|(i, n)| args.engine.threads[..*i].contains(n))
+        {
+            bail!("--threads: {} given twice", dup.1);
+        }
+        if args.engine.threads.contains(&0) {
+            bail!("--threads must be at least 1");
+        }
+        if args.baseline.is_some() {
+            bail!("--baseline gates one thread count; give one --threads value with it");
+        }
+        if args.models.len() > 1 {
+            bail!(
+                "--threads with a list runs one --model file; compare dtypes at one thread count"
+            );
+        }
+    }
+    // A sweep's children each check their own count; here the largest is checked (and it sets
+    // the process settings, which this process, measuring nothing itself, does not use).
+    let options = plan::engine_options(
+        args.engine.threads.iter().max().copied(),
+        args.engine.device,
+    )?;
     let selected = plan::select_backends(
         args.backends.as_deref(),
         None,
@@ -112,6 +140,11 @@ fn compare(args: &CompareArgs) -> anyhow::Result<u8> {
     let mut notes = vec!["tokenization is not timed".to_string()];
     notes.extend(cut_short);
     let plan = compare::Plan {
+        sweep: if sweep {
+            args.engine.threads.clone()
+        } else {
+            Vec::new()
+        },
         backends: &selected,
         prompt: &prompt_ids,
         lengths,
@@ -223,7 +256,8 @@ fn run_compare(
     let rooflines: Vec<Option<roofline::Roofline>> = files
         .iter()
         .map(|f| {
-            (!args.no_roofline)
+            // A sweep's children measure their own, at their thread counts.
+            (!args.no_roofline && plan.sweep.is_empty())
                 .then(|| roofline::measure(f, plan.options.threads))
                 .transpose()
         })
@@ -248,6 +282,13 @@ fn run_compare(
                 .iter()
                 .map(|b| compare::row_label(b, &m.dtype, plan.several_models))
         })
+        .flat_map(|label| match plan.sweep.as_slice() {
+            [] => vec![label],
+            counts => counts
+                .iter()
+                .map(|&n| compare::sweep_label(&label, n))
+                .collect(),
+        })
         .collect();
     let printer = report::RowPrinter::new(&labels, plan.lengths.len() > 1);
     let mut write_error = None;
@@ -270,7 +311,11 @@ fn run_compare(
     let (mut results, mut backend_warnings) = (Vec::new(), Vec::new());
     let mut file_plan = plan.clone();
     for (f, r) in files.iter().zip(&rooflines) {
-        let (rows, w) = compare::run(&file_plan, f, tokenizer, r.as_ref(), &progress, &mut on_row)?;
+        let (rows, w) = if plan.sweep.is_empty() {
+            compare::run(&file_plan, f, tokenizer, r.as_ref(), &progress, &mut on_row)?
+        } else {
+            compare::sweep(args, f.path(), &plan.sweep, &mut on_row)?
+        };
         if file_plan.reference_total_ms.is_empty() {
             file_plan.reference_total_ms =
                 rows.iter().map(|r| (r.prompt_tokens, r.total_ms)).collect();

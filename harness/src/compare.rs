@@ -14,9 +14,11 @@
 //! all-thread FMA pass (about 15 ms) runs beside it; every row's rates divided by the medians of
 //! all those passes are the `machine_normalized` figures the regression gate compares.
 
+use std::ffi::OsString;
+use std::path::Path;
 use std::time::Duration;
 
-use anyhow::Context;
+use anyhow::{Context, bail};
 use gpt2_backends::kernels::{Compute, Kernels, probe};
 use gpt2_backends::{EngineInfo, EngineOptions};
 use gpt2_weights::{Gpt2Tokenizer, WeightFile};
@@ -24,7 +26,7 @@ use gpt2_weights::{Gpt2Tokenizer, WeightFile};
 use crate::generate::{Generation, generate};
 use crate::machine;
 use crate::report::{
-    BackendResult, Divergence, Latency, Memory, NEAR_TIE_GAP, Normalized, Samples,
+    BackendResult, Divergence, Latency, Memory, NEAR_TIE_GAP, Normalized, Samples, threads_phrase,
 };
 use crate::roofline::{Roofline, prefill_flops};
 use crate::sampling::SamplingOptions;
@@ -50,6 +52,115 @@ pub struct Plan<'a> {
     /// (prompt length, total ms) of the reference row of the first file, against which every
     /// later file's rows state their speedup; empty for the first file (its own reference).
     pub reference_total_ms: Vec<(usize, f64)>,
+    /// `--threads` with several counts: each runs in a child process ([`sweep`]).
+    pub sweep: Vec<usize>,
+}
+
+/// How the warnings about the machine's load and a debug build start (a sweep's children
+/// repeat them; the parent says them once).
+const MACHINE_BUSY: &str = "the machine was busy before this run";
+const DEBUG_BUILD: &str = "this is a debug build";
+
+/// A row's label in a thread sweep: `simd-kv t2`.
+pub fn sweep_label(label: &str, threads: usize) -> String {
+    format!("{label} t{threads}")
+}
+
+/// The arguments of a sweep's child: this comparison at one thread count, as JSON on stdout.
+fn sweep_child_args(args: &crate::cli::CompareArgs, model: &Path, threads: usize) -> Vec<OsString> {
+    let mut a: Vec<OsString> = vec!["compare".into(), "--model".into(), model.into()];
+    let mut flag = |name: &str, value: String| {
+        a.push(name.into());
+        a.push(value.into());
+    };
+    let p = &args.prompt;
+    if let Some(text) = &p.prompt {
+        flag("--prompt", text.clone());
+    }
+    if let Some(ids) = &p.prompt_ids {
+        flag("--prompt-ids", ids.clone());
+    }
+    if let Some(lengths) = &p.prompt_tokens {
+        let list: Vec<String> = lengths.iter().map(usize::to_string).collect();
+        flag("--prompt-tokens", list.join(","));
+    }
+    flag("--max-tokens", p.max_tokens.to_string());
+    if let Some(backends) = &args.backends {
+        flag("--backends", backends.join(","));
+    }
+    if let Some(reference) = &args.reference {
+        flag("--reference", reference.clone());
+    }
+    flag("--device", args.engine.device.to_string());
+    let s = &args.sampling;
+    flag("--temperature", s.temperature.to_string());
+    flag("--top-k", s.top_k.to_string());
+    flag("--top-p", s.top_p.to_string());
+    flag("--seed", s.seed.to_string());
+    flag("--runs", args.runs.to_string());
+    flag("--warmup", args.warmup.to_string());
+    flag("--threads", threads.to_string());
+    flag("--format", "json".into());
+    a.push("-q".into());
+    if args.no_roofline {
+        a.push("--no-roofline".into());
+    }
+    a
+}
+
+/// `--threads N1,N2,...`: the comparison once per thread count, each in a child process of
+/// this binary (ndarray's matrixmultiply and candle's rayon pool read their thread count once
+/// per process, so one process cannot honestly run two counts), their rows returned together,
+/// labelled with their count, and each count's rows handed to `on_row` as its child finishes.
+/// A child's warnings come back prefixed with its count.
+pub fn sweep(
+    args: &crate::cli::CompareArgs,
+    model: &Path,
+    counts: &[usize],
+    on_row: &mut dyn FnMut(&BackendResult),
+) -> anyhow::Result<(Vec<BackendResult>, Vec<String>)> {
+    let exe = std::env::current_exe().context("finding this gpt2-bench binary")?;
+    let (mut rows, mut warnings) = (Vec::new(), Vec::new());
+    for &n in counts {
+        if !args.quiet {
+            gpt2_export::cli::stderr(&format!("running with {}...\n", threads_phrase(n)));
+        }
+        let out = std::process::Command::new(&exe)
+            .args(sweep_child_args(args, model, n))
+            .stdin(std::process::Stdio::null())
+            .output()
+            .context("running a child of the --threads sweep")?;
+        // 1: a backend's tokens differ; the report still comes, and says so.
+        if !matches!(out.status.code(), Some(0) | Some(1)) {
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            let last = stderr.lines().rfind(|l| !l.trim().is_empty()).unwrap_or("");
+            bail!(
+                "the run with {} failed ({}): {}",
+                threads_phrase(n),
+                out.status,
+                gpt2_weights::input::printable(last.trim_start_matches("error: "))
+            );
+        }
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .with_context(|| format!("reading the report of the run with {}", threads_phrase(n)))?;
+        let mut child_rows: Vec<BackendResult> = serde_json::from_value(report["results"].clone())
+            .with_context(|| format!("reading the rows of the run with {}", threads_phrase(n)))?;
+        for r in &mut child_rows {
+            r.label = sweep_label(&r.label, n);
+            on_row(r);
+        }
+        rows.extend(child_rows);
+        if let Some(list) = report["warnings"].as_array() {
+            warnings.extend(
+                list.iter()
+                    .filter_map(|w| w.as_str())
+                    // The machine's load and the build are said once, by this process.
+                    .filter(|w| !w.starts_with(MACHINE_BUSY) && !w.starts_with(DEBUG_BUILD))
+                    .map(|w| format!("{}: {w}", threads_phrase(n))),
+            );
+        }
+    }
+    Ok((rows, warnings))
 }
 
 /// One backend at one prompt length: its runs.
@@ -459,17 +570,16 @@ pub fn machine_warnings(load_before: Option<f64>, cores: usize, threads: usize) 
         w.push(oversubscribed_warning(threads, cores));
     }
     if cfg!(debug_assertions) {
-        w.push(
-            "this is a debug build: timings are many times slower than a release build and not \
+        w.push(format!(
+            "{DEBUG_BUILD}: timings are many times slower than a release build and not \
              comparable; build with `cargo build --release` (or `cargo run --release`)"
-                .to_string(),
-        );
+        ));
     }
     if let Some(load) = load_before
         && load > 0.5 * cores as f64
     {
         w.push(format!(
-            "the machine was busy before this run (1-minute load average {load:.2} on {cores} \
+            "{MACHINE_BUSY} (1-minute load average {load:.2} on {cores} \
              cores): other programs compete for cores and memory bandwidth, so timings may be \
              low and noisy. To measure the code, close them or rerun when the load is below \
              {:.1}; to measure what a busy machine gives, keep them: simd-kv then sizes its \

@@ -1479,3 +1479,108 @@ fn ab_gates_interleaved_runs_and_catches_a_gross_slowdown() {
     ]);
     assert_usage_error(&o, &["baseline binary", "failed"]);
 }
+
+/// `--threads 1,2`: one child process per count, every row in one report, labelled and carrying
+/// its own count (ndarray's included: each child set its library's threads).
+#[test]
+fn a_thread_sweep_reports_every_count_in_one_report() {
+    let o = bench(&[
+        "compare",
+        "--model",
+        model(),
+        "--threads",
+        "1,2",
+        "--backends",
+        "simd-kv,ndarray",
+        "--prompt",
+        "Hello there",
+        "--max-tokens",
+        "4",
+        "--runs",
+        "1",
+        "--format",
+        "json",
+        "-q",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", err(&o));
+    let report: serde_json::Value = serde_json::from_str(&out(&o)).unwrap();
+    let rows: Vec<(String, u64, bool)> = report["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["label"].as_str().unwrap().to_string(),
+                r["threads"].as_u64().unwrap(),
+                r["tokens_match"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    let expected = [
+        ("simd-kv t1", 1),
+        ("ndarray t1", 1),
+        ("simd-kv t2", 2),
+        ("ndarray t2", 2),
+    ];
+    assert_eq!(rows.len(), 4, "{rows:?}");
+    for ((label, threads, matched), (want_label, want_threads)) in rows.iter().zip(expected) {
+        assert_eq!((label.as_str(), *threads), (want_label, want_threads));
+        assert!(matched);
+    }
+    let ids = |i: usize| report["results"][i]["token_ids"].clone();
+    assert_eq!(ids(0), ids(2), "the same tokens at every thread count");
+    // The table streams each count's rows and says each warning once.
+    let o = bench(&[
+        "compare",
+        "--model",
+        model(),
+        "--threads",
+        "1,2",
+        "--backends",
+        "simd-kv",
+        "--prompt",
+        "Hello",
+        "--max-tokens",
+        "2",
+        "--runs",
+        "1",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", err(&o));
+    assert!(
+        out(&o).contains("simd-kv t1") && out(&o).contains("simd-kv t2"),
+        "{}",
+        out(&o)
+    );
+    assert!(
+        err(&o).matches("machine was busy").count() <= 1,
+        "{}",
+        err(&o)
+    );
+    // What a sweep cannot do is an error naming why.
+    for (extra, needle) in [
+        (
+            &["--baseline", "x.json"][..],
+            "--baseline gates one thread count",
+        ),
+        (&["--threads", "0,1"][..], "at least 1"),
+    ] {
+        let mut args = vec!["compare", "--model", model(), "--prompt", "x"];
+        if extra[0] != "--threads" {
+            args.extend(["--threads", "1,2"]);
+        }
+        args.extend(extra);
+        assert_usage_error(&bench(&args), &[needle]);
+    }
+    assert_usage_error(
+        &bench(&[
+            "compare",
+            "--model",
+            model(),
+            "--prompt",
+            "x",
+            "--threads",
+            "2,2",
+        ]),
+        &["given twice"],
+    );
+}
