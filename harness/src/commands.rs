@@ -82,7 +82,14 @@ fn roofline(args: &RooflineArgs) -> anyhow::Result<u8> {
 
 /// `compare`: every selected backend on the same decoding, at each prompt length.
 fn compare(args: &CompareArgs) -> anyhow::Result<u8> {
-    plan::check_prompt_args(&args.prompt)?;
+    // No prompt at all: llama-bench's kind of default, a short prompt's latency and a 128-token
+    // prefill's throughput (each followed by --max-tokens of decode); fixed once the model's
+    // context is known.
+    plan::check_prompt_args(
+        plan::default_prompt(&args.prompt, usize::MAX)
+            .as_ref()
+            .unwrap_or(&args.prompt),
+    )?;
     for (flag, n) in [("--runs", args.runs), ("--warmup", args.warmup)] {
         if n > plan::MAX_RUNS {
             bail!(
@@ -133,11 +140,25 @@ fn compare(args: &CompareArgs) -> anyhow::Result<u8> {
     let files = open_models(args)?;
     let file = &files[0];
     let tokenizer = file.tokenizer()?;
-    let prompt_ids = plan::prompt_ids(&args.prompt, &tokenizer, file)?;
-    let lengths = plan::prompt_lengths(&args.prompt, true, prompt_ids.len())?;
+    let default_lengths = plan::default_prompt(&args.prompt, file.config().n_ctx as usize);
+    let prompt_args = default_lengths.as_ref().unwrap_or(&args.prompt);
+    let prompt_ids = plan::prompt_ids(prompt_args, &tokenizer, file)?;
+    let lengths = plan::prompt_lengths(prompt_args, true, prompt_ids.len())?;
     let n_ctx = file.config().n_ctx as usize;
     let (new_tokens, cut_short) = plan::new_tokens(&lengths, args.prompt.max_tokens, n_ctx);
     let mut notes = vec!["tokenization is not timed".to_string()];
+    if default_lengths.is_some() {
+        notes.push(format!(
+            "no prompt given: synthetic prompts of {} tokens (a short prompt's latency, then \
+             prefill throughput, as llama-bench's pp tests); give --prompt, --prompt-ids or \
+             --prompt-tokens to choose",
+            lengths
+                .iter()
+                .map(usize::to_string)
+                .collect::<Vec<_>>()
+                .join(" and ")
+        ));
+    }
     notes.extend(cut_short);
     let plan = compare::Plan {
         sweep: if sweep {

@@ -45,6 +45,30 @@ pub fn check_prompt_args(prompt: &PromptArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The prompt lengths `compare` runs when given no prompt: a short prompt (latency) and a
+/// 128-token one (prefill throughput), as a llama-bench user expects pp and tg tests.
+pub const DEFAULT_PROMPT_TOKENS: [usize; 2] = [16, 128];
+
+/// `compare`'s prompt when none is given: the [`DEFAULT_PROMPT_TOKENS`] lengths that leave a
+/// model of context `n_ctx` room to generate (half the context for a model too small for
+/// them); `None` when a prompt is given.
+pub fn default_prompt(prompt: &PromptArgs, n_ctx: usize) -> Option<PromptArgs> {
+    if prompt.prompt.is_some() || prompt.prompt_ids.is_some() || prompt.prompt_tokens.is_some() {
+        return None;
+    }
+    let mut lengths: Vec<usize> = DEFAULT_PROMPT_TOKENS
+        .into_iter()
+        .filter(|&n| n < n_ctx)
+        .collect();
+    if lengths.is_empty() {
+        lengths.push((n_ctx / 2).max(1));
+    }
+    Some(PromptArgs {
+        prompt_tokens: Some(lengths),
+        ..prompt.clone()
+    })
+}
+
 /// The sampler's options, checked.
 pub fn sampling(args: &SamplingArgs) -> anyhow::Result<SamplingOptions> {
     let sampling = SamplingOptions {

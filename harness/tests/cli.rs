@@ -383,7 +383,34 @@ fn bad_input_is_a_one_line_error_with_status_3() {
             "gpt2-bench run --backend NAME",
         ],
     );
-    assert_usage_error(&bench(&["--compare", "--model", m]), &["give a prompt"]);
+    // No prompt: compare runs llama-bench's kind of default (a short prompt and a 128-token
+    // one; tiny's context of 128 leaves room for the short one only), and says so.
+    let o = bench(&[
+        "compare",
+        "--model",
+        m,
+        "--backends",
+        "simd-kv",
+        "--max-tokens",
+        "2",
+        "--runs",
+        "1",
+        "--format",
+        "json",
+        "-q",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", err(&o));
+    let report: serde_json::Value = serde_json::from_str(&out(&o)).unwrap();
+    assert_eq!(report["results"][0]["prompt_tokens"], 16);
+    assert!(
+        report["notes"].to_string().contains("no prompt given"),
+        "{}",
+        report["notes"]
+    );
+    assert_usage_error(
+        &bench(&["run", "--backend", "naive", "--model", m]),
+        &["give a prompt"],
+    );
     assert_usage_error(
         &bench(&[
             "--compare",
