@@ -6,7 +6,8 @@
 #   2. RERUNS gate runs of the test-only backend `test-slowed` (simd-kv through a wrapper) against
 #      the same binary with GPT2_BENCH_TEST_SLOWDOWN=SLOWDOWN (default 0.15: about 20% slower
 #      decode, as each line's ratios show): every one should fail (exit 2).
-# Each gate run: ROUNDS (default 6) rounds, each running both binaries once, alternating order.
+# Each gate run: ROUNDS (default 6) rounds, each running both binaries once, alternating order,
+# each child RUNS (default 2) measured runs.
 # Prints one line per gate run (exit status and the verdict lines) and a count; writes them to OUT.
 #
 #   bash bench-results/ab_gate_check.sh OUT.txt [MODEL]
@@ -16,6 +17,7 @@ out=${1:?usage: ab_gate_check.sh OUT.txt [MODEL]}
 model=${2:-weights/synthetic-gpt2-seed0.bin}
 reruns=${RERUNS:-20}
 rounds=${ROUNDS:-6}
+runs=${RUNS:-2}
 slowdown=${SLOWDOWN:-0.15}
 bin=$PWD/target/release/gpt2-bench
 tmp=$(mktemp -d)
@@ -24,7 +26,7 @@ trap 'rm -rf "$tmp"' EXIT
 cp "$bin" "$tmp/baseline-gpt2-bench"
 printf '#!/bin/sh\nGPT2_BENCH_TEST_SLOWDOWN=%s exec %s "$@"\n' "$slowdown" "$bin" >"$tmp/slowed"
 chmod +x "$tmp/slowed"
-compare=(--model "$model" --prompt-tokens 128 --max-tokens 16 --runs 2 --warmup 0)
+compare=(--model "$model" --prompt-tokens 128 --max-tokens 16 --runs "$runs" --warmup 0)
 export GPT2_BENCH_TEST_ENGINES=1
 {
   echo "# $(date -u +%FT%TZ) ab_gate_check.sh, commit $(git rev-parse --short=12 HEAD)"
