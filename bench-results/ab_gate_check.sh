@@ -6,8 +6,8 @@
 #   2. RERUNS gate runs of the test-only backend `test-slowed` (simd-kv through a wrapper) against
 #      the same binary with GPT2_BENCH_TEST_SLOWDOWN=SLOWDOWN (default 0.15: about 20% slower
 #      decode, as each line's ratios show): every one should fail (exit 2).
-# Each gate run: ROUNDS (default 6) rounds, each running both binaries once, alternating order,
-# each child RUNS (default 2) measured runs.
+# Each gate run: ROUNDS (default 12) rounds, each running both binaries once, alternating order,
+# each child RUNS (default 1) measured runs.
 # Prints one line per gate run (exit status and the verdict lines) and a count; writes them to OUT.
 #
 #   bash bench-results/ab_gate_check.sh OUT.txt [MODEL]
@@ -16,8 +16,8 @@ cd "$(dirname "$0")/.."
 out=${1:?usage: ab_gate_check.sh OUT.txt [MODEL]}
 model=${2:-weights/synthetic-gpt2-seed0.bin}
 reruns=${RERUNS:-20}
-rounds=${ROUNDS:-6}
-runs=${RUNS:-2}
+rounds=${ROUNDS:-12}
+runs=${RUNS:-1}
 slowdown=${SLOWDOWN:-0.15}
 bin=$PWD/target/release/gpt2-bench
 tmp=$(mktemp -d)

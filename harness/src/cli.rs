@@ -89,8 +89,10 @@ pub struct AbArgs {
     /// The candidate binary [default: this gpt2-bench].
     #[arg(long, value_name = "FILE")]
     pub candidate_bin: Option<PathBuf>,
-    /// Rounds; each runs both binaries once, the order alternating from round to round.
-    #[arg(long, default_value_t = 5, value_name = "N")]
+    /// Rounds; each runs both binaries once, the order alternating from round to round (12
+    /// rounds of `--runs 1 --warmup 0` children: no false alarm in 20 on a shared 2-core machine,
+    /// docs/ci.md).
+    #[arg(long, default_value_t = 12, value_name = "N")]
     pub rounds: usize,
     /// Largest tolerated slowdown: a regression is a median ratio below 1 - this, with the
     /// candidate slower at 95% confidence.
