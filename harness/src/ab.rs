@@ -81,6 +81,14 @@ pub fn rows_of_report(json: &str) -> anyhow::Result<Vec<Measured>> {
         .collect()
 }
 
+/// What a failed child `gpt2-bench` said: its last non-empty stderr line (its one-line error),
+/// without the `error: ` prefix, escaped for the terminal. Shared with the thread sweep.
+pub fn child_error(stderr: &[u8]) -> String {
+    let text = String::from_utf8_lossy(stderr);
+    let last = text.lines().rfind(|l| !l.trim().is_empty()).unwrap_or("");
+    gpt2_weights::input::printable(last.trim_start_matches("error: "))
+}
+
 /// Which binary a child run is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Side {
@@ -106,13 +114,6 @@ fn measure(side: Side, bin: &Path, compare_args: &[String]) -> anyhow::Result<Ve
         .args(["--format", "json", "-q", "--no-roofline"])
         .output()
         .with_context(|| format!("running the {} binary {}", side.name(), bin.display()))?;
-    let last_line = |bytes: &[u8]| {
-        String::from_utf8_lossy(bytes)
-            .lines()
-            .rfind(|l| !l.trim().is_empty())
-            .unwrap_or("")
-            .to_string()
-    };
     match out.status.code() {
         Some(0) => {}
         Some(1) => bail!(
@@ -127,7 +128,7 @@ fn measure(side: Side, bin: &Path, compare_args: &[String]) -> anyhow::Result<Ve
             side.name(),
             bin.display(),
             out.status,
-            gpt2_weights::input::printable(&last_line(&out.stderr))
+            child_error(&out.stderr)
         ),
     }
     rows_of_report(&String::from_utf8_lossy(&out.stdout))

@@ -132,13 +132,11 @@ pub fn sweep(
             .context("running a child of the --threads sweep")?;
         // 1: a backend's tokens differ; the report still comes, and says so.
         if !matches!(out.status.code(), Some(0) | Some(1)) {
-            let stderr = String::from_utf8_lossy(&out.stderr);
-            let last = stderr.lines().rfind(|l| !l.trim().is_empty()).unwrap_or("");
             bail!(
                 "the run with {} failed ({}): {}",
                 threads_phrase(n),
                 out.status,
-                gpt2_weights::input::printable(last.trim_start_matches("error: "))
+                crate::ab::child_error(&out.stderr)
             );
         }
         let report: serde_json::Value = serde_json::from_slice(&out.stdout)

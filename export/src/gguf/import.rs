@@ -68,6 +68,24 @@ pub fn gguf_shape(spec: &TensorSpec) -> Vec<u64> {
     shape
 }
 
+/// Maps the file at `path` (a regular, non-empty file) for [`super::parse`].
+fn map(path: &Path) -> Result<Mmap, ExportError> {
+    let io = |source| ExportError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let file = gpt2_weights::input::open_regular(path).map_err(io)?;
+    if file.metadata().map_err(io)?.len() == 0 {
+        return Err(ExportError::Checkpoint {
+            path: path.to_path_buf(),
+            message: "an empty file, not a GGUF".into(),
+        });
+    }
+    // SAFETY: a read-only private map; as for weight files (gpt2_weights::file), the hazard is
+    // another process truncating the file while it is mapped, which no tool of ours does.
+    unsafe { Mmap::map(&file) }.map_err(io)
+}
+
 /// Maps the GGUF at `path` and imports it into `out`: every tensor in its own type, or with
 /// `dtype`, converted as [`Config::tensor_dtypes`] says. Returns the path written.
 pub fn import_file(
@@ -80,17 +98,7 @@ pub fn import_file(
         path: path.to_path_buf(),
         message,
     };
-    let io = |source| ExportError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
-    let file = gpt2_weights::input::open_regular(path).map_err(io)?;
-    if file.metadata().map_err(io)?.len() == 0 {
-        return Err(bad("an empty file, not a GGUF".into()));
-    }
-    // SAFETY: a read-only private map; as for weight files (gpt2_weights::file), the hazard is
-    // another process truncating the file while it is mapped, which no tool of ours does.
-    let bytes = unsafe { Mmap::map(&file) }.map_err(io)?;
+    let bytes = map(path)?;
     let gguf = super::parse(&bytes).map_err(&bad)?;
     let model = Model::read(&gguf, &bytes).map_err(&bad)?;
 
@@ -159,22 +167,12 @@ pub fn import_file(
 /// whether gpt2-export can import it (and if not, why). Returns the text and that verdict.
 pub fn report(path: &Path, list_tensors: bool) -> Result<(String, bool), ExportError> {
     use std::fmt::Write;
-    let io = |source| ExportError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
-    let bad = |message: String| ExportError::Checkpoint {
+    let bytes = map(path)?;
+    let len = bytes.len();
+    let gguf = super::parse(&bytes).map_err(|message| ExportError::Checkpoint {
         path: path.to_path_buf(),
         message,
-    };
-    let file = gpt2_weights::input::open_regular(path).map_err(io)?;
-    let len = file.metadata().map_err(io)?.len();
-    if len == 0 {
-        return Err(bad("an empty file, not a GGUF".into()));
-    }
-    // SAFETY: as in import_file.
-    let bytes = unsafe { Mmap::map(&file) }.map_err(io)?;
-    let gguf = super::parse(&bytes).map_err(&bad)?;
+    })?;
     let shown = gpt2_weights::input::printable;
     let text = |key: &str| match gguf.get(key) {
         Some(Value::Str(v)) => shown(v),
