@@ -31,7 +31,7 @@ use candle_core::{D, DType, Device, Tensor};
 use gpt2_weights::{Config, Gpt2Weights};
 use rayon::prelude::*;
 
-use crate::dequant::F32Matrices;
+use crate::dequant::{F32Matrices, RoundsInput};
 use crate::engine::{DeviceChoice, Engine, EngineError, EngineInfo, check_prompt, check_step};
 use crate::memory::{Budget, check_forward};
 use crate::profile::{Op, OpTimes, Profiler};
@@ -77,8 +77,10 @@ struct LayerTensors {
     fc_b: Tensor,        // (H)
     fc_proj_w: Tensor,   // (H, C)
     fc_proj_b: Tensor,   // (C)
-    k_cache: Tensor,     // (n_head, n_ctx, D) keys of every position so far
-    v_cache: Tensor,     // (n_head, n_ctx, D) values of every position so far
+    /// Which products round their input to q8_0 (`gpt2_weights::dtype`'s rule).
+    rounds_input: RoundsInput,
+    k_cache: Tensor, // (n_head, n_ctx, D) keys of every position so far
+    v_cache: Tensor, // (n_head, n_ctx, D) values of every position so far
 }
 
 /// The `candle` backend.
@@ -90,8 +92,10 @@ pub struct CandleEngine {
     wte: Tensor,     // (V, C)
     wpe: Tensor,     // (n_ctx, C)
     lm_head: Tensor, // (V, C), the same tensor as wte when tied
-    ln_f_w: Tensor,  // (C)
-    ln_f_b: Tensor,  // (C)
+    /// The output layer's matrix is q8_0: its input is rounded to q8_0 first.
+    logits_round_input: bool,
+    ln_f_w: Tensor, // (C)
+    ln_f_b: Tensor, // (C)
     layers: Vec<LayerTensors>,
     copied_bytes: u64,
     dtype: String,
@@ -163,6 +167,7 @@ impl CandleEngine {
                 fc_b: load(l.fc_b, &[h])?,
                 fc_proj_w: load(&ml.fc_proj_w, &[h, c])?,
                 fc_proj_b: load(l.fc_proj_b, &[c])?,
+                rounds_input: ml.rounds_input,
                 k_cache: Tensor::zeros((n_head, n_ctx, c / n_head), DType::F32, &device)
                     .map_err(backend_error)?,
                 v_cache: Tensor::zeros((n_head, n_ctx, c / n_head), DType::F32, &device)
@@ -178,6 +183,7 @@ impl CandleEngine {
             wte,
             wpe,
             lm_head,
+            logits_round_input: m.logits_round_input,
             ln_f_w,
             ln_f_b,
             layers,
@@ -228,8 +234,22 @@ fn layernorm(x: &Tensor, w: &Tensor, b: &Tensor, eps: f32) -> candle_core::Resul
 /// from memory. So a single row is split here by output columns, one slice per pool thread:
 /// each thread multiplies by a column slice of `w` (a strided view, no copy) and the slices'
 /// results are joined. T > 1 goes to one matrix-matrix product, which candle threads itself.
-fn linear(x: &Tensor, w: &Tensor, b: &Tensor) -> candle_core::Result<Tensor> {
+///
+/// `round_input`: the weight came from q8_0, so `x` is rounded to q8_0 first
+/// (`gpt2_weights::dtype`'s rule).
+fn linear(x: &Tensor, w: &Tensor, b: &Tensor, round_input: bool) -> candle_core::Result<Tensor> {
+    if round_input {
+        return matmul_split(&rounded(x)?, w)?.broadcast_add(b);
+    }
     matmul_split(x, w)?.broadcast_add(b)
+}
+
+/// `x` (T, K) rounded to q8_0 row by row, by the definition's own code on the host (candle has
+/// no such op; the copy is T x K values per product, small beside the product itself).
+fn rounded(x: &Tensor) -> candle_core::Result<Tensor> {
+    let mut values = x.flatten_all()?.to_vec1::<f32>()?;
+    gpt2_weights::dtype::round_input_q8_0(&mut values);
+    Tensor::from_vec(values, x.shape(), x.device())
 }
 
 /// `x @ w` for x (T, K), w (K, N) (possibly a transposed view), with single rows split over
@@ -338,21 +358,22 @@ fn forward(e: &CandleEngine, p: &mut Profiler, tokens: &[u32]) -> candle_core::R
     for layer in &e.layers {
         let ln = layernorm(&x, &layer.ln_1_w, &layer.ln_1_b, eps)?; // (T, C)
         mark(Op::LayerNorm)?;
-        let qkv = linear(&ln, &layer.qkv_w, &layer.qkv_b)?; // (T, 3C)
+        let r = layer.rounds_input;
+        let qkv = linear(&ln, &layer.qkv_w, &layer.qkv_b, r.qkv)?; // (T, 3C)
         mark(Op::QkvProjection)?;
         let att = attention_forward(&qkv, layer, p0, n_head, mask.as_ref())?; // (T, C)
         mark(Op::Attention)?;
-        let proj = linear(&att, &layer.attn_proj_w, &layer.attn_proj_b)?; // (T, C)
+        let proj = linear(&att, &layer.attn_proj_w, &layer.attn_proj_b, r.attn_proj)?; // (T, C)
         mark(Op::OutputProjection)?;
         x = (x + proj)?;
         mark(Op::Residual)?;
         let ln = layernorm(&x, &layer.ln_2_w, &layer.ln_2_b, eps)?; // (T, C)
         mark(Op::LayerNorm)?;
-        let fc = linear(&ln, &layer.fc_w, &layer.fc_b)?; // (T, H)
+        let fc = linear(&ln, &layer.fc_w, &layer.fc_b, r.fc)?; // (T, H)
         mark(Op::MlpUp)?;
         let fc = gelu(&fc)?;
         mark(Op::Gelu)?;
-        let proj = linear(&fc, &layer.fc_proj_w, &layer.fc_proj_b)?; // (T, C)
+        let proj = linear(&fc, &layer.fc_proj_w, &layer.fc_proj_b, r.fc_proj)?; // (T, C)
         mark(Op::MlpDown)?;
         x = (x + proj)?;
         mark(Op::Residual)?;
@@ -360,6 +381,11 @@ fn forward(e: &CandleEngine, p: &mut Profiler, tokens: &[u32]) -> candle_core::R
     let last = x.narrow(0, t - 1, 1)?; // (1, C): logits for the last position only
     let ln_f = layernorm(&last, &e.ln_f_w, &e.ln_f_b, eps)?;
     mark(Op::LayerNorm)?;
+    let ln_f = if e.logits_round_input {
+        rounded(&ln_f)?
+    } else {
+        ln_f
+    };
     let logits = matmul_split(&ln_f, &e.lm_head.t()?)?
         .squeeze(0)?
         .to_vec1::<f32>()?; // (V)

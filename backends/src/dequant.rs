@@ -5,8 +5,10 @@
 //! bf16 or q8_0 has each matrix dequantized (exactly: see `gpt2_weights::dtype`) into a new f32
 //! buffer in the `[in, out]` layout the f32 code expects, and the bytes copied are reported in
 //! `EngineInfo::weights_copied_bytes`. The backends then run their f32 code unchanged, which is
-//! what keeps them token-exact with `naive` in every dtype. The memory it takes is checked
-//! against the machine first ([`Budget`]).
+//! what keeps them token-exact with `naive` in every dtype, except for one thing the f32 code
+//! must add: a product with a q8_0 matrix rounds its input to q8_0 first
+//! (`gpt2_weights::dtype`'s rule), so each converted matrix says whether it came from q8_0
+//! ([`RoundsInput`]). The memory it takes is checked against the machine first ([`Budget`]).
 
 use std::borrow::Cow;
 
@@ -21,6 +23,16 @@ pub struct F32Layer<'w> {
     pub attn_proj_w: Cow<'w, [f32]>, // (C, C)
     pub fc_w: Cow<'w, [f32]>,        // (C, H)
     pub fc_proj_w: Cow<'w, [f32]>,   // (H, C)
+    pub rounds_input: RoundsInput,
+}
+
+/// Which of a block's products round their input to q8_0 (their matrix is q8_0 in the file).
+#[derive(Debug, Clone, Copy)]
+pub struct RoundsInput {
+    pub qkv: bool,
+    pub attn_proj: bool,
+    pub fc: bool,
+    pub fc_proj: bool,
 }
 
 /// The matrices of a model as f32 (everything else is f32 in every file).
@@ -29,6 +41,8 @@ pub struct F32Matrices<'w> {
     /// (V, C); `None` when the output layer is tied to `wte`.
     pub lm_head: Option<Cow<'w, [f32]>>,
     pub layers: Vec<F32Layer<'w>>,
+    /// Whether the output layer's product rounds its input to q8_0 (its matrix is q8_0).
+    pub logits_round_input: bool,
     /// Bytes of the f32 buffers made here (0 for an f32 file).
     pub converted_bytes: u64,
 }
@@ -69,8 +83,15 @@ impl<'w> F32Matrices<'w> {
                     attn_proj_w: linear(l.attn_proj_w),
                     fc_w: linear(l.fc_w),
                     fc_proj_w: linear(l.fc_proj_w),
+                    rounds_input: RoundsInput {
+                        qkv: l.qkv_w.dtype().rounds_input(),
+                        attn_proj: l.attn_proj_w.dtype().rounds_input(),
+                        fc: l.fc_w.dtype().rounds_input(),
+                        fc_proj: l.fc_proj_w.dtype().rounds_input(),
+                    },
                 })
                 .collect(),
+            logits_round_input: w.lm_head.dtype().rounds_input(),
             converted_bytes: values as u64 * 4,
         })
     }

@@ -10,13 +10,17 @@
 //!
 //! Weights may be f32, f16, bf16 or q8_0 (`gpt2_weights::dtype` defines what each stored value
 //! is): the loops read each weight as its f32 value, through `Values::get` for single values and
-//! `Values::dequantize_into` for a row, and compute in f32 as they do for an f32 file.
+//! `Values::dequantize_into` for a row, and compute in f32 as they do for an f32 file. A product
+//! with a q8_0 matrix first rounds its input to q8_0 (`gpt2_weights::dtype::product_input`,
+//! llama.cpp's rule, which lets the SIMD kernels sum in integers); here that is one call before
+//! the loops, and the loops stay the f32 loops.
 //!
 //! There is no KV cache: every step recomputes all T positions (the "History" of the engine),
 //! which is what `simd-kv` exists to avoid. It is still not needlessly slow: the matmul loops run
 //! in the order that reads the weights row by row (which the compiler vectorises), and the output
 //! layer, the largest matrix in the model, is applied to the last position only.
 
+use gpt2_weights::dtype::product_input;
 use gpt2_weights::{Config, Gpt2Weights, LayerWeights, Linear, Matrix};
 
 use crate::engine::{Engine, EngineError, EngineInfo, History};
@@ -93,6 +97,7 @@ pub fn matmul_forward(out: &mut [f32], inp: &[f32], weight: Linear<'_>, bias: &[
             }
         }
         Linear::OutIn(w) => {
+            let inp = product_input(inp, w.dtype());
             let mut w_row = vec![0.0f32; k];
             for j in 0..n {
                 w.row(j).dequantize_into(&mut w_row);
@@ -178,12 +183,14 @@ pub fn residual_forward(x: &mut [f32], delta: &[f32]) {
 /// 50257 x 768 this is the largest matrix in GPT-2 small, so it is applied only to the position
 /// whose next token we want.
 ///
-/// `lm_head` may be in any dtype: each row is converted to f32 (`dequantize_into`) first.
+/// `lm_head` may be in any dtype: each row is converted to f32 (`dequantize_into`) first, and a
+/// q8_0 `lm_head` sees `x` rounded to q8_0.
 pub fn logits_forward(logits: &mut [f32], x: &[f32], lm_head: Matrix<'_>, c: usize) {
+    let x = product_input(x, lm_head.dtype());
     let mut row = vec![0.0f32; c];
     for (v, logit) in logits.iter_mut().enumerate() {
         lm_head.row(v).dequantize_into(&mut row);
-        *logit = dot(x, &row);
+        *logit = dot(&x, &row);
     }
 }
 

@@ -17,7 +17,7 @@ use std::borrow::Cow;
 use gpt2_weights::{Config, Gpt2Weights, LayerWeights};
 use ndarray::{Array1, Array2, ArrayView1, ArrayView2, Axis, CowArray, Ix2, s};
 
-use crate::dequant::{F32Layer, F32Matrices};
+use crate::dequant::{F32Layer, F32Matrices, RoundsInput};
 
 use crate::engine::{Engine, EngineError, EngineInfo, History};
 use crate::memory::check_forward;
@@ -40,6 +40,8 @@ struct LayerViews<'w> {
     fc_b: ArrayView1<'w, f32>,           // (H)
     fc_proj_w: CowArray<'w, f32, Ix2>,   // (H, C)
     fc_proj_b: ArrayView1<'w, f32>,      // (C)
+    /// Which products round their input to q8_0 (`gpt2_weights::dtype`'s rule).
+    rounds_input: RoundsInput,
 }
 
 fn view2<'w>(data: &'w [f32], rows: usize, cols: usize) -> ArrayView2<'w, f32> {
@@ -72,6 +74,7 @@ impl<'w> LayerViews<'w> {
             fc_b: ArrayView1::from(l.fc_b),
             fc_proj_w: cow2(m.fc_proj_w, h, c),
             fc_proj_b: ArrayView1::from(l.fc_proj_b),
+            rounds_input: m.rounds_input,
         }
     }
 }
@@ -89,9 +92,26 @@ fn layernorm(x: ArrayView2<f32>, w: ArrayView1<f32>, b: ArrayView1<f32>, eps: f3
     normed * w + b
 }
 
-/// `x @ w + b`: (T, K) x (K, N) + (N), one matrixmultiply GEMM.
-fn linear(x: ArrayView2<f32>, w: ArrayView2<f32>, b: ArrayView1<f32>) -> Array2<f32> {
+/// `x @ w + b`: (T, K) x (K, N) + (N), one matrixmultiply GEMM. `round_input`: the weight
+/// came from q8_0, so `x` is rounded to q8_0 first (`gpt2_weights::dtype`'s rule).
+fn linear(
+    x: ArrayView2<f32>,
+    w: ArrayView2<f32>,
+    b: ArrayView1<f32>,
+    round_input: bool,
+) -> Array2<f32> {
+    if round_input {
+        return rounded(x).dot(&w) + b;
+    }
     x.dot(&w) + b
+}
+
+/// `x` rounded to q8_0 row by row (each row is whole blocks: a q8_0 matrix's rows are).
+fn rounded<D: ndarray::Dimension>(x: ndarray::ArrayView<f32, D>) -> ndarray::Array<f32, D> {
+    let mut x = x.as_standard_layout().into_owned();
+    let values = x.as_slice_mut().expect("standard layout is contiguous");
+    gpt2_weights::dtype::round_input_q8_0(values);
+    x
 }
 
 /// Causal self-attention from the fused (T, 3C) projection; returns (T, C).
@@ -132,6 +152,8 @@ pub struct NdarrayEngine<'w> {
     wpe: ArrayView2<'w, f32>,    // (n_ctx, C)
     /// (V, C); `None` when tied to `wte`.
     lm_head: Option<CowArray<'w, f32, Ix2>>,
+    /// The output layer's matrix is q8_0: its input is rounded to q8_0 first.
+    logits_round_input: bool,
     dtype: String,
     converted_bytes: u64,
     ln_f_w: ArrayView1<'w, f32>,
@@ -158,6 +180,7 @@ impl<'w> NdarrayEngine<'w> {
             wte: cow2(m.wte, v, c),
             wpe: view2(w.wpe, cfg.n_ctx as usize, c),
             lm_head: m.lm_head.map(|lm| cow2(lm, v, c)),
+            logits_round_input: m.logits_round_input,
             dtype: w.dtype_label(),
             converted_bytes: m.converted_bytes,
             ln_f_w: ArrayView1::from(w.ln_f_w),
@@ -189,21 +212,22 @@ impl<'w> NdarrayEngine<'w> {
         for l in &self.layers {
             let ln1 = layernorm(x.view(), l.ln_1_w, l.ln_1_b, eps); // (T, C)
             clock.mark(Op::LayerNorm);
-            let qkv = linear(ln1.view(), l.qkv_w.view(), l.qkv_b); // (T, 3C)
+            let r = l.rounds_input;
+            let qkv = linear(ln1.view(), l.qkv_w.view(), l.qkv_b, r.qkv); // (T, 3C)
             clock.mark(Op::QkvProjection);
             let att = attention(qkv.view(), c, cfg.n_head as usize); // (T, C)
             clock.mark(Op::Attention);
-            let proj = linear(att.view(), l.attn_proj_w.view(), l.attn_proj_b); // (T, C)
+            let proj = linear(att.view(), l.attn_proj_w.view(), l.attn_proj_b, r.attn_proj); // (T, C)
             clock.mark(Op::OutputProjection);
             x += &proj;
             clock.mark(Op::Residual);
             let ln2 = layernorm(x.view(), l.ln_2_w, l.ln_2_b, eps); // (T, C)
             clock.mark(Op::LayerNorm);
-            let mut fc = linear(ln2.view(), l.fc_w.view(), l.fc_b); // (T, H)
+            let mut fc = linear(ln2.view(), l.fc_w.view(), l.fc_b, r.fc); // (T, H)
             clock.mark(Op::MlpUp);
             gelu(&mut fc);
             clock.mark(Op::Gelu);
-            let proj = linear(fc.view(), l.fc_proj_w.view(), l.fc_proj_b); // (T, C)
+            let proj = linear(fc.view(), l.fc_proj_w.view(), l.fc_proj_b, r.fc_proj); // (T, C)
             clock.mark(Op::MlpDown);
             x += &proj;
             clock.mark(Op::Residual);
@@ -213,7 +237,11 @@ impl<'w> NdarrayEngine<'w> {
         let ln_f = layernorm(last, self.ln_f_w, self.ln_f_b, eps); // (1, C)
         clock.mark(Op::LayerNorm);
         let lm_head = self.lm_head.as_ref().unwrap_or(&self.wte);
-        self.logits = lm_head.dot(&ln_f.row(0));
+        self.logits = if self.logits_round_input {
+            lm_head.dot(&rounded(ln_f.row(0)))
+        } else {
+            lm_head.dot(&ln_f.row(0))
+        };
         clock.mark(Op::OutputLayer);
         self.profiler.add_clock(clock);
     }

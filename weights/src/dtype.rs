@@ -13,8 +13,21 @@
 //!
 //! So a model in a reduced precision is an f32 model whose weights happen to be representable;
 //! the forward pass is the f32 forward pass on those values (f32 activations, products summed in
-//! f32, in whatever order a backend sums f32 products). Backends may factor the q8_0 scale out of
-//! a block's sum (`d * sum(x * q)`): the same value up to f32 rounding, as any reordering is.
+//! f32, in whatever order a backend sums f32 products), with one rule more for q8_0:
+//!
+//! **A product with a q8_0 matrix rounds its input to q8_0 first** (llama.cpp's rule, so that
+//! the products can be summed in integers). Each input vector (one position's activations: the
+//! layer-normed residual, the attention output, the GELU output; for the output layer the final
+//! layer norm) is cut into blocks of 32 along the dot product, the blocks of the weight rows it
+//! meets, and each block is replaced by `f32(d) * q`, with `a = max|x|`, `d` = `f16(a / 127)`,
+//! `q = round_ties_even(x * (127 / a))` (0 where `a` is 0), as llama.cpp's AVX2 and NEON
+//! `quantize_row_q8_0` do. [`quantize_input_q8_0`] is the definition, [`round_input_q8_0`] the
+//! same values as f32. The product is then the f32 product of the two q8_0 operands: backends
+//! may sum each block's 32 products exactly in integers and scale once (`d_w * d_x *
+//! sum(q_w * q_x)`), or multiply the rounded f32 values: the same value up to f32 rounding, as
+//! any reordering is. Matrices in f32, f16 and bf16 see their input unrounded; nothing but a
+//! product rounds (the embedding lookup reads `wte` as it is). The rounding is idempotent, so a
+//! backend may round a buffer that a kernel rounds again.
 //!
 //! Converting f32 weights rounds once, to nearest (ties to even for f16 and bf16). q8_0 follows
 //! ggml's reference quantizer (`quantize_row_q8_0_ref`, and gguf-py's): `d = max|x| / 127`,
@@ -265,6 +278,92 @@ pub fn decode(bytes: &[u8], dtype: Dtype) -> Vec<f32> {
             .chunks_exact(Q8_0_BLOCK_BYTES)
             .flat_map(|block| (0..Q8_0_BLOCK).map(move |i| q8_0_value(block, i)))
             .collect(),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The q8_0 rule for a product's input (see the module docs).
+
+impl Dtype {
+    /// Whether a product with a matrix of this dtype rounds its input to q8_0 first.
+    pub fn rounds_input(self) -> bool {
+        self == Dtype::Q8_0
+    }
+}
+
+/// The input of a product with a q8_0 matrix, as q8_0 blocks: `qs[i]` and, per block of 32,
+/// `scales[b]` = `f32(d)`, so value `i` is `scales[i / 32] * qs[i]`. This is the definition
+/// every backend follows (the SIMD kernels compute the same `qs` and `scales` in registers).
+/// `x.len()` must be a whole number of blocks, which every q8_0 matrix's rows are.
+pub fn quantize_input_q8_0(x: &[f32], qs: &mut [i8], scales: &mut [f32]) {
+    assert!(
+        x.len() % Q8_0_BLOCK == 0 && qs.len() == x.len() && scales.len() == x.len() / Q8_0_BLOCK,
+        "quantize_input_q8_0: {} values are not whole blocks, or the outputs do not fit",
+        x.len()
+    );
+    let blocks = x
+        .chunks_exact(Q8_0_BLOCK)
+        .zip(qs.chunks_exact_mut(Q8_0_BLOCK));
+    for ((xb, qb), d) in blocks.zip(scales) {
+        let (scale, inverse) = input_scale(block_amax(xb));
+        *d = scale;
+        for (q, &v) in qb.iter_mut().zip(xb) {
+            // |v * inverse| <= 127 up to one rounding, so the cast never saturates.
+            *q = round_ties_even_small(v * inverse) as i8;
+        }
+    }
+}
+
+/// max |x| over a block, compared as bits: for numbers that are not NaN, the order of `|x|` is
+/// the order of its bits as an unsigned integer (a NaN gives a NaN, which then spreads, as it
+/// would through an f32 product). Integer maxima are what SIMD code computes fastest and
+/// exactly the same way (`vpmaxud`, `vmaxvq_u32`).
+pub fn block_amax(block: &[f32]) -> f32 {
+    f32::from_bits(
+        block
+            .iter()
+            .map(|v| v.to_bits() & 0x7fff_ffff)
+            .max()
+            .unwrap_or(0),
+    )
+}
+
+/// A block's `(f32(d), 127 / a)` from its `a` = max |x| (see the module docs).
+pub fn input_scale(amax: f32) -> (f32, f32) {
+    let inverse = if amax != 0.0 { 127.0 / amax } else { 0.0 };
+    (half::f16::from_f32(amax / 127.0).to_f32(), inverse)
+}
+
+/// `v.round_ties_even()` for |v| <= 2^22, by adding and subtracting 1.5 * 2^23: the sum lies
+/// where f32's spacing is 1, so the hardware's default rounding (to nearest, ties to even)
+/// rounds it, and the constant is even, so the tie goes the same way as for `v`. This is what
+/// `vcvtps2dq` and `fcvtns` compute, and unlike `round_ties_even` (a libm call without SSE4.1)
+/// it vectorises.
+pub fn round_ties_even_small(v: f32) -> f32 {
+    const SHIFT: f32 = 12_582_912.0; // 1.5 * 2^23
+    (v + SHIFT) - SHIFT
+}
+
+/// Rounds `x` (whole blocks of 32; several positions' rows at once when each row is whole
+/// blocks) to the values [`quantize_input_q8_0`] gives, in place.
+pub fn round_input_q8_0(x: &mut [f32]) {
+    let mut qs = vec![0i8; x.len()];
+    let mut scales = vec![0.0f32; x.len() / Q8_0_BLOCK];
+    quantize_input_q8_0(x, &mut qs, &mut scales);
+    for (i, v) in x.iter_mut().enumerate() {
+        *v = scales[i / Q8_0_BLOCK] * f32::from(qs[i]);
+    }
+}
+
+/// `x` as a product with a `dtype` matrix sees it: rounded to q8_0 for a q8_0 matrix
+/// ([`round_input_q8_0`]), borrowed unchanged otherwise.
+pub fn product_input(x: &[f32], dtype: Dtype) -> Cow<'_, [f32]> {
+    if dtype.rounds_input() {
+        let mut rounded = x.to_vec();
+        round_input_q8_0(&mut rounded);
+        Cow::Owned(rounded)
+    } else {
+        Cow::Borrowed(x)
     }
 }
 
@@ -613,6 +712,95 @@ mod tests {
         assert_eq!(Dtype::parse("Q8_0"), Some(Dtype::Q8_0));
         assert_eq!(Dtype::parse("int4"), None);
         assert_eq!(Dtype::Q8_0.bytes_per_value(), 34.0 / 32.0);
+    }
+
+    /// The q8_0 input rule on a block worked out by hand: max |x| = 2.54, so d = f16(0.02) and
+    /// x * (127 / 2.54) = x * 50; ties go to the even integer (llama.cpp's SIMD rounding, not
+    /// the weights' halves-away-from-zero).
+    #[test]
+    fn q8_0_input_rule_by_hand() {
+        let mut x = [0.0f32; 32];
+        x[0] = 2.54; // 127
+        x[1] = -1.27; // -63.5: tie, to even -64
+        x[2] = 0.05; // 2.5: tie, to even 2
+        x[3] = 0.07; // 3.5: tie, to even 4
+        x[4] = -0.0001; // -0.005: 0
+        x[5] = 0.031; // 1.55: 2
+        let mut qs = [0i8; 32];
+        let mut d = [0.0f32; 1];
+        quantize_input_q8_0(&x, &mut qs, &mut d);
+        let inverse = 127.0f32 / 2.54;
+        // The ties above are ties after f32 rounding of x * inverse; check the products first.
+        assert_eq!(-1.27f32 * inverse, -63.5);
+        assert_eq!(0.05f32 * inverse, 2.5);
+        assert_eq!(0.07f32 * inverse, 3.5);
+        assert_eq!(&qs[..6], &[127, -64, 2, 4, 0, 2]);
+        assert!(qs[6..].iter().all(|&q| q == 0));
+        let d16 = half::f16::from_f32(2.54 / 127.0);
+        assert_eq!(d[0], d16.to_f32());
+        let mut rounded = x;
+        round_input_q8_0(&mut rounded);
+        assert_eq!(rounded[1], d16.to_f32() * -64.0);
+        // Rounding again changes nothing (backends may round a buffer a kernel rounds again).
+        let mut twice = rounded;
+        round_input_q8_0(&mut twice);
+        assert_eq!(twice, rounded);
+        // A block of zeros stays zeros (no division by zero), and blocks are independent.
+        let mut two = [0.0f32; 64];
+        two[40] = -3.0;
+        let (mut qs, mut d) = ([0i8; 64], [0.0f32; 2]);
+        quantize_input_q8_0(&two, &mut qs, &mut d);
+        assert_eq!(d[0], 0.0);
+        assert!(qs[..32].iter().all(|&q| q == 0));
+        assert_eq!(
+            (qs[40], d[1]),
+            (-127, half::f16::from_f32(3.0 / 127.0).to_f32())
+        );
+        assert_eq!(product_input(&two, Dtype::F16).as_ref(), &two[..]);
+        assert_ne!(product_input(&x, Dtype::Q8_0).as_ref(), &x[..]);
+        assert!(Dtype::Q8_0.rounds_input() && !Dtype::Bf16.rounds_input());
+    }
+
+    /// The add-and-subtract rounding is `round_ties_even` on every half step and around it in
+    /// the range the input rule uses, and the bit-wise maximum is the maximum of |x|.
+    #[test]
+    fn input_rule_helpers_match_std() {
+        for i in -400 * 127..=400 * 127 {
+            let v = i as f32 / 400.0;
+            for v in [v, v + 0.5 / 400.0, -v - 1e-7] {
+                let want = v.round_ties_even();
+                assert!(round_ties_even_small(v) == want, "{v}: {want}");
+            }
+        }
+        for half_step in -255..=255 {
+            let v = half_step as f32 * 0.5;
+            assert_eq!(round_ties_even_small(v), v.round_ties_even(), "{v}");
+        }
+        let block = [0.5f32, -3.25, 1e-30, -0.0, 3.0, f32::MIN_POSITIVE];
+        assert_eq!(block_amax(&block), 3.25);
+        assert_eq!(block_amax(&[0.0; 32]), 0.0);
+        assert!(block_amax(&[1.0, f32::NAN]).is_nan());
+    }
+
+    /// Idempotence on many blocks of every magnitude (the argument in the module docs: the
+    /// largest value becomes exactly 127 d, so a second pass finds the same d and q).
+    #[test]
+    fn q8_0_input_rounding_is_idempotent() {
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        for scale in [1e-6f32, 1e-3, 0.37, 1.0, 17.0, 900.0, 30000.0] {
+            let mut x: Vec<f32> = (0..32 * 64)
+                .map(|_| {
+                    state ^= state << 13;
+                    state ^= state >> 7;
+                    state ^= state << 17;
+                    ((state >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * scale
+                })
+                .collect();
+            round_input_q8_0(&mut x);
+            let mut again = x.clone();
+            round_input_q8_0(&mut again);
+            assert_eq!(again, x, "scale {scale}");
+        }
     }
 
     /// f16 edge values, each written out by hand from the IEEE 754 binary16 layout.

@@ -161,6 +161,7 @@ pub struct Kernels {
     dot_rows: fn(&mut [f32], &[f32], &[f32]),
     dot_rows_any: fn(&mut [f32], &[f32], Matrix<'_>),
     dequantize: fn(&mut [f32], Values<'_>),
+    quantize_input: fn(&[f32], &mut [i8], &mut [f32]),
     dot: fn(&[f32], &[f32]) -> f32,
     axpy: fn(&mut [f32], f32, &[f32]),
     add: fn(&mut [f32], &[f32]),
@@ -188,6 +189,7 @@ impl Kernels {
             dot_rows: scalar::dot_rows,
             dot_rows_any: scalar::dot_rows_any,
             dequantize: scalar::dequantize,
+            quantize_input: scalar::quantize_input,
             dot: scalar::dot,
             axpy: scalar::axpy,
             add: scalar::add,
@@ -221,6 +223,7 @@ impl Kernels {
                 dot_rows: avx2::dot_rows,
                 dot_rows_any: avx2::dot_rows_any,
                 dequantize: avx2::dequantize,
+                quantize_input: avx2::quantize_input,
                 dot: avx2::dot,
                 axpy: avx2::axpy,
                 add: avx2::add,
@@ -239,6 +242,7 @@ impl Kernels {
             dot_rows: neon::dot_rows,
             dot_rows_any: neon::dot_rows_any,
             dequantize: neon::dequantize,
+            quantize_input: neon::quantize_input,
             dot: neon::dot,
             axpy: neon::axpy,
             add: neon::add,
@@ -270,9 +274,38 @@ impl Kernels {
     }
 
     /// `out (T, width) = inp (T, K) @ w^T + bias` for an (N, K) weight `w` in any dtype,
-    /// holding the `width` (= the length of `bias`) output rows wanted.
+    /// holding the `width` (= the length of `bias`) output rows wanted. A q8_0 `w` sees `inp`
+    /// rounded to q8_0 ([`Kernels::round_input`]), as `gpt2_weights::dtype` defines; the packed
+    /// product then multiplies the rounded values in f32.
     pub fn matmul_rows(&self, out: &mut [f32], inp: &[f32], w: Matrix<'_>, bias: &[f32]) {
+        if w.dtype().rounds_input() {
+            let mut rounded = inp.to_vec();
+            self.round_input(&mut rounded);
+            return (self.matmul_rows)(out, &rounded, w, bias);
+        }
         (self.matmul_rows)(out, inp, w, bias)
+    }
+
+    /// `x` (whole q8_0 blocks) as q8_0 blocks by the q8_0 input rule: the same bits as
+    /// `gpt2_weights::dtype::quantize_input_q8_0`, computed in registers.
+    pub fn quantize_input(&self, x: &[f32], qs: &mut [i8], scales: &mut [f32]) {
+        (self.quantize_input)(x, qs, scales)
+    }
+
+    /// `x` rounded in place to the values of the q8_0 input rule (`scale * q`).
+    pub fn round_input(&self, x: &mut [f32]) {
+        let block = gpt2_weights::dtype::Q8_0_BLOCK;
+        let (mut qs, mut scales) = (vec![0i8; x.len()], vec![0.0f32; x.len() / block]);
+        self.quantize_input(x, &mut qs, &mut scales);
+        for ((xb, qb), &d) in x
+            .chunks_exact_mut(block)
+            .zip(qs.chunks_exact(block))
+            .zip(&scales)
+        {
+            for (v, &q) in xb.iter_mut().zip(qb) {
+                *v = d * f32::from(q);
+            }
+        }
     }
 
     /// `out[r] = x . rows[r]`.
@@ -396,8 +429,10 @@ pub(crate) mod tests {
 
     /// `inp (T, K) @ w^T + bias` for an (N, K) weight, from the dequantized values, in plain
     /// loops (the definition the kernels are checked against).
+    /// A q8_0 `w` sees `inp` rounded to q8_0, as `gpt2_weights::dtype` defines.
     pub(crate) fn reference_rows(inp: &[f32], w: Matrix<'_>, bias: &[f32]) -> Vec<f32> {
         let (n, k) = (w.rows(), w.cols());
+        let inp = gpt2_weights::dtype::product_input(inp, w.dtype());
         let values = w.values().to_f32();
         let mut out = Vec::new();
         for x in inp.chunks_exact(k) {
@@ -448,6 +483,46 @@ pub(crate) mod tests {
                     }
                 }
             }
+        }
+    }
+
+    /// Every instruction set's q8_0 input quantizer gives the definition's bits: on values of
+    /// every magnitude, on blocks whose products land exactly on halves (ties go to even), on
+    /// zero blocks and on signed zeros.
+    #[test]
+    fn input_quantizers_match_the_definition() {
+        let mut x = Vec::new();
+        for (i, scale) in [1e-7f32, 1e-3, 0.5, 1.0, 3.0, 250.0, 6e4]
+            .into_iter()
+            .enumerate()
+        {
+            x.extend(data(32 * 9, 40 + i as u32).iter().map(|v| v * scale));
+        }
+        // max |x| = 2.54, so x * (127 / 2.54) = 50 x: -1.27, 0.05 and 0.07 land on halves.
+        let mut ties = [0.0f32; 32];
+        ties[..6].copy_from_slice(&[2.54, -1.27, 0.05, 0.07, -0.0, 0.01]);
+        x.extend(ties);
+        x.extend([0.0f32; 32]);
+        x.extend((0..32).map(|i| if i % 2 == 0 { -0.0 } else { 0.0 }));
+        let mut want = (vec![0i8; x.len()], vec![0.0f32; x.len() / 32]);
+        gpt2_weights::dtype::quantize_input_q8_0(&x, &mut want.0, &mut want.1);
+        assert_eq!(&want.0[x.len() - 96..x.len() - 90], &[127, -64, 2, 4, 0, 0]);
+        for kernels in [Kernels::best_available(), Kernels::scalar()] {
+            let mut got = (vec![0i8; x.len()], vec![0.0f32; x.len() / 32]);
+            kernels.quantize_input(&x, &mut got.0, &mut got.1);
+            assert_eq!(got.0, want.0, "{:?} q", kernels.isa());
+            let bits = |v: &[f32]| v.iter().map(|d| d.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&got.1), bits(&want.1), "{:?} scales", kernels.isa());
+            let mut rounded = x.clone();
+            kernels.round_input(&mut rounded);
+            let mut want_rounded = x.clone();
+            gpt2_weights::dtype::round_input_q8_0(&mut want_rounded);
+            assert_eq!(
+                bits(&rounded),
+                bits(&want_rounded),
+                "{:?} rounded",
+                kernels.isa()
+            );
         }
     }
 

@@ -770,40 +770,49 @@ unsafe fn dot_16<const BF16: bool, const R: usize>(x: &[f32], p: *const u16) -> 
     sums
 }
 
+/// q8_0 rows, by the q8_0 rule (`gpt2_weights::dtype`): `x` quantized once
+/// ([`quantize_input`]), then 4 rows at a time, then one at a time.
 #[target_feature(enable = "neon")]
 unsafe fn dot_rows_q8_0(out: &mut [f32], x: &[f32], rows: &[u8]) {
-    let row_bytes = x.len() / Q8_0_BLOCK * Q8_0_BLOCK_BYTES;
+    let c = x.len();
+    let row_bytes = c / Q8_0_BLOCK * Q8_0_BLOCK_BYTES;
+    let (mut xq, mut xd) = (vec![0i8; c], vec![0.0f32; c / Q8_0_BLOCK]);
+    quantize_input_neon(x, &mut xq, &mut xd);
     let mut v = 0;
     while v + 4 <= out.len() {
-        let sums = dot_q8_0::<4>(x, rows.as_ptr().add(v * row_bytes));
+        let sums = dot_q8_0::<4>(&xq, &xd, rows.as_ptr().add(v * row_bytes));
         out[v..v + 4].copy_from_slice(&sums);
         v += 4;
     }
     for (vv, o) in out.iter_mut().enumerate().skip(v) {
-        *o = dot_q8_0::<1>(x, rows.as_ptr().add(vv * row_bytes))[0];
+        *o = dot_q8_0::<1>(&xq, &xd, rows.as_ptr().add(vv * row_bytes))[0];
     }
 }
 
-/// `x . row r` for the `R` q8_0 rows starting at `p`: per block `sum(x * q)`, scaled by `d`
-/// into the row's accumulator.
+/// `x . row r` for the `R` q8_0 rows starting at `p`, `x` given as q8_0 blocks (`xq`, scales
+/// `xd`): per block, the 32 products `q_w * q_x` widened to 16 bits (at most 128 * 127, exact)
+/// and added pairwise into 32-bit lanes, then scaled by `d_w * d_x` into the row's
+/// accumulator. (The `sdot` instruction would do it in one step, but Rust's dot-product
+/// intrinsics are not stable.)
 #[inline]
 #[target_feature(enable = "neon")]
-unsafe fn dot_q8_0<const R: usize>(x: &[f32], p: *const u8) -> [f32; R] {
-    let c = x.len();
+unsafe fn dot_q8_0<const R: usize>(xq: &[i8], xd: &[f32], p: *const u8) -> [f32; R] {
+    let c = xq.len();
     let row_bytes = c / Q8_0_BLOCK * Q8_0_BLOCK_BYTES;
-    let xp = x.as_ptr();
     let mut acc = [vdupq_n_f32(0.0); R];
-    for b in 0..c / Q8_0_BLOCK {
-        let xb = xp.add(b * Q8_0_BLOCK);
-        let xv: [float32x4_t; 8] = std::array::from_fn(|i| vld1q_f32(xb.add(4 * i)));
+    for (b, &dx) in xd.iter().enumerate() {
+        let y = xq.as_ptr().add(b * Q8_0_BLOCK);
+        let (y0, y1) = (vld1q_s8(y), vld1q_s8(y.add(16)));
         for (r, a) in acc.iter_mut().enumerate() {
             let block = p.add(r * row_bytes + b * Q8_0_BLOCK_BYTES);
-            let q = q8_0_values(block);
-            let mut s = vmulq_f32(xv[0], q[0]);
-            for i in 1..8 {
-                s = vfmaq_f32(s, xv[i], q[i]);
-            }
-            *a = vfmaq_f32(*a, q8_0_scale(block), s);
+            let qs = block.add(2) as *const i8;
+            let (w0, w1) = (vld1q_s8(qs), vld1q_s8(qs.add(16)));
+            let mut sums = vpaddlq_s16(vmull_s8(vget_low_s8(w0), vget_low_s8(y0)));
+            sums = vpadalq_s16(sums, vmull_high_s8(w0, y0));
+            sums = vpadalq_s16(sums, vmull_s8(vget_low_s8(w1), vget_low_s8(y1)));
+            sums = vpadalq_s16(sums, vmull_high_s8(w1, y1));
+            let d = vmulq_n_f32(q8_0_scale(block), dx);
+            *a = vfmaq_f32(*a, d, vcvtq_f32_s32(sums));
         }
     }
     let mut sums = [0.0f32; R];
@@ -811,4 +820,50 @@ unsafe fn dot_q8_0<const R: usize>(x: &[f32], p: *const u8) -> [f32; R] {
         *s = vaddvq_f32(acc[r]);
     }
     sums
+}
+
+/// The q8_0 input rule (`gpt2_weights::dtype::quantize_input_q8_0`) in registers, with the same
+/// result bit for bit: max |x| as the maximum of the bits without the sign, the scale from the
+/// definition's own `input_scale`, `x * (127 / a)` rounded by `fcvtns` (to nearest, ties to
+/// even), narrowed to bytes (exact: every value is within +-127).
+pub fn quantize_input(x: &[f32], qs: &mut [i8], scales: &mut [f32]) {
+    assert!(
+        x.len() % Q8_0_BLOCK == 0 && qs.len() == x.len() && scales.len() == x.len() / Q8_0_BLOCK,
+        "quantize_input: inconsistent shapes"
+    );
+    // SAFETY: NEON is baseline on aarch64; shapes checked above.
+    unsafe { quantize_input_neon(x, qs, scales) }
+}
+
+#[target_feature(enable = "neon")]
+unsafe fn quantize_input_neon(x: &[f32], qs: &mut [i8], scales: &mut [f32]) {
+    let no_sign = vdupq_n_u32(0x7fff_ffff);
+    for (b, d) in scales.iter_mut().enumerate() {
+        let p = x.as_ptr().add(b * Q8_0_BLOCK);
+        let v: [float32x4_t; 8] = std::array::from_fn(|i| vld1q_f32(p.add(4 * i)));
+        let bits = v.map(|v| vandq_u32(vreinterpretq_u32_f32(v), no_sign));
+        let m = vmaxq_u32(
+            vmaxq_u32(vmaxq_u32(bits[0], bits[1]), vmaxq_u32(bits[2], bits[3])),
+            vmaxq_u32(vmaxq_u32(bits[4], bits[5]), vmaxq_u32(bits[6], bits[7])),
+        );
+        let amax = f32::from_bits(vmaxvq_u32(m));
+        let (scale, inverse) = gpt2_weights::dtype::input_scale(amax);
+        *d = scale;
+        let i = v.map(|v| vmovn_s32(vcvtnq_s32_f32(vmulq_n_f32(v, inverse))));
+        let q = qs.as_mut_ptr().add(b * Q8_0_BLOCK);
+        vst1q_s8(
+            q,
+            vcombine_s8(
+                vmovn_s16(vcombine_s16(i[0], i[1])),
+                vmovn_s16(vcombine_s16(i[2], i[3])),
+            ),
+        );
+        vst1q_s8(
+            q.add(16),
+            vcombine_s8(
+                vmovn_s16(vcombine_s16(i[4], i[5])),
+                vmovn_s16(vcombine_s16(i[6], i[7])),
+            ),
+        );
+    }
 }

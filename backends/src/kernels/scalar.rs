@@ -1,6 +1,7 @@
 //! Portable kernels: plain Rust, always compiled, used when no SIMD instruction set is detected
 //! or when `GPT2_BENCH_FORCE_SCALAR=1`. They define what every SIMD kernel must compute.
 
+use gpt2_weights::dtype::{self, Q8_0_BLOCK, Q8_0_BLOCK_BYTES};
 use gpt2_weights::{Matrix, Values};
 
 use super::MatRef;
@@ -138,11 +139,15 @@ pub fn dot_rows_any_with(
         rows.cols() == c && rows.rows() == out.len(),
         "dot_rows_any: inconsistent shapes"
     );
-    if let Values::F32(data) = rows.values() {
-        for (o, row) in out.iter_mut().zip(data.chunks_exact(c)) {
-            *o = dot(x, row);
+    match rows.values() {
+        Values::F32(data) => {
+            for (o, row) in out.iter_mut().zip(data.chunks_exact(c)) {
+                *o = dot(x, row);
+            }
+            return;
         }
-        return;
+        Values::Q8_0(blocks) => return dot_rows_q8_0(out, x, blocks),
+        Values::F16(_) | Values::Bf16(_) => {}
     }
     let mut buf = [0.0f32; CHUNK];
     for (r, o) in out.iter_mut().enumerate() {
@@ -157,6 +162,35 @@ pub fn dot_rows_any_with(
         }
         *o = sum;
     }
+}
+
+/// q8_0 rows dotted with `x` by the q8_0 rule (`gpt2_weights::dtype`): `x` quantized to q8_0
+/// blocks, each block's 32 products `q_w * q_x` summed exactly in integers, then
+/// `d_w * d_x * sum` added up in f32. The SIMD kernels compute the same sums.
+fn dot_rows_q8_0(out: &mut [f32], x: &[f32], rows: &[u8]) {
+    let c = x.len();
+    let (mut xq, mut xd) = (vec![0i8; c], vec![0.0f32; c / Q8_0_BLOCK]);
+    quantize_input(x, &mut xq, &mut xd);
+    let row_bytes = c / Q8_0_BLOCK * Q8_0_BLOCK_BYTES;
+    for (o, row) in out.iter_mut().zip(rows.chunks_exact(row_bytes)) {
+        let blocks = row.chunks_exact(Q8_0_BLOCK_BYTES);
+        *o = blocks
+            .zip(xq.chunks_exact(Q8_0_BLOCK).zip(&xd))
+            .map(|(block, (q_x, &d_x))| {
+                let sum: i32 = block[2..]
+                    .iter()
+                    .zip(q_x)
+                    .map(|(&q_w, &q_x)| i32::from(q_w as i8) * i32::from(q_x))
+                    .sum();
+                dtype::q8_0_scale(block) * d_x * sum as f32
+            })
+            .sum();
+    }
+}
+
+/// The q8_0 input rule: the definition itself, `gpt2_weights::dtype::quantize_input_q8_0`.
+pub fn quantize_input(x: &[f32], qs: &mut [i8], scales: &mut [f32]) {
+    dtype::quantize_input_q8_0(x, qs, scales)
 }
 
 /// Rows of a matrix product with an `(N, K)` weight in any dtype: `out (T, N) = inp (T, K) @
