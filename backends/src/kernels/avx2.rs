@@ -16,9 +16,12 @@
 //! - element-wise: layer norm, GELU (vectorised tanh from a Cephes-style exp), softmax, add.
 //! - reduced-precision weights, converted in registers as they are loaded, never expanded in
 //!   memory: [`dot_rows_any`] (decode's products and the output layer: f16 through F16C's
-//!   `vcvtph2ps`, bf16 as a 16-bit shift, q8_0 as int8 widened, converted and scaled once per
-//!   block), [`matmul_rows`] (prefill: dequantized while packing the panels), [`dequantize`].
-//!   These need F16C as well, which [`super::Kernels::detect`] checks.
+//!   `vcvtph2ps`, bf16 as a 16-bit shift; q8_0 by the q8_0 input rule of `gpt2_weights::dtype`:
+//!   the input quantized to 16-bit blocks once per call ([`quantize_input`]), each block's 32
+//!   products summed in integers by `vpmovsxbw`/`vpmaddwd`, scaled once per block),
+//!   [`matmul_rows`] (prefill: dequantized while packing the panels; a q8_0 weight's input is
+//!   rounded first by `Kernels::matmul_rows`), [`dequantize`]. These need F16C as well, which
+//!   [`super::Kernels::detect`] checks.
 
 #![allow(unsafe_op_in_unsafe_fn)]
 
@@ -914,7 +917,7 @@ unsafe fn prefetch_bytes(p: *const u8, len: usize) {
 unsafe fn dot_rows_q8_0(out: &mut [f32], x: &[f32], rows: &[u8]) {
     let c = x.len();
     let row_bytes = c / Q8_0_BLOCK * Q8_0_BLOCK_BYTES;
-    let (mut xq, mut xd) = (vec![0i8; c], vec![0.0f32; c / Q8_0_BLOCK]);
+    let (mut xq, mut xd) = (vec![0i16; c], vec![0.0f32; c / Q8_0_BLOCK]);
     quantize_input_avx2(x, &mut xq, &mut xd);
     let mut v = 0;
     while v + 4 <= out.len() {
@@ -927,18 +930,17 @@ unsafe fn dot_rows_q8_0(out: &mut [f32], x: &[f32], rows: &[u8]) {
     }
 }
 
-/// `x . row r` for the `R` q8_0 rows starting at `p`, `x` given as q8_0 blocks (`xq`, scales
-/// `xd`): per block, the 32 products `q_w * q_x` summed exactly in integers (`vpmaddubsw` takes
-/// an unsigned and a signed byte, so `|q_w|` meets `q_x` carrying `q_w`'s sign; a pair of
-/// products is at most 2 * 128 * 127 < 2^15, so nothing saturates), then scaled by `d_w * d_x`
-/// into the row's accumulator. Twice the values per instruction of converting to f32, which is
-/// what kept the f32 version from the memory's speed.
+/// `x . row r` for the `R` q8_0 rows starting at `p`, `x` given as 16-bit blocks (`xq`, scales
+/// `xd`): per block, the weights' 32 bytes widened to 16 bits (`vpmovsxbw`, 16 at a time), the
+/// 32 products summed exactly in integers by `vpmaddwd` (each pair at most 2 * 2^7 * 2^14, a
+/// lane at most 2^23), then scaled by `d_w * d_x` into the row's accumulator. Half the
+/// instructions per weight of converting every weight to f32, which is what kept that version
+/// from the memory's speed.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn dot_q8_0<const R: usize>(xq: &[i8], xd: &[f32], p: *const u8) -> [f32; R] {
+unsafe fn dot_q8_0<const R: usize>(xq: &[i16], xd: &[f32], p: *const u8) -> [f32; R] {
     let c = xq.len();
     let row_bytes = c / Q8_0_BLOCK * Q8_0_BLOCK_BYTES;
-    let ones = _mm256_set1_epi16(1);
     let mut acc = [_mm256_setzero_ps(); R];
     // The R rows are R short streams (816 bytes each in GPT-2 small), too short for the
     // hardware prefetcher to follow: fetch the rows PREFETCH_AHEAD bytes on, as much per block
@@ -950,13 +952,16 @@ unsafe fn dot_q8_0<const R: usize>(xq: &[i8], xd: &[f32], p: *const u8) -> [f32;
             ahead.wrapping_add(b * R * Q8_0_BLOCK_BYTES),
             R * Q8_0_BLOCK_BYTES,
         );
-        let y = _mm256_loadu_si256(xq.as_ptr().add(b * Q8_0_BLOCK) as *const __m256i);
+        let y = xq.as_ptr().add(b * Q8_0_BLOCK) as *const __m256i;
+        let (y0, y1) = (_mm256_loadu_si256(y), _mm256_loadu_si256(y.add(1)));
         let dx = _mm256_set1_ps(dx);
         for (r, a) in acc.iter_mut().enumerate() {
             let block = p.add(r * row_bytes + b * Q8_0_BLOCK_BYTES);
-            let w = _mm256_loadu_si256(block.add(2) as *const __m256i);
-            let pairs = _mm256_maddubs_epi16(_mm256_sign_epi8(w, w), _mm256_sign_epi8(y, w));
-            let sums = _mm256_cvtepi32_ps(_mm256_madd_epi16(pairs, ones));
+            let w = block.add(2) as *const __m128i;
+            let w0 = _mm256_cvtepi8_epi16(_mm_loadu_si128(w));
+            let w1 = _mm256_cvtepi8_epi16(_mm_loadu_si128(w.add(1)));
+            let sums = _mm256_add_epi32(_mm256_madd_epi16(w0, y0), _mm256_madd_epi16(w1, y1));
+            let sums = _mm256_cvtepi32_ps(sums);
             *a = _mm256_fmadd_ps(_mm256_mul_ps(q8_0_scale(block), dx), sums, *a);
         }
     }
@@ -969,9 +974,10 @@ unsafe fn dot_q8_0<const R: usize>(xq: &[i8], xd: &[f32], p: *const u8) -> [f32;
 
 /// The q8_0 input rule (`gpt2_weights::dtype::quantize_input_q8_0`) in registers, with the same
 /// result bit for bit: max |x| as the maximum of the bits without the sign (`vpmaxud`), the
-/// scale from the definition's own `input_scale`, `x * (127 / a)` rounded by `vcvtps2dq` (to
-/// nearest, ties to even: the default rounding, which Rust never changes), packed to bytes.
-pub fn quantize_input(x: &[f32], qs: &mut [i8], scales: &mut [f32]) {
+/// power-of-two scale from the definition's own `input_scale`, `x / d` (an exact multiply)
+/// rounded by `vcvtps2dq` (to nearest, ties to even: the default rounding, which Rust never
+/// changes), packed to 16 bits (no value saturates: |q| <= 2^14).
+pub fn quantize_input(x: &[f32], qs: &mut [i16], scales: &mut [f32]) {
     assert!(
         x.len() % Q8_0_BLOCK == 0 && qs.len() == x.len() && scales.len() == x.len() / Q8_0_BLOCK,
         "quantize_input: inconsistent shapes"
@@ -981,11 +987,8 @@ pub fn quantize_input(x: &[f32], qs: &mut [i8], scales: &mut [f32]) {
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn quantize_input_avx2(x: &[f32], qs: &mut [i8], scales: &mut [f32]) {
+unsafe fn quantize_input_avx2(x: &[f32], qs: &mut [i16], scales: &mut [f32]) {
     let no_sign = _mm256_set1_epi32(0x7fff_ffff);
-    // `vpackssdw` and `vpacksswb` interleave the two 128-bit halves; this puts the 4-byte
-    // groups back in order.
-    let order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
     for (b, d) in scales.iter_mut().enumerate() {
         let p = x.as_ptr().add(b * Q8_0_BLOCK);
         let v = [
@@ -1007,11 +1010,14 @@ unsafe fn quantize_input_avx2(x: &[f32], qs: &mut [i8], scales: &mut [f32]) {
         *d = scale;
         let inverse = _mm256_set1_ps(inverse);
         let i = v.map(|v| _mm256_cvtps_epi32(_mm256_mul_ps(v, inverse)));
-        let q = _mm256_packs_epi16(
-            _mm256_packs_epi32(i[0], i[1]),
-            _mm256_packs_epi32(i[2], i[3]),
-        );
-        let q = _mm256_permutevar8x32_epi32(q, order);
-        _mm256_storeu_si256(qs.as_mut_ptr().add(b * Q8_0_BLOCK) as *mut __m256i, q);
+        // `vpackssdw` packs within 128-bit halves; the permute puts the halves back in order.
+        let out = qs.as_mut_ptr().add(b * Q8_0_BLOCK) as *mut __m256i;
+        for (k, pair) in [(i[0], i[1]), (i[2], i[3])].into_iter().enumerate() {
+            let packed = _mm256_packs_epi32(pair.0, pair.1);
+            _mm256_storeu_si256(
+                out.add(k),
+                _mm256_permute4x64_epi64::<0b11_01_10_00>(packed),
+            );
+        }
     }
 }

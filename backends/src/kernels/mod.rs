@@ -161,7 +161,7 @@ pub struct Kernels {
     dot_rows: fn(&mut [f32], &[f32], &[f32]),
     dot_rows_any: fn(&mut [f32], &[f32], Matrix<'_>),
     dequantize: fn(&mut [f32], Values<'_>),
-    quantize_input: fn(&[f32], &mut [i8], &mut [f32]),
+    quantize_input: fn(&[f32], &mut [i16], &mut [f32]),
     dot: fn(&[f32], &[f32]) -> f32,
     axpy: fn(&mut [f32], f32, &[f32]),
     add: fn(&mut [f32], &[f32]),
@@ -275,10 +275,11 @@ impl Kernels {
 
     /// `out (T, width) = inp (T, K) @ w^T + bias` for an (N, K) weight `w` in any dtype,
     /// holding the `width` (= the length of `bias`) output rows wanted. A q8_0 `w` sees `inp`
-    /// rounded to q8_0 ([`Kernels::round_input`]), as `gpt2_weights::dtype` defines; the packed
-    /// product then multiplies the rounded values in f32.
+    /// rounded by the q8_0 input rule of `gpt2_weights::dtype`: for one position the kernel
+    /// quantizes it itself (`dot_rows_any`); for several it is rounded here
+    /// ([`Kernels::round_input`]) and the packed product multiplies the rounded values in f32.
     pub fn matmul_rows(&self, out: &mut [f32], inp: &[f32], w: Matrix<'_>, bias: &[f32]) {
-        if w.dtype().rounds_input() {
+        if w.dtype().rounds_input() && inp.len() > w.cols() {
             let mut rounded = inp.to_vec();
             self.round_input(&mut rounded);
             return (self.matmul_rows)(out, &rounded, w, bias);
@@ -286,16 +287,16 @@ impl Kernels {
         (self.matmul_rows)(out, inp, w, bias)
     }
 
-    /// `x` (whole q8_0 blocks) as q8_0 blocks by the q8_0 input rule: the same bits as
+    /// `x` (whole blocks of 32) as 16-bit blocks by the q8_0 input rule: the same bits as
     /// `gpt2_weights::dtype::quantize_input_q8_0`, computed in registers.
-    pub fn quantize_input(&self, x: &[f32], qs: &mut [i8], scales: &mut [f32]) {
+    pub fn quantize_input(&self, x: &[f32], qs: &mut [i16], scales: &mut [f32]) {
         (self.quantize_input)(x, qs, scales)
     }
 
     /// `x` rounded in place to the values of the q8_0 input rule (`scale * q`).
     pub fn round_input(&self, x: &mut [f32]) {
         let block = gpt2_weights::dtype::Q8_0_BLOCK;
-        let (mut qs, mut scales) = (vec![0i8; x.len()], vec![0.0f32; x.len() / block]);
+        let (mut qs, mut scales) = (vec![0i16; x.len()], vec![0.0f32; x.len() / block]);
         self.quantize_input(x, &mut qs, &mut scales);
         for ((xb, qb), &d) in x
             .chunks_exact_mut(block)
@@ -487,28 +488,30 @@ pub(crate) mod tests {
     }
 
     /// Every instruction set's q8_0 input quantizer gives the definition's bits: on values of
-    /// every magnitude, on blocks whose products land exactly on halves (ties go to even), on
-    /// zero blocks and on signed zeros.
+    /// every magnitude (subnormal to 1e30), on a block whose values land exactly on half steps
+    /// (ties go to even), at the largest |q|, on zero blocks and on signed zeros.
     #[test]
     fn input_quantizers_match_the_definition() {
         let mut x = Vec::new();
-        for (i, scale) in [1e-7f32, 1e-3, 0.5, 1.0, 3.0, 250.0, 6e4]
-            .into_iter()
-            .enumerate()
-        {
+        let scales = [1e-40f32, 1e-7, 1e-3, 0.5, 1.0, 3.0, 250.0, 6e4, 1e30];
+        for (i, scale) in scales.into_iter().enumerate() {
             x.extend(data(32 * 9, 40 + i as u32).iter().map(|v| v * scale));
         }
-        // max |x| = 2.54, so x * (127 / 2.54) = 50 x: -1.27, 0.05 and 0.07 land on halves.
+        // max |x| = 1.5: the step is 2^-13, and -2.5, 3.5 and 0.5 steps are ties.
+        let step = 2f32.powi(-13);
         let mut ties = [0.0f32; 32];
-        ties[..6].copy_from_slice(&[2.54, -1.27, 0.05, 0.07, -0.0, 0.01]);
+        ties[..6].copy_from_slice(&[1.5, -2.5 * step, 3.5 * step, 0.5 * step, -0.0, 1.999_999_9]);
         x.extend(ties);
         x.extend([0.0f32; 32]);
         x.extend((0..32).map(|i| if i % 2 == 0 { -0.0 } else { 0.0 }));
-        let mut want = (vec![0i8; x.len()], vec![0.0f32; x.len() / 32]);
+        let mut want = (vec![0i16; x.len()], vec![0.0f32; x.len() / 32]);
         gpt2_weights::dtype::quantize_input_q8_0(&x, &mut want.0, &mut want.1);
-        assert_eq!(&want.0[x.len() - 96..x.len() - 90], &[127, -64, 2, 4, 0, 0]);
+        assert_eq!(
+            &want.0[x.len() - 96..x.len() - 90],
+            &[12288, -2, 4, 0, 0, 16384]
+        );
         for kernels in [Kernels::best_available(), Kernels::scalar()] {
-            let mut got = (vec![0i8; x.len()], vec![0.0f32; x.len() / 32]);
+            let mut got = (vec![0i16; x.len()], vec![0.0f32; x.len() / 32]);
             kernels.quantize_input(&x, &mut got.0, &mut got.1);
             assert_eq!(got.0, want.0, "{:?} q", kernels.isa());
             let bits = |v: &[f32]| v.iter().map(|d| d.to_bits()).collect::<Vec<_>>();

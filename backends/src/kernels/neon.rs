@@ -17,8 +17,10 @@
 //! - reduced-precision weights, converted in registers: [`dot_rows_any`], [`matmul_rows`],
 //!   [`dequantize`]. f16 is widened with integer operations (shift the exponent and mantissa
 //!   into place, rescale by 2^112, which handles subnormals, and set infinities and NaN apart):
-//!   the `vcvt_f32_f16` intrinsic needs Rust's unstable f16 type. bf16 is a 16-bit shift, q8_0
-//!   int8 widened twice, converted and scaled per block. No software prefetch (the aarch64
+//!   the `vcvt_f32_f16` intrinsic needs Rust's unstable f16 type. bf16 is a 16-bit shift. q8_0
+//!   follows the q8_0 input rule of `gpt2_weights::dtype`: the input quantized to 16-bit blocks
+//!   ([`quantize_input`], `fcvtns` rounding), the weights widened to 16 bits and multiplied
+//!   into 32-bit lanes, scaled once per block. No software prefetch (the aarch64
 //!   prefetch intrinsic is unstable); untimed, like everything here.
 
 #![allow(unsafe_op_in_unsafe_fn)]
@@ -776,7 +778,7 @@ unsafe fn dot_16<const BF16: bool, const R: usize>(x: &[f32], p: *const u16) -> 
 unsafe fn dot_rows_q8_0(out: &mut [f32], x: &[f32], rows: &[u8]) {
     let c = x.len();
     let row_bytes = c / Q8_0_BLOCK * Q8_0_BLOCK_BYTES;
-    let (mut xq, mut xd) = (vec![0i8; c], vec![0.0f32; c / Q8_0_BLOCK]);
+    let (mut xq, mut xd) = (vec![0i16; c], vec![0.0f32; c / Q8_0_BLOCK]);
     quantize_input_neon(x, &mut xq, &mut xd);
     let mut v = 0;
     while v + 4 <= out.len() {
@@ -789,28 +791,35 @@ unsafe fn dot_rows_q8_0(out: &mut [f32], x: &[f32], rows: &[u8]) {
     }
 }
 
-/// `x . row r` for the `R` q8_0 rows starting at `p`, `x` given as q8_0 blocks (`xq`, scales
-/// `xd`): per block, the 32 products `q_w * q_x` widened to 16 bits (at most 128 * 127, exact)
-/// and added pairwise into 32-bit lanes, then scaled by `d_w * d_x` into the row's
-/// accumulator. (The `sdot` instruction would do it in one step, but Rust's dot-product
-/// intrinsics are not stable.)
+/// `x . row r` for the `R` q8_0 rows starting at `p`, `x` given as 16-bit blocks (`xq`, scales
+/// `xd`): per block, the weights widened to 16 bits and multiplied into 32-bit lanes
+/// (`smull`/`smlal`, exact: a lane sums 8 products of at most 2^7 * 2^14), then scaled by
+/// `d_w * d_x` into the row's accumulator.
 #[inline]
 #[target_feature(enable = "neon")]
-unsafe fn dot_q8_0<const R: usize>(xq: &[i8], xd: &[f32], p: *const u8) -> [f32; R] {
+unsafe fn dot_q8_0<const R: usize>(xq: &[i16], xd: &[f32], p: *const u8) -> [f32; R] {
     let c = xq.len();
     let row_bytes = c / Q8_0_BLOCK * Q8_0_BLOCK_BYTES;
     let mut acc = [vdupq_n_f32(0.0); R];
     for (b, &dx) in xd.iter().enumerate() {
         let y = xq.as_ptr().add(b * Q8_0_BLOCK);
-        let (y0, y1) = (vld1q_s8(y), vld1q_s8(y.add(16)));
+        let y: [int16x8_t; 4] = std::array::from_fn(|i| vld1q_s16(y.add(8 * i)));
         for (r, a) in acc.iter_mut().enumerate() {
             let block = p.add(r * row_bytes + b * Q8_0_BLOCK_BYTES);
             let qs = block.add(2) as *const i8;
             let (w0, w1) = (vld1q_s8(qs), vld1q_s8(qs.add(16)));
-            let mut sums = vpaddlq_s16(vmull_s8(vget_low_s8(w0), vget_low_s8(y0)));
-            sums = vpadalq_s16(sums, vmull_high_s8(w0, y0));
-            sums = vpadalq_s16(sums, vmull_s8(vget_low_s8(w1), vget_low_s8(y1)));
-            sums = vpadalq_s16(sums, vmull_high_s8(w1, y1));
+            let w = [
+                vmovl_s8(vget_low_s8(w0)),
+                vmovl_high_s8(w0),
+                vmovl_s8(vget_low_s8(w1)),
+                vmovl_high_s8(w1),
+            ];
+            let mut sums = vmull_s16(vget_low_s16(w[0]), vget_low_s16(y[0]));
+            sums = vmlal_high_s16(sums, w[0], y[0]);
+            for i in 1..4 {
+                sums = vmlal_s16(sums, vget_low_s16(w[i]), vget_low_s16(y[i]));
+                sums = vmlal_high_s16(sums, w[i], y[i]);
+            }
             let d = vmulq_n_f32(q8_0_scale(block), dx);
             *a = vfmaq_f32(*a, d, vcvtq_f32_s32(sums));
         }
@@ -823,10 +832,10 @@ unsafe fn dot_q8_0<const R: usize>(xq: &[i8], xd: &[f32], p: *const u8) -> [f32;
 }
 
 /// The q8_0 input rule (`gpt2_weights::dtype::quantize_input_q8_0`) in registers, with the same
-/// result bit for bit: max |x| as the maximum of the bits without the sign, the scale from the
-/// definition's own `input_scale`, `x * (127 / a)` rounded by `fcvtns` (to nearest, ties to
-/// even), narrowed to bytes (exact: every value is within +-127).
-pub fn quantize_input(x: &[f32], qs: &mut [i8], scales: &mut [f32]) {
+/// result bit for bit: max |x| as the maximum of the bits without the sign, the power-of-two
+/// scale from the definition's own `input_scale`, `x / d` (an exact multiply) rounded by
+/// `fcvtns` (to nearest, ties to even), narrowed to 16 bits (exact: |q| <= 2^14).
+pub fn quantize_input(x: &[f32], qs: &mut [i16], scales: &mut [f32]) {
     assert!(
         x.len() % Q8_0_BLOCK == 0 && qs.len() == x.len() && scales.len() == x.len() / Q8_0_BLOCK,
         "quantize_input: inconsistent shapes"
@@ -836,7 +845,7 @@ pub fn quantize_input(x: &[f32], qs: &mut [i8], scales: &mut [f32]) {
 }
 
 #[target_feature(enable = "neon")]
-unsafe fn quantize_input_neon(x: &[f32], qs: &mut [i8], scales: &mut [f32]) {
+unsafe fn quantize_input_neon(x: &[f32], qs: &mut [i16], scales: &mut [f32]) {
     let no_sign = vdupq_n_u32(0x7fff_ffff);
     for (b, d) in scales.iter_mut().enumerate() {
         let p = x.as_ptr().add(b * Q8_0_BLOCK);
@@ -851,19 +860,8 @@ unsafe fn quantize_input_neon(x: &[f32], qs: &mut [i8], scales: &mut [f32]) {
         *d = scale;
         let i = v.map(|v| vmovn_s32(vcvtnq_s32_f32(vmulq_n_f32(v, inverse))));
         let q = qs.as_mut_ptr().add(b * Q8_0_BLOCK);
-        vst1q_s8(
-            q,
-            vcombine_s8(
-                vmovn_s16(vcombine_s16(i[0], i[1])),
-                vmovn_s16(vcombine_s16(i[2], i[3])),
-            ),
-        );
-        vst1q_s8(
-            q.add(16),
-            vcombine_s8(
-                vmovn_s16(vcombine_s16(i[4], i[5])),
-                vmovn_s16(vcombine_s16(i[6], i[7])),
-            ),
-        );
+        for k in 0..4 {
+            vst1q_s16(q.add(8 * k), vcombine_s16(i[2 * k], i[2 * k + 1]));
+        }
     }
 }

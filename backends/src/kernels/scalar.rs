@@ -164,12 +164,13 @@ pub fn dot_rows_any_with(
     }
 }
 
-/// q8_0 rows dotted with `x` by the q8_0 rule (`gpt2_weights::dtype`): `x` quantized to q8_0
-/// blocks, each block's 32 products `q_w * q_x` summed exactly in integers, then
-/// `d_w * d_x * sum` added up in f32. The SIMD kernels compute the same sums.
+/// q8_0 rows dotted with `x` by the q8_0 rule (`gpt2_weights::dtype`): `x` quantized to 16-bit
+/// blocks, each block's 32 products `q_w * q_x` summed exactly in integers (at most 32 * 2^7 *
+/// 2^14 in magnitude), then `d_w * d_x * sum` added up in f32. The SIMD kernels compute the
+/// same sums.
 fn dot_rows_q8_0(out: &mut [f32], x: &[f32], rows: &[u8]) {
     let c = x.len();
-    let (mut xq, mut xd) = (vec![0i8; c], vec![0.0f32; c / Q8_0_BLOCK]);
+    let (mut xq, mut xd) = (vec![0i16; c], vec![0.0f32; c / Q8_0_BLOCK]);
     quantize_input(x, &mut xq, &mut xd);
     let row_bytes = c / Q8_0_BLOCK * Q8_0_BLOCK_BYTES;
     for (o, row) in out.iter_mut().zip(rows.chunks_exact(row_bytes)) {
@@ -189,7 +190,7 @@ fn dot_rows_q8_0(out: &mut [f32], x: &[f32], rows: &[u8]) {
 }
 
 /// The q8_0 input rule: the definition itself, `gpt2_weights::dtype::quantize_input_q8_0`.
-pub fn quantize_input(x: &[f32], qs: &mut [i8], scales: &mut [f32]) {
+pub fn quantize_input(x: &[f32], qs: &mut [i16], scales: &mut [f32]) {
     dtype::quantize_input_q8_0(x, qs, scales)
 }
 
@@ -201,6 +202,13 @@ pub fn matmul_rows(out: &mut [f32], inp: &[f32], w: Matrix<'_>, bias: &[f32]) {
         bias.len() == n && inp.len() % k == 0 && out.len() == inp.len() / k * n,
         "matmul_rows: inconsistent shapes"
     );
+    if inp.len() == k {
+        // One position: the decode kernel, as the SIMD kernel sets do (a q8_0 weight's input
+        // is then quantized by `dot_rows_any`, not rounded in f32).
+        dot_rows_any(out, inp, w);
+        add(out, bias);
+        return;
+    }
     rows_tail(dot, dequantize, out, inp, w, bias, 0);
 }
 
