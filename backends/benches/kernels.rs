@@ -7,8 +7,9 @@
 //! a decode step takes (the team's blocked product, and for f32 the sum of its partials) and
 //! cycle through enough copies of the matrix (more than the last-level cache holds) that the
 //! weights stream from memory, as in a real decode step. `matvec_in_cache` times one small
-//! matrix that stays in cache: the arithmetic limit of each dtype's kernel (converting f16,
-//! bf16 or int8 to f32 costs instructions), to compare with the streaming rate.
+//! matrix that stays in cache: the arithmetic limit of each dtype's kernel (converting f16 or
+//! bf16 to f32, or q8_0's integer products, cost instructions), to compare with the streaming
+//! rate.
 //!
 //! `cargo bench -p gpt2-backends --bench kernels` (add a filter such as `matvec/simd-q8_0`).
 
