@@ -362,8 +362,18 @@ pub fn round_input_q8_0(x: &mut [f32]) {
     let mut qs = vec![0i16; x.len()];
     let mut scales = vec![0.0f32; x.len() / Q8_0_BLOCK];
     quantize_input_q8_0(x, &mut qs, &mut scales);
-    for (i, v) in x.iter_mut().enumerate() {
-        *v = scales[i / Q8_0_BLOCK] * f32::from(qs[i]);
+    input_values(&qs, &scales, x);
+}
+
+/// The f32 values of quantized input blocks: `out[i] = scales[i / 32] * qs[i]` (exact).
+pub fn input_values(qs: &[i16], scales: &[f32], out: &mut [f32]) {
+    let blocks = out
+        .chunks_exact_mut(Q8_0_BLOCK)
+        .zip(qs.chunks_exact(Q8_0_BLOCK));
+    for ((ob, qb), &d) in blocks.zip(scales) {
+        for (v, &q) in ob.iter_mut().zip(qb) {
+            *v = d * f32::from(q);
+        }
     }
 }
 

@@ -41,6 +41,25 @@ pub use attention::{HeadCache, KvShape, LayerCache};
 pub use compute::Compute;
 use gpt2_weights::{Linear, Matrix, Values};
 
+thread_local! {
+    /// Per-thread buffers for a q8_0 product's quantized input (values, block scales), reused
+    /// across calls: a decode step quantizes an input in every block of every q8_0 product.
+    static INPUT_BUFFERS: std::cell::RefCell<(Vec<i16>, Vec<f32>)> =
+        const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
+}
+
+/// Runs `f` with this thread's input buffers sized for `n` values (whole q8_0 blocks): the
+/// quantized values and one scale per block.
+pub(crate) fn with_input_buffers<R>(n: usize, f: impl FnOnce(&mut [i16], &mut [f32]) -> R) -> R {
+    INPUT_BUFFERS.with(|cell| {
+        let mut bufs = cell.borrow_mut();
+        let (qs, scales) = &mut *bufs;
+        qs.resize(n, 0);
+        scales.resize(n / gpt2_weights::dtype::Q8_0_BLOCK, 0.0);
+        f(qs, scales)
+    })
+}
+
 /// Environment variable that forces the scalar kernels when set to `1`.
 pub const FORCE_SCALAR_ENV: &str = "GPT2_BENCH_FORCE_SCALAR";
 
@@ -295,18 +314,10 @@ impl Kernels {
 
     /// `x` rounded in place to the values of the q8_0 input rule (`scale * q`).
     pub fn round_input(&self, x: &mut [f32]) {
-        let block = gpt2_weights::dtype::Q8_0_BLOCK;
-        let (mut qs, mut scales) = (vec![0i16; x.len()], vec![0.0f32; x.len() / block]);
-        self.quantize_input(x, &mut qs, &mut scales);
-        for ((xb, qb), &d) in x
-            .chunks_exact_mut(block)
-            .zip(qs.chunks_exact(block))
-            .zip(&scales)
-        {
-            for (v, &q) in xb.iter_mut().zip(qb) {
-                *v = d * f32::from(q);
-            }
-        }
+        with_input_buffers(x.len(), |qs, scales| {
+            self.quantize_input(x, qs, scales);
+            gpt2_weights::dtype::input_values(qs, scales, x);
+        })
     }
 
     /// `out[r] = x . rows[r]`.

@@ -778,17 +778,18 @@ unsafe fn dot_16<const BF16: bool, const R: usize>(x: &[f32], p: *const u16) -> 
 unsafe fn dot_rows_q8_0(out: &mut [f32], x: &[f32], rows: &[u8]) {
     let c = x.len();
     let row_bytes = c / Q8_0_BLOCK * Q8_0_BLOCK_BYTES;
-    let (mut xq, mut xd) = (vec![0i16; c], vec![0.0f32; c / Q8_0_BLOCK]);
-    quantize_input_neon(x, &mut xq, &mut xd);
-    let mut v = 0;
-    while v + 4 <= out.len() {
-        let sums = dot_q8_0::<4>(&xq, &xd, rows.as_ptr().add(v * row_bytes));
-        out[v..v + 4].copy_from_slice(&sums);
-        v += 4;
-    }
-    for (vv, o) in out.iter_mut().enumerate().skip(v) {
-        *o = dot_q8_0::<1>(&xq, &xd, rows.as_ptr().add(vv * row_bytes))[0];
-    }
+    super::with_input_buffers(c, |xq, xd| {
+        quantize_input_neon(x, xq, xd);
+        let mut v = 0;
+        while v + 4 <= out.len() {
+            let sums = dot_q8_0::<4>(xq, xd, rows.as_ptr().add(v * row_bytes));
+            out[v..v + 4].copy_from_slice(&sums);
+            v += 4;
+        }
+        for (vv, o) in out.iter_mut().enumerate().skip(v) {
+            *o = dot_q8_0::<1>(xq, xd, rows.as_ptr().add(vv * row_bytes))[0];
+        }
+    })
 }
 
 /// `x . row r` for the `R` q8_0 rows starting at `p`, `x` given as 16-bit blocks (`xq`, scales

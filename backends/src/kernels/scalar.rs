@@ -170,23 +170,24 @@ pub fn dot_rows_any_with(
 /// same sums.
 fn dot_rows_q8_0(out: &mut [f32], x: &[f32], rows: &[u8]) {
     let c = x.len();
-    let (mut xq, mut xd) = (vec![0i16; c], vec![0.0f32; c / Q8_0_BLOCK]);
-    quantize_input(x, &mut xq, &mut xd);
     let row_bytes = c / Q8_0_BLOCK * Q8_0_BLOCK_BYTES;
-    for (o, row) in out.iter_mut().zip(rows.chunks_exact(row_bytes)) {
-        let blocks = row.chunks_exact(Q8_0_BLOCK_BYTES);
-        *o = blocks
-            .zip(xq.chunks_exact(Q8_0_BLOCK).zip(&xd))
-            .map(|(block, (q_x, &d_x))| {
-                let sum: i32 = block[2..]
-                    .iter()
-                    .zip(q_x)
-                    .map(|(&q_w, &q_x)| i32::from(q_w as i8) * i32::from(q_x))
-                    .sum();
-                dtype::q8_0_scale(block) * d_x * sum as f32
-            })
-            .sum();
-    }
+    super::with_input_buffers(c, |xq, xd| {
+        quantize_input(x, xq, xd);
+        for (o, row) in out.iter_mut().zip(rows.chunks_exact(row_bytes)) {
+            let blocks = row.chunks_exact(Q8_0_BLOCK_BYTES);
+            *o = blocks
+                .zip(xq.chunks_exact(Q8_0_BLOCK).zip(&*xd))
+                .map(|(block, (q_x, &d_x))| {
+                    let sum: i32 = block[2..]
+                        .iter()
+                        .zip(q_x)
+                        .map(|(&q_w, &q_x)| i32::from(q_w as i8) * i32::from(q_x))
+                        .sum();
+                    dtype::q8_0_scale(block) * d_x * sum as f32
+                })
+                .sum();
+        }
+    })
 }
 
 /// The q8_0 input rule: the definition itself, `gpt2_weights::dtype::quantize_input_q8_0`.
