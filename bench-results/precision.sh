@@ -7,11 +7,16 @@
 #     % roofline, and each file's agreement with f32 (saved as JSON);
 #  3. ROUNDS rounds of simd-kv alone on the four files (128-token prompt, 128 new tokens), the
 #     files interleaved within each round, so the dtype ratios are measured minutes apart on the
-#     same machine; then the same with a `yes > /dev/null` beside it (a busy laptop's stand-in).
+#     same machine; then the same with a `yes > /dev/null` beside it (a busy laptop's stand-in);
+#  4. backends/examples/decode_vs_read on the four files, quiet and busy, after a 5-token and a
+#     128-token prompt: every round runs a read pass and 8 simd-kv decode steps on each file in
+#     turn, in one process, so each file's decode is set against the bandwidth of the same
+#     moment and the dtype ratios are taken seconds apart (median of 30 rounds).
 #
 #   bash bench-results/precision.sh OUT_DIR [ROUNDS]
 #
-# Builds nothing: run `cargo build --release -p gpt2-harness -p gpt2-export` first.
+# Builds nothing: run `cargo build --release -p gpt2-harness -p gpt2-export` and
+# `cargo build --release -p gpt2-backends --example decode_vs_read` first.
 set -euo pipefail
 out=${1:?usage: precision.sh OUT_DIR [ROUNDS]}
 rounds=${2:-3}
@@ -54,4 +59,22 @@ simd_kv_rounds() {
   simd_kv_rounds "busy (yes > /dev/null)"
   kill $hog
 } > "$out/precision-simd-kv-rounds.txt"
-echo "wrote $out/precision-table.txt, precision-table.json, precision-simd-kv-rounds.txt"
+
+interleaved() {
+  local label=$1
+  for p in 5 128; do
+    echo "## $label, $p-token prompt"
+    "$bin/examples/decode_vs_read" "$list" 2 30 "$p"
+  done
+}
+{
+  echo "# $(date -u +%FT%TZ) $(git rev-parse --short=12 HEAD) on $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(nproc) cores"
+  echo "\$ target/release/examples/decode_vs_read $list 2 30 {5,128}   # quiet, then beside yes > /dev/null"
+  interleaved quiet
+  yes > /dev/null &
+  hog=$!
+  trap 'kill $hog 2>/dev/null' EXIT
+  interleaved "busy (yes > /dev/null)"
+  kill $hog
+} > "$out/precision-decode-vs-read.txt"
+echo "wrote $out/precision-table.txt, precision-table.json, precision-simd-kv-rounds.txt, precision-decode-vs-read.txt"
