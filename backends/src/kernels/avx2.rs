@@ -824,8 +824,9 @@ unsafe fn q8_0_scale(p: *const u8) -> __m256 {
     _mm256_cvtph_ps(_mm_set1_epi16(bits as i16))
 }
 
-/// `out[r] = x . rows.row(r)` for every row of `rows`, in any dtype, 4 rows at a time (each
-/// loaded `x` vector serves 4 rows; 4 independent accumulator chains).
+/// `out[r] = x . rows.row(r)` for every row of `rows`, in any dtype: f32 4 rows at a time,
+/// q8_0 2 rows at a time, f16 and bf16 one row at a time (why: [`dot_rows_16`],
+/// [`dot_rows_q8_0`]).
 pub fn dot_rows_any(out: &mut [f32], x: &[f32], rows: Matrix<'_>) {
     let c = x.len();
     assert!(
@@ -844,56 +845,59 @@ pub fn dot_rows_any(out: &mut [f32], x: &[f32], rows: Matrix<'_>) {
     }
 }
 
-/// f16 rows (bf16 rows with `BF16`): 4 at a time, then one at a time.
+/// f16 rows (bf16 rows with `BF16`), one row at a time, front to back.
+///
+/// One row at a time, unlike the f32 and q8_0 kernels, because the rows of a matrix are
+/// contiguous: walking them in order is one sequential stream, which the hardware prefetcher
+/// follows by itself, while reading 4 rows side by side is 4 short streams that needed software
+/// prefetching and still streamed slower. Measured in paired decode steps (simd-kv, GPT-2 small,
+/// the two kernels alternated in one process; session 11, 2-core AMD EPYC): one row at a time
+/// decoded 1.20-1.33x faster in f16 and bf16, and prefetching on top of it was slower again.
+/// The 4 rows side by side would save loads of `x`, but converting 16-bit weights costs little
+/// next to the memory traffic, so the stream's shape is what counts.
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn dot_rows_16<const BF16: bool>(out: &mut [f32], x: &[f32], rows: &[u16]) {
     let c = x.len();
-    let mut v = 0;
-    while v + 4 <= out.len() {
-        let sums = dot_16::<BF16, 4>(x, rows.as_ptr().add(v * c));
-        out[v..v + 4].copy_from_slice(&sums);
-        v += 4;
-    }
-    for (vv, o) in out.iter_mut().enumerate().skip(v) {
-        *o = dot_16::<BF16, 1>(x, rows.as_ptr().add(vv * c))[0];
+    for (v, o) in out.iter_mut().enumerate() {
+        *o = dot_16::<BF16>(x, rows.as_ptr().add(v * c));
     }
 }
 
-/// `x . row r` for the `R` f16 (bf16) rows of length `x.len()` starting at `p`. `R` is a
-/// constant so that the accumulators stay in registers.
+/// `x . row` for the f16 (bf16) row of length `x.len()` at `p`: 32 values per step into 4
+/// accumulators (FMA latency hidden), then the tail.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn dot_16<const BF16: bool, const R: usize>(x: &[f32], p: *const u16) -> [f32; R] {
+unsafe fn dot_16<const BF16: bool>(x: &[f32], p: *const u16) -> f32 {
     let c = x.len();
     let xp = x.as_ptr();
-    let mut acc = [_mm256_setzero_ps(); R];
-    // As in `dot_q8_0`: the R rows are short streams; fetch ahead what each step consumes.
-    let ahead = (p as *const u8).wrapping_add(R * c * 2 + PREFETCH_AHEAD);
+    let load = |i: usize| {
+        let w = p.add(i);
+        if BF16 { load_bf16(w) } else { load_f16(w) }
+    };
+    let mut acc = [_mm256_setzero_ps(); 4];
     let mut i = 0;
-    while i + 8 <= c {
-        prefetch_bytes(ahead.wrapping_add(i * R * 2), R * 16);
-        let xv = _mm256_loadu_ps(xp.add(i));
-        for (r, a) in acc.iter_mut().enumerate() {
-            let w = p.add(r * c + i);
-            let w = if BF16 { load_bf16(w) } else { load_f16(w) };
-            *a = _mm256_fmadd_ps(xv, w, *a);
+    while i + 32 <= c {
+        for (k, a) in acc.iter_mut().enumerate() {
+            *a = _mm256_fmadd_ps(_mm256_loadu_ps(xp.add(i + 8 * k)), load(i + 8 * k), *a);
         }
+        i += 32;
+    }
+    while i + 8 <= c {
+        acc[0] = _mm256_fmadd_ps(_mm256_loadu_ps(xp.add(i)), load(i), acc[0]);
         i += 8;
     }
-    let mut sums = [0.0f32; R];
-    for (r, s) in sums.iter_mut().enumerate() {
-        *s = hsum(acc[r]);
-        for (ii, &xi) in x.iter().enumerate().skip(i) {
-            let b = *p.add(r * c + ii);
-            let w = if BF16 {
-                gpt2_weights::dtype::bf16_to_f32(b)
-            } else {
-                f16_scalar(b)
-            };
-            *s += xi * w;
-        }
+    let sum = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
+    let mut s = hsum(sum);
+    for (ii, &xi) in x.iter().enumerate().skip(i) {
+        let b = *p.add(ii);
+        let w = if BF16 {
+            gpt2_weights::dtype::bf16_to_f32(b)
+        } else {
+            f16_scalar(b)
+        };
+        s += xi * w;
     }
-    sums
+    s
 }
 
 /// Software prefetch distance of the dot products, in bytes beyond the rows being read (see
@@ -912,7 +916,14 @@ unsafe fn prefetch_bytes(p: *const u8, len: usize) {
 }
 
 /// q8_0 rows, by the q8_0 rule (`gpt2_weights::dtype`): `x` quantized once
-/// ([`quantize_input`]), then 4 rows at a time, then one at a time.
+/// ([`quantize_input`]), then 2 rows at a time, then the odd one.
+///
+/// Two rows side by side, with software prefetch: each loaded block of `x` serves both (the
+/// integer products make q8_0 the dtype with the most work per byte), while 4 rows made 4 short
+/// streams that read slower. Measured in paired decode steps (as for [`dot_rows_16`]): 2 rows
+/// decoded 1.09-1.14x faster than 4; one row at a time was 0.8-1.0x (more loads of `x` per
+/// weight); 2 or 4 rows without the prefetch, 0.4x (the hardware prefetcher does not follow
+/// several short streams).
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn dot_rows_q8_0(out: &mut [f32], x: &[f32], rows: &[u8]) {
     let c = x.len();
@@ -920,10 +931,10 @@ unsafe fn dot_rows_q8_0(out: &mut [f32], x: &[f32], rows: &[u8]) {
     super::with_input_buffers(c, |xq, xd| {
         quantize_input_avx2(x, xq, xd);
         let mut v = 0;
-        while v + 4 <= out.len() {
-            let sums = dot_q8_0::<4>(xq, xd, rows.as_ptr().add(v * row_bytes));
-            out[v..v + 4].copy_from_slice(&sums);
-            v += 4;
+        while v + 2 <= out.len() {
+            let sums = dot_q8_0::<2>(xq, xd, rows.as_ptr().add(v * row_bytes));
+            out[v..v + 2].copy_from_slice(&sums);
+            v += 2;
         }
         for (vv, o) in out.iter_mut().enumerate().skip(v) {
             *o = dot_q8_0::<1>(xq, xd, rows.as_ptr().add(vv * row_bytes))[0];
@@ -943,8 +954,8 @@ unsafe fn dot_q8_0<const R: usize>(xq: &[i16], xd: &[f32], p: *const u8) -> [f32
     let c = xq.len();
     let row_bytes = c / Q8_0_BLOCK * Q8_0_BLOCK_BYTES;
     let mut acc = [_mm256_setzero_ps(); R];
-    // The R rows are R short streams (816 bytes each in GPT-2 small), too short for the
-    // hardware prefetcher to follow: fetch the rows PREFETCH_AHEAD bytes on, as much per block
+    // The R rows are R short streams (816 bytes each in GPT-2 small's attention and MLP up),
+    // which the hardware prefetcher does not follow: fetch the rows PREFETCH_AHEAD bytes on, as much per block
     // as the block consumes (R * 34 bytes), so the memory requests run ahead of the arithmetic.
     // (wrapping_add: the prefetched address may lie past the matrix, which a prefetch allows.)
     let ahead = p.wrapping_add(R * row_bytes + PREFETCH_AHEAD);
