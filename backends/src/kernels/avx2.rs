@@ -851,8 +851,9 @@ pub fn dot_rows_any(out: &mut [f32], x: &[f32], rows: Matrix<'_>) {
 /// contiguous: walking them in order is one sequential stream, which the hardware prefetcher
 /// follows by itself, while reading 4 rows side by side is 4 short streams that needed software
 /// prefetching and still streamed slower. Measured in paired decode steps (simd-kv, GPT-2 small,
-/// the two kernels alternated in one process; session 11, 2-core AMD EPYC): one row at a time
-/// decoded 1.20-1.33x faster in f16 and bf16, and prefetching on top of it was slower again.
+/// the two kernels alternated in one process, 2-core AMD EPYC): one row at a time decoded
+/// 1.21-1.33x faster in f16 and bf16, and prefetching on top of it was slower again (the A/B of
+/// the two builds: `bench-results/2026-12-03-7833a65-ab-dot-rows-streams.txt`).
 /// The 4 rows side by side would save loads of `x`, but converting 16-bit weights costs little
 /// next to the memory traffic, so the stream's shape is what counts.
 #[target_feature(enable = "avx2,fma,f16c")]
@@ -922,8 +923,8 @@ unsafe fn prefetch_bytes(p: *const u8, len: usize) {
 /// integer products make q8_0 the dtype with the most work per byte), while 4 rows made 4 short
 /// streams that read slower. Measured in paired decode steps (as for [`dot_rows_16`]): 2 rows
 /// decoded 1.09-1.14x faster than 4; one row at a time was 0.8-1.0x (more loads of `x` per
-/// weight); 2 or 4 rows without the prefetch, 0.4x (the hardware prefetcher does not follow
-/// several short streams).
+/// weight); 2 or 4 rows without the prefetch, 0.4-0.5x (the hardware prefetcher does not
+/// follow several short streams).
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn dot_rows_q8_0(out: &mut [f32], x: &[f32], rows: &[u8]) {
     let c = x.len();
