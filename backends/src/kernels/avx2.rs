@@ -955,9 +955,9 @@ unsafe fn dot_q8_0<const R: usize>(xq: &[i16], xd: &[f32], p: *const u8) -> [f32
     let c = xq.len();
     let row_bytes = c / Q8_0_BLOCK * Q8_0_BLOCK_BYTES;
     let mut acc = [_mm256_setzero_ps(); R];
-    // The R rows are R short streams (816 bytes each in GPT-2 small's attention and MLP up),
-    // which the hardware prefetcher does not follow: fetch the rows PREFETCH_AHEAD bytes on, as much per block
-    // as the block consumes (R * 34 bytes), so the memory requests run ahead of the arithmetic.
+    // The R rows are R short streams (816 bytes each for a 768-wide input), which the hardware
+    // prefetcher does not follow: fetch the rows PREFETCH_AHEAD bytes on, as much per block as
+    // the block consumes (R * 34 bytes), so the memory requests run ahead of the arithmetic.
     // (wrapping_add: the prefetched address may lie past the matrix, which a prefetch allows.)
     let ahead = p.wrapping_add(R * row_bytes + PREFETCH_AHEAD);
     for (b, &dx) in xd.iter().enumerate() {
