@@ -77,17 +77,11 @@ fn run(
     let mut read = vec![Vec::new(); files.len()];
     let mut decode = vec![Vec::new(); files.len()];
     let mut tok_per_s = vec![Vec::new(); files.len()];
+    let bytes_per_token: Vec<f64> = files.iter().map(|f| f.bytes_per_token() as f64).collect();
     // Round 0 is a warm-up, not counted: it faults the mapped files in and grows the buffers.
     for round in 0..=rounds {
         for (i, (file, engine)) in files.iter().zip(&mut engines).enumerate() {
-            if round == 0 {
-                probe::read_bandwidth(&compute, file.data_f32()?, 1);
-                engine.reset();
-                engine.prefill(&prompt)?;
-                engine.step(100)?;
-                continue;
-            }
-            read[i].push(probe::read_bandwidth(&compute, file.data_f32()?, 1) / 1e9);
+            let read_gb_per_s = probe::read_bandwidth(&compute, file.data_f32()?, 1) / 1e9;
             engine.reset();
             engine.prefill(&prompt)?;
             let start = Instant::now();
@@ -95,8 +89,11 @@ fn run(
                 engine.step(100 + s)?;
             }
             let rate = f64::from(STEPS) / start.elapsed().as_secs_f64();
-            tok_per_s[i].push(rate);
-            decode[i].push(rate * file.bytes_per_token() as f64 / 1e9);
+            if round > 0 {
+                read[i].push(read_gb_per_s);
+                tok_per_s[i].push(rate);
+                decode[i].push(rate * bytes_per_token[i] / 1e9);
+            }
         }
     }
     println!(
