@@ -6,8 +6,8 @@
 //! read pass over that file's weights (the probe behind `gpt2-bench roofline`) followed by
 //! `STEPS` simd-kv decode steps after a prompt of `prompt_tokens` tokens. It prints, per file,
 //! the median, best and worst of each in GB/s (decode: the file's weight bytes read per token x
-//! tok/s; the KV cache that attention reads on top, `2 x n_layer x positions x n_embd x 4`
-//! bytes, is not counted), and the decode tok/s of each file against the first file's, median
+//! tok/s; the KV cache that attention reads on top, `2 x n_layer x positions x n_embd` values
+//! of 4 bytes, 2 in a reduced-precision file, is not counted), and the decode tok/s of each file against the first file's, median
 //! of the per-round ratios: several files of one model (f32, f16, bf16, q8_0) measured seconds
 //! apart in every round, so the machine's swings fall on all of them alike.
 //!
@@ -102,10 +102,11 @@ fn run(
     );
     let config = files[0].config();
     let positions = prompt_tokens as u64 + u64::from(STEPS) / 2;
-    let kv_bytes = 2 * u64::from(config.n_layer) * positions * u64::from(config.n_embd) * 4;
+    let kv_values = 2 * u64::from(config.n_layer) * positions * u64::from(config.n_embd);
     println!(
-        "attention also reads about {:.1} MB of KV cache per step at these positions (f32, not counted below)",
-        kv_bytes as f64 / 1e6
+        "attention also reads about {:.1} MB of KV cache per step at these positions ({:.1} MB in f16 for reduced precision; not counted below)",
+        kv_values as f64 * 4.0 / 1e6,
+        kv_values as f64 * 2.0 / 1e6
     );
     for (i, file) in files.iter().enumerate() {
         let (read_med, read_best, read_worst) = stats(&read[i]);

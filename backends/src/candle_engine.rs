@@ -15,7 +15,8 @@
 //! - **KV cache preallocated.** Each layer has a key and a value tensor of shape
 //!   (n_head, n_ctx, head_dim), zeroed once; new positions are written in place with
 //!   `slice_set` (`Tensor::cat` would copy the whole cache every step), and attention reads the
-//!   first `pos` positions through `narrow` (a view, no copy).
+//!   first `pos` positions through `narrow` (a view, no copy). In a reduced-precision file the
+//!   cache is f16 (`gpt2_weights::dtype`'s rule), widened to f32 for the products each step.
 //! - **Prefill in one pass, then one position per step**, like `simd-kv`; logits are computed
 //!   for the last position only.
 //! - **Threads.** candle's CPU matrix products (the `gemm` crate) split work over rayon threads;
@@ -121,17 +122,22 @@ impl CandleEngine {
         let cfg = w.config;
         let (c, h) = (cfg.n_embd as usize, cfg.mlp_hidden as usize);
         let (n_head, n_ctx) = (cfg.n_head as usize, cfg.n_ctx as usize);
+        // The keys and values as `gpt2_weights::dtype`'s cache rule stores them: f16 in a
+        // reduced-precision file (candle rounds f32 to f16 to nearest, ties to even, as the rule).
+        let kv_dtype = match w.kv_dtype() {
+            gpt2_weights::Dtype::F32 => DType::F32,
+            _ => DType::F16,
+        };
+        let kv_size = kv_dtype.size_in_bytes() as u64;
         if device_choice == DeviceChoice::Cpu {
             // Everything lives in this machine's memory: the copied weights and the KV cache.
             let params = usize::try_from(cfg.parameter_count()).unwrap_or(usize::MAX);
             let mut budget = Budget::new("candle");
+            let kv_dims = [w.layers.len(), n_ctx, c];
             budget
                 .f32s("weights copied into candle", &[params])
-                .f32s("key cache (n_layer, n_ctx, C)", &[w.layers.len(), n_ctx, c])
-                .f32s(
-                    "value cache (n_layer, n_ctx, C)",
-                    &[w.layers.len(), n_ctx, c],
-                );
+                .values("key cache (n_layer, n_ctx, C)", &kv_dims, kv_size)
+                .values("value cache (n_layer, n_ctx, C)", &kv_dims, kv_size);
             budget.check()?;
         }
         // Reduced-precision matrices become f32 first (candle's own f16 and quantized matrix
@@ -168,13 +174,13 @@ impl CandleEngine {
                 fc_proj_w: load(&ml.fc_proj_w, &[h, c])?,
                 fc_proj_b: load(l.fc_proj_b, &[c])?,
                 rounds_input: ml.rounds_input,
-                k_cache: Tensor::zeros((n_head, n_ctx, c / n_head), DType::F32, &device)
+                k_cache: Tensor::zeros((n_head, n_ctx, c / n_head), kv_dtype, &device)
                     .map_err(backend_error)?,
-                v_cache: Tensor::zeros((n_head, n_ctx, c / n_head), DType::F32, &device)
+                v_cache: Tensor::zeros((n_head, n_ctx, c / n_head), kv_dtype, &device)
                     .map_err(backend_error)?,
             });
         }
-        let kv_bytes = (2 * layers.len() * n_ctx * c * std::mem::size_of::<f32>()) as u64;
+        let kv_bytes = 2 * (layers.len() * n_ctx * c) as u64 * kv_size;
         Ok(CandleEngine {
             config: cfg,
             device,
@@ -307,11 +313,13 @@ fn attention_forward(
             .contiguous()
     };
     let (q, k, v) = (heads(0)?, heads(1)?, heads(2)?);
-    layer.k_cache.slice_set(&k, 1, p0)?;
-    layer.v_cache.slice_set(&v, 1, p0)?;
+    let kv_dtype = layer.k_cache.dtype(); // f16 in a reduced-precision file
+    layer.k_cache.slice_set(&k.to_dtype(kv_dtype)?, 1, p0)?;
+    layer.v_cache.slice_set(&v.to_dtype(kv_dtype)?, 1, p0)?;
     let len = p0 + t;
-    let keys = layer.k_cache.narrow(1, 0, len)?; // (n_head, len, D), a view
-    let values = layer.v_cache.narrow(1, 0, len)?; // (n_head, len, D)
+    // (n_head, len, D) each: a view of the f32 cache, or the f16 one widened (exactly) to f32.
+    let keys = layer.k_cache.narrow(1, 0, len)?.to_dtype(DType::F32)?;
+    let values = layer.v_cache.narrow(1, 0, len)?.to_dtype(DType::F32)?;
     let scale = 1.0 / (d as f64).sqrt();
     let scores = (q.matmul(&keys.t()?)? * scale)?; // (n_head, T, len)
     let scores = match mask {

@@ -12,8 +12,13 @@ use gpt2_weights::hint::human_bytes;
 
 /// Bytes of `dims` f32 values, `None` if the product overflows.
 pub fn f32_bytes(dims: &[usize]) -> Option<u64> {
+    value_bytes(dims, 4)
+}
+
+/// Bytes of `dims` values of `size` bytes each, `None` if the product overflows.
+pub fn value_bytes(dims: &[usize], size: u64) -> Option<u64> {
     dims.iter()
-        .try_fold(4u64, |acc, &d| acc.checked_mul(u64::try_from(d).ok()?))
+        .try_fold(size, |acc, &d| acc.checked_mul(u64::try_from(d).ok()?))
 }
 
 /// Physical memory of this machine in bytes, where the platform says (read once: decode steps
@@ -58,7 +63,12 @@ impl Budget {
 
     /// Adds a buffer of `dims` f32 values, described by `what` (e.g. "MLP activations (n_ctx, H)").
     pub fn f32s(&mut self, what: &'static str, dims: &[usize]) -> &mut Self {
-        self.items.push((what, f32_bytes(dims)));
+        self.values(what, dims, 4)
+    }
+
+    /// Adds a buffer of `dims` values of `size` bytes each (2 for an f16 KV cache).
+    pub fn values(&mut self, what: &'static str, dims: &[usize], size: u64) -> &mut Self {
+        self.items.push((what, value_bytes(dims, size)));
         self
     }
 

@@ -3,7 +3,8 @@
 //!
 //! One function per operation, in the order the forward pass calls them:
 //! [`embedding_forward`], [`layernorm_forward`], [`matmul_forward`] (used for the QKV projection,
-//! the attention output projection and both MLP layers), [`attention_forward`],
+//! the attention output projection and both MLP layers), [`kv_store_forward`],
+//! [`attention_forward`],
 //! [`gelu_forward`], [`residual_forward`], and [`logits_forward`] for the output layer.
 //! Shapes are written `(T, C)`: T positions, C = n_embd channels, NH heads of size
 //! D = C / NH, H = MLP width (4C), V = vocabulary size. All buffers are row-major.
@@ -13,15 +14,16 @@
 //! `Values::dequantize_into` for a row, and compute in f32 as they do for an f32 file. A product
 //! with a q8_0 matrix first rounds its input to q8_0 (`gpt2_weights::dtype::product_input`,
 //! llama.cpp's rule, which lets the SIMD kernels sum in integers); here that is one call before
-//! the loops, and the loops stay the f32 loops.
+//! the loops, and the loops stay the f32 loops. In such a file the keys and values are also
+//! rounded to f16 ([`kv_store_forward`]), the f16 KV cache rule of the same module.
 //!
 //! There is no KV cache: every step recomputes all T positions (the "History" of the engine),
 //! which is what `simd-kv` exists to avoid. It is still not needlessly slow: the matmul loops run
 //! in the order that reads the weights row by row (which the compiler vectorises), and the output
 //! layer, the largest matrix in the model, is applied to the last position only.
 
-use gpt2_weights::dtype::product_input;
-use gpt2_weights::{Config, Gpt2Weights, LayerWeights, Linear, Matrix};
+use gpt2_weights::dtype::{product_input, round_to_f16};
+use gpt2_weights::{Config, Dtype, Gpt2Weights, LayerWeights, Linear, Matrix};
 
 use crate::engine::{Engine, EngineError, EngineInfo, History};
 use crate::memory::check_forward;
@@ -161,6 +163,18 @@ pub fn attention_forward(
     }
 }
 
+/// The keys and values as the model stores them: in a reduced-precision file, each position's
+/// key and value (channels C..3C of `qkv (T, 3C)`) rounded in place to f16, the KV cache rule of
+/// `gpt2_weights::dtype`; in an f32 file (`kv` = f32), nothing. naive has no cache; it rounds
+/// what it recomputes, so it attends over the values a cache in f16 would hold.
+pub fn kv_store_forward(qkv: &mut [f32], c: usize, kv: Dtype) {
+    if kv == Dtype::F16 {
+        for row in qkv.chunks_exact_mut(3 * c) {
+            round_to_f16(&mut row[c..]);
+        }
+    }
+}
+
 /// GELU, the tanh approximation GPT-2 was trained with (Hugging Face's `gelu_new`), in place:
 /// `x = 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))`.
 pub fn gelu_forward(x: &mut [f32]) {
@@ -260,12 +274,14 @@ fn block_forward(
     l: &LayerWeights<'_>,
     cfg: &Config,
     t_len: usize,
+    kv: Dtype,
 ) {
     let (c, n_head) = (cfg.n_embd as usize, cfg.n_head as usize);
     let eps = cfg.layer_norm_eps;
     layernorm_forward(&mut a.ln, &a.x, l.ln_1_w, l.ln_1_b, c, eps);
     clock.mark(Op::LayerNorm);
     matmul_forward(&mut a.qkv, &a.ln, l.qkv_w, l.qkv_b);
+    kv_store_forward(&mut a.qkv, c, kv);
     clock.mark(Op::QkvProjection);
     attention_forward(&mut a.att, &a.qkv, &mut a.scores, t_len, c, n_head);
     clock.mark(Op::Attention);
@@ -304,11 +320,12 @@ fn gpt2_forward<'a>(
     a.ln_f.resize(c, 0.0);
     a.logits.resize(cfg.vocab_size as usize, 0.0);
 
+    let kv = w.kv_dtype();
     let mut clock = p.clock();
     embedding_forward(&mut a.x, tokens, w.wte, w.wpe, c);
     clock.mark(Op::Embedding);
     for layer in &w.layers {
-        block_forward(a, &mut clock, layer, cfg, t_len);
+        block_forward(a, &mut clock, layer, cfg, t_len, kv);
     }
     let last = &a.x[(t_len - 1) * c..];
     layernorm_forward(&mut a.ln_f, last, w.ln_f_w, w.ln_f_b, c, cfg.layer_norm_eps);
@@ -423,6 +440,26 @@ mod tests {
         for (a, b) in x.iter().zip(want) {
             assert!((a - b).abs() < 1e-5, "{x:?}");
         }
+    }
+
+    #[test]
+    fn keys_and_values_are_rounded_to_f16_in_a_reduced_precision_file_only() {
+        let c = 4;
+        let qkv: Vec<f32> = (0..2 * 3 * c).map(|i| 1.0 + i as f32 / 3000.0).collect(); // (2, 3C)
+        let mut same = qkv.clone();
+        kv_store_forward(&mut same, c, Dtype::F32);
+        assert_eq!(same, qkv);
+        let mut rounded = qkv.clone();
+        kv_store_forward(&mut rounded, c, Dtype::F16);
+        for (i, (&got, &was)) in rounded.iter().zip(&qkv).enumerate() {
+            if i % (3 * c) < c {
+                assert_eq!(got, was, "query {i} is not rounded");
+            } else {
+                // Near 1, f16 values are 2^-10 apart: 1/3000 steps are not all representable.
+                assert_eq!(got, half::f16::from_f32(was).to_f32(), "at {i}");
+            }
+        }
+        assert_ne!(rounded, qkv);
     }
 
     #[test]

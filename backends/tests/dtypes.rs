@@ -1,6 +1,8 @@
 //! Every backend in every weight dtype (f16, bf16, q8_0, and f32 for contrast): token-exact with
-//! `naive` on the same file (logits within the f32 tolerance: each backend computes on the same
-//! dequantized values, only its order of additions differs), on the tiny model, on odd shapes,
+//! `naive` on the same file (logits within `logit_tolerance`: each backend computes on the same
+//! dequantized values, only its order of additions differs, and in a reduced-precision file that
+//! order can put a key or value on the other side of an f16 rounding boundary), on the tiny
+//! model, on odd shapes,
 //! and on a shape whose matrices really are q8_0; the simd backends on their SIMD and scalar
 //! kernels with 1 and 3 threads; what each engine reports about the dtype and its copies.
 
@@ -41,7 +43,8 @@ fn simd_kernel_sets_and_thread_counts_in_every_dtype() {
 }
 
 /// The q8_0 shape really holds q8_0 matrices (and f16 where rows are not whole blocks), and
-/// every engine says so; the backends that convert at load report what they copied.
+/// every engine says so; the backends that convert at load report what they copied, and the
+/// backends with a cache hold it in f16.
 #[test]
 fn engines_report_the_dtype_and_their_copies() {
     let tmp = tempfile::tempdir().unwrap();
@@ -59,9 +62,14 @@ fn engines_report_the_dtype_and_their_copies() {
     // f32 values of every matrix: what the converting backends hold.
     let c = 96u64;
     let matrices = 2 * 50257 * c + 2 * (c * 3 * c + c * c + 2 * c * 392);
+    // Keys and values of every layer and position, cached in f16 (2 bytes) in this file.
+    let kv_values = 2 * u64::from(w.config.n_layer) * u64::from(w.config.n_ctx) * c;
     for target in targets() {
         let info = target.create(&w).info();
         assert_eq!(info.dtype, "q8_0+f16", "{}", target.label());
+        if info.kv_cache {
+            assert_eq!(info.kv_cache_bytes, kv_values * 2, "{}", target.label());
+        }
         match target.backend {
             "ndarray" => assert_eq!(info.weights_copied_bytes, matrices * 4),
             // candle copies everything (its f32 tensors own their memory), the matrices as f32.

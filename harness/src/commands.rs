@@ -554,7 +554,7 @@ fn run_one(args: &RunArgs) -> anyhow::Result<u8> {
             name,
             file.config(),
             (file.bytes_per_token(), &info.dtype),
-            info.kv_cache,
+            info.kv_cache.then(|| weights.kv_dtype()),
             prompt.len(),
         ));
     }

@@ -6,7 +6,7 @@ use std::fmt::Write;
 use std::time::Duration;
 
 use gpt2_backends::profile::{Op, OpTimes};
-use gpt2_weights::Config;
+use gpt2_weights::{Config, Dtype};
 
 use crate::generate::Generation;
 use crate::roofline::{cached_step_flops, prefill_flops};
@@ -22,20 +22,24 @@ pub fn explain(
     backend: &str,
     c: &Config,
     (weight_bytes_per_token, dtype): (u64, &str),
-    kv_cache: bool,
+    kv_cache: Option<Dtype>,
     prompt_len: usize,
 ) -> String {
     let context = prompt_len + 1;
     let weights = weight_bytes_per_token as f64;
-    let kv_read = 2.0 * f64::from(c.n_layer) * context as f64 * f64::from(c.n_embd) * 4.0;
     let mut out = format!("{}\n", ladder_step(backend));
-    if kv_cache {
+    if let Some(kv) = kv_cache {
         let flops = cached_step_flops(c, context);
+        let kv_read = 2.0
+            * f64::from(c.n_layer)
+            * context as f64
+            * f64::from(c.n_embd)
+            * kv.bytes_per_value();
         let _ = writeln!(
             out,
             "One decode step here (context {context}): {:.2} GFLOP, reading {:.1} MB of {dtype} \
-             weights and {:.2} MB of cached keys and values: {:.1} FLOP per byte, so memory \
-             bandwidth, not arithmetic, sets its speed.",
+             weights and {:.2} MB of cached keys and values ({kv}): {:.1} FLOP per byte, so \
+             memory bandwidth, not arithmetic, sets its speed.",
             flops / 1e9,
             weights / 1e6,
             kv_read / 1e6,
@@ -144,15 +148,29 @@ mod tests {
         let flops = cached_step_flops(&gpt2_small(), 1);
         assert!((flops / 1e9 - 0.247).abs() < 0.005, "{flops}");
         let bytes = (124_439_808 - 1023 * 768) * 4;
-        let text = explain("simd-kv", &gpt2_small(), (bytes, "f32"), true, 5);
+        let text = explain(
+            "simd-kv",
+            &gpt2_small(),
+            (bytes, "f32"),
+            Some(Dtype::F32),
+            5,
+        );
+        // 2 x 12 layers x 6 positions x 768 x 4 bytes of keys and values.
         assert!(
-            text.contains("KV cache") && text.contains("494.6 MB of f32 weights"),
+            text.contains("KV cache")
+                && text.contains(
+                    "494.6 MB of f32 weights and 0.44 MB of cached keys and values (f32)"
+                ),
             "{text}"
         );
-        // A q8_0 file reads its own bytes, about 3.8x fewer.
-        let text = explain("simd-kv", &gpt2_small(), (131_700_000, "q8_0"), true, 5);
-        assert!(text.contains("131.7 MB of q8_0 weights"), "{text}");
-        let text = explain("simd", &gpt2_small(), (bytes, "f32"), false, 99);
+        // A q8_0 file reads its own bytes, about 3.8x fewer, and half the cache's (f16).
+        let q8 = (131_700_000, "q8_0");
+        let text = explain("simd-kv", &gpt2_small(), q8, Some(Dtype::F16), 5);
+        assert!(
+            text.contains("131.7 MB of q8_0 weights and 0.22 MB of cached keys and values (f16)"),
+            "{text}"
+        );
+        let text = explain("simd", &gpt2_small(), (bytes, "f32"), None, 99);
         assert!(text.contains("the whole context again"), "{text}");
     }
 

@@ -30,8 +30,20 @@
 //! docs/weights.md). The product is then that of two integer blocks: backends may sum each
 //! block's 32 products `q_w * q_x` exactly in integers and scale once by `d_w * d_x`, or
 //! multiply the rounded f32 values: the same value up to f32 rounding, as any reordering is.
-//! Matrices in f32, f16 and bf16 see their input unrounded; nothing but a product rounds (the
-//! embedding lookup reads `wte` as it is).
+//! Matrices in f32, f16 and bf16 see their input unrounded; the embedding lookup reads `wte` as
+//! it is.
+//!
+//! **A model in a reduced precision keeps its attention keys and values in f16** (the KV cache,
+//! llama.cpp's default). In a file whose matrices are not all f32, every key and value is rounded
+//! to f16 (to nearest, ties to even; [`round_to_f16`]) as the QKV projection produces it (after
+//! its bias), and attention reads the rounded values, widened to f32 exactly; the queries stay
+//! f32, and scores and weighted sums are f32 as before. This halves the bytes a decode step reads
+//! from the cache, which at a few hundred positions is a tenth of what a q8_0 model reads in all.
+//! A backend without a cache rounds the keys and values it recomputes the same way, so every
+//! backend attends over the same values. An f32 file keeps f32 keys and values: its forward pass
+//! is GPT-2's, unrounded. `Gpt2Weights::kv_dtype` says which a file gets. A key or value beyond
+//! f16's range (65504) becomes infinite and the logits non-finite, which the backends report as
+//! an error; GPT-2's keys and values are far inside it.
 //!
 //! Converting f32 weights rounds once, to nearest (ties to even for f16 and bf16). q8_0 follows
 //! ggml's reference quantizer (`quantize_row_q8_0_ref`, and gguf-py's): `d = max|x| / 127`,
@@ -147,6 +159,18 @@ pub fn f16_to_f32(bits: u16) -> f32 {
 /// The f32 value of bf16 bits (exact).
 pub fn bf16_to_f32(bits: u16) -> f32 {
     f32::from_bits(u32::from(bits) << 16)
+}
+
+/// The f16 bits nearest to `x` (ties to even; beyond f16's range, infinity).
+pub fn f32_to_f16(x: f32) -> u16 {
+    half::f16::from_f32(x).to_bits()
+}
+
+/// `x` rounded in place to the nearest f16 values: the f16 KV cache rule (module docs).
+pub fn round_to_f16(x: &mut [f32]) {
+    for v in x {
+        *v = f16_to_f32(f32_to_f16(*v));
+    }
 }
 
 /// Value `i` (0..32) of one 34-byte q8_0 block.

@@ -375,18 +375,30 @@ pub struct Gpt2Weights<'a> {
 }
 
 impl Gpt2Weights<'_> {
+    /// The dtype of every matrix that carries bytes: `wte`, `lm_head`, each block's four.
+    fn matrix_dtypes(&self) -> impl Iterator<Item = Dtype> + '_ {
+        [self.wte.dtype(), self.lm_head.dtype()].into_iter().chain(
+            self.layers
+                .iter()
+                .flat_map(|l| [l.qkv_w, l.attn_proj_w, l.fc_w, l.fc_proj_w].map(|m| m.dtype())),
+        )
+    }
+
+    /// What attention's keys and values are stored as (`gpt2_weights::dtype`'s rule): f32 when
+    /// every matrix is f32, f16 otherwise.
+    pub fn kv_dtype(&self) -> Dtype {
+        if self.matrix_dtypes().all(|d| d == Dtype::F32) {
+            Dtype::F32
+        } else {
+            Dtype::F16
+        }
+    }
+
     /// The dtype of the matrices that carry the bytes, as a label: `f16`, or `q8_0+f16` when a
     /// file mixes them (a q8_0 file whose odd-width matrices stayed f16).
     pub fn dtype_label(&self) -> String {
         let mut seen: Vec<Dtype> = Vec::new();
-        let matrices = self
-            .layers
-            .iter()
-            .flat_map(|l| [l.qkv_w, l.attn_proj_w, l.fc_w, l.fc_proj_w].map(|m| m.dtype()));
-        for d in [self.wte.dtype(), self.lm_head.dtype()]
-            .into_iter()
-            .chain(matrices)
-        {
+        for d in self.matrix_dtypes() {
             if !seen.contains(&d) {
                 seen.push(d);
             }

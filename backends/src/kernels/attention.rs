@@ -5,6 +5,8 @@
 //! [`LayerCache`] one layer's keys and values, [`HeadCache`] one head's. One new position
 //! (decode) is [`attend_head`] per head; many (prefill) is [`Compute::attention`].
 
+use gpt2_weights::dtype::f32_to_f16;
+use gpt2_weights::{Dtype, Matrix, Values};
 use rayon::prelude::*;
 
 use super::{Compute, Kernels, MatRef};
@@ -44,11 +46,110 @@ impl KvShape {
     }
 }
 
-/// One layer's keys and values, each (n_head, n_ctx, D).
+/// An element of the key/value cache: f32, or the bits of an f16 (`u16`) in a reduced-precision
+/// file (`gpt2_weights::dtype`'s cache rule). Storing rounds from f32; the kernels read the
+/// stored values as [`Values`].
+pub trait KvElement: Copy + Default + Send + Sync + 'static {
+    /// `dst = src`, each value rounded to this element type.
+    fn store(dst: &mut [Self], src: &[f32]);
+    /// The stored values, as the kernels take them.
+    fn values(stored: &[Self]) -> Values<'_>;
+}
+
+impl KvElement for f32 {
+    fn store(dst: &mut [f32], src: &[f32]) {
+        dst.copy_from_slice(src);
+    }
+
+    fn values(stored: &[f32]) -> Values<'_> {
+        Values::F32(stored)
+    }
+}
+
+impl KvElement for u16 {
+    fn store(dst: &mut [u16], src: &[f32]) {
+        for (d, &x) in dst.iter_mut().zip(src) {
+            *d = f32_to_f16(x);
+        }
+    }
+
+    fn values(stored: &[u16]) -> Values<'_> {
+        Values::F16(stored)
+    }
+}
+
+/// The keys and values of every layer, (n_layer, n_head, n_ctx, D) each, in the dtype the
+/// model's cache rule gives (`gpt2_weights::Gpt2Weights::kv_dtype`).
+pub enum KvStore {
+    F32 { k: Vec<f32>, v: Vec<f32> },
+    F16 { k: Vec<u16>, v: Vec<u16> },
+}
+
+impl KvStore {
+    /// Zeroed stores of `len` values each, f32 or f16 (`dtype`).
+    pub fn new(dtype: Dtype, len: usize) -> Self {
+        match dtype {
+            Dtype::F32 => KvStore::F32 {
+                k: vec![0.0; len],
+                v: vec![0.0; len],
+            },
+            _ => KvStore::F16 {
+                k: vec![0; len],
+                v: vec![0; len],
+            },
+        }
+    }
+
+    /// The dtype of the stored values.
+    pub fn dtype(&self) -> Dtype {
+        match self {
+            KvStore::F32 { .. } => Dtype::F32,
+            KvStore::F16 { .. } => Dtype::F16,
+        }
+    }
+
+    /// Bytes of both stores.
+    pub fn bytes(&self) -> u64 {
+        let bytes = match self {
+            KvStore::F32 { k, v } => std::mem::size_of_val(&k[..]) + std::mem::size_of_val(&v[..]),
+            KvStore::F16 { k, v } => std::mem::size_of_val(&k[..]) + std::mem::size_of_val(&v[..]),
+        };
+        bytes as u64
+    }
+
+    /// Stores the keys and values of positions `p0..p0 + T` of `qkv (T, 3C)` into layer `l`
+    /// (rounded to the store's dtype) and returns that layer's cache.
+    pub fn store_layer(
+        &mut self,
+        l: usize,
+        shape: KvShape,
+        qkv: &[f32],
+        p0: usize,
+    ) -> LayerCache<'_> {
+        let layer = l * shape.layer_len()..(l + 1) * shape.layer_len();
+        match self {
+            KvStore::F32 { k, v } => store_kv(&mut k[layer.clone()], &mut v[layer], shape, qkv, p0),
+            KvStore::F16 { k, v } => store_kv(&mut k[layer.clone()], &mut v[layer], shape, qkv, p0),
+        }
+        self.layer(l, shape)
+    }
+
+    /// Layer `l`'s keys and values.
+    pub fn layer(&self, l: usize, shape: KvShape) -> LayerCache<'_> {
+        let layer = l * shape.layer_len()..(l + 1) * shape.layer_len();
+        let (k, v) = match self {
+            KvStore::F32 { k, v } => (f32::values(&k[layer.clone()]), f32::values(&v[layer])),
+            KvStore::F16 { k, v } => (u16::values(&k[layer.clone()]), u16::values(&v[layer])),
+        };
+        LayerCache { k, v, shape }
+    }
+}
+
+/// One layer's keys and values, each (n_head, n_ctx, D), f32 or f16.
 #[derive(Clone, Copy, Debug)]
 pub struct LayerCache<'a> {
-    pub k: &'a [f32],
-    pub v: &'a [f32],
+    pub k: Values<'a>,
+    pub v: Values<'a>,
     pub shape: KvShape,
 }
 
@@ -57,30 +158,36 @@ impl<'a> LayerCache<'a> {
     pub fn head(&self, h: usize) -> HeadCache<'a> {
         let range = self.shape.head_range(h);
         HeadCache {
-            k: &self.k[range.clone()],
-            v: &self.v[range],
+            k: self.k.slice(range.clone()),
+            v: self.v.slice(range),
         }
     }
 }
 
-/// One head's keys and values, each (n_ctx, D).
+/// One head's keys and values, each (n_ctx, D), f32 or f16.
 #[derive(Clone, Copy, Debug)]
 pub struct HeadCache<'a> {
-    pub k: &'a [f32],
-    pub v: &'a [f32],
+    pub k: Values<'a>,
+    pub v: Values<'a>,
 }
 
 /// Stores the keys and values of the positions `p0..p0 + T` of `qkv (T, 3C)` into one layer's
-/// caches (`k_cache`, `v_cache`: (n_head, n_ctx, D)), head by head.
-pub fn store_kv(k_cache: &mut [f32], v_cache: &mut [f32], shape: KvShape, qkv: &[f32], p0: usize) {
+/// caches (`k_cache`, `v_cache`: (n_head, n_ctx, D)), head by head, rounded to their element.
+pub fn store_kv<E: KvElement>(
+    k_cache: &mut [E],
+    v_cache: &mut [E],
+    shape: KvShape,
+    qkv: &[f32],
+    p0: usize,
+) {
     let d = shape.head_dim;
     let c = shape.n_head * d;
     for (i, row) in qkv.chunks_exact(3 * c).enumerate() {
         for hd in 0..shape.n_head {
             let at = shape.head_start(hd) + (p0 + i) * d;
             let (k_new, v_new) = (c + hd * d, 2 * c + hd * d);
-            k_cache[at..at + d].copy_from_slice(&row[k_new..k_new + d]);
-            v_cache[at..at + d].copy_from_slice(&row[v_new..v_new + d]);
+            E::store(&mut k_cache[at..at + d], &row[k_new..k_new + d]);
+            E::store(&mut v_cache[at..at + d], &row[v_new..v_new + d]);
         }
     }
 }
@@ -121,13 +228,12 @@ impl Compute {
         let scale = 1.0 / (d as f32).sqrt();
         let kern = self.kernels;
         if t == 1 {
-            let zeros = self.zeros(d);
             att.par_chunks_mut(d)
                 .zip(scores.par_chunks_mut(n_ctx))
                 .enumerate()
                 .for_each(|(h, (out, s))| {
                     let q = &qkv[h * d..(h + 1) * d];
-                    attend_head(&kern, out, q, cache.head(h), s, pos0, zeros)
+                    attend_head(&kern, out, q, cache.head(h), s, pos0)
                 });
             return;
         }
@@ -142,12 +248,13 @@ impl Compute {
                 } = cache.head(h);
                 ATTENTION_SCRATCH.with(|cell| {
                     let mut bufs = cell.borrow_mut();
-                    let (k_t, q, s) = &mut *bufs;
-                    // (D, n_all): this head's keys, transposed.
+                    let (k_t, q, s, wide) = &mut *bufs;
+                    // (D, n_all): this head's keys, transposed (widened to f32 first from f16).
                     if k_t.len() < d * n_all {
                         k_t.resize(d * n_all, 0.0);
                     }
-                    for (j, key) in k_head[..n_all * d].chunks_exact(d).enumerate() {
+                    let k_head = as_f32(&kern, k_head.slice(0..n_all * d), wide);
+                    for (j, key) in k_head.chunks_exact(d).enumerate() {
                         for (dd, &v) in key.iter().enumerate() {
                             k_t[dd * n_all + j] = v;
                         }
@@ -159,6 +266,8 @@ impl Compute {
                     for (i, qi) in q[..t * d].chunks_exact_mut(d).enumerate() {
                         qi.copy_from_slice(&qkv[i * 3 * c + h * d..i * 3 * c + (h + 1) * d]);
                     }
+                    // (n_all, D): this head's values, as f32.
+                    let v_head = as_f32(&kern, v_head.slice(0..n_all * d), wide);
                     for i0 in (0..t).step_by(QUERY_BLOCK) {
                         let i1 = (i0 + QUERY_BLOCK).min(t);
                         let n = pos0 + i1; // keys seen by the block's last query
@@ -180,7 +289,13 @@ impl Compute {
                         }
                         // (rows, D) = (rows, n) @ (n, D)
                         let o = &mut out[i0 * d..i1 * d];
-                        kern.matmul_cols(o, s, MatRef::new(v_head, n, d), self.zeros(d), 0);
+                        kern.matmul_cols(
+                            o,
+                            s,
+                            MatRef::new(&v_head[..n * d], n, d),
+                            self.zeros(d),
+                            0,
+                        );
                     }
                 });
             });
@@ -197,18 +312,33 @@ impl Compute {
 /// Queries per block in prefill attention (see [`Compute::attention`]).
 pub const QUERY_BLOCK: usize = 64;
 
+/// Per-thread buffers of prefill attention: transposed keys, queries, scores, and one head's
+/// keys or values widened from an f16 cache.
+type Scratch = (Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>);
+
 thread_local! {
-    /// Per-thread buffers of prefill attention (transposed keys, queries, scores), grown to the
-    /// largest prompt seen and reused.
-    static ATTENTION_SCRATCH: std::cell::RefCell<(Vec<f32>, Vec<f32>, Vec<f32>)> =
-        const { std::cell::RefCell::new((Vec::new(), Vec::new(), Vec::new())) };
+    /// [`Scratch`], grown to the largest prompt seen and reused.
+    static ATTENTION_SCRATCH: std::cell::RefCell<Scratch> =
+        const { std::cell::RefCell::new((Vec::new(), Vec::new(), Vec::new(), Vec::new())) };
+}
+
+/// `values` as f32: borrowed when they are, else widened into `buf`.
+fn as_f32<'b>(kern: &Kernels, values: Values<'b>, buf: &'b mut Vec<f32>) -> &'b [f32] {
+    match values {
+        Values::F32(v) => v,
+        _ => {
+            buf.resize(values.len(), 0.0);
+            kern.dequantize(buf, values);
+            buf
+        }
+    }
 }
 
 /// One attention head of one position: scores of `q (D)` against the keys of positions
 /// `0..=pos`, softmax, weighted sum of their values into `out (D)`. Each head's keys are
-/// contiguous in the cache, so the scores are one matrix-vector product (`dot_rows`) and the
-/// weighted sum another (`matmul_cols`), both streaming memory front to back. `scores` has room
-/// for `pos + 1` values; `zeros` holds D zeros.
+/// contiguous in the cache, so the scores are one matrix-vector product (`dot_rows_any`) and the
+/// weighted sum another (`weighted_sum`), both streaming memory front to back and widening an
+/// f16 cache in registers. `scores` has room for `pos + 1` values.
 pub fn attend_head(
     kern: &Kernels,
     out: &mut [f32],
@@ -216,17 +346,16 @@ pub fn attend_head(
     head: HeadCache<'_>,
     scores: &mut [f32],
     pos: usize,
-    zeros: &[f32],
 ) {
     let (d, n) = (q.len(), pos + 1);
     let scale = 1.0 / (d as f32).sqrt();
     let s = &mut scores[..n];
-    kern.dot_rows(s, q, &head.k[..n * d]); // (n) = (n, D) @ (D)
+    kern.dot_rows_any(s, q, Matrix::new(head.k, n, d)); // (n) = (n, D) @ (D)
     for sj in s.iter_mut() {
         *sj *= scale;
     }
     kern.softmax(s);
-    kern.matmul_cols(out, s, MatRef::new(head.v, n, d), zeros, 0); // (D) = (n) @ (n, D)
+    kern.weighted_sum(out, s, Matrix::new(head.v, n, d)); // (D) = (n) @ (n, D)
 }
 
 #[cfg(test)]
@@ -241,7 +370,7 @@ mod tests {
             n_ctx,
             head_dim: d,
         } = cache.shape;
-        let (k_cache, v_cache) = (cache.k, cache.v);
+        let (k_cache, v_cache) = (cache.k.to_f32(), cache.v.to_f32());
         let c = n_head * d;
         let t = qkv.len() / (3 * c);
         let mut att = vec![0.0; t * c];
@@ -274,30 +403,74 @@ mod tests {
     fn attention_matches_its_definition() {
         // 5 heads of 7: D is not a multiple of 4 or 8, so every remainder path runs.
         let (c, n_head, n_ctx) = (35, 5, 80);
-        let k_cache = data(n_ctx * c, 21);
-        let v_cache = data(n_ctx * c, 22);
+        let (k32, v32) = (data(n_ctx * c, 21), data(n_ctx * c, 22));
+        let to_f16 = |x: &[f32]| x.iter().map(|&v| f32_to_f16(v)).collect::<Vec<u16>>();
+        let (k16, v16) = (to_f16(&k32), to_f16(&v32));
+        // An f32 cache, and an f16 one (the reference reads its values widened).
+        let caches = [
+            (Values::F32(&k32), Values::F32(&v32)),
+            (Values::F16(&k16), Values::F16(&v16)),
+        ];
         for threads in [1, 3] {
             for kernels in [Kernels::best_available(), Kernels::scalar()] {
                 let compute = Compute::new(kernels, threads, 3 * c).unwrap();
                 // Decode (one position after 17 cached), prefill from scratch, a chunk
                 // appended after cached positions, and more than one block of queries.
                 for (t, pos0) in [(1, 17), (9, 0), (4, 11), (QUERY_BLOCK + 6, 3)] {
-                    let qkv = data(t * 3 * c, 23 + t as u32);
-                    let mut scores = vec![0.0; n_head * n_ctx];
-                    let mut heads = vec![0.0; t * c];
-                    let mut got = vec![0.0; t * c];
-                    let cache = LayerCache {
-                        k: &k_cache,
-                        v: &v_cache,
-                        shape: KvShape::new(c, n_head, n_ctx),
-                    };
-                    compute.pool().install(|| {
-                        compute.attention(&mut got, &qkv, cache, &mut heads, &mut scores, pos0)
-                    });
-                    let want = attention_reference(&qkv, cache, pos0);
-                    close(&got, &want, 1e-5);
+                    for (k, v) in caches {
+                        let qkv = data(t * 3 * c, 23 + t as u32);
+                        let mut scores = vec![0.0; n_head * n_ctx];
+                        let mut heads = vec![0.0; t * c];
+                        let mut got = vec![0.0; t * c];
+                        let shape = KvShape::new(c, n_head, n_ctx);
+                        let cache = LayerCache { k, v, shape };
+                        compute.pool().install(|| {
+                            compute.attention(&mut got, &qkv, cache, &mut heads, &mut scores, pos0)
+                        });
+                        let want = attention_reference(&qkv, cache, pos0);
+                        close(&got, &want, 1e-5);
+                    }
                 }
             }
+        }
+    }
+
+    #[test]
+    fn the_store_puts_each_head_in_its_block_rounded_to_its_dtype() {
+        // 2 layers, 3 heads of 5, 4 positions; positions 1 and 2 of layer 1 are written.
+        let (c, n_head, n_ctx) = (15, 3, 4);
+        let shape = KvShape::new(c, n_head, n_ctx);
+        let qkv = data(2 * 3 * c, 31); // (2, 3C)
+        for dtype in [Dtype::F32, Dtype::F16] {
+            let mut store = KvStore::new(dtype, 2 * shape.layer_len());
+            assert_eq!(store.dtype(), dtype);
+            let bytes = if dtype == Dtype::F32 { 4 } else { 2 };
+            assert_eq!(store.bytes(), (2 * 2 * shape.layer_len() * bytes) as u64);
+            let cache = store.store_layer(1, shape, &qkv, 1);
+            let (k, v) = (cache.k.to_f32().into_owned(), cache.v.to_f32().into_owned());
+            for i in 0..2 {
+                for h in 0..n_head {
+                    for j in 0..5 {
+                        let at = (h * n_ctx + 1 + i) * 5 + j;
+                        let (key, value) = (
+                            qkv[i * 3 * c + c + h * 5 + j],
+                            qkv[i * 3 * c + 2 * c + h * 5 + j],
+                        );
+                        let round = |x: f32| match dtype {
+                            Dtype::F32 => x,
+                            _ => half::f16::from_f32(x).to_f32(),
+                        };
+                        assert_eq!((k[at], v[at]), (round(key), round(value)));
+                    }
+                }
+            }
+            // Layer 0 and the other positions are untouched.
+            assert!(store.layer(0, shape).k.to_f32().iter().all(|&x| x == 0.0));
+            assert!((0..n_head).all(|h| {
+                k[h * n_ctx * 5..h * n_ctx * 5 + 5]
+                    .iter()
+                    .all(|&x| x == 0.0)
+            }));
         }
     }
 }

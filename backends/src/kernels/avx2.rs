@@ -427,43 +427,109 @@ fn matvec_cols(out: &mut [f32], x: &[f32], w: MatRef<'_>, bias: &[f32], n0: usiz
     unsafe { matvec_cols_avx2(out, x, w, bias, n0) }
 }
 
-#[target_feature(enable = "avx2,fma")]
+#[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn matvec_cols_avx2(out: &mut [f32], x: &[f32], w: MatRef<'_>, bias: &[f32], n0: usize) {
-    let (k, n, w) = (w.rows(), w.cols(), w.data());
-    let width = bias.len();
     out.copy_from_slice(bias);
+    let p = w.data().as_ptr().add(n0) as *const u8;
+    add_rows::<false>(out, x, p, w.cols());
+}
+
+/// `out = sum_r weights[r] * rows.row(r)` for f32 or f16 rows: attention's weighted sum of the
+/// values in an f32 or an f16 cache.
+pub fn weighted_sum(out: &mut [f32], weights: &[f32], rows: Matrix<'_>) {
+    assert!(
+        rows.rows() == weights.len() && rows.cols() == out.len(),
+        "weighted_sum: inconsistent shapes"
+    );
+    out.fill(0.0);
+    // SAFETY: AVX2, FMA and F16C detected before this kernel was handed out; shapes checked
+    // above (rows.rows() rows of out.len() values each).
+    unsafe {
+        match rows.values() {
+            Values::F32(v) => add_rows::<false>(out, weights, v.as_ptr() as *const u8, out.len()),
+            Values::F16(v) => add_rows::<true>(out, weights, v.as_ptr() as *const u8, out.len()),
+            Values::Bf16(_) | Values::Q8_0(_) => {
+                scalar::weighted_sum_with(axpy, dequantize, out, weights, rows)
+            }
+        }
+    }
+}
+
+/// `out += sum_k x[k] * row_k`, row `k` being `out.len()` values (f32, or f16 with `F16`) that
+/// start `k * stride` values after `p`. Four rows per pass over `out`, which stays in L1, the
+/// rows read front to back.
+///
+/// # Safety
+/// AVX2, FMA and F16C; `x.len()` rows of `out.len()` values readable at that stride.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn add_rows<const F16: bool>(out: &mut [f32], x: &[f32], p: *const u8, stride: usize) {
+    let width = out.len();
     let o = out.as_mut_ptr();
-    let mut kk = 0;
-    while kk + 4 <= k {
+    let mut k = 0;
+    while k + 4 <= x.len() {
         let (x0, x1, x2, x3) = (
-            _mm256_set1_ps(x[kk]),
-            _mm256_set1_ps(x[kk + 1]),
-            _mm256_set1_ps(x[kk + 2]),
-            _mm256_set1_ps(x[kk + 3]),
+            _mm256_set1_ps(x[k]),
+            _mm256_set1_ps(x[k + 1]),
+            _mm256_set1_ps(x[k + 2]),
+            _mm256_set1_ps(x[k + 3]),
         );
-        let p0 = w.as_ptr().add(kk * n + n0);
-        let (p1, p2, p3) = (p0.add(n), p0.add(2 * n), p0.add(3 * n));
+        let (r0, r1, r2, r3) = (
+            k * stride,
+            (k + 1) * stride,
+            (k + 2) * stride,
+            (k + 3) * stride,
+        );
         let mut j = 0;
         while j + 8 <= width {
             let mut y = _mm256_loadu_ps(o.add(j));
-            y = _mm256_fmadd_ps(x0, _mm256_loadu_ps(p0.add(j)), y);
-            y = _mm256_fmadd_ps(x1, _mm256_loadu_ps(p1.add(j)), y);
-            y = _mm256_fmadd_ps(x2, _mm256_loadu_ps(p2.add(j)), y);
-            y = _mm256_fmadd_ps(x3, _mm256_loadu_ps(p3.add(j)), y);
+            y = _mm256_fmadd_ps(x0, load8::<F16>(p, r0 + j), y);
+            y = _mm256_fmadd_ps(x1, load8::<F16>(p, r1 + j), y);
+            y = _mm256_fmadd_ps(x2, load8::<F16>(p, r2 + j), y);
+            y = _mm256_fmadd_ps(x3, load8::<F16>(p, r3 + j), y);
             _mm256_storeu_ps(o.add(j), y);
             j += 8;
         }
         for jj in j..width {
-            *o.add(jj) += x[kk] * *p0.add(jj)
-                + x[kk + 1] * *p1.add(jj)
-                + x[kk + 2] * *p2.add(jj)
-                + x[kk + 3] * *p3.add(jj);
+            *o.add(jj) += x[k] * load1::<F16>(p, r0 + jj)
+                + x[k + 1] * load1::<F16>(p, r1 + jj)
+                + x[k + 2] * load1::<F16>(p, r2 + jj)
+                + x[k + 3] * load1::<F16>(p, r3 + jj);
         }
-        kk += 4;
+        k += 4;
     }
-    for kr in kk..k {
-        let row = &w[kr * n + n0..kr * n + n0 + width];
-        axpy_avx2(out, x[kr], row);
+    for (kr, &xk) in x.iter().enumerate().skip(k) {
+        let (xv, r) = (_mm256_set1_ps(xk), kr * stride);
+        let mut j = 0;
+        while j + 8 <= width {
+            let y = _mm256_fmadd_ps(xv, load8::<F16>(p, r + j), _mm256_loadu_ps(o.add(j)));
+            _mm256_storeu_ps(o.add(j), y);
+            j += 8;
+        }
+        for jj in j..width {
+            *o.add(jj) += xk * load1::<F16>(p, r + jj);
+        }
+    }
+}
+
+/// 8 values from element `i` of `p`: f32, or f16 widened (exactly) with `F16`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn load8<const F16: bool>(p: *const u8, i: usize) -> __m256 {
+    if F16 {
+        load_f16((p as *const u16).add(i))
+    } else {
+        _mm256_loadu_ps((p as *const f32).add(i))
+    }
+}
+
+/// Element `i` of `p` as f32 (see [`load8`]).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn load1<const F16: bool>(p: *const u8, i: usize) -> f32 {
+    if F16 {
+        f16_scalar(*(p as *const u16).add(i))
+    } else {
+        *(p as *const f32).add(i)
     }
 }
 
@@ -859,8 +925,77 @@ pub fn dot_rows_any(out: &mut [f32], x: &[f32], rows: Matrix<'_>) {
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn dot_rows_16<const BF16: bool>(out: &mut [f32], x: &[f32], rows: &[u16]) {
     let c = x.len();
+    if c <= SHORT_ROW {
+        return dot_rows_16_short::<BF16>(out, x, rows);
+    }
     for (v, o) in out.iter_mut().enumerate() {
         *o = dot_16::<BF16>(x, rows.as_ptr().add(v * c));
+    }
+}
+
+/// Rows of at most this many values (attention's keys in an f16 cache: one head's 64) are read
+/// 4 at a time: 4 adjacent short rows are one short stretch of memory, so the stream stays
+/// sequential, and one 4-way horizontal sum replaces 4 single ones.
+const SHORT_ROW: usize = 128;
+
+/// [`dot_rows_16`] for rows of at most [`SHORT_ROW`] values: 4 rows at a time, one accumulator
+/// each, 8 values per step.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn dot_rows_16_short<const BF16: bool>(out: &mut [f32], x: &[f32], rows: &[u16]) {
+    let c = x.len();
+    let (xp, whole) = (x.as_ptr(), c / 8 * 8);
+    let mut r = 0;
+    while r + 4 <= out.len() {
+        let p = rows.as_ptr().add(r * c);
+        let mut acc = [_mm256_setzero_ps(); 4];
+        let mut i = 0;
+        while i < whole {
+            let xv = _mm256_loadu_ps(xp.add(i));
+            for (k, a) in acc.iter_mut().enumerate() {
+                *a = _mm256_fmadd_ps(xv, load_16::<BF16>(p.add(k * c + i)), *a);
+            }
+            i += 8;
+        }
+        let mut s = [0.0f32; 4];
+        _mm_storeu_ps(s.as_mut_ptr(), hsum4(acc));
+        for (k, s_k) in s.iter_mut().enumerate() {
+            for (ii, &xi) in x.iter().enumerate().skip(whole) {
+                *s_k += xi * scalar_16::<BF16>(*p.add(k * c + ii));
+            }
+        }
+        out[r..r + 4].copy_from_slice(&s);
+        r += 4;
+    }
+    for (rr, o) in out.iter_mut().enumerate().skip(r) {
+        *o = dot_16::<BF16>(x, rows.as_ptr().add(rr * c));
+    }
+}
+
+/// The four horizontal sums of `a`, in one vector: three `hadd`s and one add instead of four
+/// [`hsum`]s.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn hsum4(a: [__m256; 4]) -> __m128 {
+    // Per 128-bit half: [a0 pairs, a1 pairs], then [a0, a1, a2, a3] sums of 4 values.
+    let s = _mm256_hadd_ps(_mm256_hadd_ps(a[0], a[1]), _mm256_hadd_ps(a[2], a[3]));
+    _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps::<1>(s))
+}
+
+/// 8 f16 (bf16 with `BF16`) values at `p`, widened to f32.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn load_16<const BF16: bool>(p: *const u16) -> __m256 {
+    if BF16 { load_bf16(p) } else { load_f16(p) }
+}
+
+/// One f16 (bf16 with `BF16`) value as f32.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn scalar_16<const BF16: bool>(bits: u16) -> f32 {
+    if BF16 {
+        gpt2_weights::dtype::bf16_to_f32(bits)
+    } else {
+        f16_scalar(bits)
     }
 }
 
@@ -871,32 +1006,27 @@ unsafe fn dot_rows_16<const BF16: bool>(out: &mut [f32], x: &[f32], rows: &[u16]
 unsafe fn dot_16<const BF16: bool>(x: &[f32], p: *const u16) -> f32 {
     let c = x.len();
     let xp = x.as_ptr();
-    let load = |i: usize| {
-        let w = p.add(i);
-        if BF16 { load_bf16(w) } else { load_f16(w) }
-    };
     let mut acc = [_mm256_setzero_ps(); 4];
     let mut i = 0;
     while i + 32 <= c {
         for (k, a) in acc.iter_mut().enumerate() {
-            *a = _mm256_fmadd_ps(_mm256_loadu_ps(xp.add(i + 8 * k)), load(i + 8 * k), *a);
+            let w = load_16::<BF16>(p.add(i + 8 * k));
+            *a = _mm256_fmadd_ps(_mm256_loadu_ps(xp.add(i + 8 * k)), w, *a);
         }
         i += 32;
     }
     while i + 8 <= c {
-        acc[0] = _mm256_fmadd_ps(_mm256_loadu_ps(xp.add(i)), load(i), acc[0]);
+        acc[0] = _mm256_fmadd_ps(
+            _mm256_loadu_ps(xp.add(i)),
+            load_16::<BF16>(p.add(i)),
+            acc[0],
+        );
         i += 8;
     }
     let sum = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
     let mut s = hsum(sum);
     for (ii, &xi) in x.iter().enumerate().skip(i) {
-        let b = *p.add(ii);
-        let w = if BF16 {
-            gpt2_weights::dtype::bf16_to_f32(b)
-        } else {
-            f16_scalar(b)
-        };
-        s += xi * w;
+        s += xi * scalar_16::<BF16>(*p.add(ii));
     }
     s
 }

@@ -180,6 +180,7 @@ pub struct Kernels {
     dot_rows: fn(&mut [f32], &[f32], &[f32]),
     dot_rows_any: fn(&mut [f32], &[f32], Matrix<'_>),
     dequantize: fn(&mut [f32], Values<'_>),
+    weighted_sum: fn(&mut [f32], &[f32], Matrix<'_>),
     quantize_input: fn(&[f32], &mut [i16], &mut [f32]),
     dot: fn(&[f32], &[f32]) -> f32,
     axpy: fn(&mut [f32], f32, &[f32]),
@@ -208,6 +209,7 @@ impl Kernels {
             dot_rows: scalar::dot_rows,
             dot_rows_any: scalar::dot_rows_any,
             dequantize: scalar::dequantize,
+            weighted_sum: scalar::weighted_sum,
             quantize_input: scalar::quantize_input,
             dot: scalar::dot,
             axpy: scalar::axpy,
@@ -242,6 +244,7 @@ impl Kernels {
                 dot_rows: avx2::dot_rows,
                 dot_rows_any: avx2::dot_rows_any,
                 dequantize: avx2::dequantize,
+                weighted_sum: avx2::weighted_sum,
                 quantize_input: avx2::quantize_input,
                 dot: avx2::dot,
                 axpy: avx2::axpy,
@@ -261,6 +264,7 @@ impl Kernels {
             dot_rows: neon::dot_rows,
             dot_rows_any: neon::dot_rows_any,
             dequantize: neon::dequantize,
+            weighted_sum: neon::weighted_sum,
             quantize_input: neon::quantize_input,
             dot: neon::dot,
             axpy: neon::axpy,
@@ -328,6 +332,11 @@ impl Kernels {
     /// `out[r] = x . rows.row(r)` for a matrix in any dtype, converted in registers.
     pub fn dot_rows_any(&self, out: &mut [f32], x: &[f32], rows: Matrix<'_>) {
         (self.dot_rows_any)(out, x, rows)
+    }
+
+    /// `out = sum_r weights[r] * rows.row(r)`, the rows in any dtype (SIMD for f32 and f16).
+    pub fn weighted_sum(&self, out: &mut [f32], weights: &[f32], rows: Matrix<'_>) {
+        (self.weighted_sum)(out, weights, rows)
     }
 
     /// `out = values` as f32.
@@ -457,7 +466,8 @@ pub(crate) mod tests {
     }
 
     /// Every reduced-precision kernel of the detected instruction set against the definitions,
-    /// on shapes with remainders: rows not a multiple of 4, row lengths not a multiple of 8
+    /// on shapes with remainders: rows not a multiple of 4 (dot products, weighted sums), row
+    /// lengths not a multiple of 8
     /// (f16, bf16) and more than one q8_0 block; 1, 2, 7 and 13 positions for the packed
     /// product (a partial group of 6, and less than one 16-wide panel in the last columns).
     #[test]
@@ -485,6 +495,18 @@ pub(crate) mod tests {
                         &reference_rows(&x, m.matrix(), &vec![0.0; rows]),
                         1e-5,
                     );
+                    // The weighted sum of the rows (attention's sum over a cache of values).
+                    let weights = data(rows, 35);
+                    let mut got = vec![f32::NAN; cols];
+                    kernels.weighted_sum(&mut got, &weights, m.matrix());
+                    let want: Vec<f32> = (0..cols)
+                        .map(|j| {
+                            (0..rows)
+                                .map(|r| weights[r] * want_values[r * cols + j])
+                                .sum()
+                        })
+                        .collect();
+                    close(&got, &want, 1e-5);
                     let bias = data(rows, 33);
                     for t in [1, 2, 7, 13] {
                         let inp = data(t * cols, 34);

@@ -319,36 +319,102 @@ fn matvec_cols(out: &mut [f32], x: &[f32], w: MatRef<'_>, bias: &[f32], n0: usiz
 
 #[target_feature(enable = "neon")]
 unsafe fn matvec_cols_neon(out: &mut [f32], x: &[f32], w: MatRef<'_>, bias: &[f32], n0: usize) {
-    let (k, n, w) = (w.rows(), w.cols(), w.data());
-    let width = bias.len();
     out.copy_from_slice(bias);
+    let p = w.data().as_ptr().add(n0) as *const u8;
+    add_rows::<false>(out, x, p, w.cols());
+}
+
+/// `out = sum_r weights[r] * rows.row(r)` for f32 or f16 rows: attention's weighted sum of the
+/// values in an f32 or an f16 cache.
+pub fn weighted_sum(out: &mut [f32], weights: &[f32], rows: Matrix<'_>) {
+    assert!(
+        rows.rows() == weights.len() && rows.cols() == out.len(),
+        "weighted_sum: inconsistent shapes"
+    );
+    out.fill(0.0);
+    // SAFETY: NEON is baseline on aarch64; shapes checked above (rows.rows() rows of out.len()
+    // values each).
+    unsafe {
+        match rows.values() {
+            Values::F32(v) => add_rows::<false>(out, weights, v.as_ptr() as *const u8, out.len()),
+            Values::F16(v) => add_rows::<true>(out, weights, v.as_ptr() as *const u8, out.len()),
+            Values::Bf16(_) | Values::Q8_0(_) => {
+                scalar::weighted_sum_with(axpy, dequantize, out, weights, rows)
+            }
+        }
+    }
+}
+
+/// `out += sum_k x[k] * row_k`, row `k` being `out.len()` values (f32, or f16 with `F16`) that
+/// start `k * stride` values after `p`. Four rows per pass over `out`, which stays in L1, the
+/// rows read front to back.
+///
+/// # Safety
+/// `x.len()` rows of `out.len()` values readable at that stride.
+#[target_feature(enable = "neon")]
+unsafe fn add_rows<const F16: bool>(out: &mut [f32], x: &[f32], p: *const u8, stride: usize) {
+    let width = out.len();
     let o = out.as_mut_ptr();
-    let mut kk = 0;
-    while kk + 4 <= k {
-        let xs = vld1q_f32(x.as_ptr().add(kk));
-        let p0 = w.as_ptr().add(kk * n + n0);
-        let (p1, p2, p3) = (p0.add(n), p0.add(2 * n), p0.add(3 * n));
+    let mut k = 0;
+    while k + 4 <= x.len() {
+        let xs = vld1q_f32(x.as_ptr().add(k));
+        let (r0, r1, r2, r3) = (
+            k * stride,
+            (k + 1) * stride,
+            (k + 2) * stride,
+            (k + 3) * stride,
+        );
         let mut j = 0;
         while j + 4 <= width {
             let mut y = vld1q_f32(o.add(j));
-            y = vfmaq_laneq_f32::<0>(y, vld1q_f32(p0.add(j)), xs);
-            y = vfmaq_laneq_f32::<1>(y, vld1q_f32(p1.add(j)), xs);
-            y = vfmaq_laneq_f32::<2>(y, vld1q_f32(p2.add(j)), xs);
-            y = vfmaq_laneq_f32::<3>(y, vld1q_f32(p3.add(j)), xs);
+            y = vfmaq_laneq_f32::<0>(y, load4::<F16>(p, r0 + j), xs);
+            y = vfmaq_laneq_f32::<1>(y, load4::<F16>(p, r1 + j), xs);
+            y = vfmaq_laneq_f32::<2>(y, load4::<F16>(p, r2 + j), xs);
+            y = vfmaq_laneq_f32::<3>(y, load4::<F16>(p, r3 + j), xs);
             vst1q_f32(o.add(j), y);
             j += 4;
         }
         for jj in j..width {
-            *o.add(jj) += x[kk] * *p0.add(jj)
-                + x[kk + 1] * *p1.add(jj)
-                + x[kk + 2] * *p2.add(jj)
-                + x[kk + 3] * *p3.add(jj);
+            *o.add(jj) += x[k] * load1::<F16>(p, r0 + jj)
+                + x[k + 1] * load1::<F16>(p, r1 + jj)
+                + x[k + 2] * load1::<F16>(p, r2 + jj)
+                + x[k + 3] * load1::<F16>(p, r3 + jj);
         }
-        kk += 4;
+        k += 4;
     }
-    for kr in kk..k {
-        let row = &w[kr * n + n0..kr * n + n0 + width];
-        axpy_neon(out, x[kr], row);
+    for (kr, &xk) in x.iter().enumerate().skip(k) {
+        let r = kr * stride;
+        let mut j = 0;
+        while j + 4 <= width {
+            let y = vfmaq_n_f32(vld1q_f32(o.add(j)), load4::<F16>(p, r + j), xk);
+            vst1q_f32(o.add(j), y);
+            j += 4;
+        }
+        for jj in j..width {
+            *o.add(jj) += xk * load1::<F16>(p, r + jj);
+        }
+    }
+}
+
+/// 4 values from element `i` of `p`: f32, or f16 widened (exactly) with `F16`.
+#[inline]
+#[target_feature(enable = "neon")]
+unsafe fn load4<const F16: bool>(p: *const u8, i: usize) -> float32x4_t {
+    if F16 {
+        load_16::<false>((p as *const u16).add(i))
+    } else {
+        vld1q_f32((p as *const f32).add(i))
+    }
+}
+
+/// Element `i` of `p` as f32 (see [`load4`]).
+#[inline]
+#[target_feature(enable = "neon")]
+unsafe fn load1<const F16: bool>(p: *const u8, i: usize) -> f32 {
+    if F16 {
+        gpt2_weights::dtype::f16_to_f32(*(p as *const u16).add(i))
+    } else {
+        *(p as *const f32).add(i)
     }
 }
 

@@ -164,6 +164,46 @@ pub fn dot_rows_any_with(
     }
 }
 
+/// `out = sum_r weights[r] * rows.row(r)`: attention's weighted sum of the values in its cache
+/// (f32, or f16 in a reduced-precision file), for rows in any dtype.
+pub fn weighted_sum(out: &mut [f32], weights: &[f32], rows: Matrix<'_>) {
+    out.fill(0.0);
+    weighted_sum_with(axpy, dequantize, out, weights, rows)
+}
+
+/// `out += sum_r weights[r] * rows.row(r)`, with the row update and the conversion supplied by
+/// the caller (the SIMD kernels pass theirs for the dtypes they have no kernel of their own for).
+pub fn weighted_sum_with(
+    axpy: fn(&mut [f32], f32, &[f32]),
+    dequantize: fn(&mut [f32], Values<'_>),
+    out: &mut [f32],
+    weights: &[f32],
+    rows: Matrix<'_>,
+) {
+    let width = out.len();
+    assert!(
+        rows.rows() == weights.len() && rows.cols() == width,
+        "weighted_sum: inconsistent shapes"
+    );
+    if let Values::F32(data) = rows.values() {
+        for (&a, row) in weights.iter().zip(data.chunks_exact(width)) {
+            axpy(out, a, row);
+        }
+        return;
+    }
+    let mut buf = [0.0f32; CHUNK];
+    for (r, &a) in weights.iter().enumerate() {
+        let row = rows.row(r);
+        let mut i = 0;
+        while i < width {
+            let n = (width - i).min(CHUNK);
+            dequantize(&mut buf[..n], row.slice(i..i + n));
+            axpy(&mut out[i..i + n], a, &buf[..n]);
+            i += n;
+        }
+    }
+}
+
 /// q8_0 rows dotted with `x` by the q8_0 rule (`gpt2_weights::dtype`): `x` quantized to 16-bit
 /// blocks, each block's 32 products `q_w * q_x` summed exactly in integers (at most 32 * 2^7 *
 /// 2^14 in magnitude), then `d_w * d_x * sum` added up in f32. The SIMD kernels compute the

@@ -304,20 +304,21 @@ impl TeamSizer {
 
 /// A mutable buffer that the threads of a team write in disjoint ranges and read after a
 /// barrier. It hands out slices through `unsafe` methods whose contract is the team's protocol.
-pub struct Shared<'a> {
-    ptr: *mut f32,
+/// Its elements are f32, or the f16 bits (`u16`) of a key/value cache in f16.
+pub struct Shared<'a, T = f32> {
+    ptr: *mut T,
     len: usize,
-    _buffer: PhantomData<&'a mut [f32]>,
+    _buffer: PhantomData<&'a mut [T]>,
 }
 
-// SAFETY: `Shared` is a `&mut [f32]` split by the team's protocol (see the methods' contracts);
-// f32 is Send and Sync, and the borrow it came from outlives it.
-unsafe impl Send for Shared<'_> {}
+// SAFETY: `Shared` is a `&mut [T]` split by the team's protocol (see the methods' contracts);
+// T is Send and Sync, and the borrow it came from outlives it.
+unsafe impl<T: Send + Sync> Send for Shared<'_, T> {}
 // SAFETY: as above; concurrent access goes through the unsafe methods only.
-unsafe impl Sync for Shared<'_> {}
+unsafe impl<T: Send + Sync> Sync for Shared<'_, T> {}
 
-impl<'a> Shared<'a> {
-    pub fn new(buffer: &'a mut [f32]) -> Self {
+impl<'a, T> Shared<'a, T> {
+    pub fn new(buffer: &'a mut [T]) -> Self {
         Shared {
             ptr: buffer.as_mut_ptr(),
             len: buffer.len(),
@@ -331,7 +332,7 @@ impl<'a> Shared<'a> {
     /// Until the next barrier, no other thread may access any part of `range`, and the caller
     /// holds no other slice of it.
     #[allow(clippy::mut_from_ref)]
-    pub unsafe fn range_mut(&self, range: Range<usize>) -> &mut [f32] {
+    pub unsafe fn range_mut(&self, range: Range<usize>) -> &mut [T] {
         assert!(
             range.start <= range.end && range.end <= self.len,
             "Shared: out of bounds"
@@ -344,7 +345,7 @@ impl<'a> Shared<'a> {
     ///
     /// # Safety
     /// Until the next barrier, no thread may write any part of `range`.
-    pub unsafe fn range(&self, range: Range<usize>) -> &[f32] {
+    pub unsafe fn range(&self, range: Range<usize>) -> &[T] {
         assert!(
             range.start <= range.end && range.end <= self.len,
             "Shared: out of bounds"

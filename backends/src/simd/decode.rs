@@ -35,7 +35,7 @@
 
 use gpt2_weights::{Config, Gpt2Weights};
 
-use crate::kernels::attention::attend_head;
+use crate::kernels::attention::{KvElement, KvStore, attend_head};
 use crate::kernels::team::{Shared, Split, Team, TeamOp};
 use crate::kernels::{Compute, HeadCache, KvShape, Weight};
 use crate::profile::Op;
@@ -183,9 +183,24 @@ pub struct Buffers<'a> {
     pub fc: Shared<'a>,       // (H)
     pub partials: Shared<'a>, // (parts, max(3C, H)) partial sums of a product
     pub scores: Shared<'a>,   // (n_head, n_ctx)
-    pub k_cache: Shared<'a>,  // (n_layer, n_head, n_ctx, D)
-    pub v_cache: Shared<'a>,  // (n_layer, n_head, n_ctx, D)
+    pub kv: SharedKv<'a>,     // keys and values, (n_layer, n_head, n_ctx, D) each
     pub logits: Shared<'a>,   // (V)
+}
+
+/// The key and value stores as the team shares them: f32, or the f16 bits of a
+/// reduced-precision file's cache (`gpt2_weights::dtype`).
+pub enum SharedKv<'a> {
+    F32(Shared<'a, f32>, Shared<'a, f32>),
+    F16(Shared<'a, u16>, Shared<'a, u16>),
+}
+
+impl<'a> SharedKv<'a> {
+    pub fn new(store: &'a mut KvStore) -> Self {
+        match store {
+            KvStore::F32 { k, v } => SharedKv::F32(Shared::new(k), Shared::new(v)),
+            KvStore::F16 { k, v } => SharedKv::F16(Shared::new(k), Shared::new(v)),
+        }
+    }
 }
 
 /// One decode step in progress: the position, the buffers, and what it runs on.
@@ -248,8 +263,22 @@ impl Step<'_> {
     }
 
     /// Head `hd` of layer `layer`: sums the head's query, key and value out of the QKV
-    /// partials (key and value straight into the cache at `pos`), then attends.
+    /// partials (key and value into the cache at `pos`, rounded to its element), then attends.
     fn attend(&self, layer: usize, parts: usize, hd: usize) {
+        match &self.bufs.kv {
+            SharedKv::F32(k, v) => self.attend_in(layer, parts, hd, (k, v)),
+            SharedKv::F16(k, v) => self.attend_in(layer, parts, hd, (k, v)),
+        }
+    }
+
+    /// [`Step::attend`] on a cache of `E`s.
+    fn attend_in<E: KvElement>(
+        &self,
+        layer: usize,
+        parts: usize,
+        hd: usize,
+        (k_store, v_store): (&Shared<E>, &Shared<E>),
+    ) {
         let cfg = self.config;
         let c = cfg.n_embd as usize;
         let shape = KvShape::new(c, cfg.n_head as usize, cfg.n_ctx as usize);
@@ -264,8 +293,8 @@ impl Step<'_> {
             (
                 b.partials.range(0..parts_len),
                 b.qkv.range_mut(hd * d..(hd + 1) * d),
-                b.k_cache.range_mut(head.clone()),
-                b.v_cache.range_mut(head),
+                k_store.range_mut(head.clone()),
+                v_store.range_mut(head),
                 b.scores.range_mut(hd * shape.n_ctx..(hd + 1) * shape.n_ctx),
                 b.att.range_mut(hd * d..(hd + 1) * d),
             )
@@ -274,14 +303,16 @@ impl Step<'_> {
         let compute = self.compute;
         let sum = |out: &mut [f32], col0| compute.sum_partials(out, partials, parts, 3 * c, col0);
         sum(q, hd * d);
-        sum(&mut k_head[new_row.clone()], c + hd * d);
-        sum(&mut v_head[new_row], 2 * c + hd * d);
+        // The new key and value are summed in f32 into `out`, free until attention writes it.
+        sum(out, c + hd * d);
+        E::store(&mut k_head[new_row.clone()], out);
+        sum(out, 2 * c + hd * d);
+        E::store(&mut v_head[new_row], out);
         let cache = HeadCache {
-            k: k_head,
-            v: v_head,
+            k: E::values(k_head),
+            v: E::values(v_head),
         };
-        let zeros = compute.zeros(d);
-        attend_head(&compute.kernels, out, q, cache, scores, self.pos, zeros);
+        attend_head(&compute.kernels, out, q, cache, scores, self.pos);
     }
 
     /// Column block `i` of `target` (`x` or `fc`): `finish(out, sum of the partials)` of a
@@ -386,8 +417,7 @@ impl TeamProduct {
                     fc: empty(),
                     partials: Shared::new(&mut self.partials),
                     scores: empty(),
-                    k_cache: empty(),
-                    v_cache: empty(),
+                    kv: SharedKv::F32(empty(), empty()),
                     logits: empty(),
                 },
             };

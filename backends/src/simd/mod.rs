@@ -15,7 +15,8 @@
 //! Buffer shapes (T new positions, C = n_embd, H = MLP width, V = vocabulary): `x`, `ln`,
 //! `att`, `proj` are (T, C); `qkv` is (T, 3C); `fc` is (T, H); the key and value stores are
 //! (n_layer, n_head, n_ctx, D) with D = C / n_head, so that the keys one head attends over are
-//! contiguous (attention streams them instead of gathering D floats every C); `logits` is (V).
+//! contiguous (attention streams them instead of gathering D floats every C), in f32, or in f16
+//! for a reduced-precision file (`gpt2_weights::dtype`'s cache rule); `logits` is (V).
 //! Every buffer is sized for T = n_ctx up front.
 //!
 //! A decode step of `simd-kv` is a list of operations run by a thread team; that list and the
@@ -26,12 +27,12 @@ pub mod decode;
 use gpt2_weights::{Config, Gpt2Weights};
 
 use crate::engine::{Engine, EngineError, EngineInfo, History, check_prompt, check_step};
-use crate::kernels::attention::store_kv;
+use crate::kernels::attention::KvStore;
 use crate::kernels::team::{Shared, Team, TeamSizer};
-use crate::kernels::{Compute, Isa, Kernels, KvShape, LayerCache, Weight};
+use crate::kernels::{Compute, Isa, Kernels, KvShape, Weight};
 use crate::memory::Budget;
 use crate::profile::{Op, OpTimes, PhaseClock, Profiler};
-use decode::{Buffers, DecodeOp, Step};
+use decode::{Buffers, DecodeOp, SharedKv, Step};
 
 /// The shared forward pass and its buffers.
 pub struct SimdModel<'w> {
@@ -47,8 +48,7 @@ pub struct SimdModel<'w> {
     scores: Vec<f32>, // (n_head, n_ctx) attention scores of a decode step
     ln_f: Vec<f32>, // (C)
     logits: Vec<f32>, // (V)
-    k_cache: Vec<f32>, // (n_layer, n_head, n_ctx, D)
-    v_cache: Vec<f32>, // (n_layer, n_head, n_ctx, D)
+    kv: KvStore,    // keys and values, (n_layer, n_head, n_ctx, D) each, f32 or f16
     pos: usize,     // positions stored so far
     team: Team,     // claim counters and barrier of a decode step
     sizer: TeamSizer, // how many threads the next decode step runs on
@@ -69,6 +69,8 @@ impl<'w> SimdModel<'w> {
         let (n_ctx, e, h) = (c.n_ctx as usize, c.n_embd as usize, c.mlp_hidden as usize);
         let (n_layer, n_head, v) = (c.n_layer as usize, c.n_head as usize, c.vocab_size as usize);
         let wide = (3 * e).max(h);
+        let kv_dtype = w.kv_dtype(); // f16 in a reduced-precision file
+        let kv_size = kv_dtype.block_bytes() as u64;
         let mut budget = Budget::new(backend);
         budget
             .f32s("residual stream (n_ctx, C)", &[n_ctx, e])
@@ -83,8 +85,16 @@ impl<'w> SimdModel<'w> {
             )
             .f32s("attention scores (n_head, n_ctx)", &[n_head, n_ctx])
             .f32s("logits (V)", &[v])
-            .f32s("key cache (n_layer, n_ctx, C)", &[n_layer, n_ctx, e])
-            .f32s("value cache (n_layer, n_ctx, C)", &[n_layer, n_ctx, e]);
+            .values(
+                "key cache (n_layer, n_ctx, C)",
+                &[n_layer, n_ctx, e],
+                kv_size,
+            )
+            .values(
+                "value cache (n_layer, n_ctx, C)",
+                &[n_layer, n_ctx, e],
+                kv_size,
+            );
         budget.check()?;
         let kv = n_layer * n_ctx * e;
         let zeros = |n: usize| vec![0.0f32; n];
@@ -108,8 +118,7 @@ impl<'w> SimdModel<'w> {
             scores: zeros(c.n_head as usize * n_ctx),
             ln_f: zeros(e),
             logits: zeros(c.vocab_size as usize),
-            k_cache: zeros(kv),
-            v_cache: zeros(kv),
+            kv: KvStore::new(kv_dtype, kv),
             pos: 0,
             profiler: Profiler::default(),
             w,
@@ -135,7 +144,7 @@ impl<'w> SimdModel<'w> {
 
     /// Bytes held by the key and value stores.
     pub fn kv_bytes(&self) -> u64 {
-        ((self.k_cache.len() + self.v_cache.len()) * 4) as u64
+        self.kv.bytes()
     }
 
     /// Bytes of the activation buffers (everything but the weights and the KV cache).
@@ -218,8 +227,7 @@ impl<'w> SimdModel<'w> {
                 fc: Shared::new(&mut self.fc[..h]),
                 partials: Shared::new(&mut self.scratch[..blocks * (3 * c).max(h)]),
                 scores: Shared::new(&mut self.scores[..n_head * n_ctx]),
-                k_cache: Shared::new(&mut self.k_cache),
-                v_cache: Shared::new(&mut self.v_cache),
+                kv: SharedKv::new(&mut self.kv),
                 logits: Shared::new(&mut self.logits),
             },
         };
@@ -268,21 +276,13 @@ impl<'w> SimdModel<'w> {
         }
         clock.mark(Op::Embedding);
         for (l, lw) in self.w.layers.iter().enumerate() {
-            let layer = l * shape.layer_len()..(l + 1) * shape.layer_len();
-            let k_cache = &mut self.k_cache[layer.clone()];
-            let v_cache = &mut self.v_cache[layer];
             let compute = &self.compute;
             let scratch = &mut self.scratch;
             compute.layernorm_rows(ln, x, lw.ln_1_w, lw.ln_1_b, eps);
             clock.mark(Op::LayerNorm);
             compute.linear(qkv, ln, Weight::new(lw.qkv_w), lw.qkv_b, scratch);
             clock.mark(Op::QkvProjection);
-            store_kv(k_cache, v_cache, shape, qkv, p0);
-            let cache = LayerCache {
-                k: k_cache,
-                v: v_cache,
-                shape,
-            };
+            let cache = self.kv.store_layer(l, shape, qkv, p0);
             compute.attention(att, qkv, cache, proj, &mut self.scores, p0);
             clock.mark(Op::Attention);
             let attn_proj_w = Weight::new(lw.attn_proj_w);

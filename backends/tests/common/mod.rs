@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use gpt2_backends::{
-    DeviceChoice, Engine, EngineOptions, LOGIT_TOLERANCE, backend_names, create, registry,
+    DeviceChoice, Engine, EngineOptions, backend_names, create, logit_tolerance, registry,
 };
 use gpt2_export::SyntheticSize;
 use gpt2_weights::{Config, Dtype, Gpt2Weights, WeightFile};
@@ -177,11 +177,12 @@ pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
 /// Decode steps after the prompt in the equivalence checks.
 pub const DECODE_STEPS: usize = 6;
 
-/// Every target but naive itself against naive on `file`: logits within
-/// [`LOGIT_TOLERANCE`] after the prompt and after each of [`DECODE_STEPS`] steps, twice (the
+/// Every target but naive itself against naive on `file`: logits within the file's tolerance
+/// ([`logit_tolerance`]) after the prompt and after each of [`DECODE_STEPS`] steps, twice (the
 /// second round checks that reset() and a new prefill start from scratch).
 pub fn check_against_naive(file: &WeightFile, prompt: &[u32]) {
     let w = file.gpt2().unwrap();
+    let tolerance = logit_tolerance(&w);
     let opts = EngineOptions::default();
     let mut reference = create("naive", &w, &opts).unwrap();
     let mut want = vec![reference.prefill(prompt).unwrap().to_vec()];
@@ -199,13 +200,13 @@ pub fn check_against_naive(file: &WeightFile, prompt: &[u32]) {
             let got = engine.prefill(prompt).unwrap().to_vec();
             let diff = max_abs_diff(&got, &want[0]);
             assert!(
-                diff <= LOGIT_TOLERANCE,
+                diff <= tolerance,
                 "{name} prefill (round {round}): max diff {diff}"
             );
             for (i, &t) in fed.iter().enumerate() {
                 let got = engine.step(t).unwrap().to_vec();
                 let diff = max_abs_diff(&got, &want[i + 1]);
-                assert!(diff <= LOGIT_TOLERANCE, "{name} step {i}: max diff {diff}");
+                assert!(diff <= tolerance, "{name} step {i}: max diff {diff}");
             }
             assert_eq!(engine.position(), prompt.len() + DECODE_STEPS);
             engine.reset();
@@ -221,6 +222,7 @@ pub fn check_simd_kernel_sets(file: &WeightFile, prompt: &[u32]) {
     use gpt2_backends::simd::{SimdEngine, SimdKvEngine};
 
     let w = file.gpt2().unwrap();
+    let tolerance = logit_tolerance(&w);
     let mut naive = create("naive", &w, &EngineOptions::default()).unwrap();
     let mut want = vec![naive.prefill(prompt).unwrap().to_vec()];
     let mut fed = Vec::new();
@@ -237,10 +239,10 @@ pub fn check_simd_kernel_sets(file: &WeightFile, prompt: &[u32]) {
             for mut e in engines {
                 let label = format!("{} {:?} {threads} threads", e.name(), kernels.isa());
                 let diff = max_abs_diff(e.prefill(prompt).unwrap(), &want[0]);
-                assert!(diff <= LOGIT_TOLERANCE, "{label} prefill: {diff}");
+                assert!(diff <= tolerance, "{label} prefill: {diff}");
                 for (i, &t) in fed.iter().enumerate() {
                     let diff = max_abs_diff(e.step(t).unwrap(), &want[i + 1]);
-                    assert!(diff <= LOGIT_TOLERANCE, "{label} step {i}: {diff}");
+                    assert!(diff <= tolerance, "{label} step {i}: {diff}");
                 }
             }
         }
