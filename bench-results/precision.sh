@@ -15,11 +15,16 @@
 #
 #   bash bench-results/precision.sh OUT_DIR [ROUNDS]
 #
+# KV_CACHE (default auto: the f16, bf16 and q8_0 files cache keys and values in f16, as llama.cpp
+# does, and the f32 reference stays exact) is passed to every run as `--kv-cache`; KV_CACHE=f32
+# measures gpt2-bench's default.
+#
 # Builds nothing: run `cargo build --release -p gpt2-harness -p gpt2-export` and
 # `cargo build --release -p gpt2-backends --example decode_vs_read` first.
 set -euo pipefail
 out=${1:?usage: precision.sh OUT_DIR [ROUNDS]}
 rounds=${2:-3}
+kv=${KV_CACHE:-auto}
 bin=target/release
 w=${WEIGHTS:-weights}
 mkdir -p "$out" "$w"
@@ -34,24 +39,24 @@ done
 list=$(IFS=,; echo "${files[*]}")
 {
   echo "# $(date -u +%FT%TZ) $(git rev-parse --short=12 HEAD) on $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(nproc) cores"
-  echo "\$ gpt2-bench compare --model $list --backends simd-kv,simd,candle,ndarray --prompt-tokens 128 --max-tokens 32 --runs 3"
+  echo "\$ gpt2-bench compare --model $list --backends simd-kv,simd,candle,ndarray --prompt-tokens 128 --max-tokens 32 --runs 3 --kv-cache $kv"
 } > "$out/precision-table.txt"
 "$bin/gpt2-bench" compare --model "$list" --backends simd-kv,simd,candle,ndarray \
-  --prompt-tokens 128 --max-tokens 32 --runs 3 --wide -q >> "$out/precision-table.txt"
+  --prompt-tokens 128 --max-tokens 32 --runs 3 --kv-cache "$kv" --wide -q >> "$out/precision-table.txt"
 "$bin/gpt2-bench" compare --model "$list" --backends simd-kv,simd,candle,ndarray \
-  --prompt-tokens 128 --max-tokens 32 --runs 3 --format json -q > "$out/precision-table.json"
+  --prompt-tokens 128 --max-tokens 32 --runs 3 --kv-cache "$kv" --format json -q > "$out/precision-table.json"
 
 simd_kv_rounds() {
   local label=$1
   for r in $(seq 1 "$rounds"); do
     echo "## $label round $r"
     "$bin/gpt2-bench" compare --model "$list" --backends simd-kv --prompt-tokens 128 \
-      --max-tokens 128 --runs 3 -q | grep -E '^(simd-kv|synthetic|Roofline)'
+      --max-tokens 128 --runs 3 --kv-cache "$kv" -q | grep -E '^(simd-kv|synthetic|Roofline)'
   done
 }
 {
   echo "# $(date -u +%FT%TZ) $(git rev-parse --short=12 HEAD) on $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(nproc) cores"
-  echo "\$ gpt2-bench compare --model $list --backends simd-kv --prompt-tokens 128 --max-tokens 128 --runs 3   # x $rounds, quiet, then beside yes > /dev/null"
+  echo "\$ gpt2-bench compare --model $list --backends simd-kv --prompt-tokens 128 --max-tokens 128 --runs 3 --kv-cache $kv   # x $rounds, quiet, then beside yes > /dev/null"
   simd_kv_rounds quiet
   yes > /dev/null &
   hog=$!
@@ -64,12 +69,12 @@ interleaved() {
   local label=$1
   for p in 5 128; do
     echo "## $label, $p-token prompt"
-    "$bin/examples/decode_vs_read" "$list" 2 30 "$p"
+    "$bin/examples/decode_vs_read" "$list" 2 30 "$p" "$kv"
   done
 }
 {
   echo "# $(date -u +%FT%TZ) $(git rev-parse --short=12 HEAD) on $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(nproc) cores"
-  echo "\$ target/release/examples/decode_vs_read $list 2 30 {5,128}   # quiet, then beside yes > /dev/null"
+  echo "\$ target/release/examples/decode_vs_read $list 2 30 {5,128} $kv   # quiet, then beside yes > /dev/null"
   interleaved quiet
   yes > /dev/null &
   hog=$!

@@ -7,20 +7,21 @@
 //! `STEPS` simd-kv decode steps after a prompt of `prompt_tokens` tokens. It prints, per file,
 //! the median, best and worst of each in GB/s (decode: the file's weight bytes read per token x
 //! tok/s; the KV cache that attention reads on top, `2 x n_layer x positions x n_embd` values
-//! of 4 bytes, 2 in a reduced-precision file, is not counted), and the decode tok/s of each file against the first file's, median
+//! of 4 bytes, 2 in an f16 cache, is not counted; the 5th argument chooses the cache as
+//! `--kv-cache` does, f32 by default), and the decode tok/s of each file against the first file's, median
 //! of the per-round ratios: several files of one model (f32, f16, bf16, q8_0) measured seconds
 //! apart in every round, so the machine's swings fall on all of them alike.
 //!
 //! ```sh
 //! cargo run --release -p gpt2-backends --example decode_vs_read -- \
-//!     weights/synthetic-gpt2-seed0.bin[,weights/synthetic-gpt2-seed0-q8_0.bin,...] [threads] [rounds] [prompt_tokens]
+//!     weights/synthetic-gpt2-seed0.bin[,weights/synthetic-gpt2-seed0-q8_0.bin,...] [threads] [rounds] [prompt_tokens] [f32|f16|auto]
 //! ```
 
 use std::time::Instant;
 
-use gpt2_backends::Engine;
 use gpt2_backends::kernels::{Compute, Kernels, probe};
 use gpt2_backends::simd::SimdKvEngine;
+use gpt2_backends::{Engine, KvCache};
 use gpt2_weights::WeightFile;
 
 const STEPS: u32 = 8;
@@ -39,7 +40,14 @@ fn main() {
         })
     };
     let (threads, rounds, prompt) = (number(2, 2), number(3, 30).max(1), number(4, 5).max(1));
-    if let Err(e) = run(paths, threads, rounds, prompt) {
+    let kv_cache: KvCache = args
+        .get(5)
+        .map_or(Ok(KvCache::F32), |s| s.parse())
+        .unwrap_or_else(|e| {
+            eprintln!("error: argument 5: {e}");
+            std::process::exit(2)
+        });
+    if let Err(e) = run(paths, threads, rounds, prompt, kv_cache) {
         eprintln!("error: {e}");
         std::process::exit(1);
     }
@@ -57,6 +65,7 @@ fn run(
     threads: usize,
     rounds: usize,
     prompt_tokens: usize,
+    kv_cache: KvCache,
 ) -> Result<(), Box<dyn std::error::Error>> {
     let files = paths
         .split(',')
@@ -69,7 +78,9 @@ fn run(
         if prompt_tokens + STEPS as usize > config.n_ctx as usize {
             return Err(format!("prompt_tokens + {STEPS} exceeds n_ctx {}", config.n_ctx).into());
         }
-        let engine = SimdKvEngine::new(file.gpt2()?, Kernels::detect(), threads)?;
+        let w = file.gpt2()?;
+        let w = w.clone().with_kv_cache(kv_cache.resolve(&w));
+        let engine = SimdKvEngine::new(w, Kernels::detect(), threads)?;
         engines.push(engine);
     }
     let prompt: Vec<u32> = (0..prompt_tokens as u32).map(|i| 1 + i % 1000).collect();
@@ -104,7 +115,7 @@ fn run(
     let positions = prompt_tokens as u64 + u64::from(STEPS) / 2;
     let kv_values = 2 * u64::from(config.n_layer) * positions * u64::from(config.n_embd);
     println!(
-        "attention also reads about {:.1} MB of KV cache per step at these positions ({:.1} MB in f16 for reduced precision; not counted below)",
+        "attention also reads about {:.1} MB of KV cache per step at these positions ({:.1} MB in f16; cache: {kv_cache}; not counted below)",
         kv_values as f64 * 4.0 / 1e6,
         kv_values as f64 * 2.0 / 1e6
     );

@@ -15,8 +15,8 @@
 //! - **KV cache preallocated.** Each layer has a key and a value tensor of shape
 //!   (n_head, n_ctx, head_dim), zeroed once; new positions are written in place with
 //!   `slice_set` (`Tensor::cat` would copy the whole cache every step), and attention reads the
-//!   first `pos` positions through `narrow` (a view, no copy). In a reduced-precision file the
-//!   cache is f16 (`gpt2_weights::dtype`'s rule), widened to f32 for the products each step.
+//!   first `pos` positions through `narrow` (a view, no copy). With `--kv-cache f16` the cache
+//!   is f16 (`gpt2_weights::dtype`'s rule), widened to f32 for the products each step.
 //! - **Prefill in one pass, then one position per step**, like `simd-kv`; logits are computed
 //!   for the last position only.
 //! - **Threads.** candle's CPU matrix products (the `gemm` crate) split work over rayon threads;
@@ -122,11 +122,11 @@ impl CandleEngine {
         let cfg = w.config;
         let (c, h) = (cfg.n_embd as usize, cfg.mlp_hidden as usize);
         let (n_head, n_ctx) = (cfg.n_head as usize, cfg.n_ctx as usize);
-        // The keys and values as `gpt2_weights::dtype`'s cache rule stores them: f16 in a
-        // reduced-precision file (candle rounds f32 to f16 to nearest, ties to even, as the rule).
-        let kv_dtype = match w.kv_dtype() {
-            gpt2_weights::Dtype::F32 => DType::F32,
-            _ => DType::F16,
+        // The keys and values as `gpt2_weights::dtype`'s cache rule stores them: f32, or f16
+        // with `--kv-cache f16` (candle rounds f32 to f16 to nearest, ties to even, as the rule).
+        let kv_dtype = match w.kv_cache {
+            gpt2_weights::KvDtype::F32 => DType::F32,
+            gpt2_weights::KvDtype::F16 => DType::F16,
         };
         let kv_size = kv_dtype.size_in_bytes() as u64;
         if device_choice == DeviceChoice::Cpu {

@@ -31,7 +31,7 @@ pub mod simd;
 pub mod testing;
 
 pub use engine::{DeviceChoice, Engine, EngineError, EngineInfo};
-use gpt2_weights::Gpt2Weights;
+use gpt2_weights::{Gpt2Weights, KvDtype};
 pub use registry::{BackendSpec, REGISTRY, names as backend_names};
 
 /// Largest |logit difference| accepted between backends, and against Hugging Face transformers
@@ -41,9 +41,9 @@ pub use registry::{BackendSpec, REGISTRY, names as backend_names};
 /// moves logits by O(1)).
 pub const LOGIT_TOLERANCE: f32 = 2e-3;
 
-/// Largest |logit difference| accepted between backends on a file whose keys and values are
-/// cached in f16 (a reduced-precision file, `gpt2_weights::dtype`). Each backend rounds the
-/// keys and values it computed to f16; where two backends' f32 sums of one value fall on either
+/// Largest |logit difference| accepted between backends when keys and values are cached in f16
+/// (`--kv-cache f16`, `gpt2_weights::dtype`). Each backend rounds the keys and values it
+/// computed to f16; where two backends' f32 sums of one value fall on either
 /// side of a rounding boundary (a few values per position), their cached values differ by one
 /// f16 step (2^-11 relative), which moves the logits of the test models by up to 2.6e-3
 /// (measured: bf16 tiny, candle against naive). 2e-2 leaves a real bug's O(1) 50x away.
@@ -52,9 +52,9 @@ pub const F16_KV_LOGIT_TOLERANCE: f32 = 2e-2;
 /// The logit tolerance between backends on `w`: [`LOGIT_TOLERANCE`], or
 /// [`F16_KV_LOGIT_TOLERANCE`] where the keys and values are cached in f16.
 pub fn logit_tolerance(w: &Gpt2Weights<'_>) -> f32 {
-    match w.kv_dtype() {
-        gpt2_weights::Dtype::F32 => LOGIT_TOLERANCE,
-        _ => F16_KV_LOGIT_TOLERANCE,
+    match w.kv_cache {
+        gpt2_weights::KvDtype::F32 => LOGIT_TOLERANCE,
+        gpt2_weights::KvDtype::F16 => F16_KV_LOGIT_TOLERANCE,
     }
 }
 
@@ -67,6 +67,66 @@ pub struct EngineOptions {
     pub device: DeviceChoice,
     /// Also accept the test-only backends of [`testing`] (used by the harness's CLI tests).
     pub allow_test_engines: bool,
+    /// What attention's keys and values are cached in (`gpt2_weights::dtype`).
+    pub kv_cache: KvCache,
+}
+
+/// The `--kv-cache` choice: f32, f16, or `auto` (f16 for a file whose matrices are not all f32,
+/// f32 for an f32 file: what a llama.cpp user of a reduced-precision file gets, with the f32
+/// reference left exact).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum KvCache {
+    #[default]
+    F32,
+    F16,
+    Auto,
+}
+
+impl KvCache {
+    /// The cache dtype for the model `w`.
+    pub fn resolve(self, w: &Gpt2Weights<'_>) -> KvDtype {
+        match self {
+            KvCache::F32 => KvDtype::F32,
+            KvCache::F16 => KvDtype::F16,
+            KvCache::Auto if w.dtype_label() == "f32" => KvDtype::F32,
+            KvCache::Auto => KvDtype::F16,
+        }
+    }
+}
+
+impl From<KvDtype> for KvCache {
+    fn from(kv: KvDtype) -> Self {
+        match kv {
+            KvDtype::F32 => KvCache::F32,
+            KvDtype::F16 => KvCache::F16,
+        }
+    }
+}
+
+impl std::str::FromStr for KvCache {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "f32" => Ok(KvCache::F32),
+            "f16" => Ok(KvCache::F16),
+            "auto" => Ok(KvCache::Auto),
+            _ => Err(format!(
+                "unknown key/value cache dtype {s:?}; use f32, f16 or auto (f16 for \
+                 reduced-precision files)"
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for KvCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            KvCache::F32 => "f32",
+            KvCache::F16 => "f16",
+            KvCache::Auto => "auto",
+        })
+    }
 }
 
 impl Default for EngineOptions {
@@ -75,6 +135,7 @@ impl Default for EngineOptions {
             threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
             device: DeviceChoice::Cpu,
             allow_test_engines: false,
+            kv_cache: KvCache::F32,
         }
     }
 }
@@ -112,6 +173,10 @@ pub fn create<'w>(
     weights: &Gpt2Weights<'w>,
     options: &EngineOptions,
 ) -> Result<Box<dyn Engine + 'w>, EngineError> {
+    // The model as it is run: its keys and values cached in `options.kv_cache`.
+    let weights = &weights
+        .clone()
+        .with_kv_cache(options.kv_cache.resolve(weights));
     if let Some(spec) = registry::spec(name) {
         return (spec.create)(weights, options);
     }

@@ -14,7 +14,7 @@
 //! `Values::dequantize_into` for a row, and compute in f32 as they do for an f32 file. A product
 //! with a q8_0 matrix first rounds its input to q8_0 (`gpt2_weights::dtype::product_input`,
 //! llama.cpp's rule, which lets the SIMD kernels sum in integers); here that is one call before
-//! the loops, and the loops stay the f32 loops. In such a file the keys and values are also
+//! the loops, and the loops stay the f32 loops. With `--kv-cache f16` the keys and values are
 //! rounded to f16 ([`kv_store_forward`]), the f16 KV cache rule of the same module.
 //!
 //! There is no KV cache: every step recomputes all T positions (the "History" of the engine),
@@ -23,7 +23,7 @@
 //! layer, the largest matrix in the model, is applied to the last position only.
 
 use gpt2_weights::dtype::{product_input, round_to_f16};
-use gpt2_weights::{Config, Dtype, Gpt2Weights, LayerWeights, Linear, Matrix};
+use gpt2_weights::{Config, Gpt2Weights, KvDtype, LayerWeights, Linear, Matrix};
 
 use crate::engine::{Engine, EngineError, EngineInfo, History};
 use crate::memory::check_forward;
@@ -163,12 +163,12 @@ pub fn attention_forward(
     }
 }
 
-/// The keys and values as the model stores them: in a reduced-precision file, each position's
-/// key and value (channels C..3C of `qkv (T, 3C)`) rounded in place to f16, the KV cache rule of
-/// `gpt2_weights::dtype`; in an f32 file (`kv` = f32), nothing. naive has no cache; it rounds
-/// what it recomputes, so it attends over the values a cache in f16 would hold.
-pub fn kv_store_forward(qkv: &mut [f32], c: usize, kv: Dtype) {
-    if kv == Dtype::F16 {
+/// The keys and values as the model caches them: with `--kv-cache f16`, each position's key and
+/// value (channels C..3C of `qkv (T, 3C)`) rounded in place to f16, the KV cache rule of
+/// `gpt2_weights::dtype`; with f32 (the default), nothing. naive has no cache; it rounds what it
+/// recomputes, so it attends over the values an f16 cache would hold.
+pub fn kv_store_forward(qkv: &mut [f32], c: usize, kv: KvDtype) {
+    if kv == KvDtype::F16 {
         for row in qkv.chunks_exact_mut(3 * c) {
             round_to_f16(&mut row[c..]);
         }
@@ -274,7 +274,7 @@ fn block_forward(
     l: &LayerWeights<'_>,
     cfg: &Config,
     t_len: usize,
-    kv: Dtype,
+    kv: KvDtype,
 ) {
     let (c, n_head) = (cfg.n_embd as usize, cfg.n_head as usize);
     let eps = cfg.layer_norm_eps;
@@ -320,7 +320,7 @@ fn gpt2_forward<'a>(
     a.ln_f.resize(c, 0.0);
     a.logits.resize(cfg.vocab_size as usize, 0.0);
 
-    let kv = w.kv_dtype();
+    let kv = w.kv_cache;
     let mut clock = p.clock();
     embedding_forward(&mut a.x, tokens, w.wte, w.wpe, c);
     clock.mark(Op::Embedding);
@@ -443,14 +443,14 @@ mod tests {
     }
 
     #[test]
-    fn keys_and_values_are_rounded_to_f16_in_a_reduced_precision_file_only() {
+    fn keys_and_values_are_rounded_to_f16_with_an_f16_cache_only() {
         let c = 4;
         let qkv: Vec<f32> = (0..2 * 3 * c).map(|i| 1.0 + i as f32 / 3000.0).collect(); // (2, 3C)
         let mut same = qkv.clone();
-        kv_store_forward(&mut same, c, Dtype::F32);
+        kv_store_forward(&mut same, c, KvDtype::F32);
         assert_eq!(same, qkv);
         let mut rounded = qkv.clone();
-        kv_store_forward(&mut rounded, c, Dtype::F16);
+        kv_store_forward(&mut rounded, c, KvDtype::F16);
         for (i, (&got, &was)) in rounded.iter().zip(&qkv).enumerate() {
             if i % (3 * c) < c {
                 assert_eq!(got, was, "query {i} is not rounded");

@@ -6,8 +6,8 @@
 //! as two matrix products, `softmax(Q K^T / sqrt(D)) V`, instead of loops over positions.
 //! Weights are zero-copy `ArrayView`s of the mapped file in an f32 file; in f16, bf16 or q8_0
 //! the matrices are converted to f32 once at load ([`crate::dequant`], reported as copied bytes),
-//! since matrixmultiply multiplies f32 only, and the keys and values are rounded to f16 as the
-//! rule for those files says (`gpt2_weights::dtype`).
+//! since matrixmultiply multiplies f32 only. With `--kv-cache f16` the keys and values are
+//! rounded to f16 as the cache rule says (`gpt2_weights::dtype`).
 //!
 //! Like `naive` it has no KV cache: every step recomputes all T positions. matrixmultiply shines
 //! on the (T, C) x (C, N) products of a long context and does poorly on a single row (it packs
@@ -16,7 +16,7 @@
 use std::borrow::Cow;
 
 use gpt2_weights::dtype::{f16_to_f32, f32_to_f16};
-use gpt2_weights::{Config, Dtype, Gpt2Weights, LayerWeights};
+use gpt2_weights::{Config, Gpt2Weights, KvDtype, LayerWeights};
 use ndarray::{Array1, Array2, ArrayView1, ArrayView2, Axis, CowArray, Ix2, s};
 
 use crate::dequant::{F32Layer, F32Matrices, RoundsInput};
@@ -157,8 +157,8 @@ pub struct NdarrayEngine<'w> {
     /// The output layer's matrix is q8_0: its input is rounded to q8_0 first.
     logits_round_input: bool,
     dtype: String,
-    /// f16 in a reduced-precision file: keys and values are rounded to f16 (`gpt2_weights::dtype`).
-    kv_dtype: Dtype,
+    /// f16 with `--kv-cache f16`: keys and values are rounded to f16 (`gpt2_weights::dtype`).
+    kv_cache: KvDtype,
     converted_bytes: u64,
     ln_f_w: ArrayView1<'w, f32>,
     ln_f_b: ArrayView1<'w, f32>,
@@ -186,7 +186,7 @@ impl<'w> NdarrayEngine<'w> {
             lm_head: m.lm_head.map(|lm| cow2(lm, v, c)),
             logits_round_input: m.logits_round_input,
             dtype: w.dtype_label(),
-            kv_dtype: w.kv_dtype(),
+            kv_cache: w.kv_cache,
             converted_bytes: m.converted_bytes,
             ln_f_w: ArrayView1::from(w.ln_f_w),
             ln_f_b: ArrayView1::from(w.ln_f_b),
@@ -219,7 +219,7 @@ impl<'w> NdarrayEngine<'w> {
             clock.mark(Op::LayerNorm);
             let r = l.rounds_input;
             let mut qkv = linear(ln1.view(), l.qkv_w.view(), l.qkv_b, r.qkv); // (T, 3C)
-            if self.kv_dtype == Dtype::F16 {
+            if self.kv_cache == KvDtype::F16 {
                 // Keys and values as an f16 cache holds them.
                 qkv.slice_mut(s![.., c..])
                     .mapv_inplace(|v| f16_to_f32(f32_to_f16(v)));

@@ -8,6 +8,7 @@ mod common;
 
 use common::*;
 use gpt2_backends::{EngineOptions, backend_names, create};
+use gpt2_weights::KvDtype;
 
 #[test]
 fn tiny_model_all_backends_match_naive() {
@@ -80,7 +81,7 @@ fn simd_backends_on_every_kernel_set_and_thread_count() {
         tiny(tmp.path()),
         synthetic(tmp.path(), odd_config(), "odd", 4),
     ] {
-        check_simd_kernel_sets(&file, &[464, 3616, 286, 1204, 318, 11]);
+        check_simd_kernel_sets(&file, &[464, 3616, 286, 1204, 318, 11], KvDtype::F32);
     }
 }
 

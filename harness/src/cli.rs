@@ -11,7 +11,7 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
-use gpt2_backends::DeviceChoice;
+use gpt2_backends::{DeviceChoice, KvCache};
 
 use crate::report::Format;
 
@@ -192,6 +192,12 @@ pub struct CompareArgs {
     pub reference: Option<String>,
     #[command(flatten)]
     pub engine: SweepEngineArgs,
+    /// What attention's keys and values are cached in: f32; f16, as llama.cpp does (half the
+    /// bytes a decode step reads from the cache; the backends then agree to a few 1e-3 logits
+    /// instead of ~1e-5, so a near-tie can go either way; docs/weights.md); or auto (f16 for
+    /// f16, bf16 and q8_0 files, f32 for an f32 file).
+    #[arg(long, default_value = "f32", value_name = "f32|f16|auto")]
+    pub kv_cache: KvCache,
     #[command(flatten)]
     pub sampling: SamplingArgs,
     /// Measured runs per backend and prompt length.
@@ -241,6 +247,12 @@ pub struct RunArgs {
     pub prompt: PromptArgs,
     #[command(flatten)]
     pub engine: EngineArgs,
+    /// What attention's keys and values are cached in: f32; f16, as llama.cpp does (half the
+    /// bytes a decode step reads from the cache; the backends then agree to a few 1e-3 logits
+    /// instead of ~1e-5, so a near-tie can go either way; docs/weights.md); or auto (f16 for
+    /// f16, bf16 and q8_0 files, f32 for an f32 file).
+    #[arg(long, default_value = "f32", value_name = "f32|f16|auto")]
+    pub kv_cache: KvCache,
     #[command(flatten)]
     pub sampling: SamplingArgs,
     /// Keep generating after the end-of-text token (compare always does).

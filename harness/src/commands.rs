@@ -5,7 +5,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use gpt2_backends::backend_names;
+use gpt2_backends::{KvCache, backend_names};
 use gpt2_export::cli::{self, EXIT_INPUT, EXIT_MISMATCH, EXIT_OK, EXIT_REGRESSION};
 use gpt2_weights::{Gpt2Tokenizer, StreamDecoder, WeightFile};
 
@@ -57,7 +57,7 @@ fn ab(args: &crate::cli::AbArgs) -> anyhow::Result<u8> {
 }
 
 fn check(args: &CheckArgs) -> anyhow::Result<u8> {
-    let options = plan::engine_options(args.engine.threads, args.engine.device)?;
+    let options = plan::engine_options(args.engine.threads, args.engine.device, KvCache::F32)?;
     let names = plan::select_backends(args.backends.as_deref(), None, None, &options)?;
     let (golden, outcomes) = check::run(&args.golden, args.model.as_deref(), &names, &options)?;
     print_stdout(&check::render(&golden, &outcomes))?;
@@ -69,7 +69,8 @@ fn check(args: &CheckArgs) -> anyhow::Result<u8> {
 }
 
 fn roofline(args: &RooflineArgs) -> anyhow::Result<u8> {
-    let options = plan::engine_options(args.threads, gpt2_backends::DeviceChoice::Cpu)?;
+    let options =
+        plan::engine_options(args.threads, gpt2_backends::DeviceChoice::Cpu, KvCache::F32)?;
     let path = model::resolve(args.model.model.as_deref(), args.quiet)?;
     let file = WeightFile::open(&path)?;
     let r = roofline::measure(&file, options.threads)?;
@@ -130,6 +131,7 @@ fn compare(args: &CompareArgs) -> anyhow::Result<u8> {
     let options = plan::engine_options(
         args.engine.threads.iter().max().copied(),
         args.engine.device,
+        args.kv_cache,
     )?;
     let selected = plan::select_backends(
         args.backends.as_deref(),
@@ -536,7 +538,7 @@ fn agreement_rows(
 fn run_one(args: &RunArgs) -> anyhow::Result<u8> {
     plan::check_prompt_args(&args.prompt)?;
     let sampling = plan::sampling(&args.sampling)?;
-    let options = plan::engine_options(args.engine.threads, args.engine.device)?;
+    let options = plan::engine_options(args.engine.threads, args.engine.device, args.kv_cache)?;
     let name = &plan::select_backends(None, Some(&args.backend), None, &options)?[0];
     let path = model::resolve(args.model.model.as_deref(), args.quiet)?;
     let file = WeightFile::open_verified(&path)?;
@@ -554,7 +556,7 @@ fn run_one(args: &RunArgs) -> anyhow::Result<u8> {
             name,
             file.config(),
             (file.bytes_per_token(), &info.dtype),
-            info.kv_cache.then(|| weights.kv_dtype()),
+            info.kv_cache.then(|| options.kv_cache.resolve(&weights)),
             prompt.len(),
         ));
     }

@@ -92,6 +92,7 @@ fn sweep_child_args(args: &crate::cli::CompareArgs, model: &Path, threads: usize
         flag("--reference", reference.clone());
     }
     flag("--device", args.engine.device.to_string());
+    flag("--kv-cache", args.kv_cache.to_string());
     let s = &args.sampling;
     flag("--temperature", s.temperature.to_string());
     flag("--top-k", s.top_k.to_string());
@@ -320,6 +321,7 @@ pub fn run(
                 reference,
                 &mut warnings,
             );
+            result.kv_cache_dtype = plan.options.kv_cache.resolve(&weights).to_string();
             let first_file = plan
                 .reference_total_ms
                 .iter()
@@ -447,6 +449,7 @@ fn summarise(
             device: m.info.device.clone(),
             threads: m.info.threads,
             kv_cache: m.info.kv_cache,
+            kv_cache_dtype: String::new(), // set by `run`, which has the weights
             dtype: m.info.dtype.to_string(),
             model_file: file
                 .path()

@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use std::path::PathBuf;
 
 use anyhow::bail;
-use gpt2_backends::{DeviceChoice, EngineOptions, backend_names};
+use gpt2_backends::{DeviceChoice, EngineOptions, KvCache, backend_names};
 use gpt2_export::cli;
 use gpt2_weights::{Gpt2Tokenizer, WeightFile};
 
@@ -135,9 +135,11 @@ const MAX_THREADS_PER_CORE: usize = 4;
 pub fn engine_options(
     threads: Option<usize>,
     device: DeviceChoice,
+    kv_cache: KvCache,
 ) -> anyhow::Result<EngineOptions> {
     let mut options = EngineOptions {
         device,
+        kv_cache,
         allow_test_engines: std::env::var_os("GPT2_BENCH_TEST_ENGINES").is_some_and(|v| v == "1"),
         ..EngineOptions::default()
     };

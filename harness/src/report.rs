@@ -116,6 +116,11 @@ pub struct Normalized {
     pub decode_tok_per_peak_gflop: Option<Summary>,
 }
 
+/// The key/value cache dtype of a report saved before `--kv-cache` existed.
+fn f32_name() -> String {
+    "f32".to_string()
+}
+
 #[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct BackendResult {
     pub backend: String,
@@ -124,6 +129,10 @@ pub struct BackendResult {
     pub device: String,
     pub threads: usize,
     pub kv_cache: bool,
+    /// What keys and values were cached (or, without a cache, rounded) in: `f32`, or `f16`
+    /// (`--kv-cache f16`).
+    #[serde(default = "f32_name")]
+    pub kv_cache_dtype: String,
     /// The weight file's dtype label (`f32`, `q8_0`, `q8_0+f16` for a mixed file).
     pub dtype: String,
     /// The weight file this row ran (its file name), and the weight bytes one decode step reads
@@ -338,7 +347,12 @@ fn row(r: &BackendResult, reference: &str) -> [String; 18] {
         threads_cell(r),
         r.dtype.clone(),
         format!("{:.1}", r.weight_bytes_per_token as f64 / 1e6),
-        if r.kv_cache { "yes" } else { "no" }.to_string(),
+        match (r.kv_cache, r.kv_cache_dtype.as_str()) {
+            (false, _) => "no",
+            (true, "f32") => "yes",
+            (true, dtype) => dtype,
+        }
+        .to_string(),
         r.prompt_tokens.to_string(),
         r.new_tokens.to_string(),
         mean_sd(&r.ttft_ms, 1),
@@ -563,7 +577,7 @@ pub fn summary_lines(report: &Report) -> Vec<String> {
 
 /// Columns of the CSV: numbers only (mean and standard deviation apart, fractions as
 /// fractions, booleans as true/false), an empty field where there is no value.
-const CSV_HEADERS: [&str; 24] = [
+const CSV_HEADERS: [&str; 25] = [
     "backend",
     "device",
     "threads",
@@ -571,6 +585,7 @@ const CSV_HEADERS: [&str; 24] = [
     "model_file",
     "weight_bytes_per_token",
     "kv_cache",
+    "kv_cache_dtype",
     "prompt_tokens",
     "new_tokens",
     "runs",
@@ -590,7 +605,7 @@ const CSV_HEADERS: [&str; 24] = [
     "tokens_match",
 ];
 
-fn csv_row(r: &BackendResult) -> [String; 24] {
+fn csv_row(r: &BackendResult) -> [String; 25] {
     let num = |x: Option<f64>| x.map_or_else(String::new, |v| format!("{v}"));
     let decode = r.decode_tok_per_s.as_ref();
     [
@@ -601,6 +616,7 @@ fn csv_row(r: &BackendResult) -> [String; 24] {
         csv_field(&r.model_file),
         r.weight_bytes_per_token.to_string(),
         r.kv_cache.to_string(),
+        csv_field(&r.kv_cache_dtype),
         r.prompt_tokens.to_string(),
         r.new_tokens.to_string(),
         r.runs.to_string(),

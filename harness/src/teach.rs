@@ -6,7 +6,7 @@ use std::fmt::Write;
 use std::time::Duration;
 
 use gpt2_backends::profile::{Op, OpTimes};
-use gpt2_weights::{Config, Dtype};
+use gpt2_weights::{Config, KvDtype};
 
 use crate::generate::Generation;
 use crate::roofline::{cached_step_flops, prefill_flops};
@@ -22,7 +22,7 @@ pub fn explain(
     backend: &str,
     c: &Config,
     (weight_bytes_per_token, dtype): (u64, &str),
-    kv_cache: Option<Dtype>,
+    kv_cache: Option<KvDtype>,
     prompt_len: usize,
 ) -> String {
     let context = prompt_len + 1;
@@ -34,7 +34,7 @@ pub fn explain(
             * f64::from(c.n_layer)
             * context as f64
             * f64::from(c.n_embd)
-            * kv.bytes_per_value();
+            * kv.bytes_per_value() as f64;
         let _ = writeln!(
             out,
             "One decode step here (context {context}): {:.2} GFLOP, reading {:.1} MB of {dtype} \
@@ -152,7 +152,7 @@ mod tests {
             "simd-kv",
             &gpt2_small(),
             (bytes, "f32"),
-            Some(Dtype::F32),
+            Some(KvDtype::F32),
             5,
         );
         // 2 x 12 layers x 6 positions x 768 x 4 bytes of keys and values.
@@ -163,9 +163,9 @@ mod tests {
                 ),
             "{text}"
         );
-        // A q8_0 file reads its own bytes, about 3.8x fewer, and half the cache's (f16).
+        // A q8_0 file reads its own bytes, about 3.8x fewer; an f16 cache half the bytes.
         let q8 = (131_700_000, "q8_0");
-        let text = explain("simd-kv", &gpt2_small(), q8, Some(Dtype::F16), 5);
+        let text = explain("simd-kv", &gpt2_small(), q8, Some(KvDtype::F16), 5);
         assert!(
             text.contains("131.7 MB of q8_0 weights and 0.22 MB of cached keys and values (f16)"),
             "{text}"

@@ -1261,6 +1261,7 @@ fn csv_is_numbers_and_jsonl_is_one_object_per_row() {
         "dtype",
         "model_file",
         "kv_cache",
+        "kv_cache_dtype",
         "tokens_match",
     ];
     for row in &rows {

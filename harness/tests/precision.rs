@@ -193,3 +193,114 @@ fn several_files_must_be_one_model_and_cannot_be_gated() {
         "--baseline gates one weight file",
     );
 }
+
+/// `--kv-cache f16`: every row says so and holds half the cache bytes (`auto`: the reduced file's
+/// rows only), the agreement of a file
+/// with itself under an f16 cache is still exact (the rule is deterministic), `--explain` states
+/// the cache's bytes in f16, and a dtype the cache cannot hold is a one-line error.
+#[test]
+fn an_f16_key_value_cache_is_chosen_reported_and_halved() {
+    let tmp = tempfile::tempdir().unwrap();
+    let a = tiny(tmp.path(), Dtype::F32, 0);
+    let copy = tmp.path().join("copy.bin");
+    std::fs::copy(&a, &copy).unwrap();
+    let model = a.display().to_string();
+    let run = |kv: &str| {
+        let mut args = COMMON.to_vec();
+        let models = format!("{model},{}", copy.display());
+        args.extend([
+            "--model",
+            &models,
+            "--backends",
+            "naive,simd-kv,candle",
+            "--kv-cache",
+            kv,
+            "--format",
+            "json",
+        ]);
+        json(&args)
+    };
+    let (f32_report, f16_report) = (run("f32"), run("f16"));
+    let rows = |r: &serde_json::Value| r["results"].as_array().unwrap().clone();
+    for (row32, row16) in rows(&f32_report).iter().zip(&rows(&f16_report)) {
+        assert_eq!(row32["kv_cache_dtype"], "f32");
+        assert_eq!(row16["kv_cache_dtype"], "f16");
+        assert_eq!(row16["tokens_match"], true, "{}", row16["label"]);
+        let bytes = |r: &serde_json::Value| r["memory"]["kv_cache_bytes"].as_u64().unwrap();
+        assert_eq!(bytes(row16) * 2, bytes(row32), "{}", row16["label"]);
+    }
+    let g = &f16_report["agreement"][0];
+    assert_eq!(g["top1_agreement"], 1.0, "{g}");
+    assert_eq!(g["mean_kl"], 0.0, "{g}");
+
+    // `auto`: f16 for the reduced-precision file only.
+    let b = tiny(tmp.path(), Dtype::Bf16, 0);
+    let models = format!("{model},{}", b.display());
+    let mut args = COMMON.to_vec();
+    args.extend([
+        "--model",
+        &models,
+        "--backends",
+        "naive,simd-kv",
+        "--kv-cache",
+        "auto",
+        "--format",
+        "json",
+    ]);
+    let auto: Vec<String> = rows(&json(&args))
+        .iter()
+        .map(|r| format!("{} {}", r["label"].as_str().unwrap(), r["kv_cache_dtype"]))
+        .collect();
+    assert_eq!(
+        auto,
+        [
+            "naive f32 \"f32\"",
+            "simd-kv f32 \"f32\"",
+            "naive bf16 \"f16\"",
+            "simd-kv bf16 \"f16\""
+        ]
+    );
+
+    let o = bench(&[
+        "run",
+        "--model",
+        &model,
+        "--backend",
+        "simd-kv",
+        "--kv-cache",
+        "f16",
+        "--explain",
+        "--max-tokens",
+        "2",
+        "--prompt",
+        "Hi",
+        "-q",
+    ]);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        stderr.contains("of cached keys and values (f16)"),
+        "{stderr}"
+    );
+
+    let o = bench(&[
+        "run",
+        "--model",
+        &model,
+        "--backend",
+        "naive",
+        "--kv-cache",
+        "q8_0",
+    ]);
+    assert_eq!(o.status.code(), Some(3)); // bad input
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        stderr.contains("--kv-cache") && stderr.contains("use f32, f16 or auto"),
+        "{stderr}"
+    );
+}

@@ -33,17 +33,19 @@
 //! Matrices in f32, f16 and bf16 see their input unrounded; the embedding lookup reads `wte` as
 //! it is.
 //!
-//! **A model in a reduced precision keeps its attention keys and values in f16** (the KV cache,
-//! llama.cpp's default). In a file whose matrices are not all f32, every key and value is rounded
-//! to f16 (to nearest, ties to even; [`round_to_f16`]) as the QKV projection produces it (after
-//! its bias), and attention reads the rounded values, widened to f32 exactly; the queries stay
-//! f32, and scores and weighted sums are f32 as before. This halves the bytes a decode step reads
-//! from the cache, which at a few hundred positions is a tenth of what a q8_0 model reads in all.
-//! A backend without a cache rounds the keys and values it recomputes the same way, so every
-//! backend attends over the same values. An f32 file keeps f32 keys and values: its forward pass
-//! is GPT-2's, unrounded. `Gpt2Weights::kv_dtype` says which a file gets. A key or value beyond
-//! f16's range (65504) becomes infinite and the logits non-finite, which the backends report as
-//! an error; GPT-2's keys and values are far inside it.
+//! **Keys and values may be cached in f16** ([`KvDtype`], `--kv-cache f16`; llama.cpp's default,
+//! off here by default). Then every key and value is rounded to f16 (to nearest, ties to even;
+//! [`round_to_f16`]) as the QKV projection produces it (after its bias), and attention reads the
+//! rounded values, widened to f32 exactly; the queries stay f32, and scores and weighted sums are
+//! f32 as before. This halves the bytes a decode step reads from the cache, which at a few
+//! hundred positions is a tenth of what a q8_0 model reads in all. A backend without a cache
+//! rounds the keys and values it recomputes the same way, so every backend attends over the same
+//! values. It is off by default because it loosens the agreement between backends: where two
+//! backends' f32 sums of one key fall on either side of an f16 rounding boundary, their cached
+//! values differ by one f16 step, and logits by up to a few 1e-3 instead of ~1e-5, enough to
+//! flip a near-tie between backends (seen in a 64-token run of synthetic GPT-2 small in q8_0).
+//! A key or value beyond f16's range (65504) becomes infinite and the logits non-finite, which
+//! the backends report as an error; GPT-2's keys and values are far inside it.
 //!
 //! Converting f32 weights rounds once, to nearest (ties to even for f16 and bf16). q8_0 follows
 //! ggml's reference quantizer (`quantize_row_q8_0_ref`, and gguf-py's): `d = max|x| / 127`,
@@ -159,6 +161,46 @@ pub fn f16_to_f32(bits: u16) -> f32 {
 /// The f32 value of bf16 bits (exact).
 pub fn bf16_to_f32(bits: u16) -> f32 {
     f32::from_bits(u32::from(bits) << 16)
+}
+
+/// What attention's key/value cache holds: f32 (the default), or f16 (module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum KvDtype {
+    #[default]
+    F32,
+    F16,
+}
+
+impl KvDtype {
+    pub const ALL: [KvDtype; 2] = [KvDtype::F32, KvDtype::F16];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            KvDtype::F32 => "f32",
+            KvDtype::F16 => "f16",
+        }
+    }
+
+    /// Parses a name as [`KvDtype::name`] spells it (case-insensitive).
+    pub fn parse(name: &str) -> Option<KvDtype> {
+        KvDtype::ALL
+            .into_iter()
+            .find(|d| d.name().eq_ignore_ascii_case(name))
+    }
+
+    /// Bytes per cached value (4, 2).
+    pub fn bytes_per_value(self) -> usize {
+        match self {
+            KvDtype::F32 => 4,
+            KvDtype::F16 => 2,
+        }
+    }
+}
+
+impl std::fmt::Display for KvDtype {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
 }
 
 /// The f16 bits nearest to `x` (ties to even; beyond f16's range, infinity).

@@ -87,7 +87,7 @@ pub mod input;
 pub mod tokenizer;
 pub mod write;
 
-pub use dtype::{Dtype, Linear, Matrix, Values};
+pub use dtype::{Dtype, KvDtype, Linear, Matrix, Values};
 pub use error::{FormatError, Result, WeightsError};
 pub use file::{Gpt2Weights, LayerWeights, WeightFile};
 pub use format::{Config, Header, Provenance, Role, TensorInfo, TensorSpec};

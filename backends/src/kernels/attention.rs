@@ -2,11 +2,14 @@
 //!
 //! The cache of one layer is (n_head, n_ctx, D): the keys one head attends over are contiguous,
 //! so attention streams them instead of gathering D floats every C. [`KvShape`] is that shape,
-//! [`LayerCache`] one layer's keys and values, [`HeadCache`] one head's. One new position
-//! (decode) is [`attend_head`] per head; many (prefill) is [`Compute::attention`].
+//! [`KvStore`] every layer's keys and values, [`LayerCache`] one layer's, [`HeadCache`] one
+//! head's. The values are f32, or f16 with `--kv-cache f16` (`gpt2_weights::dtype`'s cache
+//! rule: half the bytes attention reads per step); the views are `Values`, which the kernels
+//! widen in registers. One new position (decode) is [`attend_head`] per head; many (prefill) is
+//! [`Compute::attention`], which widens an f16 head into scratch before its matrix products.
 
 use gpt2_weights::dtype::f32_to_f16;
-use gpt2_weights::{Dtype, Matrix, Values};
+use gpt2_weights::{KvDtype, Matrix, Values};
 use rayon::prelude::*;
 
 use super::{Compute, Kernels, MatRef};
@@ -46,8 +49,8 @@ impl KvShape {
     }
 }
 
-/// An element of the key/value cache: f32, or the bits of an f16 (`u16`) in a reduced-precision
-/// file (`gpt2_weights::dtype`'s cache rule). Storing rounds from f32; the kernels read the
+/// An element of the key/value cache: f32, or the bits of an f16 (`u16`) with an f16 cache
+/// (`gpt2_weights::dtype`'s cache rule). Storing rounds from f32; the kernels read the
 /// stored values as [`Values`].
 pub trait KvElement: Copy + Default + Send + Sync + 'static {
     /// `dst = src`, each value rounded to this element type.
@@ -78,22 +81,22 @@ impl KvElement for u16 {
     }
 }
 
-/// The keys and values of every layer, (n_layer, n_head, n_ctx, D) each, in the dtype the
-/// model's cache rule gives (`gpt2_weights::Gpt2Weights::kv_dtype`).
+/// The keys and values of every layer, (n_layer, n_head, n_ctx, D) each, in the cache's dtype
+/// (`gpt2_weights::Gpt2Weights::kv_cache`).
 pub enum KvStore {
     F32 { k: Vec<f32>, v: Vec<f32> },
     F16 { k: Vec<u16>, v: Vec<u16> },
 }
 
 impl KvStore {
-    /// Zeroed stores of `len` values each, f32 or f16 (`dtype`).
-    pub fn new(dtype: Dtype, len: usize) -> Self {
+    /// Zeroed stores of `len` values each.
+    pub fn new(dtype: KvDtype, len: usize) -> Self {
         match dtype {
-            Dtype::F32 => KvStore::F32 {
+            KvDtype::F32 => KvStore::F32 {
                 k: vec![0.0; len],
                 v: vec![0.0; len],
             },
-            _ => KvStore::F16 {
+            KvDtype::F16 => KvStore::F16 {
                 k: vec![0; len],
                 v: vec![0; len],
             },
@@ -101,10 +104,10 @@ impl KvStore {
     }
 
     /// The dtype of the stored values.
-    pub fn dtype(&self) -> Dtype {
+    pub fn dtype(&self) -> KvDtype {
         match self {
-            KvStore::F32 { .. } => Dtype::F32,
-            KvStore::F16 { .. } => Dtype::F16,
+            KvStore::F32 { .. } => KvDtype::F32,
+            KvStore::F16 { .. } => KvDtype::F16,
         }
     }
 
@@ -441,10 +444,10 @@ mod tests {
         let (c, n_head, n_ctx) = (15, 3, 4);
         let shape = KvShape::new(c, n_head, n_ctx);
         let qkv = data(2 * 3 * c, 31); // (2, 3C)
-        for dtype in [Dtype::F32, Dtype::F16] {
+        for dtype in [KvDtype::F32, KvDtype::F16] {
             let mut store = KvStore::new(dtype, 2 * shape.layer_len());
             assert_eq!(store.dtype(), dtype);
-            let bytes = if dtype == Dtype::F32 { 4 } else { 2 };
+            let bytes = dtype.bytes_per_value();
             assert_eq!(store.bytes(), (2 * 2 * shape.layer_len() * bytes) as u64);
             let cache = store.store_layer(1, shape, &qkv, 1);
             let (k, v) = (cache.k.to_f32().into_owned(), cache.v.to_f32().into_owned());
@@ -457,8 +460,8 @@ mod tests {
                             qkv[i * 3 * c + 2 * c + h * 5 + j],
                         );
                         let round = |x: f32| match dtype {
-                            Dtype::F32 => x,
-                            _ => half::f16::from_f32(x).to_f32(),
+                            KvDtype::F32 => x,
+                            KvDtype::F16 => half::f16::from_f32(x).to_f32(),
                         };
                         assert_eq!((k[at], v[at]), (round(key), round(value)));
                     }

@@ -187,8 +187,8 @@ pub struct Buffers<'a> {
     pub logits: Shared<'a>,   // (V)
 }
 
-/// The key and value stores as the team shares them: f32, or the f16 bits of a
-/// reduced-precision file's cache (`gpt2_weights::dtype`).
+/// The key and value stores as the team shares them: f32, or the f16 bits of an f16 cache
+/// (`gpt2_weights::dtype`).
 pub enum SharedKv<'a> {
     F32(Shared<'a, f32>, Shared<'a, f32>),
     F16(Shared<'a, u16>, Shared<'a, u16>),

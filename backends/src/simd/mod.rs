@@ -16,7 +16,7 @@
 //! `att`, `proj` are (T, C); `qkv` is (T, 3C); `fc` is (T, H); the key and value stores are
 //! (n_layer, n_head, n_ctx, D) with D = C / n_head, so that the keys one head attends over are
 //! contiguous (attention streams them instead of gathering D floats every C), in f32, or in f16
-//! for a reduced-precision file (`gpt2_weights::dtype`'s cache rule); `logits` is (V).
+//! with `--kv-cache f16` (`gpt2_weights::dtype`'s cache rule); `logits` is (V).
 //! Every buffer is sized for T = n_ctx up front.
 //!
 //! A decode step of `simd-kv` is a list of operations run by a thread team; that list and the
@@ -69,8 +69,8 @@ impl<'w> SimdModel<'w> {
         let (n_ctx, e, h) = (c.n_ctx as usize, c.n_embd as usize, c.mlp_hidden as usize);
         let (n_layer, n_head, v) = (c.n_layer as usize, c.n_head as usize, c.vocab_size as usize);
         let wide = (3 * e).max(h);
-        let kv_dtype = w.kv_dtype(); // f16 in a reduced-precision file
-        let kv_size = kv_dtype.block_bytes() as u64;
+        let kv_dtype = w.kv_cache; // f16 with `--kv-cache f16`
+        let kv_size = kv_dtype.bytes_per_value() as u64;
         let mut budget = Budget::new(backend);
         budget
             .f32s("residual stream (n_ctx, C)", &[n_ctx, e])

@@ -9,7 +9,7 @@ use gpt2_backends::{
     DeviceChoice, Engine, EngineOptions, backend_names, create, logit_tolerance, registry,
 };
 use gpt2_export::SyntheticSize;
-use gpt2_weights::{Config, Dtype, Gpt2Weights, WeightFile};
+use gpt2_weights::{Config, Dtype, Gpt2Weights, KvDtype, WeightFile};
 
 /// A backend on a device: what a test case runs on.
 #[derive(Debug, Clone)]
@@ -32,6 +32,12 @@ impl Target {
     /// is where the GPU cases fail: asking for them is asking for a GPU).
     pub fn create<'w>(&self, w: &Gpt2Weights<'w>) -> Box<dyn Engine + 'w> {
         create(self.backend, w, &self.options).unwrap_or_else(|e| panic!("{}: {e}", self.label()))
+    }
+
+    /// This target with its keys and values cached in `kv`.
+    pub fn with_kv_cache(mut self, kv: KvDtype) -> Self {
+        self.options.kv_cache = kv.into();
+        self
     }
 }
 
@@ -181,9 +187,17 @@ pub const DECODE_STEPS: usize = 6;
 /// ([`logit_tolerance`]) after the prompt and after each of [`DECODE_STEPS`] steps, twice (the
 /// second round checks that reset() and a new prefill start from scratch).
 pub fn check_against_naive(file: &WeightFile, prompt: &[u32]) {
-    let w = file.gpt2().unwrap();
+    check_against_naive_with(file, prompt, KvDtype::F32)
+}
+
+/// [`check_against_naive`] with the keys and values cached in `kv` on every backend.
+pub fn check_against_naive_with(file: &WeightFile, prompt: &[u32], kv: KvDtype) {
+    let w = file.gpt2().unwrap().with_kv_cache(kv);
     let tolerance = logit_tolerance(&w);
-    let opts = EngineOptions::default();
+    let opts = EngineOptions {
+        kv_cache: kv.into(),
+        ..EngineOptions::default()
+    };
     let mut reference = create("naive", &w, &opts).unwrap();
     let mut want = vec![reference.prefill(prompt).unwrap().to_vec()];
     let mut fed = Vec::new();
@@ -192,7 +206,8 @@ pub fn check_against_naive(file: &WeightFile, prompt: &[u32]) {
         fed.push(t);
         want.push(reference.step(t).unwrap().to_vec());
     }
-    for target in targets().iter().filter(|t| !t.is_naive_on_cpu()) {
+    for target in targets().into_iter().filter(|t| !t.is_naive_on_cpu()) {
+        let target = target.with_kv_cache(kv);
         let name = target.label();
         let mut engine = target.create(&w);
         for round in 0..2 {
@@ -217,13 +232,17 @@ pub fn check_against_naive(file: &WeightFile, prompt: &[u32]) {
 
 /// The simd backends on every kernel set this machine has (its SIMD one and the scalar
 /// fallback) and on 1 and 3 threads, against naive on `file`.
-pub fn check_simd_kernel_sets(file: &WeightFile, prompt: &[u32]) {
+pub fn check_simd_kernel_sets(file: &WeightFile, prompt: &[u32], kv: KvDtype) {
     use gpt2_backends::kernels::Kernels;
     use gpt2_backends::simd::{SimdEngine, SimdKvEngine};
 
-    let w = file.gpt2().unwrap();
+    let w = file.gpt2().unwrap().with_kv_cache(kv);
     let tolerance = logit_tolerance(&w);
-    let mut naive = create("naive", &w, &EngineOptions::default()).unwrap();
+    let opts = EngineOptions {
+        kv_cache: kv.into(),
+        ..EngineOptions::default()
+    };
+    let mut naive = create("naive", &w, &opts).unwrap();
     let mut want = vec![naive.prefill(prompt).unwrap().to_vec()];
     let mut fed = Vec::new();
     for _ in 0..DECODE_STEPS {
