@@ -13,7 +13,8 @@
 #    cmake --build build -j --target llama-simple llama-bench)
 # Env: MODEL (default weights/synthetic-gpt2-seed0; gpt2-export makes what is missing),
 #      DTYPES (default "f32 f16 q8_0"), ROUNDS (default 2), THREADS (default: all cores),
-#      PROMPT, N_GEN (tokens compared, default 32).
+#      PROMPT, N_GEN (tokens compared, default 32), KV_CACHE (gpt2-bench's --kv-cache, default
+#      f32; auto caches keys and values in f16 for the reduced files, as llama.cpp does for all).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 : "${LLAMA_CPP_BIN:?set LLAMA_CPP_BIN to the build/bin directory of llama.cpp}"
@@ -23,6 +24,7 @@ ROUNDS=${ROUNDS:-2}
 THREADS=${THREADS:-$(nproc)}
 PROMPT=${PROMPT:-"The quick brown fox jumps over the lazy dog. Once upon a time"}
 N_GEN=${N_GEN:-32}
+KV_CACHE=${KV_CACHE:-f32}
 EXPORT=target/release/gpt2-export
 BENCH=target/release/gpt2-bench
 cargo build --release -q -p gpt2-harness -p gpt2-export
@@ -34,6 +36,7 @@ echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
 echo "gpt2-bench commit: $(git rev-parse --short HEAD)$(git diff --quiet || echo '+dirty')"
 echo "llama.cpp: $("$LLAMA_CPP_BIN/llama-bench" --version 2>&1 | head -1 || true)"
 echo "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(nproc) logical cores; threads: $THREADS"
+echo "gpt2-bench --kv-cache: $KV_CACHE"
 echo "model: $MODEL; prompt for the text check: \"$PROMPT\", $N_GEN tokens"
 echo
 
@@ -61,7 +64,7 @@ for i in "${!bins[@]}"; do
     gguf=${ggufs[$i]}
     llama=$("$LLAMA_CPP_BIN/llama-simple" -m "$gguf" -n "$N_GEN" "$PROMPT" 2>/dev/null)
     ours=$("$BENCH" run --backend simd-kv --model "$bin" --prompt "$PROMPT" --max-tokens "$N_GEN" \
-        --ignore-eos --threads "$THREADS" -q 2>/dev/null | head -c ${#llama})
+        --ignore-eos --threads "$THREADS" --kv-cache "$KV_CACHE" -q 2>/dev/null | head -c ${#llama})
     if [ "$llama" = "$ours" ]; then
         verdict="same text"
     else
@@ -78,9 +81,9 @@ echo
 echo "## 2. Speed, $ROUNDS alternating rounds"
 models=$(IFS=,; echo "${bins[*]}")
 for round in $(seq 1 "$ROUNDS"); do
-    echo "### round $round: gpt2-bench compare --backends simd-kv --model $models --prompt-tokens 128 --max-tokens 64 --runs 3 --threads $THREADS"
+    echo "### round $round: gpt2-bench compare --backends simd-kv --model $models --prompt-tokens 128 --max-tokens 64 --runs 3 --threads $THREADS --kv-cache $KV_CACHE"
     "$BENCH" compare --backends simd-kv --model "$models" --prompt-tokens 128 --max-tokens 64 \
-        --runs 3 --threads "$THREADS" -q 2>&1
+        --runs 3 --threads "$THREADS" --kv-cache "$KV_CACHE" -q 2>&1
     echo
     echo "### round $round: llama-bench -p 128 -n 64 -d 0,128 -r 3 -t $THREADS"
     margs=()
