@@ -313,7 +313,7 @@ fn attention_forward(
             .contiguous()
     };
     let (q, k, v) = (heads(0)?, heads(1)?, heads(2)?);
-    let kv_dtype = layer.k_cache.dtype(); // f16 in a reduced-precision file
+    let kv_dtype = layer.k_cache.dtype(); // f16 with `--kv-cache f16`
     layer.k_cache.slice_set(&k.to_dtype(kv_dtype)?, 1, p0)?;
     layer.v_cache.slice_set(&v.to_dtype(kv_dtype)?, 1, p0)?;
     let len = p0 + t;

@@ -165,7 +165,7 @@ pub fn dot_rows_any_with(
 }
 
 /// `out = sum_r weights[r] * rows.row(r)`: attention's weighted sum of the values in its cache
-/// (f32, or f16 in a reduced-precision file), for rows in any dtype.
+/// (f32, or f16 with `--kv-cache f16`), for rows in any dtype.
 pub fn weighted_sum(out: &mut [f32], weights: &[f32], rows: Matrix<'_>) {
     out.fill(0.0);
     weighted_sum_with(axpy, dequantize, out, weights, rows)
