@@ -88,7 +88,7 @@ impl KvCache {
         match self {
             KvCache::F32 => KvDtype::F32,
             KvCache::F16 => KvDtype::F16,
-            KvCache::Auto if w.dtype_label() == "f32" => KvDtype::F32,
+            KvCache::Auto if w.all_f32() => KvDtype::F32,
             KvCache::Auto => KvDtype::F16,
         }
     }

@@ -181,13 +181,6 @@ impl KvDtype {
         }
     }
 
-    /// Parses a name as [`KvDtype::name`] spells it (case-insensitive).
-    pub fn parse(name: &str) -> Option<KvDtype> {
-        KvDtype::ALL
-            .into_iter()
-            .find(|d| d.name().eq_ignore_ascii_case(name))
-    }
-
     /// Bytes per cached value (4, 2).
     pub fn bytes_per_value(self) -> usize {
         match self {

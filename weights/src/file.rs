@@ -387,6 +387,11 @@ impl Gpt2Weights<'_> {
         )
     }
 
+    /// Whether every matrix is f32 (a file in no reduced precision).
+    pub fn all_f32(&self) -> bool {
+        self.matrix_dtypes().all(|d| d == Dtype::F32)
+    }
+
     /// The same model with its keys and values cached in `kv` (`gpt2_weights::dtype`).
     pub fn with_kv_cache(mut self, kv: KvDtype) -> Self {
         self.kv_cache = kv;
