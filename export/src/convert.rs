@@ -4,7 +4,8 @@
 //! tensor goes to the output in the dtype [`Config::tensor_dtypes`] gives it: a tensor already in
 //! that dtype is copied byte for byte (so q8_0 to q8_0 or f16 to f16 never requantizes or rounds
 //! again), any other is dequantized to f32 in its logical layout and converted once. Tokenizer,
-//! config and model name are carried over; the source records where the file came from.
+//! config and model name are carried over; the source records where the file came from. A
+//! tokenizer that cannot be built or a NaN or infinite value is refused naming the source file.
 //!
 //! [`Config::tensor_dtypes`]: gpt2_weights::Config::tensor_dtypes
 
@@ -23,6 +24,9 @@ pub fn convert_file(
     progress: &dyn Fn(usize, usize),
 ) -> Result<PathBuf, ExportError> {
     let file = WeightFile::open_verified(src)?;
+    // The tokenizer and the values come from `src`: checked there first, so that a refusal names
+    // `src` (and a value's index as stored in it), the file to replace, not the output.
+    file.check_tokenizer()?;
     let header = file.header();
     let config = header.config;
     let provenance = Provenance {
@@ -48,6 +52,7 @@ pub fn convert_file(
     )?;
     let names: Vec<String> = writer.remaining().iter().map(|s| s.name.clone()).collect();
     for (i, (name, &want)) in names.iter().zip(&dtypes).enumerate() {
+        file.check_finite(name)?;
         let (bytes, have) = file.raw(name)?;
         if have == want {
             writer.write_encoded(name, bytes)?;

@@ -91,7 +91,7 @@ pub fn export_dir(
                 path: shards.files[found.shard].clone(),
                 message: format!("tensor {}: {message}", found.original_name),
             })?;
-        writer.write_tensor(&info.name, &data)?;
+        writer.write_tensor_from(&shards.files[found.shard], &info.name, &data)?;
         progress(i + 1, plan.len());
     }
     Ok(writer.finish()?)

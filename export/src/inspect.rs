@@ -1,12 +1,14 @@
-//! The `inspect` report: what a weight file holds, and whether its checksum verifies.
+//! The `inspect` report: what a weight file holds, whether its checksum verifies, and whether it
+//! can run (a tokenizer that builds, no NaN or infinite weight).
 
 use std::fmt::Write;
 use std::time::Instant;
 
 use gpt2_weights::{Dtype, WeightFile};
 
-/// Opens `file`'s data checksum and formats the report. Returns the text and whether the
-/// checksum matched (a mismatch is reported in the text and must make the caller exit non-zero).
+/// Verifies `file`'s data checksum, checks that it can run ([`WeightFile::check_runnable`]) and
+/// formats the report. Returns the text and whether both held (a failure is reported in the text
+/// and must make the caller exit non-zero).
 pub fn report(file: &WeightFile, list_tensors: bool) -> (String, bool) {
     let h = file.header();
     let c = &h.config;
@@ -131,7 +133,23 @@ pub fn report(file: &WeightFile, list_tensors: bool) -> (String, bool) {
             false
         }
     };
-    (s, ok)
+    // A checksum only says the bytes are the ones written; a file written by another tool (or
+    // damaged under a recomputed checksum) can still hold a NaN or a tokenizer no run can build.
+    // The same checks the exporters run on their inputs.
+    let runnable = match file.check_runnable() {
+        Ok(()) => {
+            let _ = writeln!(
+                s,
+                "runnable:    yes (the tokenizer builds, every weight is finite)"
+            );
+            true
+        }
+        Err(e) => {
+            let _ = writeln!(s, "runnable:    NO: {e}");
+            false
+        }
+    };
+    (s, ok && runnable)
 }
 
 /// 124439808 -> "124,439,808".

@@ -321,3 +321,92 @@ fn non_finite_q8_0_scales_are_refused_on_open() {
         }
     }
 }
+
+/// Overwrites bytes of `tensor`'s stored data in the weight file at `path`, from `at` bytes into
+/// it, and recomputes the data checksum: a file that opens and verifies, holding those bytes.
+fn patch_tensor(path: &Path, tensor: &str, at: usize, bytes: &[u8]) {
+    let (start, data_offset) = {
+        let f = WeightFile::open(path).unwrap();
+        let info = f
+            .header()
+            .tensors
+            .iter()
+            .find(|t| t.name == tensor)
+            .unwrap()
+            .clone();
+        let data_offset = f.header().preamble.data_offset;
+        (
+            (data_offset + info.offset) as usize + at,
+            data_offset as usize,
+        )
+    };
+    let mut file = std::fs::read(path).unwrap();
+    file[start..start + bytes.len()].copy_from_slice(bytes);
+    let sum = gpt2_weights::format::checksum(&file[data_offset..]);
+    file[48..56].copy_from_slice(&sum.to_le_bytes());
+    std::fs::write(path, file).unwrap();
+}
+
+/// Names in `dir` other than `keep`.
+fn others(dir: &Path, keep: &[&str]) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| !keep.contains(&n.as_str()))
+        .collect()
+}
+
+/// A NaN or infinity in an f16 file (with a checksum that matches it) is refused by every
+/// conversion, to each dtype and to GGUF, with one line naming the input file that holds it, the
+/// tensor, its index as stored there and what to do; never the output, and no output is left.
+/// `inspect` says the file cannot run.
+#[test]
+fn non_finite_values_are_refused_naming_the_input_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    for (bits, shown) in [(0x7e00u16, "NaN"), (0xfc00, "-inf")] {
+        let bad = tmp.path().join("bad-f16.bin");
+        synthetic("tiny", Dtype::F16, &bad);
+        // Stored index 13 of the f16 fc weight, stored [out, in].
+        patch_tensor(&bad, "h.0.mlp.c_fc.weight", 2 * 13, &bits.to_le_bytes());
+        let want =
+            format!("tensor h.0.mlp.c_fc.weight holds a non-finite value ({shown}) at index 13");
+        let outs: Vec<(Vec<&str>, &str)> = vec![
+            (vec!["--dtype", "f32"], "y.bin"),
+            (vec!["--dtype", "f16"], "y.bin"),
+            (vec!["--dtype", "bf16"], "y.bin"),
+            (vec!["--dtype", "q8_0"], "y.bin"),
+            (vec![], "y.bin"),
+            (vec![], "y.gguf"),
+            (vec!["--dtype", "q8_0"], "y.gguf"),
+        ];
+        for (dtype, out_name) in outs {
+            let out = tmp.path().join(out_name);
+            let mut args = vec!["--from", path(&bad), "--out", path(&out), "-q"];
+            args.extend(&dtype);
+            let o = gpt2_export(&args, &[]);
+            let err = String::from_utf8_lossy(&o.stderr);
+            assert_eq!(o.status.code(), Some(3), "{args:?}: {err}");
+            assert_eq!(err.trim_end().lines().count(), 1, "{args:?}: {err}");
+            assert!(
+                err.starts_with(&format!("error: {}: {want}", path(&bad))),
+                "{args:?}: {err}"
+            );
+            assert!(err.contains("sound copy"), "{args:?}: {err}");
+            assert!(!err.contains(out_name), "names the output: {err}");
+            assert_eq!(others(tmp.path(), &["bad-f16.bin"]), Vec::<String>::new());
+        }
+        let o = gpt2_export(&["inspect", path(&bad)], &[]);
+        assert_eq!(o.status.code(), Some(3));
+        let text = String::from_utf8_lossy(&o.stdout);
+        assert!(text.contains("checksum:    xxh3-64"), "{text}");
+        assert!(
+            text.contains(&format!("runnable:    NO: {}: {want}", path(&bad))),
+            "{text}"
+        );
+    }
+    // A sound file says so.
+    let good = tmp.path().join("good.bin");
+    synthetic("tiny", Dtype::F16, &good);
+    let text = ok(gpt2_export(&["inspect", path(&good)], &[]));
+    assert!(text.contains("runnable:    yes"), "{text}");
+}

@@ -480,3 +480,249 @@ fn inspect_describes_a_gguf_and_says_whether_it_imports() {
     let o = gpt2_export(&["inspect", s(&fixtures().join("bad-tensor-count.gguf"))]);
     assert_input_error(&o, &["bad-tensor-count.gguf", "tensors"]);
 }
+
+/// Writes the GGUF `src` again at `dst`, every key, tensor and byte as it was but for the string
+/// arrays, which `change` is given (key, items) to alter. Handles the value types our exporter
+/// writes (integers that fit u32, f32, strings, string arrays, i32 arrays).
+fn rewrite_gguf(src: &Path, dst: &Path, change: impl Fn(&str, &mut Vec<String>)) {
+    let bytes = std::fs::read(src).unwrap();
+    let g = gguf::parse(&bytes).unwrap();
+    let mut w = gguf::GgufWriter::default();
+    for (key, value) in &g.metadata {
+        match value {
+            gguf::Value::Int(v) => w.add_u32(key, u32::try_from(*v).unwrap()),
+            gguf::Value::F32(v) => w.add_f32(key, *v),
+            gguf::Value::Str(v) => w.add_string(key, v),
+            gguf::Value::Strings(items) => {
+                let mut items: Vec<String> = items.iter().map(|s| s.to_string()).collect();
+                change(key, &mut items);
+                w.add_strings(key, &items);
+            }
+            gguf::Value::Numbers { bytes, .. } => {
+                let items: Vec<i32> = bytes
+                    .chunks_exact(4)
+                    .map(|b| i32::from_le_bytes(b.try_into().unwrap()))
+                    .collect();
+                w.add_i32s(key, &items);
+            }
+            other => panic!("{key}: {other:?} is not a value our exporter writes"),
+        }
+    }
+    for t in &g.tensors {
+        w.add_tensor(t.name, &t.shape(), t.dtype).unwrap();
+    }
+    let mut out = w.header();
+    for t in &g.tensors {
+        let data = g.data(&bytes, t);
+        out.extend_from_slice(data);
+        out.extend(vec![
+            0u8;
+            gguf::GgufWriter::padding_after(data.len() as u64)
+        ]);
+    }
+    std::fs::write(dst, out).unwrap();
+}
+
+/// A small gpt2-bench file in `dtype` (support's 260-token tokenizer: the 256 byte-level
+/// characters, `Ġt`, `he`, `Ġthe`, `<|endoftext|>`; merges `Ġ t`, `h e`, `Ġt he`), n_embd 32 so
+/// that q8_0 is really q8_0, written as GGUF by the exporter at `dir/NAME.gguf`.
+fn small_gguf(dir: &Path, name: &str, dtype: Dtype) -> PathBuf {
+    let bin = dir.join(format!("{name}.bin"));
+    support::small_weight_file_in(&bin, |c| c.n_embd = 32, name, dtype);
+    let g = dir.join(format!("{name}.gguf"));
+    ok(gpt2_export(&["--from", s(&bin), "--out", s(&g), "-q"]));
+    std::fs::remove_file(&bin).unwrap();
+    g
+}
+
+/// Overwrites bytes of `tensor`'s stored data in the weight file at `path` (from `at` bytes into
+/// it) and recomputes the data checksum, so that the file opens and verifies.
+fn patch_bin_tensor(path: &Path, tensor: &str, at: usize, bytes: &[u8]) {
+    let (start, data_offset) = {
+        let f = WeightFile::open(path).unwrap();
+        let info = f
+            .header()
+            .tensors
+            .iter()
+            .find(|t| t.name == tensor)
+            .unwrap();
+        let data_offset = f.header().preamble.data_offset;
+        (
+            (data_offset + info.offset) as usize + at,
+            data_offset as usize,
+        )
+    };
+    let mut file = std::fs::read(path).unwrap();
+    file[start..start + bytes.len()].copy_from_slice(bytes);
+    let sum = gpt2_weights::format::checksum(&file[data_offset..]);
+    file[48..56].copy_from_slice(&sum.to_le_bytes());
+    std::fs::write(path, file).unwrap();
+}
+
+/// A gpt2-bench file holding a NaN or infinite weight (an f16 value, or a q8_0 block's scale)
+/// is never written as GGUF: exit 3, one line naming the input file and the tensor, no output.
+#[test]
+fn non_finite_weights_are_never_written_as_gguf() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        (
+            Dtype::F16,
+            2 * 21,
+            0x7c00u16,
+            "tensor h.0.mlp.c_proj.weight holds a non-finite value (inf) at index 21",
+        ),
+        (
+            Dtype::Q8_0,
+            34 * 2,
+            0x7e00,
+            // Refused as the file opens, as every reader of it does.
+            "tensor h.0.mlp.c_proj.weight holds a non-finite scale (NaN) in q8_0 block 2",
+        ),
+    ];
+    for (dtype, at, bits, want) in cases {
+        let bin = dir.path().join("bad.bin");
+        support::small_weight_file_in(&bin, |c| c.n_embd = 32, "bad", dtype);
+        patch_bin_tensor(&bin, "h.0.mlp.c_proj.weight", at, &bits.to_le_bytes());
+        for dtype_args in [&[][..], &["--dtype", "f32"]] {
+            let out = dir.path().join("x.gguf");
+            let mut args = vec!["--from", s(&bin), "--out", s(&out)];
+            args.extend(dtype_args);
+            let o = gpt2_export(&args);
+            assert_input_error(&o, &[&format!("{}: {want}", s(&bin))]);
+            assert!(
+                !support::stderr(&o).contains("x.gguf"),
+                "{}",
+                support::stderr(&o)
+            );
+            assert_eq!(others(dir.path(), &["bad.bin"]), Vec::<String>::new());
+        }
+    }
+}
+
+/// A GGUF with a NaN weight or a NaN q8_0 scale: `inspect` says it will not import and why, and
+/// the import (as it is, or converted) refuses it naming the GGUF file, the tensor and the index,
+/// leaving nothing.
+#[test]
+fn a_gguf_holding_a_non_finite_value_does_not_import_and_inspect_says_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        (
+            Dtype::F16,
+            2 * 7,
+            0x7e00u16,
+            "tensor blk.0.attn_qkv.weight holds a non-finite value (NaN) at index 7",
+        ),
+        (
+            Dtype::Q8_0,
+            34 * 3,
+            0xfe00,
+            "tensor blk.0.attn_qkv.weight holds a non-finite scale (NaN) in q8_0 block 3",
+        ),
+    ];
+    for (dtype, at, bits, want) in cases {
+        let good = small_gguf(dir.path(), "good", dtype);
+        let text = ok(gpt2_export(&["inspect", s(&good)]));
+        assert!(text.contains("import:      yes"), "{text}");
+        let mut bytes = std::fs::read(&good).unwrap();
+        let start = {
+            let g = gguf::parse(&bytes).unwrap();
+            let t = g.tensor("blk.0.attn_qkv.weight").unwrap();
+            assert_eq!(t.dtype, dtype);
+            (g.data_offset + t.offset) as usize + at
+        };
+        bytes[start..start + 2].copy_from_slice(&bits.to_le_bytes());
+        let bad = dir.path().join("bad.gguf");
+        std::fs::write(&bad, &bytes).unwrap();
+        std::fs::remove_file(&good).unwrap();
+
+        let o = gpt2_export(&["inspect", s(&bad)]);
+        assert_eq!(o.status.code(), Some(3), "{}", support::stderr(&o));
+        let text = support::stdout(&o);
+        assert!(text.contains(&format!("import:      NO: {want}")), "{text}");
+
+        let dtype_args: [&[&str]; 3] = [&[], &["--dtype", "f32"], &["--dtype", "q8_0"]];
+        for (extra, out) in dtype_args.iter().zip(["y.bin", "y.bin", "y.gguf"]) {
+            let out = dir.path().join(out);
+            let mut args = vec!["--from", s(&bad), "--out", s(&out)];
+            args.extend(extra.iter());
+            let o = gpt2_export(&args);
+            assert_input_error(&o, &[&format!("{}: {want}", s(&bad)), "sound copy"]);
+            assert_eq!(others(dir.path(), &["bad.gguf"]), Vec::<String>::new());
+        }
+        std::fs::remove_file(&bad).unwrap();
+    }
+}
+
+/// GGUF tokenizers that import but could never run (the loader of every run refuses them) are
+/// refused at import, and `inspect` says so: the key, the token or merge by index, escaped.
+#[test]
+fn ggufs_with_tokenizers_that_cannot_run_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = small_gguf(dir.path(), "small", Dtype::F32);
+    type Change = fn(&str, &mut Vec<String>);
+    let cases: [(&str, Change, &str); 4] = [
+        (
+            "duplicate",
+            |key, items| {
+                if key == "tokenizer.ggml.tokens" {
+                    items[257] = "Ġt".into();
+                }
+            },
+            "tokenizer.ggml.tokens: token 257 (\"Ġt\") appears twice in the vocabulary, first \
+             as token 256",
+        ),
+        (
+            "result",
+            |key, items| {
+                if key == "tokenizer.ggml.merges" {
+                    items.push("t h".into());
+                }
+            },
+            "tokenizer.ggml.merges: merge 3 (\"t\" \"h\") makes \"th\", which is not a token",
+        ),
+        (
+            "unknown",
+            |key, items| {
+                if key == "tokenizer.ggml.merges" {
+                    items[1] = "h zz".into();
+                }
+            },
+            "tokenizer.ggml.merges: merge 1 (\"h\" \"zz\") names \"zz\", which is not a token",
+        ),
+        (
+            "escape",
+            |key, items| {
+                if key == "tokenizer.ggml.merges" {
+                    items[0] = "\u{1b}[2J t".into();
+                }
+            },
+            "merge 0 (\"\\\\u{1b}[2J\" \"t\") names \"\\\\u{1b}[2J\"",
+        ),
+    ];
+    // The rewrite itself changes nothing that matters: unchanged, the file imports.
+    let same = dir.path().join("same.gguf");
+    rewrite_gguf(&good, &same, |_, _| {});
+    ok(gpt2_export(&[
+        "--from",
+        s(&same),
+        "--out",
+        s(&dir.path().join("same.bin")),
+        "-q",
+    ]));
+    for (name, change, want) in cases {
+        let bad = dir.path().join(format!("{name}.gguf"));
+        rewrite_gguf(&good, &bad, change);
+        let o = gpt2_export(&["inspect", s(&bad)]);
+        assert_eq!(o.status.code(), Some(3), "{name}: {}", support::stderr(&o));
+        let text = support::stdout(&o);
+        let verdict = text.lines().find(|l| l.starts_with("import:")).unwrap();
+        assert!(verdict.starts_with("import:      NO: "), "{name}: {text}");
+        assert!(verdict.contains(want), "{name}: {verdict}");
+        assert!(!verdict.chars().any(char::is_control), "{name}: {verdict}");
+
+        let out = dir.path().join("out.bin");
+        let o = gpt2_export(&["--from", s(&bad), "--out", s(&out)]);
+        assert_input_error(&o, &[&format!("{}: ", s(&bad)), want, "convert the model"]);
+        assert!(!out.exists(), "{name}");
+    }
+}

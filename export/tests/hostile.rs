@@ -170,6 +170,68 @@ fn non_finite_weights_are_refused_with_the_tensor_named() {
     assert!(entries(tmp.path(), "", ".partial").is_empty());
 }
 
+/// The refusal of a NaN in a checkpoint names the safetensors file that holds it, not the
+/// output (`export/src/hf.rs` hands the writer the shard each tensor came from).
+#[test]
+fn non_finite_checkpoint_weights_are_refused_naming_the_shard() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = copy_fixture(tmp.path());
+    let path = dir.join("model.safetensors");
+    let mut st = SafetensorsFile::read(&path);
+    let r = st.range("transformer.h.1.mlp.c_fc.weight");
+    st.data[r.start + 2 * 5..r.start + 2 * 6].copy_from_slice(&half::f16::INFINITY.to_le_bytes());
+    st.write(&path);
+    for out in ["out.bin", "out.gguf"] {
+        let out = tmp.path().join(out);
+        let o = export(&["--from", s(&dir), "--out", s(&out)]);
+        assert_input_error(
+            &o,
+            &[
+                &format!("{}: tensor h.1.mlp.c_fc.weight", s(&path)),
+                "a non-finite value (inf) at index 5",
+                "sound copy",
+            ],
+        );
+        assert!(!stderr(&o).contains("out."), "{}", stderr(&o));
+        assert!(!out.exists());
+    }
+}
+
+/// A weight file whose tokenizer no run could build (here a merge whose result is not a token,
+/// under a recomputed header checksum) is refused by every conversion, naming that file and
+/// the merge, and `inspect` says it cannot run.
+#[test]
+fn weight_files_whose_tokenizer_cannot_be_built_are_refused_naming_the_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let bad = tmp.path().join("bad.bin");
+    small_weight_file(&bad, |_| {}, "bad");
+    // The token `Ġthe` (a u32 length and its UTF-8) becomes `Ġtha`; merge 2 (`Ġt` `he`) still
+    // makes `Ġthe`.
+    patch_header(&bad, b"\x05\0\0\0\xc4\xa0the", b"\x05\0\0\0\xc4\xa0tha");
+    let want = format!(
+        "{}: its tokenizer cannot be built: merge 2 (\"Ġt\" \"he\") makes \"Ġthe\", which is \
+         not a token of the vocabulary",
+        s(&bad)
+    );
+    let o = export(&["inspect", s(&bad)]);
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains(&format!("runnable:    NO: {want}")),
+        "{}",
+        stdout(&o)
+    );
+    for out in ["y.bin", "y.gguf"] {
+        for dtype in [&[][..], &["--dtype", "f16"]] {
+            let out = tmp.path().join(out);
+            let mut args = vec!["--from", s(&bad), "--out", s(&out)];
+            args.extend(dtype);
+            assert_input_error(&export(&args), &[&want, "export the model again"]);
+            assert!(!out.exists(), "{args:?}");
+        }
+    }
+    assert_eq!(entries(tmp.path(), "", ""), vec![bad]);
+}
+
 #[test]
 fn checkpoints_that_disagree_with_their_config_are_refused() {
     let tmp = tempfile::tempdir().unwrap();

@@ -457,6 +457,78 @@ pub fn first_bad_q8_0_scale(bytes: &[u8]) -> Option<(usize, f32)> {
         .find(|(_, d)| !d.is_finite())
 }
 
+/// A NaN or infinity found in stored values by [`first_non_finite`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct NonFinite {
+    /// The element's index in the stored layout; for q8_0, the block's index.
+    pub index: usize,
+    /// The value (for q8_0, the block's scale).
+    pub value: f32,
+    /// Whether `index` is a q8_0 block whose scale is `value`.
+    pub q8_0_scale: bool,
+}
+
+impl std::fmt::Display for NonFinite {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.q8_0_scale {
+            write!(
+                f,
+                "a non-finite scale ({}) in q8_0 block {}",
+                self.value, self.index
+            )
+        } else {
+            write!(
+                f,
+                "a non-finite value ({}) at index {}",
+                self.value, self.index
+            )
+        }
+    }
+}
+
+/// The first value of `bytes` (whole values or blocks of `dtype`, as stored) that is NaN or
+/// infinite; for q8_0 the first block whose scale is (its `i8` values are always finite). The
+/// one check behind every refusal of non-finite weights (readers, writers, `inspect`), so they
+/// agree on what is refused and on the index they name. Allocates nothing: it runs on whole
+/// memory-mapped models.
+pub fn first_non_finite(bytes: &[u8], dtype: Dtype) -> Option<NonFinite> {
+    let element = |found: Option<(usize, f32)>| {
+        found.map(|(index, value)| NonFinite {
+            index,
+            value,
+            q8_0_scale: false,
+        })
+    };
+    match dtype {
+        Dtype::F32 => element(
+            bytes
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .enumerate()
+                .find(|(_, v)| !v.is_finite()),
+        ),
+        Dtype::F16 | Dtype::Bf16 => {
+            let widen = if dtype == Dtype::F16 {
+                f16_to_f32
+            } else {
+                bf16_to_f32
+            };
+            element(
+                bytes
+                    .chunks_exact(2)
+                    .map(|b| widen(u16::from_le_bytes([b[0], b[1]])))
+                    .enumerate()
+                    .find(|(_, v)| !v.is_finite()),
+            )
+        }
+        Dtype::Q8_0 => first_bad_q8_0_scale(bytes).map(|(index, value)| NonFinite {
+            index,
+            value,
+            q8_0_scale: true,
+        }),
+    }
+}
+
 /// Transposes a row-major (rows, cols) matrix of any element type.
 pub fn transpose<T: Copy>(data: &[T], rows: usize, cols: usize) -> Vec<T> {
     assert_eq!(data.len(), rows * cols, "transpose: shape does not match");
@@ -1053,6 +1125,44 @@ mod tests {
             assert_eq!(lin.weight(33, 2), want[2 * 64 + 33]);
             assert_eq!(lin.to_f32_in_out()[33 * 3 + 2], want[2 * 64 + 33]);
         }
+    }
+
+    #[test]
+    fn first_non_finite_finds_nan_and_infinity_in_every_dtype() {
+        let values: Vec<f32> = (0..64).map(|i| i as f32 * 0.25 - 8.0).collect();
+        for dtype in Dtype::ALL {
+            let mut bytes = Vec::new();
+            encode(&values, 64, dtype, &mut bytes).unwrap();
+            assert_eq!(first_non_finite(&bytes, dtype), None, "{dtype}");
+        }
+        let f32_bytes = |v: &[f32]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<_>>();
+        let mut v = values.clone();
+        v[9] = f32::NEG_INFINITY;
+        let found = first_non_finite(&f32_bytes(&v), Dtype::F32).unwrap();
+        assert_eq!((found.index, found.q8_0_scale), (9, false));
+        assert_eq!(found.to_string(), "a non-finite value (-inf) at index 9");
+        for (dtype, nan, inf) in [
+            (Dtype::F16, 0x7e00u16, 0x7c00u16),
+            (Dtype::Bf16, 0x7fc0, 0x7f80),
+        ] {
+            let mut bytes = Vec::new();
+            encode(&values, 64, dtype, &mut bytes).unwrap();
+            bytes[2 * 40..2 * 41].copy_from_slice(&inf.to_le_bytes());
+            bytes[2 * 30..2 * 31].copy_from_slice(&nan.to_le_bytes());
+            let found = first_non_finite(&bytes, dtype).unwrap();
+            assert_eq!(found.index, 30, "{dtype}: the first one");
+            assert!(found.value.is_nan());
+            assert_eq!(found.to_string(), "a non-finite value (NaN) at index 30");
+        }
+        let mut bytes = Vec::new();
+        encode(&values, 64, Dtype::Q8_0, &mut bytes).unwrap();
+        bytes[Q8_0_BLOCK_BYTES..Q8_0_BLOCK_BYTES + 2].copy_from_slice(&0x7c00u16.to_le_bytes());
+        let found = first_non_finite(&bytes, Dtype::Q8_0).unwrap();
+        assert_eq!((found.index, found.q8_0_scale), (1, true));
+        assert_eq!(
+            found.to_string(),
+            "a non-finite scale (inf) in q8_0 block 1"
+        );
     }
 
     #[test]

@@ -61,8 +61,64 @@ pub enum WeightsError {
     },
     #[error("{path}: {message}")]
     Write { path: PathBuf, message: String },
+    /// A NaN or infinite weight. `path` is the file that holds it (the input of an export, not
+    /// its output): that file is what the user has to replace.
+    #[error(
+        "{path}: tensor {tensor} holds {found}; NaN or infinite weights make every output NaN: \
+         replace the file with a sound copy, or export it again from its source"
+    )]
+    NonFinite {
+        path: PathBuf,
+        tensor: String,
+        found: crate::dtype::NonFinite,
+    },
+    /// Tokenizer tables no tokenizer can be built from ([`crate::tokenizer::validate`]).
+    #[error("tokenizer: {0}")]
+    InvalidTokenizer(#[from] TokenizerError),
+    /// The same, in the file at `path`.
+    #[error(
+        "{path}: its tokenizer cannot be built: {source}; export the model again from a source \
+         with a sound GPT-2 tokenizer"
+    )]
+    TokenizerIn {
+        path: PathBuf,
+        #[source]
+        source: TokenizerError,
+    },
+    /// Encoding failed at run time.
     #[error("tokenizer: {0}")]
     Tokenizer(String),
+}
+
+/// Why a vocabulary and merge list cannot make GPT-2's byte-level BPE tokenizer: what the loader
+/// ([`crate::Gpt2Tokenizer::from_data`]) refuses, found by [`crate::tokenizer::validate`].
+/// Token strings are escaped with [`crate::input::printable`]; ids and merge ranks count from 0.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum TokenizerError {
+    #[error("token {id} ({token:?}) has a character outside GPT-2's byte-level alphabet")]
+    NotByteLevel { id: usize, token: String },
+    #[error("token {id} ({token:?}) appears twice in the vocabulary, first as token {first}")]
+    DuplicateToken {
+        id: usize,
+        first: usize,
+        token: String,
+    },
+    #[error("merge {rank} ({a:?} {b:?}) names {part:?}, which is not a token of the vocabulary")]
+    UnknownMergePart {
+        rank: usize,
+        a: String,
+        b: String,
+        part: String,
+    },
+    #[error("merge {rank} ({a:?} {b:?}) makes {result:?}, which is not a token of the vocabulary")]
+    MergeResultNotAToken {
+        rank: usize,
+        a: String,
+        b: String,
+        result: String,
+    },
+    #[error("the end-of-text id {eot_id} is outside the vocabulary of {tokens} tokens")]
+    EotOutOfRange { eot_id: u32, tokens: usize },
 }
 
 impl WeightsError {

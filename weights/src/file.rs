@@ -108,7 +108,8 @@ impl WeightFile {
 
     /// Every q8_0 block's scale must be finite: an infinite or NaN scale (a damaged file, or a
     /// broken quantizer elsewhere) would make every output NaN. Reads two bytes per block, which
-    /// touches every page of the q8_0 tensors; the run that follows reads them anyway.
+    /// touches every page of the q8_0 tensors; the run that follows reads them anyway. The error
+    /// is [`check_finite`](Self::check_finite)'s.
     fn check_q8_0_scales(&self) -> Result<()> {
         for t in self
             .header
@@ -116,16 +117,7 @@ impl WeightFile {
             .iter()
             .filter(|t| t.dtype == Dtype::Q8_0)
         {
-            if let Some((block, d)) = dtype::first_bad_q8_0_scale(self.tensor_bytes(t)) {
-                return Err(WeightsError::format(
-                    &self.path,
-                    FormatError::Corrupt(format!(
-                        "tensor {}: q8_0 block {block} has a non-finite scale ({d}); the file is \
-                         damaged, export it again",
-                        t.name
-                    )),
-                ));
-            }
+            self.check_finite(&t.name)?;
         }
         Ok(())
     }
@@ -328,7 +320,51 @@ impl WeightFile {
 
     /// The tokenizer stored in the file.
     pub fn tokenizer(&self) -> Result<Gpt2Tokenizer> {
-        Gpt2Tokenizer::from_data(&self.header.tokenizer)
+        Gpt2Tokenizer::from_data(&self.header.tokenizer).map_err(|e| match e {
+            WeightsError::InvalidTokenizer(source) => WeightsError::TokenizerIn {
+                path: self.path.clone(),
+                source,
+            },
+            other => other,
+        })
+    }
+
+    /// Whether the stored tokenizer can be built ([`crate::tokenizer::validate`]), as an error
+    /// naming this file.
+    pub fn check_tokenizer(&self) -> Result<()> {
+        crate::tokenizer::validate(&self.header.tokenizer).map_err(|source| {
+            WeightsError::TokenizerIn {
+                path: self.path.clone(),
+                source,
+            }
+        })
+    }
+
+    /// Whether every stored value of tensor `name` is finite ([`dtype::first_non_finite`]); the
+    /// error names this file, the tensor and the value's index as stored.
+    pub fn check_finite(&self, name: &str) -> Result<()> {
+        let (bytes, dtype) = self.raw(name)?;
+        match dtype::first_non_finite(bytes, dtype) {
+            Some(found) => Err(WeightsError::NonFinite {
+                path: self.path.clone(),
+                tensor: name.to_string(),
+                found,
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// What opening does not check but every run needs: a tokenizer that can be built and no
+    /// NaN or infinite weight ([`check_tokenizer`](Self::check_tokenizer),
+    /// [`check_finite`](Self::check_finite) on every tensor). A file this crate wrote passes
+    /// (the writer refuses both); one written elsewhere, or damaged under a recomputed checksum,
+    /// may not. Reads every tensor once.
+    pub fn check_runnable(&self) -> Result<()> {
+        self.check_tokenizer()?;
+        for t in &self.header.tensors {
+            self.check_finite(&t.name)?;
+        }
+        Ok(())
     }
 }
 

@@ -14,7 +14,7 @@
 
 use std::collections::HashMap;
 
-use crate::error::{Result, WeightsError};
+use crate::error::{Result, TokenizerError, WeightsError};
 
 /// The tokenizer tables as stored in a weight file.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -79,43 +79,86 @@ impl std::fmt::Debug for Gpt2Tokenizer {
     }
 }
 
+/// Checks that a GPT-2 tokenizer can be built from `data`: every token is spelled in GPT-2's
+/// byte-level alphabet and appears once; every merge joins two tokens into a third (the BPE
+/// builder of the `tokenizers` crate refuses a merge whose parts or result are not tokens, and
+/// panics instead on a result longer than every token); the end-of-text id is a token. The first
+/// problem is named by token id or merge rank.
+///
+/// The one definition of a runnable tokenizer: [`Gpt2Tokenizer::from_data`] (every run's
+/// loader), [`crate::WeightWriter::create`] (so no file written here has a tokenizer that cannot
+/// run), [`crate::WeightFile::check_runnable`] (`inspect`) and gpt2-export's GGUF import all call
+/// it.
+pub fn validate(data: &TokenizerData) -> Result<(), TokenizerError> {
+    check(data).map(|_| ())
+}
+
+/// What [`check`] finds on the way that the loader needs next: each token's id, and its raw
+/// bytes (indexed by id).
+type Checked<'a> = (HashMap<&'a str, u32>, Vec<Vec<u8>>);
+
+/// [`validate`], returning [`Checked`].
+fn check(data: &TokenizerData) -> Result<Checked<'_>, TokenizerError> {
+    let shown = crate::input::printable;
+    let to_byte = unicode_to_bytes();
+    let mut token_bytes = Vec::with_capacity(data.tokens.len());
+    let mut vocab: HashMap<&str, u32> = HashMap::with_capacity(data.tokens.len());
+    for (id, token) in data.tokens.iter().enumerate() {
+        // The end-of-text token is spelled `<|endoftext|>`, all printable ASCII, so it maps too.
+        let bytes: Option<Vec<u8>> = token.chars().map(|c| to_byte.get(&c).copied()).collect();
+        let bytes = bytes.ok_or_else(|| TokenizerError::NotByteLevel {
+            id,
+            token: shown(token),
+        })?;
+        token_bytes.push(bytes);
+        if let Some(first) = vocab.insert(token, id as u32) {
+            return Err(TokenizerError::DuplicateToken {
+                id,
+                first: first as usize,
+                token: shown(token),
+            });
+        }
+    }
+    let mut joined = String::new();
+    for (rank, (a, b)) in data.merges.iter().enumerate() {
+        if let Some(part) = [a, b].into_iter().find(|p| !vocab.contains_key(p.as_str())) {
+            return Err(TokenizerError::UnknownMergePart {
+                rank,
+                a: shown(a),
+                b: shown(b),
+                part: shown(part),
+            });
+        }
+        joined.clear();
+        joined.push_str(a);
+        joined.push_str(b);
+        if !vocab.contains_key(joined.as_str()) {
+            return Err(TokenizerError::MergeResultNotAToken {
+                rank,
+                a: shown(a),
+                b: shown(b),
+                result: shown(&joined),
+            });
+        }
+    }
+    if data.eot_id as usize >= data.tokens.len() {
+        return Err(TokenizerError::EotOutOfRange {
+            eot_id: data.eot_id,
+            tokens: data.tokens.len(),
+        });
+    }
+    Ok((vocab, token_bytes))
+}
+
 impl Gpt2Tokenizer {
-    /// Builds the tokenizer from stored tables. Fails if a token string uses a character outside
-    /// the byte-level alphabet, a token appears twice, or a merge names an unknown token.
+    /// Builds the tokenizer from stored tables; fails as [`validate`] says.
     pub fn from_data(data: &TokenizerData) -> Result<Self> {
-        let to_byte = unicode_to_bytes();
-        let mut token_bytes = Vec::with_capacity(data.tokens.len());
-        let mut vocab = HashMap::with_capacity(data.tokens.len());
-        for (id, token) in data.tokens.iter().enumerate() {
-            let bytes: Option<Vec<u8>> = token.chars().map(|c| to_byte.get(&c).copied()).collect();
-            // The end-of-text token is spelled `<|endoftext|>`, all printable ASCII, so it maps too.
-            let bytes = bytes.ok_or_else(|| {
-                WeightsError::Tokenizer(format!(
-                    "token {id} ({:?}) has a character outside GPT-2's byte-level alphabet",
-                    crate::input::printable(token)
-                ))
-            })?;
-            token_bytes.push(bytes);
-            if vocab.insert(token.clone(), id as u32).is_some() {
-                return Err(WeightsError::Tokenizer(format!(
-                    "token {:?} appears twice in the vocabulary",
-                    crate::input::printable(token)
-                )));
-            }
-        }
-        for (rank, (a, b)) in data.merges.iter().enumerate() {
-            if !vocab.contains_key(a) || !vocab.contains_key(b) {
-                return Err(WeightsError::Tokenizer(format!(
-                    "merge {rank} ({} {}) names a token that is not in the vocabulary",
-                    crate::input::printable(a),
-                    crate::input::printable(b)
-                )));
-            }
-        }
+        let (vocab, token_bytes) = check(data)?;
         let model = tokenizers::models::bpe::BPE::builder()
             .vocab_and_merges(
                 vocab
                     .into_iter()
+                    .map(|(token, id)| (token.to_string(), id))
                     .collect::<tokenizers::models::bpe::Vocab>(),
                 data.merges.clone(),
             )
@@ -267,20 +310,106 @@ mod tests {
         assert_eq!(d.finish(), "\u{FFFD}");
     }
 
+    /// A vocabulary of the 256 byte-level characters, `Ġt`, `he`, `Ġthe` and `<|endoftext|>`,
+    /// with the merges that make the three words.
+    fn small() -> TokenizerData {
+        let mut tokens: Vec<String> = bytes_to_unicode().iter().map(|c| c.to_string()).collect();
+        tokens.extend(["Ġt", "he", "Ġthe", "<|endoftext|>"].map(String::from));
+        let merges = [("Ġ", "t"), ("h", "e"), ("Ġt", "he")]
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .to_vec();
+        TokenizerData {
+            tokens,
+            merges,
+            eot_id: 259,
+        }
+    }
+
     #[test]
-    fn rejects_bad_tables() {
-        let data = TokenizerData {
-            tokens: vec!["a".into(), "a".into()],
-            merges: vec![],
-            eot_id: 1,
-        };
-        assert!(Gpt2Tokenizer::from_data(&data).is_err());
-        let data = TokenizerData {
-            tokens: vec!["a".into(), "b".into()],
-            merges: vec![("a".into(), "z".into())],
-            eot_id: 1,
-        };
-        let err = Gpt2Tokenizer::from_data(&data).unwrap_err().to_string();
-        assert!(err.contains("merge 0"), "{err}");
+    fn valid_tables_build_and_encode() {
+        let data = small();
+        assert_eq!(validate(&data), Ok(()));
+        let tok = Gpt2Tokenizer::from_data(&data).unwrap();
+        assert_eq!(tok.encode(" the").unwrap(), vec![258]);
+    }
+
+    /// Each problem is named by its token id or merge rank, and `from_data` (the loader) refuses
+    /// exactly what `validate` refuses, with the same text.
+    #[test]
+    fn rejects_bad_tables_naming_the_token_or_merge() {
+        type Change = fn(&mut TokenizerData);
+        let cases: [(Change, TokenizerError); 6] = [
+            (
+                |d| d.tokens[257] = "Ġt".into(),
+                TokenizerError::DuplicateToken {
+                    id: 257,
+                    first: 256,
+                    token: "Ġt".into(),
+                },
+            ),
+            (
+                |d| d.tokens[3] = "a\n\u{1b}".into(),
+                TokenizerError::NotByteLevel {
+                    id: 3,
+                    token: "a\\n\\u{1b}".into(),
+                },
+            ),
+            (
+                |d| d.merges[1] = ("h".into(), "zz".into()),
+                TokenizerError::UnknownMergePart {
+                    rank: 1,
+                    a: "h".into(),
+                    b: "zz".into(),
+                    part: "zz".into(),
+                },
+            ),
+            (
+                |d| d.merges[0] = ("<|".into(), "t".into()),
+                TokenizerError::UnknownMergePart {
+                    rank: 0,
+                    a: "<|".into(),
+                    b: "t".into(),
+                    part: "<|".into(),
+                },
+            ),
+            (
+                |d| d.merges.push(("t".into(), "h".into())),
+                TokenizerError::MergeResultNotAToken {
+                    rank: 3,
+                    a: "t".into(),
+                    b: "h".into(),
+                    result: "th".into(),
+                },
+            ),
+            (
+                |d| d.eot_id = 260,
+                TokenizerError::EotOutOfRange {
+                    eot_id: 260,
+                    tokens: 260,
+                },
+            ),
+        ];
+        for (change, want) in cases {
+            let mut data = small();
+            change(&mut data);
+            assert_eq!(validate(&data), Err(want.clone()));
+            let loaded = Gpt2Tokenizer::from_data(&data).unwrap_err().to_string();
+            assert_eq!(loaded, format!("tokenizer: {want}"));
+        }
+        // Escaped, so a token cannot reach a terminal as control characters.
+        let mut data = small();
+        data.tokens[3] = "a\n\u{1b}".into();
+        let text = validate(&data).unwrap_err().to_string();
+        assert!(!text.chars().any(char::is_control), "{text}");
+    }
+
+    /// A merge longer than every token used to reach the BPE builder, which panics on it
+    /// (it copies the merge into a buffer the length of the longest token).
+    #[test]
+    fn a_merge_longer_than_every_token_is_an_error_not_a_panic() {
+        let mut data = small();
+        data.merges.push(("Ġthe".into(), "Ġthe".into()));
+        let e = Gpt2Tokenizer::from_data(&data).unwrap_err().to_string();
+        assert!(e.contains("merge 3") && e.contains("ĠtheĠthe"), "{e}");
     }
 }

@@ -298,6 +298,16 @@ impl WeightWriter {
                 tokenizer.eot_id
             ))));
         }
+        // Every run builds this tokenizer first: a file whose tokenizer cannot be built could
+        // never run, so none is written. The tables came from the export's input; when there is
+        // one, the error names it (callers with several inputs check before, naming the file).
+        crate::tokenizer::validate(tokenizer).map_err(|source| WeightsError::TokenizerIn {
+            path: match inputs {
+                [input] => input.to_path_buf(),
+                _ => dest.clone(),
+            },
+            source,
+        })?;
         if dest.is_dir() {
             return Err(WeightsError::Write {
                 path: dest,
@@ -367,7 +377,22 @@ impl WeightWriter {
     /// Appends the next tensor, given as f32 values in its logical layout
     /// ([`Config::expected_tensors`]): converted to its planned dtype (transposed first where that
     /// dtype is stored `[out, in]`). Every value must be finite and representable in the dtype.
+    /// A non-finite value is an error naming the destination; an exporter that reads the values
+    /// from a file should check them there first (naming that file and the value's index in it),
+    /// or call [`write_tensor_from`](Self::write_tensor_from).
     pub fn write_tensor(&mut self, name: &str, data: &[f32]) -> Result<()> {
+        self.write_values(None, name, data)
+    }
+
+    /// [`write_tensor`](Self::write_tensor) for values read from the file `source`, in the
+    /// order given (a checkpoint's tensor): a non-finite value is a
+    /// [`WeightsError::NonFinite`] naming `source`, the file the user has to replace, rather
+    /// than the destination.
+    pub fn write_tensor_from(&mut self, source: &Path, name: &str, data: &[f32]) -> Result<()> {
+        self.write_values(Some(source), name, data)
+    }
+
+    fn write_values(&mut self, source: Option<&Path>, name: &str, data: &[f32]) -> Result<()> {
         let (info, spec) = self.next_planned(name)?;
         let logical: u64 = spec.shape.iter().product();
         if data.len() as u64 != logical {
@@ -380,11 +405,12 @@ impl WeightWriter {
         // A NaN or infinity in the weights makes every logit NaN, and greedy decoding then picks
         // id 0 forever on every backend alike: refused here, once, for every exporter.
         if let Some(i) = data.iter().position(|x| !x.is_finite()) {
-            return Err(self.write_error(format!(
-                "tensor {name} holds a non-finite value ({}) at index {i}; refusing to export \
-                 weights that would make every output NaN",
-                data[i]
-            )));
+            let found = dtype::NonFinite {
+                index: i,
+                value: data[i],
+                q8_0_scale: false,
+            };
+            return Err(self.non_finite(source, name, found));
         }
         let dtype = info.dtype;
         let transposed = spec.transposed(dtype);
@@ -427,13 +453,31 @@ impl WeightWriter {
                 info.byte_len
             )));
         }
-        if let Some((index, what)) = first_non_finite(bytes, info.dtype) {
-            return Err(self.write_error(format!(
-                "tensor {name} holds {what} at {index}; refusing to export weights that would \
-                 make every output NaN"
-            )));
+        if let Some(found) = dtype::first_non_finite(bytes, info.dtype) {
+            return Err(self.non_finite(None, name, found));
         }
         self.append(bytes)
+    }
+
+    /// The error for a non-finite value of tensor `name`: naming `source`, the file it came
+    /// from, when known; else the destination, as what could not be written.
+    fn non_finite(
+        &self,
+        source: Option<&Path>,
+        name: &str,
+        found: dtype::NonFinite,
+    ) -> WeightsError {
+        match source {
+            Some(path) => WeightsError::NonFinite {
+                path: path.to_path_buf(),
+                tensor: name.to_string(),
+                found,
+            },
+            None => self.write_error(format!(
+                "tensor {name} was given {found}; refusing to write weights that would make \
+                 every output NaN"
+            )),
+        }
     }
 
     /// The next planned tensor, which must be `name`.
@@ -518,21 +562,179 @@ impl WeightWriter {
     }
 }
 
-/// The first value of `bytes` (in `dtype`) that is not finite: (element or block index, what).
-fn first_non_finite(bytes: &[u8], dtype: Dtype) -> Option<(String, String)> {
-    match dtype {
-        Dtype::F32 | Dtype::F16 | Dtype::Bf16 => dtype::decode(bytes, dtype)
-            .iter()
-            .position(|v| !v.is_finite())
-            .map(|i| (format!("index {i}"), "a non-finite value".to_string())),
-        Dtype::Q8_0 => dtype::first_bad_q8_0_scale(bytes)
-            .map(|(b, d)| (format!("block {b}"), format!("a non-finite scale ({d})"))),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::TokenizerError;
+    use crate::tokenizer::bytes_to_unicode;
+
+    fn config() -> Config {
+        Config {
+            n_layer: 1,
+            n_head: 2,
+            n_embd: 32,
+            vocab_size: 257,
+            n_ctx: 4,
+            mlp_hidden: 32,
+            layer_norm_eps: 1e-5,
+            tied_output: true,
+        }
+    }
+
+    /// The 256 byte-level characters and `<|endoftext|>`, no merges.
+    fn tokenizer() -> TokenizerData {
+        let mut tokens: Vec<String> = bytes_to_unicode().iter().map(|c| c.to_string()).collect();
+        tokens.push("<|endoftext|>".into());
+        TokenizerData {
+            tokens,
+            merges: vec![],
+            eot_id: 256,
+        }
+    }
+
+    fn create(dest: &Path, tokenizer: &TokenizerData, inputs: &[&Path]) -> Result<WeightWriter> {
+        let c = config();
+        let dtypes = c.tensor_dtypes(Dtype::F16);
+        WeightWriter::create(dest, &c, &Provenance::default(), tokenizer, inputs, &dtypes)
+    }
+
+    /// Writes every tensor (0.25 everywhere) and finishes.
+    fn write_all(mut w: WeightWriter) -> PathBuf {
+        for spec in w.remaining().to_vec() {
+            let n = spec.shape.iter().product::<u64>() as usize;
+            w.write_tensor(&spec.name, &vec![0.25; n]).unwrap();
+        }
+        w.finish().unwrap()
+    }
+
+    /// A tokenizer that could not be built is refused before anything is written, naming the
+    /// export's one input (where the tables came from), else the destination.
+    #[test]
+    fn a_tokenizer_that_cannot_be_built_is_never_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("out.bin");
+        let input = dir.path().join("in.gguf");
+        let mut bad = tokenizer();
+        bad.merges.push(("a".into(), "b".into()));
+        let e = create(&dest, &bad, &[&input]).unwrap_err();
+        match &e {
+            WeightsError::TokenizerIn { path, source } => {
+                assert_eq!(path, &input);
+                assert!(
+                    matches!(source, TokenizerError::MergeResultNotAToken { rank: 0, .. }),
+                    "{source:?}"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        let text = e.to_string();
+        assert!(text.starts_with(&input.display().to_string()), "{text}");
+        assert!(
+            text.contains("merge 0 (\"a\" \"b\") makes \"ab\""),
+            "{text}"
+        );
+        bad = tokenizer();
+        bad.tokens[10] = bad.tokens[11].clone();
+        let e = create(&dest, &bad, &[]).unwrap_err().to_string();
+        assert!(
+            e.starts_with(&dest.display().to_string()) && e.contains("token 11"),
+            "{e}"
+        );
+        assert!(!dest.exists());
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+
+    /// A non-finite value names the file it came from when the caller says which
+    /// (`write_tensor_from`), else the destination; raw copies are checked as well.
+    #[test]
+    fn non_finite_values_name_their_source() {
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("out.bin");
+        let shard = dir.path().join("model.safetensors");
+        let n = 257 * 32;
+        let mut values = vec![0.5f32; n];
+        values[70] = f32::INFINITY;
+
+        let mut w = create(&dest, &tokenizer(), &[&shard]).unwrap();
+        let e = w
+            .write_tensor_from(&shard, "wte.weight", &values)
+            .unwrap_err();
+        match &e {
+            WeightsError::NonFinite {
+                path,
+                tensor,
+                found,
+            } => {
+                assert_eq!((path, tensor.as_str()), (&shard, "wte.weight"));
+                assert_eq!((found.index, found.value), (70, f32::INFINITY));
+            }
+            other => panic!("{other:?}"),
+        }
+        let text = e.to_string();
+        assert!(
+            text.starts_with(&shard.display().to_string())
+                && text.contains("a non-finite value (inf) at index 70")
+                && text.contains("sound copy"),
+            "{text}"
+        );
+
+        let mut w = create(&dest, &tokenizer(), &[]).unwrap();
+        let e = w
+            .write_tensor("wte.weight", &values)
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with(&dest.display().to_string()), "{e}");
+        assert!(e.contains("at index 70"), "{e}");
+
+        let mut w = create(&dest, &tokenizer(), &[]).unwrap();
+        let mut bytes = vec![0u8; 2 * n];
+        bytes[2 * 5..2 * 6].copy_from_slice(&0x7e00u16.to_le_bytes());
+        let e = w
+            .write_encoded("wte.weight", &bytes)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("(NaN) at index 5"), "{e}");
+        drop(w);
+        assert!(!dest.exists());
+    }
+
+    /// `check_runnable` (what `inspect` runs) finds a NaN that a recomputed checksum hides, and
+    /// a tokenizer that cannot be built, naming the file, the tensor and the index.
+    #[test]
+    fn check_runnable_finds_what_the_writer_refuses() {
+        let dir = tempfile::tempdir().unwrap();
+        let dest = write_all(create(&dir.path().join("ok.bin"), &tokenizer(), &[]).unwrap());
+        let file = crate::WeightFile::open_verified(&dest).unwrap();
+        file.check_runnable().unwrap();
+        file.tokenizer().unwrap();
+        let (data_offset, info) = (
+            file.header().preamble.data_offset,
+            file.header().tensors[4].clone(),
+        );
+        assert_eq!(
+            (info.name.as_str(), info.dtype),
+            ("h.0.attn.c_attn.weight", Dtype::F16)
+        );
+        drop(file);
+
+        let mut bytes = std::fs::read(&dest).unwrap();
+        let at = (data_offset + info.offset) as usize + 2 * 9;
+        bytes[at..at + 2].copy_from_slice(&0xfc00u16.to_le_bytes());
+        let sum = format::checksum(&bytes[data_offset as usize..]);
+        bytes[48..56].copy_from_slice(&sum.to_le_bytes());
+        let bad = dir.path().join("nan.bin");
+        std::fs::write(&bad, &bytes).unwrap();
+        let file = crate::WeightFile::open_verified(&bad).unwrap();
+        let e = file.check_runnable().unwrap_err().to_string();
+        assert!(
+            e.starts_with(&bad.display().to_string())
+                && e.contains(
+                    "tensor h.0.attn.c_attn.weight holds a non-finite value (-inf) at index 9"
+                ),
+            "{e}"
+        );
+        assert!(file.check_finite("h.0.ln_1.weight").is_ok());
+    }
 
     /// A finished file gets the same mode as one made by `File::create` in the same directory
     /// (0666 less the umask), not tempfile's owner-only 0600.

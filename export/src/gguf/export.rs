@@ -24,7 +24,8 @@ const TOKEN_CONTROL: i32 = 3;
 const QUANTIZATION_VERSION: u32 = 2;
 
 /// Writes `file` as a GGUF at `out` (through a temporary file renamed into place); returns the
-/// path written. The source's data checksum is verified first.
+/// path written. The source's data checksum is verified first, and that it can run
+/// ([`WeightFile::check_runnable`]: a tokenizer that builds, no NaN or infinite weight).
 pub fn write_gguf(
     file: &WeightFile,
     out: &Path,
@@ -41,6 +42,9 @@ pub fn write_gguf(
         source,
     };
     file.verify_checksum()?;
+    // A GGUF is a copy of the file's bytes, so nothing on the way would catch a NaN weight or a
+    // tokenizer that cannot be built: checked here, before anything is written, naming `file`.
+    file.check_runnable()?;
     if out.is_dir() {
         return Err(write_err(
             "is a directory; give a file name such as weights/gpt2.gguf".into(),

@@ -17,6 +17,11 @@
 //!   tie out) is recognised as the tie too; any other is a separate `lm_head.weight`.
 //!
 //! With `--dtype`, tensors not already in that dtype are converted once (as `--from FILE.bin`).
+//!
+//! Everything is checked before anything is written, by one function (`Model::read`), which
+//! `inspect` ([`report`]) runs too to say whether a file imports: the keys, the tensors, a
+//! tokenizer that every run can build ([`gpt2_weights::tokenizer::validate`]) and no NaN or
+//! infinite value ([`gpt2_weights::dtype::first_non_finite`]); an error names the GGUF file.
 
 use std::path::{Path, PathBuf};
 
@@ -278,7 +283,8 @@ pub fn report(path: &Path, list_tensors: bool) -> Result<(String, bool), ExportE
 }
 
 /// What a GPT-2 GGUF holds, checked: the config, the tokenizer, and for every tensor the
-/// model needs (in gpt2-bench's order) its entry in the file.
+/// model needs (in gpt2-bench's order) its entry in the file. [`Model::read`] is the whole
+/// verdict on a file, for the import and for `inspect` alike.
 struct Model<'a> {
     config: Config,
     tokenizer: TokenizerData,
@@ -377,6 +383,18 @@ impl<'a> Model<'a> {
                 gpt2_weights::input::printable(extra.name)
             ));
         }
+        // Last, as the one check that reads every tensor. The writer would refuse these values
+        // too, but only here is the index the one in this file, and `inspect` sees it as well.
+        for t in &tensors {
+            let data = gguf.data(bytes, t);
+            if let Some(found) = gpt2_weights::dtype::first_non_finite(data, t.dtype) {
+                return Err(format!(
+                    "tensor {} holds {found}; NaN or infinite weights make every output NaN: \
+                     convert the model to GGUF again from a sound copy",
+                    t.name
+                ));
+            }
+        }
         Ok(Model {
             config,
             tokenizer,
@@ -443,11 +461,26 @@ fn read_tokenizer(gguf: &Gguf<'_>) -> Result<TokenizerData, String> {
             tokens.len()
         ));
     }
-    Ok(TokenizerData {
+    let data = TokenizerData {
         tokens,
         merges,
         eot_id,
-    })
+    };
+    // What every run's loader checks (Gpt2Tokenizer::from_data calls the same function): a
+    // tokenizer that imports must be one that runs.
+    gpt2_weights::tokenizer::validate(&data).map_err(|e| {
+        use gpt2_weights::error::TokenizerError as E;
+        let key = match e {
+            E::NotByteLevel { .. } | E::DuplicateToken { .. } => "tokenizer.ggml.tokens",
+            E::UnknownMergePart { .. } | E::MergeResultNotAToken { .. } => "tokenizer.ggml.merges",
+            E::EotOutOfRange { .. } => "tokenizer.ggml.eos_token_id",
+        };
+        format!(
+            "{key}: {e}; no GPT-2 tokenizer can be built from it: convert the model to GGUF \
+             again with its original tokenizer"
+        )
+    })?;
+    Ok(data)
 }
 
 #[cfg(test)]
