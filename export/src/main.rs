@@ -55,8 +55,9 @@ enum Command {
 struct ExportArgs {
     /// A Hugging Face GPT-2 checkpoint: a local directory, or a hub repo id such as
     /// openai-community/gpt2 (downloaded into the Hugging Face cache; honours HF_HOME,
-    /// HF_HUB_CACHE, HF_ENDPOINT, HF_TOKEN, HF_HUB_OFFLINE and HF_HUB_DOWNLOAD_TIMEOUT); a
-    /// gpt2-bench weight file (to convert to --dtype, or to write as GGUF); or a GPT-2 GGUF file
+    /// HF_HUB_CACHE, HF_ENDPOINT, HF_TOKEN, HF_HUB_OFFLINE and HF_HUB_DOWNLOAD_TIMEOUT; a
+    /// download slower than GPT2_BENCH_HUB_MIN_BYTES_PER_S, default 1024, over
+    /// GPT2_BENCH_HUB_SLOW_SECONDS, default 30, is abandoned); a gpt2-bench weight file (to convert to --dtype, or to write as GGUF); or a GPT-2 GGUF file
     /// (F32, F16, BF16 and Q8_0 tensors, imported bit-exact).
     #[arg(long, value_name = "DIR_REPO_OR_FILE", conflicts_with = "synthetic")]
     from: Option<String>,

@@ -49,12 +49,28 @@ impl Env {
 
     /// `gpt2-export --from REPO --out OUT [extra]` against `server` (or offline with `None`).
     fn export(&self, server: Option<&HubServer>, repo: &str, out: &Path, extra: &[&str]) -> Output {
+        output_within(
+            &mut self.command(server, repo, out, extra),
+            Duration::from_secs(60),
+        )
+    }
+
+    /// The command [`Env::export`] runs, to add to.
+    fn command(
+        &self,
+        server: Option<&HubServer>,
+        repo: &str,
+        out: &Path,
+        extra: &[&str],
+    ) -> Command {
         let mut cmd = Command::new(BIN);
         cmd.args(["--from", repo, "--out", out.to_str().unwrap()])
             .args(extra)
             .env("HF_HOME", self.home())
             .env_remove("HF_TOKEN")
             .env_remove("HF_HUB_CACHE")
+            .env_remove("GPT2_BENCH_HUB_MIN_BYTES_PER_S")
+            .env_remove("GPT2_BENCH_HUB_SLOW_SECONDS")
             .env("HF_HUB_DOWNLOAD_TIMEOUT", "2");
         match server {
             Some(s) => cmd.env("HF_ENDPOINT", &s.url).env_remove("HF_HUB_OFFLINE"),
@@ -62,7 +78,15 @@ impl Env {
                 .env("HF_ENDPOINT", "http://127.0.0.1:9")
                 .env("HF_HUB_OFFLINE", "1"),
         };
-        output_within(&mut cmd, Duration::from_secs(60))
+        cmd
+    }
+
+    /// Temporary downloads left under the repo's cache `blobs/`.
+    fn incomplete(&self, repo: &str) -> Vec<PathBuf> {
+        self.blobs(repo)
+            .into_iter()
+            .filter(|p| p.to_string_lossy().ends_with(".incomplete"))
+            .collect()
     }
 
     /// Files under the repo's cache `blobs/`.
@@ -391,6 +415,353 @@ fn failures_are_one_line_errors_that_leave_no_export_and_no_bad_cache_entry() {
             "{file} {fault:?}"
         );
         assert_ok(&env.export(None, REPO, &env.out("offline.bin"), &[]));
+    }
+}
+
+/// Runs `env.command(...)` with `envs` set, expecting the failure `needles` describe; then
+/// checks that it left no export, no temporary download and no blob that is not one of the
+/// repo's files, and that a retry without the fault exports exactly `clean`. Returns how long
+/// the failing run took.
+#[allow(clippy::too_many_arguments)]
+fn fail_then_retry(
+    server: &HubServer,
+    files: &BTreeMap<String, Vec<u8>>,
+    clean: &Path,
+    file: &str,
+    fault: Fault,
+    envs: &[(&str, &str)],
+    needles: &[&str],
+) -> Duration {
+    let env = Env::new();
+    let out = env.out("model.bin");
+    server.set_fault(file, Some(fault));
+    let start = Instant::now();
+    let o = output_within(
+        env.command(Some(server), REPO, &out, &[])
+            .envs(envs.iter().copied()),
+        Duration::from_secs(60),
+    );
+    let took = start.elapsed();
+    server.set_fault(file, None);
+    assert_one_line_error(&o, needles);
+    assert!(!out.exists(), "{file} {fault:?}: an export was written");
+    assert!(
+        env.incomplete(REPO).is_empty(),
+        "{file} {fault:?}: left a download"
+    );
+    for blob in env.blobs(REPO) {
+        let bytes = std::fs::read(&blob).unwrap();
+        assert!(
+            files.values().any(|f| *f == bytes),
+            "{file} {fault:?}: blob {blob:?} is not one of the repo's files"
+        );
+    }
+    let retry = env.out("retry.bin");
+    assert_ok(&env.export(Some(server), REPO, &retry, &[]));
+    assert_eq!(
+        tensor_bytes(&retry),
+        tensor_bytes(clean),
+        "{file} {fault:?}"
+    );
+    took
+}
+
+/// A download cannot hold a run or fill the disk: a trickle is abandoned once a window of
+/// GPT2_BENCH_HUB_SLOW_SECONDS averages under the floor; an endless body without a size is cut
+/// at the text-file limit; a weight file without a size is refused; a body longer than its
+/// announced size, or sizes that disagree, are errors. Each is quick, one line, and leaves
+/// nothing in the cache.
+#[test]
+fn slow_endless_unsized_and_overlong_downloads_are_cut_short_and_leave_nothing() {
+    let files = fixture_files();
+    let server = HubServer::start(vec![Repo::new(REPO, files.clone())]);
+    let clean_env = Env::new();
+    let clean = clean_env.out("clean.bin");
+    assert_ok(&clean_env.export(Some(&server), REPO, &clean, &[]));
+
+    let window: &[(&str, &str)] = &[("GPT2_BENCH_HUB_SLOW_SECONDS", "1")];
+    // (file, fault, environment, what the error says)
+    type Case<'a> = (&'a str, Fault, &'a [(&'a str, &'a str)], &'a [&'a str]);
+    let cases: &[Case] = &[
+        (
+            "model.safetensors",
+            Fault::Trickle,
+            window,
+            &[
+                "model.safetensors",
+                "B/s over the last 1 s",
+                "1024 B/s",
+                "GPT2_BENCH_HUB_MIN_BYTES_PER_S",
+                "GPT2_BENCH_HUB_SLOW_SECONDS",
+                "nothing was kept",
+            ],
+        ),
+        (
+            "merges.txt",
+            Fault::Trickle,
+            window,
+            &["merges.txt", "B/s", "GPT2_BENCH_HUB_SLOW_SECONDS"],
+        ),
+        (
+            "config.json",
+            Fault::Endless,
+            &[],
+            &[
+                "config.json",
+                "announced no size",
+                "the most a text file may have",
+                "nothing was kept",
+            ],
+        ),
+        (
+            "model.safetensors",
+            Fault::NoSize,
+            &[],
+            &[
+                "model.safetensors",
+                "announced no size",
+                "weight file",
+                "--from DIR",
+            ],
+        ),
+        (
+            "model.safetensors",
+            Fault::Overlong,
+            &[],
+            &["model.safetensors", "more than the", "bytes it announced"],
+        ),
+        (
+            "model.safetensors",
+            Fault::WrongLinkedSize,
+            &[],
+            &["model.safetensors", "X-Linked-Size", "Content-Length"],
+        ),
+    ];
+    for &(file, fault, envs, needles) in cases {
+        let took = fail_then_retry(&server, &files, &clean, file, fault, envs, needles);
+        assert!(
+            took < Duration::from_secs(15),
+            "{file} {fault:?}: took {took:?}"
+        );
+    }
+
+    // A text file without a size is fine within the limit, and the floor can be turned off.
+    let env = Env::new();
+    server.set_fault("config.json", Some(Fault::NoSize));
+    let out = env.out("unsized.bin");
+    assert_ok(&env.export(Some(&server), REPO, &out, &[]));
+    server.set_fault("config.json", None);
+    assert_eq!(tensor_bytes(&out), tensor_bytes(&clean));
+    let env = Env::new();
+    let out = env.out("no-floor.bin");
+    let o = output_within(
+        env.command(Some(&server), REPO, &out, &[])
+            .env("GPT2_BENCH_HUB_MIN_BYTES_PER_S", "0")
+            .env("GPT2_BENCH_HUB_SLOW_SECONDS", "0.01"),
+        Duration::from_secs(60),
+    );
+    assert_ok(&o);
+}
+
+/// Garbage in the hub's settings is a one-line error naming the variable, before any request.
+#[test]
+fn hub_settings_are_validated() {
+    let server = HubServer::start(vec![Repo::new(REPO, fixture_files())]);
+    let cases: &[(&str, &str, &[&str])] = &[
+        (
+            "GPT2_BENCH_HUB_MIN_BYTES_PER_S",
+            "fast",
+            &[
+                "GPT2_BENCH_HUB_MIN_BYTES_PER_S=fast",
+                "bytes a second",
+                "0 turns",
+            ],
+        ),
+        (
+            "GPT2_BENCH_HUB_MIN_BYTES_PER_S",
+            "-5",
+            &["GPT2_BENCH_HUB_MIN_BYTES_PER_S=-5"],
+        ),
+        (
+            "GPT2_BENCH_HUB_SLOW_SECONDS",
+            "0",
+            &["GPT2_BENCH_HUB_SLOW_SECONDS=0", "seconds"],
+        ),
+        (
+            "GPT2_BENCH_HUB_SLOW_SECONDS",
+            "inf",
+            &["GPT2_BENCH_HUB_SLOW_SECONDS=inf", "seconds"],
+        ),
+        (
+            "HF_ENDPOINT",
+            "ftp://127.0.0.1:21",
+            &["HF_ENDPOINT=ftp://127.0.0.1:21", "http:// or https://"],
+        ),
+        (
+            "HF_ENDPOINT",
+            "not a url",
+            &["HF_ENDPOINT=not a url", "unset it"],
+        ),
+    ];
+    for &(name, value, needles) in cases {
+        let env = Env::new();
+        let out = env.out("x.bin");
+        let o = output_within(
+            env.command(Some(&server), REPO, &out, &[]).env(name, value),
+            Duration::from_secs(60),
+        );
+        assert_one_line_error(&o, needles);
+        assert!(!out.exists());
+    }
+    assert_eq!(server.request_count(), 0, "{:?}", server.requests());
+}
+
+/// Two free ports on 127.0.0.1, the second's number starting with the first's digits (1808
+/// and 18080): an origin test by string prefix would take them for one.
+fn prefix_ports(files: &BTreeMap<String, Vec<u8>>, token: &str) -> Option<(HubServer, HubServer)> {
+    let seed = std::process::id() as u64 ^ Instant::now().elapsed().as_nanos() as u64;
+    for i in 0..400u64 {
+        let port = 1024 + ((seed.wrapping_mul(2_654_435_761) + i * 7919) % (6553 - 1024)) as u16;
+        let mut gated = Repo::new(REPO, files.clone());
+        gated.token = Some(token.into());
+        let Ok(endpoint) = HubServer::start_on(port, vec![gated]) else {
+            continue;
+        };
+        for d in 0..10 {
+            if let Ok(other) =
+                HubServer::start_on(port * 10 + d, vec![Repo::new(REPO, files.clone())])
+            {
+                return Some((endpoint, other));
+            }
+        }
+    }
+    None
+}
+
+/// The token goes to the endpoint's origin only: a redirect to another port of the same host
+/// (one whose number starts with the endpoint's, too) gets no Authorization header, a redirect
+/// within the origin (relative or absolute) does, and a redirect to a non-http URL is refused.
+/// (An https -> http downgrade is the same origin test, covered by the unit tests: this server
+/// speaks no TLS.)
+#[test]
+fn the_token_goes_to_the_endpoints_origin_only() {
+    let files = fixture_files();
+    let token = "hf_secret123";
+    let (endpoint, prefix_port) = prefix_ports(&files, token).expect("two free ports on 127.0.0.1");
+    assert!(
+        prefix_port.url.starts_with(&endpoint.url),
+        "{}",
+        prefix_port.url
+    );
+    let other_port = HubServer::start(vec![Repo::new(REPO, files.clone())]);
+    let bearer = format!("Bearer {token}");
+    let run = |file: &str, location: &str| -> (Env, Output) {
+        let env = Env::new();
+        std::fs::create_dir_all(env.home()).unwrap();
+        std::fs::write(env.home().join("token"), format!("{token}\n")).unwrap();
+        endpoint.set_redirect(file, Some(location));
+        let o = env.export(Some(&endpoint), REPO, &env.out("x.bin"), &[]);
+        endpoint.set_redirect(file, None);
+        (env, o)
+    };
+
+    for elsewhere in [&prefix_port, &other_port] {
+        for file in ["model.safetensors", "config.json"] {
+            let before = endpoint.request_count();
+            let (_env, o) = run(file, &format!("{}/cdn/{{sha}}", elsewhere.url));
+            assert_ok(&o);
+            let got = elsewhere.requests();
+            assert!(!got.is_empty(), "{file}: the redirect was not followed");
+            assert!(
+                got.iter().all(|r| r.authorization.is_none()),
+                "{file}: the token went to {}: {got:?}",
+                elsewhere.url
+            );
+            let asked: Vec<_> = endpoint.requests().into_iter().skip(before).collect();
+            assert!(
+                asked
+                    .iter()
+                    .all(|r| r.authorization.as_deref() == Some(&*bearer)),
+                "{asked:?}"
+            );
+        }
+    }
+
+    // Within the origin, relative and absolute: the token goes along.
+    for (file, location) in [
+        ("model.safetensors", "/cdn/{sha}".to_string()),
+        ("config.json", "/cdn/{sha}".to_string()),
+        ("model.safetensors", format!("{}/cdn/{{sha}}", endpoint.url)),
+    ] {
+        let before = endpoint.request_count();
+        let (_env, o) = run(file, &location);
+        assert_ok(&o);
+        let cdn: Vec<_> = endpoint
+            .requests()
+            .into_iter()
+            .skip(before)
+            .filter(|r| r.path.starts_with("/cdn/"))
+            .collect();
+        assert!(!cdn.is_empty(), "{file} -> {location}: not followed");
+        assert!(
+            cdn.iter()
+                .all(|r| r.authorization.as_deref() == Some(&*bearer)),
+            "{file} -> {location}: {cdn:?}"
+        );
+    }
+
+    // Not http(s): refused, one line, nothing asked of anyone else.
+    for location in ["file:///etc/passwd", "ftp://127.0.0.1:21/x"] {
+        let (env, o) = run("config.json", location);
+        assert_one_line_error(&o, &["config.json", "not an http(s) URL", "refused"]);
+        assert!(env.blobs(REPO).is_empty());
+    }
+}
+
+/// SIGTERM or SIGINT in the middle of a download: the handler removes the temporary download
+/// before the exit (143, 130), so no `blobs/*.incomplete` is left in the cache.
+#[test]
+fn a_signal_during_a_download_removes_the_incomplete_file() {
+    let server = HubServer::start(vec![Repo::new(REPO, fixture_files())]);
+    server.set_fault("model.safetensors", Some(Fault::Stall));
+    for (signal, status) in [("TERM", 143), ("INT", 130)] {
+        let env = Env::new();
+        let out = env.out("x.bin");
+        let mut child = env
+            .command(Some(&server), REPO, &out, &[])
+            .env("HF_HUB_DOWNLOAD_TIMEOUT", "60")
+            .env("GPT2_BENCH_HUB_SLOW_SECONDS", "60")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while env.incomplete(REPO).is_empty() {
+            if Instant::now() > deadline || child.try_wait().unwrap().is_some() {
+                let _ = child.kill();
+                let o = child.wait_with_output().unwrap();
+                panic!("no download in progress; stderr: {}", stderr(&o));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        kill(child.id(), signal);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while child.try_wait().unwrap().is_none() {
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("SIG{signal} did not end the download");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let o = child.wait_with_output().unwrap();
+        assert_eq!(o.status.code(), Some(status), "SIG{signal}: {}", stderr(&o));
+        assert!(
+            env.incomplete(REPO).is_empty(),
+            "SIG{signal} left {:?}",
+            env.incomplete(REPO)
+        );
+        assert!(!out.exists());
     }
 }
 

@@ -14,8 +14,11 @@
 //!   asked without its token.
 //!
 //! Faults can be set per file name to test failures: a status, a body cut off in the middle, a
-//! body shorter than its `Content-Length`, a stall, or content that does not match its ETag.
-//! Every request is recorded.
+//! body shorter than its `Content-Length`, a stall, content that does not match its ETag, a
+//! trickle, an endless chunked body, no announced size, a body longer than announced, or an
+//! `X-Linked-Size` that disagrees with the `Content-Length`. A file can also be redirected
+//! anywhere (another port, a `file:` URL), to test where the token goes. Every request is
+//! recorded.
 
 #![allow(dead_code)]
 
@@ -66,6 +69,19 @@ pub enum Fault {
     Stall,
     /// Send other bytes of the same length under the file's ETag.
     WrongContent,
+    /// Announce the whole length, then send a byte every 100 ms.
+    Trickle,
+    /// No size: a chunked body that never ends (64 KiB chunks, until the client hangs up or
+    /// 30 s pass).
+    Endless,
+    /// No size: no `Content-Length` (the body ends when the connection closes), and for a
+    /// weight file no `X-Linked-Size` on the redirect.
+    NoSize,
+    /// The redirect's `X-Linked-Size` is right, but the body (no `Content-Length`, ended by
+    /// closing) has 100 bytes more.
+    Overlong,
+    /// The redirect's `X-Linked-Size` is one more than the body's (right) `Content-Length`.
+    WrongLinkedSize,
 }
 
 /// One request the server received.
@@ -80,6 +96,8 @@ pub struct Request {
 struct State {
     repos: Vec<Repo>,
     faults: BTreeMap<String, Fault>,
+    /// File name -> a `Location` to redirect it to (`{sha}` replaced by its sha256).
+    redirects: BTreeMap<String, String>,
     requests: Vec<Request>,
 }
 
@@ -93,8 +111,13 @@ pub struct HubServer {
 
 impl HubServer {
     pub fn start(repos: Vec<Repo>) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1");
-        let url = format!("http://{}", listener.local_addr().unwrap());
+        Self::start_on(0, repos).expect("bind 127.0.0.1")
+    }
+
+    /// On 127.0.0.1:`port` (0: any free port); `Err` when the port is taken.
+    pub fn start_on(port: u16, repos: Vec<Repo>) -> std::io::Result<Self> {
+        let listener = TcpListener::bind(("127.0.0.1", port))?;
+        let url = format!("http://{}", listener.local_addr()?);
         let state = Arc::new(Mutex::new(State {
             repos,
             ..State::default()
@@ -107,7 +130,18 @@ impl HubServer {
                 std::thread::spawn(move || s.serve(stream));
             }
         });
-        server
+        Ok(server)
+    }
+
+    /// Makes every later request for a file named `file` (in any repo) answer 302 to
+    /// `location` (`{sha}` in it replaced by the file's sha256), with the headers of the hub's
+    /// CDN redirect; `None` restores the usual answer.
+    pub fn set_redirect(&self, file: &str, location: Option<&str>) {
+        let mut state = self.state.lock().unwrap();
+        match location {
+            Some(l) => state.redirects.insert(file.into(), l.into()),
+            None => state.redirects.remove(file),
+        };
     }
 
     /// Makes every later request for a file named `file` (in any repo) fail with `fault`.
@@ -204,19 +238,27 @@ impl HubServer {
             return Answer::status(code, &[]);
         }
         let sha = hex(&Sha256::digest(bytes));
-        if file.ends_with(".safetensors") {
-            let location = format!("{}/cdn/{sha}", self.url);
-            let size = bytes.len().to_string();
-            return Answer::status(
-                302,
-                &[
-                    ("Location", &location),
-                    ("X-Repo-Commit", &repo.commit),
-                    ("X-Linked-Etag", &format!("\"{sha}\"")),
-                    ("X-Linked-Size", &size),
-                    ("ETag", &format!("\"{}\"", &sha[..40])),
-                ],
-            );
+        let redirect = state.redirects.get(file).map(|l| l.replace("{sha}", &sha));
+        if redirect.is_some() || file.ends_with(".safetensors") {
+            let location = redirect.unwrap_or_else(|| format!("{}/cdn/{sha}", self.url));
+            let size = match fault {
+                Some(Fault::WrongLinkedSize) => (bytes.len() + 1).to_string(),
+                _ => bytes.len().to_string(),
+            };
+            let etag40 = format!("\"{}\"", &sha[..40]);
+            let mut headers = vec![
+                ("Location", location.as_str()),
+                ("X-Repo-Commit", &repo.commit),
+                ("ETag", &etag40),
+            ];
+            let linked_etag = format!("\"{sha}\"");
+            if file.ends_with(".safetensors") {
+                headers.push(("X-Linked-Etag", &linked_etag));
+            }
+            if fault != Some(Fault::NoSize) {
+                headers.push(("X-Linked-Size", &size));
+            }
+            return Answer::status(302, &headers);
         }
         Answer::file(bytes, &sha[..40], &repo.commit, request, fault)
     }
@@ -290,6 +332,13 @@ impl Answer {
     }
 
     fn send(self, mut stream: TcpStream) -> std::io::Result<()> {
+        if self.status == 200 {
+            match self.fault {
+                Some(Fault::Endless) => return self.send_endless(stream),
+                Some(Fault::NoSize | Fault::Overlong) => return self.send_unsized(stream),
+                _ => {}
+            }
+        }
         let reason = match self.status {
             200 => "OK",
             206 => "Partial Content",
@@ -324,12 +373,64 @@ impl Answer {
                 stream.flush()?;
                 std::thread::sleep(Duration::from_secs(60));
             }
+            Some(Fault::Trickle) => {
+                let start = std::time::Instant::now();
+                for b in &self.body {
+                    if start.elapsed() > Duration::from_secs(60) {
+                        break;
+                    }
+                    stream.write_all(std::slice::from_ref(b))?;
+                    stream.flush()?;
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            }
             _ => {
                 stream.write_all(&self.body)?;
                 stream.flush()?;
             }
         }
         Ok(())
+    }
+}
+
+impl Answer {
+    /// The head without a `Content-Length`.
+    fn unsized_head(&self, extra: &str) -> String {
+        let mut head = "HTTP/1.1 200 OK\r\n".to_string();
+        for (k, v) in &self.headers {
+            head.push_str(&format!("{k}: {v}\r\n"));
+        }
+        head.push_str(extra);
+        head.push_str("Connection: close\r\n\r\n");
+        head
+    }
+
+    /// [`Fault::Endless`]: chunks until the client hangs up (or 30 s, so that nothing outlives
+    /// a test for long).
+    fn send_endless(self, mut stream: TcpStream) -> std::io::Result<()> {
+        stream.write_all(
+            self.unsized_head("Transfer-Encoding: chunked\r\n")
+                .as_bytes(),
+        )?;
+        let chunk = vec![b'x'; 64 << 10];
+        let start = std::time::Instant::now();
+        while start.elapsed() < Duration::from_secs(30) {
+            stream.write_all(format!("{:x}\r\n", chunk.len()).as_bytes())?;
+            stream.write_all(&chunk)?;
+            stream.write_all(b"\r\n")?;
+        }
+        Ok(())
+    }
+
+    /// [`Fault::NoSize`] and [`Fault::Overlong`]: the body ends when the connection closes.
+    fn send_unsized(self, mut stream: TcpStream) -> std::io::Result<()> {
+        stream.write_all(self.unsized_head("").as_bytes())?;
+        stream.write_all(&self.body)?;
+        if self.fault == Some(Fault::Overlong) {
+            stream.write_all(&[b'!'; 100])?;
+        }
+        stream.flush()?;
+        stream.shutdown(std::net::Shutdown::Write)
     }
 }
 
