@@ -86,7 +86,7 @@ pub fn report_error(error: &anyhow::Error) -> u8 {
 pub fn clap_exit(e: &clap::Error) -> u8 {
     let rendered = e.render().to_string();
     if e.use_stderr() {
-        stderr(&rendered);
+        stderr(&format!("error: {}\n", clap_error_line(&rendered)));
         EXIT_INPUT
     } else {
         let _ = stdout(&rendered);
@@ -94,9 +94,49 @@ pub fn clap_exit(e: &clap::Error) -> u8 {
     }
 }
 
-/// The terminating signals a process can catch: on any of them, every registered temporary
-/// file and directory (`gpt2_weights::write::CleanupGuard`) is removed before the process
-/// exits with status 128 + the signal's number. SIGPIPE is not among them (Rust ignores it, and
+/// clap's rendering of a usage error (an `error:` line, maybe a `tip:`, a usage block and a
+/// pointer to `--help`, 3-6 lines) as one line, like every other error of both programs: the
+/// error, its tips, and which `--help` to read (the subcommand's, taken from the usage line).
+pub fn clap_error_line(rendered: &str) -> String {
+    let mut error = String::new();
+    let mut tips = Vec::new();
+    let mut help_for = None;
+    for line in rendered.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        if let Some(rest) = line.strip_prefix("error:") {
+            error = rest.trim().to_string();
+        } else if line.starts_with("[possible values:") {
+            // What to type instead: the most useful part of the message.
+            error.push(' ');
+            error.push_str(line);
+        } else if let Some(rest) = line.strip_prefix("tip:") {
+            tips.push(rest.trim().to_string());
+        } else if let Some(rest) = line.strip_prefix("Usage:") {
+            // `gpt2-bench compare [OPTIONS]` -> `gpt2-bench compare`
+            let words: Vec<&str> = rest
+                .split_whitespace()
+                .take_while(|w| !w.starts_with(['[', '<', '-']))
+                .collect();
+            help_for = Some(words.join(" "));
+        }
+    }
+    if error.is_empty() {
+        error = rendered.lines().next().unwrap_or("").trim().to_string();
+    }
+    let mut line = error;
+    for tip in tips {
+        line.push_str(&format!(" ({tip})"));
+    }
+    match help_for.filter(|h| !h.is_empty()) {
+        Some(command) => line.push_str(&format!("; see `{command} --help`")),
+        None => line.push_str("; see --help"),
+    }
+    gpt2_weights::input::printable_up_to(&line, MAX_ERROR_CHARS)
+}
+
+/// The terminating signals a process can catch: on any of them, the signal is forwarded to every
+/// running child ([`crate::child::forward_signal`]), which are waited for, then every registered
+/// temporary file and directory (`gpt2_weights::write::CleanupGuard`) is removed before the
+/// process exits with status 128 + the signal's number. SIGPIPE is not among them (Rust ignores it, and
 /// a closed pipe is handled by [`stdout`] and [`stderr`]); SIGKILL and SIGSTOP cannot be caught,
 /// and faults (SIGSEGV, SIGBUS, ...) are not cleanup points.
 #[cfg(unix)]
@@ -130,6 +170,9 @@ pub fn install_signal_cleanup() {
             };
             std::thread::spawn(move || {
                 if let Some(signal) = signals.forever().next() {
+                    // Children first: they remove their own temporary files, then this
+                    // process removes its own.
+                    crate::child::forward_signal(signal);
                     gpt2_weights::write::remove_registered();
                     std::process::exit(128 + signal);
                 }
@@ -155,5 +198,31 @@ mod tests {
         assert_eq!(line, "tensor a\\n\\u{1b}[2J\\0b");
         let e = anyhow::anyhow!("{}", "x".repeat(5000));
         assert_eq!(error_line(&e).chars().count(), MAX_ERROR_CHARS + 1);
+    }
+
+    #[test]
+    fn clap_usage_errors_become_one_line_naming_the_help_to_read() {
+        let rendered = "error: unexpected argument '--bogus' found\n\n  tip: a similar argument \
+                        exists: '--backends'\n\nUsage: gpt2-bench compare [OPTIONS]\n\nFor more \
+                        information, try '--help'.\n";
+        assert_eq!(
+            clap_error_line(rendered),
+            "unexpected argument '--bogus' found (a similar argument exists: '--backends'); see \
+             `gpt2-bench compare --help`"
+        );
+        let rendered = "error: invalid value 'bf16' for '--kv-cache <f32|f16|auto>': use f32\n\n\
+                        For more information, try '--help'.\n";
+        assert_eq!(
+            clap_error_line(rendered),
+            "invalid value 'bf16' for '--kv-cache <f32|f16|auto>': use f32; see --help"
+        );
+        let rendered = "error: invalid value 'gpt3' for '--synthetic <SIZE>'\n  [possible values: \
+                        tiny, gpt2]\n\n  tip: a similar value exists: 'gpt2'\n\nFor more \
+                        information, try '--help'.\n";
+        assert_eq!(
+            clap_error_line(rendered),
+            "invalid value 'gpt3' for '--synthetic <SIZE>' [possible values: tiny, gpt2] (a \
+             similar value exists: 'gpt2'); see --help"
+        );
     }
 }

@@ -19,6 +19,7 @@
 // Output goes through gpt2_export::cli (a closed pipe must not panic): no print macros.
 #![deny(clippy::print_stdout, clippy::print_stderr)]
 
+pub mod child;
 pub mod cli;
 pub mod convert;
 pub mod error;

@@ -98,6 +98,12 @@ pub struct AbArgs {
     /// candidate slower at 95% confidence.
     #[arg(long, value_name = "PERCENT", default_value = "10%", value_parser = crate::gate::parse_slowdown)]
     pub max_slowdown: f64,
+    /// Longest one child run may take, in seconds: a child still running then is stopped
+    /// (SIGTERM, then SIGKILL 5 s later) and `ab` fails saying so, instead of waiting forever
+    /// on a hung binary. The default is generous: a `--runs 1` comparison of GPT-2 small takes
+    /// seconds, of XL with every backend a few minutes.
+    #[arg(long, value_name = "SECONDS", default_value = "1800", value_parser = crate::ab::parse_timeout)]
+    pub timeout: std::time::Duration,
     /// The `compare` arguments both binaries run (--model, --backends, --prompt...,
     /// --max-tokens, --runs, --threads), after `--`.
     #[arg(last = true, value_name = "COMPARE_ARGS")]
@@ -116,7 +122,7 @@ pub struct ModelArgs {
 #[derive(Args, Clone)]
 pub struct EngineArgs {
     /// Threads for multi-threaded backends [default: all logical cores].
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", allow_negative_numbers = true, value_parser = parse_thread_count)]
     pub threads: Option<usize>,
     /// Where the candle backend computes: cpu, cuda or cuda:N (needs a build with
     /// `--features cuda`). The other backends always run on the CPU.
@@ -130,7 +136,7 @@ pub struct SweepEngineArgs {
     /// Threads for multi-threaded backends [default: all logical cores]. A list (1,2) runs the
     /// comparison once per count, each in its own process (the libraries under ndarray and
     /// candle fix their thread count once per process), and reports every row together.
-    #[arg(long, value_name = "N[,N...]", value_delimiter = ',')]
+    #[arg(long, value_name = "N[,N...]", value_delimiter = ',', allow_negative_numbers = true, value_parser = parse_thread_count)]
     pub threads: Vec<usize>,
     /// Where the candle backend computes: cpu, cuda or cuda:N (needs a build with
     /// `--features cuda`). The other backends always run on the CPU.
@@ -290,11 +296,44 @@ pub struct RooflineArgs {
     #[command(flatten)]
     pub model: ModelArgs,
     /// Threads for the measurement [default: all logical cores].
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", allow_negative_numbers = true, value_parser = parse_thread_count)]
     pub threads: Option<usize>,
     /// No progress output on stderr.
     #[arg(long, short)]
     pub quiet: bool,
+}
+
+/// One `--threads` value (one entry of a list): a whole number from 1, written in decimal.
+/// Said plainly for what people type by mistake: an empty entry (`1,`, `,2`, `1, 2` with a
+/// space), a list where one count is taken (`run --threads 1,2`), a sign, hex.
+pub fn parse_thread_count(s: &str) -> Result<usize, String> {
+    let shown = gpt2_weights::input::printable(s);
+    if s.is_empty() {
+        return Err(
+            "an empty thread count (a list is written 1,2: no space, no comma at either \
+                    end)"
+                .into(),
+        );
+    }
+    if s.contains(',') {
+        return Err(format!(
+            "{shown} is a list; this subcommand runs one thread count (a list is for `compare`, \
+             which runs one child per count)"
+        ));
+    }
+    if !s.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(format!(
+            "{shown} is not a thread count; give a whole number from 1, like 2 (a list for \
+             `compare`: 1,2)"
+        ));
+    }
+    match s.parse::<usize>() {
+        Ok(0) => Err("--threads must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(_) => Err(format!(
+            "{shown} threads is more than any machine has; give at most a few per logical core"
+        )),
+    }
 }
 
 /// The subcommands, as typed on the command line.

@@ -46,6 +46,7 @@ fn ab(args: &crate::cli::AbArgs) -> anyhow::Result<u8> {
         rounds: args.rounds,
         max_slowdown: args.max_slowdown,
         compare_args: args.compare_args.clone(),
+        timeout: args.timeout,
     };
     let judged = crate::ab::run(&plan, &mut |line| gpt2_export::cli::stderr(line))?;
     print_stdout(&crate::ab::render(&judged, args.max_slowdown))?;
@@ -113,9 +114,6 @@ fn compare(args: &CompareArgs) -> anyhow::Result<u8> {
             .find(|(i, n)| args.engine.threads[..*i].contains(n))
         {
             bail!("--threads: {} given twice", dup.1);
-        }
-        if args.engine.threads.contains(&0) {
-            bail!("--threads must be at least 1");
         }
         if args.baseline.is_some() {
             bail!("--baseline gates one thread count; give one --threads value with it");

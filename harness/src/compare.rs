@@ -26,7 +26,7 @@ use gpt2_weights::{Gpt2Tokenizer, WeightFile};
 use crate::generate::{Generation, generate};
 use crate::machine;
 use crate::report::{
-    BackendResult, Divergence, Latency, Memory, NEAR_TIE_GAP, Normalized, Samples, threads_phrase,
+    BackendResult, Divergence, Latency, Memory, Normalized, Samples, rounding_gap, threads_phrase,
 };
 use crate::roofline::{Roofline, prefill_flops};
 use crate::sampling::SamplingOptions;
@@ -126,18 +126,16 @@ pub fn sweep(
         if !args.quiet {
             gpt2_export::cli::stderr(&format!("running with {}...\n", threads_phrase(n)));
         }
-        let out = std::process::Command::new(&exe)
-            .args(sweep_child_args(args, model, n))
-            .stdin(std::process::Stdio::null())
-            .output()
-            .context("running a child of the --threads sweep")?;
+        let mut command = std::process::Command::new(&exe);
+        command.args(sweep_child_args(args, model, n));
+        let out = gpt2_export::child::run(&mut command, None)
+            .with_context(|| format!("the run with {}", threads_phrase(n)))?;
         // 1: a backend's tokens differ; the report still comes, and says so.
         if !matches!(out.status.code(), Some(0) | Some(1)) {
             bail!(
-                "the run with {} failed ({}): {}",
+                "the run with {} failed ({})",
                 threads_phrase(n),
-                out.status,
-                crate::ab::child_error(&out.stderr)
+                out.failure()
             );
         }
         let report: serde_json::Value = serde_json::from_slice(&out.stdout)
@@ -273,6 +271,7 @@ fn divergence(
         .position(|(a, b)| a != b)?;
     let (want, have) = (reference.token_ids[step], got.token_ids[step]);
     let gap = reference.top2_gaps[step];
+    let top1 = reference.top1_logits[step];
     Some(Divergence {
         step,
         reference_id: want,
@@ -280,7 +279,8 @@ fn divergence(
         reference_text: tokenizer.decode(&[want]),
         backend_text: tokenizer.decode(&[have]),
         reference_top2_gap: gap,
-        near_tie: gap < NEAR_TIE_GAP,
+        reference_top1_logit: top1,
+        near_tie: gap < rounding_gap(top1),
     })
 }
 
@@ -611,6 +611,7 @@ mod tests {
         Generation {
             token_ids: vec![0; ms.len() + 1],
             top2_gaps: vec![1.0; ms.len() + 1],
+            top1_logits: vec![10.0; ms.len() + 1],
             prefill: Duration::from_millis(5),
             steps: ms.iter().map(|&m| Duration::from_millis(m)).collect(),
             prefill_choice: Duration::ZERO,

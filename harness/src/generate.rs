@@ -19,6 +19,8 @@ pub struct Generation {
     pub token_ids: Vec<u32>,
     /// Top-1 minus top-2 logit at each generated token.
     pub top2_gaps: Vec<f32>,
+    /// The top-1 logit at each generated token (how large the logits were).
+    pub top1_logits: Vec<f32>,
     /// The prefill call plus choosing the first token: the time to first token.
     pub prefill: Duration,
     /// Each decode step (one `step` call plus the choice of its token).
@@ -60,6 +62,7 @@ pub fn generate(
     let mut g = Generation {
         token_ids: Vec::with_capacity(n_new),
         top2_gaps: Vec::with_capacity(n_new),
+        top1_logits: Vec::with_capacity(n_new),
         prefill: Duration::ZERO,
         steps: Vec::with_capacity(n_new.saturating_sub(1)),
         prefill_choice: Duration::ZERO,
@@ -76,12 +79,14 @@ pub fn generate(
     // Checked before the choice (a NaN would choose id 0): ~10 µs against a step's milliseconds.
     check_finite(name, 0, logits)?;
     let choice = Instant::now();
-    let (mut token, gap) = sampler.choose(logits);
+    let first = sampler.choose(logits);
+    let mut token = first.token;
     g.prefill = start.elapsed();
     g.prefill_choice = choice.elapsed();
     g.prefill_ops = engine.take_profile();
     g.token_ids.push(token);
-    g.top2_gaps.push(gap);
+    g.top2_gaps.push(first.top2_gap);
+    g.top1_logits.push(first.top1_logit);
     on_token(token);
     for _ in 1..n_new {
         if Some(token) == stop_at {
@@ -91,15 +96,16 @@ pub fn generate(
         let logits = engine.step(token)?;
         check_finite(name, g.token_ids.len(), logits)?;
         let choice = Instant::now();
-        let (next, gap) = sampler.choose(logits);
+        let next = sampler.choose(logits);
         g.steps.push(start.elapsed());
         g.decode_choice += choice.elapsed();
         if let Some(ops) = engine.take_profile() {
             g.decode_ops.get_or_insert_with(OpTimes::default).add(&ops);
         }
-        token = next;
+        token = next.token;
         g.token_ids.push(token);
-        g.top2_gaps.push(gap);
+        g.top2_gaps.push(next.top2_gap);
+        g.top1_logits.push(next.top1_logit);
         on_token(token);
     }
     Ok(g)

@@ -101,6 +101,21 @@ pub struct Sampler {
 /// The greedy choice: index of the largest logit (lowest index on a tie), and the gap between
 /// the largest and second-largest logit, which says how close the choice was.
 pub fn greedy_choice(logits: &[f32]) -> (u32, f32) {
+    let top = greedy_top(logits);
+    (top.token, top.top2_gap)
+}
+
+/// What one choice was, and how close: what a divergence between backends is judged by.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Choice {
+    pub token: u32,
+    /// The largest logit minus the second largest (whatever the sampling mode).
+    pub top2_gap: f32,
+    /// The largest logit: rounding differences between backends grow with the logits' size.
+    pub top1_logit: f32,
+}
+
+fn greedy_top(logits: &[f32]) -> Choice {
     let (mut best, mut best_v, mut second_v) = (0usize, f32::NEG_INFINITY, f32::NEG_INFINITY);
     for (i, &v) in logits.iter().enumerate() {
         if v > best_v {
@@ -111,7 +126,11 @@ pub fn greedy_choice(logits: &[f32]) -> (u32, f32) {
             second_v = v;
         }
     }
-    (best as u32, best_v - second_v)
+    Choice {
+        token: best as u32,
+        top2_gap: best_v - second_v,
+        top1_logit: best_v,
+    }
 }
 
 impl Sampler {
@@ -124,12 +143,12 @@ impl Sampler {
         }
     }
 
-    /// The next token, and the top-1 minus top-2 logit gap (how close the greedy choice was,
-    /// reported whatever the mode).
-    pub fn choose(&mut self, logits: &[f32]) -> (u32, f32) {
-        let (best, gap) = greedy_choice(logits);
+    /// The next token, with the top-1 logit and the top-1 minus top-2 gap (how close the greedy
+    /// choice was, reported whatever the mode).
+    pub fn choose(&mut self, logits: &[f32]) -> Choice {
+        let greedy = greedy_top(logits);
         if self.options.is_greedy() {
-            return (best, gap);
+            return greedy;
         }
         let t = self.options.temperature;
         // Candidates sorted by logit, highest first (lowest id first on ties: deterministic).
@@ -170,11 +189,18 @@ impl Sampler {
         let mut draw = self.rng.next_f64() * kept_total;
         for (w, &(_, id)) in weights[..keep].iter().zip(&self.candidates) {
             if draw < *w {
-                return (id, gap);
+                return Choice {
+                    token: id,
+                    ..greedy
+                };
             }
             draw -= w;
         }
-        (self.candidates[keep - 1].1, gap) // rounding left a sliver: the last kept token
+        // Rounding left a sliver: the last kept token.
+        Choice {
+            token: self.candidates[keep - 1].1,
+            ..greedy
+        }
     }
 }
 
@@ -201,7 +227,7 @@ mod tests {
     #[test]
     fn greedy_is_the_default() {
         let mut s = Sampler::new(SamplingOptions::default());
-        assert_eq!(s.choose(&[0.0, 2.0, 1.0]).0, 1);
+        assert_eq!(s.choose(&[0.0, 2.0, 1.0]).token, 1);
     }
 
     #[test]
@@ -209,7 +235,7 @@ mod tests {
         let logits: Vec<f32> = (0..100).map(|i| (i % 7) as f32 * 0.3).collect();
         let draw = |seed| {
             let mut s = sampled(1.0, 0, 1.0, seed);
-            (0..50).map(|_| s.choose(&logits).0).collect::<Vec<_>>()
+            (0..50).map(|_| s.choose(&logits).token).collect::<Vec<_>>()
         };
         assert_eq!(draw(7), draw(7));
         assert_ne!(draw(7), draw(8));
@@ -219,13 +245,13 @@ mod tests {
     fn top_k_and_top_p_restrict_the_candidates() {
         let logits = [5.0, 4.0, 3.0, 0.0, -1.0];
         let mut s = sampled(1.0, 2, 1.0, 1);
-        assert!((0..500).all(|_| s.choose(&logits).0 < 2));
+        assert!((0..500).all(|_| s.choose(&logits).token < 2));
         // p(0) = 0.665, p(0)+p(1) = 0.910: top-p 0.9 keeps ids 0 and 1 only.
         let mut s = sampled(1.0, 0, 0.9, 1);
-        assert!((0..500).all(|_| s.choose(&logits).0 < 2));
+        assert!((0..500).all(|_| s.choose(&logits).token < 2));
         // A tiny top-p keeps only the best token.
         let mut s = sampled(1.0, 0, 0.01, 1);
-        assert!((0..100).all(|_| s.choose(&logits).0 == 0));
+        assert!((0..100).all(|_| s.choose(&logits).token == 0));
     }
 
     #[test]
@@ -234,12 +260,12 @@ mod tests {
         let logits = [3f32.ln(), 0.0];
         let mut s = sampled(1.0, 0, 1.0, 42);
         let n = 20_000;
-        let zeros = (0..n).filter(|_| s.choose(&logits).0 == 0).count();
+        let zeros = (0..n).filter(|_| s.choose(&logits).token == 0).count();
         let p = zeros as f64 / n as f64;
         assert!((p - 0.75).abs() < 0.015, "p(0) = {p}");
         // A low temperature sharpens it: (3^(1/0.25)) = 81 to 1.
         let mut s = sampled(0.25, 0, 1.0, 42);
-        let zeros = (0..n).filter(|_| s.choose(&logits).0 == 0).count();
+        let zeros = (0..n).filter(|_| s.choose(&logits).token == 0).count();
         assert!(zeros as f64 / n as f64 > 0.97);
     }
 

@@ -425,3 +425,299 @@ fn text_from_files_is_escaped_and_errors_are_one_line() {
     let o = bench(&["--bogus"]);
     assert_eq!(o.status.code(), Some(3));
 }
+
+/// Writes an executable shell script standing in for a `gpt2-bench` binary.
+fn fake_binary(dir: &Path, name: &str, body: &str) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.join(name);
+    std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    path
+}
+
+/// Whether process `pid` still exists (a zombie counts: nobody has waited for it).
+fn alive(pid: u32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// Waits (at most `limit`) until `path` holds a pid, and returns it.
+fn wait_for_pid(path: &Path, limit: Duration) -> Option<u32> {
+    let start = std::time::Instant::now();
+    while start.elapsed() < limit {
+        if let Some(pid) = std::fs::read_to_string(path)
+            .ok()
+            .and_then(|t| t.trim().parse().ok())
+        {
+            return Some(pid);
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    None
+}
+
+/// `ab`'s failure: exit status 3, and after its progress lines (`round ...`) one error line
+/// holding every needle.
+fn ab_error(o: &Output, needles: &[&str]) {
+    let e = stderr(o);
+    assert_eq!(o.status.code(), Some(3), "stderr: {e}");
+    let mut lines = e.lines();
+    let last = lines.next_back().unwrap_or("");
+    assert!(lines.all(|l| l.starts_with("round ")), "{e}");
+    assert!(last.starts_with("error: "), "{e}");
+    assert!(!last.chars().any(char::is_control), "{last:?}");
+    for n in needles {
+        assert!(last.contains(n), "expected {n:?} in: {last}");
+    }
+}
+
+/// `ab ... -- compare args` on the small model with `baseline` as the baseline binary.
+fn ab(baseline: &Path, extra: &[&str]) -> Command {
+    let mut c = Command::new(BIN);
+    c.args(["ab", "--baseline-bin", s(baseline), "--rounds", "3"])
+        .args(extra)
+        .args(["--", "--model", small(), "--prompt-ids", "1 2 3"])
+        .args(["--max-tokens", "3", "--runs", "1", "--warmup", "0"])
+        .args(["--backends", "naive,simd-kv"])
+        .env("HF_HUB_OFFLINE", "1")
+        .env_remove("MATMUL_NUM_THREADS");
+    c
+}
+
+#[test]
+fn ab_refuses_children_that_ran_something_else_or_report_no_rate() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = |baseline: &Path| output_within(&mut ab(baseline, &[]), Duration::from_secs(300));
+    // The real binary, its report edited on the way out.
+    let edited = |name: &str, sed: &str| {
+        fake_binary(
+            tmp.path(),
+            name,
+            &format!("'{BIN}' \"$@\" | sed -e '{sed}'; exit 0"),
+        )
+    };
+    let other_model = edited(
+        "other-model",
+        r#"s/"checksum": "xxh3:[0-9a-f]*"/"checksum": "xxh3:0123456789abcdef"/"#,
+    );
+    ab_error(
+        &run(&other_model),
+        &[
+            "round 1 of the candidate binary ran something else than round 1 of the baseline",
+            "model: weight checksum xxh3:",
+            "against xxh3:0123456789ab",
+        ],
+    );
+    let other_length = edited("other-length", r#"s/"max_tokens": 3/"max_tokens": 4/"#);
+    ab_error(
+        &run(&other_length),
+        &["token count: --max-tokens 3 against 4"],
+    );
+    let other_prompt = edited(
+        "other-prompt",
+        r#"/"prompt_token_ids"/,/]/s/^\( *\)3$/\1 4/"#,
+    );
+    ab_error(
+        &run(&other_prompt),
+        &["prompt: 3 tokens against 3, or other token ids"],
+    );
+    // The rates, each object's "max" (prefill, decode, ...), replaced.
+    for rate in ["0.0", "-12.5", "\"NaN\""] {
+        let bad = edited(
+            &format!("rate{rate}"),
+            &format!(r#"s/"max": [0-9.e+-]*/"max": {rate}/"#),
+        );
+        ab_error(
+            &run(&bad),
+            &[
+                "the baseline binary's report",
+                "row reports",
+                "not a positive rate",
+            ],
+        );
+    }
+}
+
+#[test]
+fn ab_stops_a_hung_child_after_its_timeout() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pid_file = tmp.path().join("pid");
+    let hung = fake_binary(
+        tmp.path(),
+        "hung",
+        &format!(
+            "echo $$ > '{}'; echo 'loading...' >&2; exec sleep 120",
+            s(&pid_file)
+        ),
+    );
+    let start = std::time::Instant::now();
+    let o = output_within(&mut ab(&hung, &["--timeout", "1"]), Duration::from_secs(60));
+    assert!(
+        start.elapsed() < Duration::from_secs(30),
+        "{:?}",
+        start.elapsed()
+    );
+    ab_error(
+        &o,
+        &[
+            "the baseline binary",
+            "ran for more than 1 s (the timeout) and was stopped",
+            "loading...",
+        ],
+    );
+    let pid = wait_for_pid(&pid_file, Duration::from_secs(1)).unwrap();
+    assert!(!alive(pid), "the hung child {pid} is still there");
+    // The flag says its default and what it does.
+    let help = bench(&["ab", "--help"]);
+    assert!(
+        stdout(&help).contains("[default: 1800]"),
+        "{}",
+        stdout(&help)
+    );
+}
+
+#[test]
+fn signals_are_forwarded_to_children_and_waited_for() {
+    let tmp = tempfile::tempdir().unwrap();
+    // `ab`: its child (a stand-in that would run two minutes) ends with it.
+    for (signal, status) in [("TERM", 143), ("INT", 130)] {
+        let pid_file = tmp.path().join(format!("pid-{signal}"));
+        let slow = fake_binary(
+            tmp.path(),
+            &format!("slow-{signal}"),
+            &format!("echo $$ > '{}'; exec sleep 120", s(&pid_file)),
+        );
+        let mut parent = ab(&slow, &[])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let pid = wait_for_pid(&pid_file, Duration::from_secs(30)).expect("the child started");
+        kill(parent.id(), signal);
+        assert_eq!(parent.wait().unwrap().code(), Some(status));
+        assert!(
+            !alive(pid),
+            "ab exited on SIG{signal} but left child {pid} running"
+        );
+    }
+    // `compare --threads 1,2`: the running child (a real gpt2-bench) ends with it.
+    let mut caught = 0;
+    for _ in 0..10 {
+        let mut parent = Command::new(BIN)
+            .args(["compare", "--model", small(), "--prompt-ids", "1 2 3"])
+            .args(["--max-tokens", "20", "--runs", "200", "--warmup", "0", "-q"])
+            .args(["--backends", "naive", "--threads", "1,2", "--no-roofline"])
+            .env("HF_HUB_OFFLINE", "1")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let start = std::time::Instant::now();
+        let child = loop {
+            if let Some(pid) = children_of(parent.id()).first() {
+                break Some(*pid);
+            }
+            if start.elapsed() > Duration::from_secs(30) || parent.try_wait().unwrap().is_some() {
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        let Some(child) = child else { continue };
+        kill(parent.id(), "TERM");
+        let status = parent.wait().unwrap();
+        if status.code() == Some(0) {
+            continue; // the sweep ended before the signal
+        }
+        assert_eq!(status.code(), Some(143));
+        assert!(
+            !alive(child),
+            "the sweep exited on SIGTERM but left child {child} running"
+        );
+        caught += 1;
+        if caught == 2 {
+            return;
+        }
+    }
+    panic!("the sweep never ran long enough to be interrupted ({caught} times caught)");
+}
+
+/// The pids whose parent is `parent` (from /proc).
+fn children_of(parent: u32) -> Vec<u32> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        // `pid (comm) state ppid ...`: the command may hold spaces and parentheses.
+        let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+        if after.split_whitespace().nth(1) == Some(&parent.to_string()) {
+            found.push(pid);
+        }
+    }
+    found
+}
+
+#[test]
+fn every_error_is_one_line_and_says_what_happened() {
+    // Parser errors, one line each (clap's usage blocks folded in).
+    let model = small();
+    for args in [
+        &["compare", "--threads", ","][..],
+        &["compare", "--threads", "1,"],
+        &["compare", "--threads", ",2"],
+        &["compare", "--threads", "1,", "2"],
+        &["compare", "--threads", "-1"],
+        &["compare", "--threads", "0x2"],
+        &["run", "--threads", "1,2"],
+        &["compare", "--kv-cache", "bf16"],
+        &["compare", "--kv-cache", ""],
+        &[
+            "ab",
+            "--baseline-bin",
+            model,
+            "--rounds",
+            "18446744073709551616",
+        ],
+        &["compare", "--bogus"],
+    ] {
+        let o = bench(args);
+        assert_input_error(&o, &[]);
+        assert!(
+            stderr(&o).starts_with("error: "),
+            "{args:?}: {}",
+            stderr(&o)
+        );
+    }
+    assert_input_error(&bench(&["run", "--threads", "1,2"]), &["1,2 is a list"]);
+    assert_input_error(
+        &bench(&["compare", "--threads", "-1"]),
+        &["-1 is not a thread count"],
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    // A child killed from outside: the signal named, no dangling colon.
+    let killed = fake_binary(tmp.path(), "killed", "kill -9 $$");
+    let o = output_within(&mut ab(&killed, &[]), Duration::from_secs(60));
+    ab_error(
+        &o,
+        &[
+            "killed by signal 9 (SIGKILL",
+            "with no error message of its own",
+        ],
+    );
+    assert!(!stderr(&o).trim_end().ends_with(':'), "{}", stderr(&o));
+    // A baseline whose backends disagree: the suggested command pastes into a shell.
+    let dir = tmp.path().join("dir with space");
+    std::fs::create_dir(&dir).unwrap();
+    let disagree = fake_binary(&dir, "gpt2-bench", "exit 1");
+    let o = output_within(&mut ab(&disagree, &[]), Duration::from_secs(60));
+    ab_error(&o, &["produced different tokens"]);
+    let e = stderr(&o);
+    let suggested = e.split('`').nth(1).expect("a quoted command");
+    assert!(
+        suggested.starts_with(&format!("'{}' compare ", s(&disagree)))
+            && suggested.contains("--prompt-ids '1 2 3'"),
+        "{e}"
+    );
+}
