@@ -94,22 +94,41 @@ pub fn clap_exit(e: &clap::Error) -> u8 {
     }
 }
 
+/// A number of seconds as a person writes it (`30`, `2.5`): positive, finite and at most
+/// `max_s`; `None` otherwise. Shared by every timeout a flag or variable sets.
+pub fn parse_seconds(text: &str, max_s: f64) -> Option<std::time::Duration> {
+    match text.trim().parse::<f64>() {
+        Ok(s) if s.is_finite() && s > 0.0 && s <= max_s => {
+            Some(std::time::Duration::from_secs_f64(s))
+        }
+        _ => None,
+    }
+}
+
 /// clap's rendering of a usage error (an `error:` line, maybe a `tip:`, a usage block and a
 /// pointer to `--help`, 3-6 lines) as one line, like every other error of both programs: the
 /// error, its tips, and which `--help` to read (the subcommand's, taken from the usage line).
 pub fn clap_error_line(rendered: &str) -> String {
     let mut error = String::new();
+    // The indented lines right under the error (the missing arguments, the possible values,
+    // the conflicting flags): part of it.
+    let mut details = Vec::new();
+    let mut in_error = false;
     let mut tips = Vec::new();
     let mut help_for = None;
-    for line in rendered.lines().map(str::trim).filter(|l| !l.is_empty()) {
+    for raw in rendered.lines() {
+        let line = raw.trim();
+        if line.is_empty() {
+            in_error = false;
+            continue;
+        }
         if let Some(rest) = line.strip_prefix("error:") {
             error = rest.trim().to_string();
-        } else if line.starts_with("[possible values:") {
-            // What to type instead: the most useful part of the message.
-            error.push(' ');
-            error.push_str(line);
+            in_error = true;
         } else if let Some(rest) = line.strip_prefix("tip:") {
             tips.push(rest.trim().to_string());
+        } else if in_error {
+            details.push(line.to_string());
         } else if let Some(rest) = line.strip_prefix("Usage:") {
             // `gpt2-bench compare [OPTIONS]` -> `gpt2-bench compare`
             let words: Vec<&str> = rest
@@ -118,6 +137,10 @@ pub fn clap_error_line(rendered: &str) -> String {
                 .collect();
             help_for = Some(words.join(" "));
         }
+    }
+    if !details.is_empty() {
+        error.push(' ');
+        error.push_str(&details.join(", "));
     }
     if error.is_empty() {
         error = rendered.lines().next().unwrap_or("").trim().to_string();
@@ -172,7 +195,10 @@ pub fn install_signal_cleanup() {
                 if let Some(signal) = signals.forever().next() {
                     // Children first: they remove their own temporary files, then this
                     // process removes its own.
-                    crate::child::forward_signal(signal);
+                    // A second signal means "now": the children are killed, not waited for.
+                    crate::child::forward_signal(signal, &mut || {
+                        signals.pending().next().is_some()
+                    });
                     gpt2_weights::write::remove_registered();
                     std::process::exit(128 + signal);
                 }
@@ -223,6 +249,15 @@ mod tests {
             clap_error_line(rendered),
             "invalid value 'gpt3' for '--synthetic <SIZE>' [possible values: tiny, gpt2] (a \
              similar value exists: 'gpt2'); see --help"
+        );
+        let rendered = "error: the following required arguments were not provided:\n  \
+                        --baseline-bin <FILE>\n  --other <X>\n\nUsage: gpt2-bench ab \
+                        --baseline-bin <FILE> [-- <COMPARE_ARGS>...]\n\nFor more information, \
+                        try '--help'.\n";
+        assert_eq!(
+            clap_error_line(rendered),
+            "the following required arguments were not provided: --baseline-bin <FILE>, \
+             --other <X>; see `gpt2-bench ab --help`"
         );
     }
 }

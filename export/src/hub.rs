@@ -32,7 +32,10 @@
 //! hub's `X-Linked-Size`; both present must agree), and a longer body is an error. A text file
 //! (`config.json`, the tokenizer files, the shard index) with no announced size is read up to
 //! [`gpt2_weights::input::MAX_TEXT_FILE_BYTES`], the most it may have anyway; a weight file
-//! (`*.safetensors`) with no announced size is refused, since nothing would bound it.
+//! (`*.safetensors`) with no announced size is refused, since nothing would bound it, and so is
+//! any file announced larger than [`MAX_WEIGHT_FILE_BYTES`] (32 GiB, about four times GPT-2 XL
+//! in f32). A download abandoned for its rate is an error of the hub, not "unreachable": the
+//! default run falls back to the synthetic model only when no hub answered at all.
 //!
 //! What can go wrong never leaves a cache entry a later run would trust: a file is downloaded
 //! into a temporary file beside the blobs, checked (its length against the announced size, and
@@ -68,6 +71,10 @@ pub const DEFAULT_MIN_BYTES_PER_S: u64 = 1024;
 /// The window, in seconds, over which the transfer rate is averaged, unless
 /// `GPT2_BENCH_HUB_SLOW_SECONDS` says otherwise.
 pub const DEFAULT_SLOW_S: u64 = 30;
+
+/// The largest file downloaded: about four times GPT-2 XL in f32, so a lying or hostile
+/// server cannot fill the disk.
+pub const MAX_WEIGHT_FILE_BYTES: u64 = 32 << 30;
 
 /// Redirects followed for one file (the hub redirects large files to its CDN once).
 const MAX_REDIRECTS: usize = 5;
@@ -134,9 +141,9 @@ fn token() -> Result<Option<String>, ExportError> {
 fn env_seconds(name: &str, default: u64) -> Result<Duration, ExportError> {
     match std::env::var(name) {
         Err(_) => Ok(Duration::from_secs(default)),
-        Ok(v) => match v.trim().parse::<f64>() {
-            Ok(s) if s.is_finite() && s > 0.0 && s <= 86_400.0 => Ok(Duration::from_secs_f64(s)),
-            _ => Err(ExportError::Hub {
+        Ok(v) => match crate::cli::parse_seconds(&v, 86_400.0) {
+            Some(d) => Ok(d),
+            None => Err(ExportError::Hub {
                 repo: "(any)".into(),
                 message: format!(
                     "{name}={} is not a number of seconds between 0 and 86400; unset it or give \
@@ -567,6 +574,12 @@ impl Hub {
         };
         let text_limit = gpt2_weights::input::MAX_TEXT_FILE_BYTES;
         match size {
+            Some(n) if n > MAX_WEIGHT_FILE_BYTES => Err(self.error(format!(
+                "{file}: the server announced {}, more than the {} any GPT-2 checkpoint \
+                 needs (GPT-2 XL in f32 is 6.4 GB); check the repo and HF_ENDPOINT",
+                gpt2_weights::hint::human_bytes(n),
+                gpt2_weights::hint::human_bytes(MAX_WEIGHT_FILE_BYTES)
+            ))),
             None if is_weight_file(file) => Err(self.error(format!(
                 "{file}: the server announced no size (no Content-Length or X-Linked-Size), and \
                  a weight file is not downloaded without one; try again later, or download the \
@@ -625,7 +638,9 @@ impl Hub {
             bar.set_position(got);
             if let Some(rate) = floor.observe(Instant::now(), got) {
                 bar.finish_and_clear();
-                return Err(self.unreachable(format!(
+                // Not "unreachable": the hub answered, so no run may fall back to the
+                // synthetic model and benchmark something else.
+                return Err(self.error(format!(
                     "the download of {file} averaged {rate:.0} B/s over the last {} s, below \
                      the floor of {} B/s; nothing was kept; on a slow link lower \
                      GPT2_BENCH_HUB_MIN_BYTES_PER_S (0 turns the floor off) or raise \

@@ -696,7 +696,7 @@ fn ggufs_with_tokenizers_that_cannot_run_are_refused() {
                     items[0] = "\u{1b}[2J t".into();
                 }
             },
-            "merge 0 (\"\\\\u{1b}[2J\" \"t\") names \"\\\\u{1b}[2J\"",
+            "merge 0 (\"\\u{1b}[2J\" \"t\") names \"\\u{1b}[2J\"",
         ),
     ];
     // The rewrite itself changes nothing that matters: unchanged, the file imports.

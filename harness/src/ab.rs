@@ -80,11 +80,14 @@ impl RunIdentity {
             ));
         }
         if self.prompt_token_ids != other.prompt_token_ids {
+            let (a, b) = (&self.prompt_token_ids, &other.prompt_token_ids);
+            if a.len() != b.len() {
+                return Some(format!("prompt: {} tokens against {}", b.len(), a.len()));
+            }
+            let at = a.iter().zip(b).position(|(x, y)| x != y).unwrap_or(0);
             return Some(format!(
-                "prompt: {} tokens against {}, or other token ids (the binaries tokenize \
-                 differently)",
-                other.prompt_token_ids.len(),
-                self.prompt_token_ids.len()
+                "prompt: token {at} is id {} against {} (the binaries tokenize differently)",
+                b[at], a[at]
             ));
         }
         if self.max_tokens != other.max_tokens {
@@ -157,7 +160,10 @@ pub fn rows_of_report(json: &str) -> anyhow::Result<ChildReport> {
         let prefill_tok_per_s = rate(&label, r, "prefill_tok_per_s")?
             .with_context(|| format!("its {label} row has no prefill_tok_per_s"))?;
         let decode_tok_per_s = rate(&label, r, "decode_tok_per_s")?;
-        identity_rows.push((label.clone(), r["new_tokens"].as_u64().unwrap_or(0)));
+        let new_tokens = r["new_tokens"]
+            .as_u64()
+            .with_context(|| format!("its {label} row has no new_tokens"))?;
+        identity_rows.push((label.clone(), new_tokens));
         rows.push(Measured {
             label,
             prefill_tok_per_s,
@@ -208,9 +214,9 @@ impl Side {
 
 /// `ab --timeout SECONDS`: a positive number of seconds, at most a week.
 pub fn parse_timeout(s: &str) -> Result<Duration, String> {
-    match s.trim().parse::<f64>() {
-        Ok(v) if v.is_finite() && v > 0.0 && v <= 604_800.0 => Ok(Duration::from_secs_f64(v)),
-        _ => Err(format!(
+    match gpt2_export::cli::parse_seconds(s, 604_800.0) {
+        Some(d) => Ok(d),
+        None => Err(format!(
             "{} is not a number of seconds between 0 and 604800 (a week); e.g. 1800",
             gpt2_weights::input::printable(s)
         )),
@@ -244,6 +250,13 @@ fn measure(
     compare_args: &[String],
     timeout: Duration,
 ) -> anyhow::Result<ChildReport> {
+    // A bare name (`gpt2-bench`) was checked as a file here; run that file, not one on PATH.
+    let bin = if bin.components().count() == 1 && bin.is_relative() {
+        Path::new(".").join(bin)
+    } else {
+        bin.to_path_buf()
+    };
+    let bin = bin.as_path();
     let mut command = Command::new(bin);
     command
         .arg("compare")

@@ -271,7 +271,7 @@ fn divergence(
         .position(|(a, b)| a != b)?;
     let (want, have) = (reference.token_ids[step], got.token_ids[step]);
     let gap = reference.top2_gaps[step];
-    let top1 = reference.top1_logits[step];
+    let top1 = reference.logit_magnitudes[step];
     Some(Divergence {
         step,
         reference_id: want,
@@ -279,7 +279,7 @@ fn divergence(
         reference_text: tokenizer.decode(&[want]),
         backend_text: tokenizer.decode(&[have]),
         reference_top2_gap: gap,
-        reference_top1_logit: top1,
+        reference_logit_magnitude: top1,
         near_tie: gap < rounding_gap(top1),
     })
 }
@@ -611,7 +611,7 @@ mod tests {
         Generation {
             token_ids: vec![0; ms.len() + 1],
             top2_gaps: vec![1.0; ms.len() + 1],
-            top1_logits: vec![10.0; ms.len() + 1],
+            logit_magnitudes: vec![10.0; ms.len() + 1],
             prefill: Duration::from_millis(5),
             steps: ms.iter().map(|&m| Duration::from_millis(m)).collect(),
             prefill_choice: Duration::ZERO,

@@ -19,8 +19,8 @@ pub struct Generation {
     pub token_ids: Vec<u32>,
     /// Top-1 minus top-2 logit at each generated token.
     pub top2_gaps: Vec<f32>,
-    /// The top-1 logit at each generated token (how large the logits were).
-    pub top1_logits: Vec<f32>,
+    /// The largest |logit| at each generated token (how large the logits were).
+    pub logit_magnitudes: Vec<f32>,
     /// The prefill call plus choosing the first token: the time to first token.
     pub prefill: Duration,
     /// Each decode step (one `step` call plus the choice of its token).
@@ -62,7 +62,7 @@ pub fn generate(
     let mut g = Generation {
         token_ids: Vec::with_capacity(n_new),
         top2_gaps: Vec::with_capacity(n_new),
-        top1_logits: Vec::with_capacity(n_new),
+        logit_magnitudes: Vec::with_capacity(n_new),
         prefill: Duration::ZERO,
         steps: Vec::with_capacity(n_new.saturating_sub(1)),
         prefill_choice: Duration::ZERO,
@@ -86,7 +86,7 @@ pub fn generate(
     g.prefill_ops = engine.take_profile();
     g.token_ids.push(token);
     g.top2_gaps.push(first.top2_gap);
-    g.top1_logits.push(first.top1_logit);
+    g.logit_magnitudes.push(first.logit_magnitude);
     on_token(token);
     for _ in 1..n_new {
         if Some(token) == stop_at {
@@ -105,7 +105,7 @@ pub fn generate(
         token = next.token;
         g.token_ids.push(token);
         g.top2_gaps.push(next.top2_gap);
-        g.top1_logits.push(next.top1_logit);
+        g.logit_magnitudes.push(next.logit_magnitude);
         on_token(token);
     }
     Ok(g)

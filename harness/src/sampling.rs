@@ -111,13 +111,16 @@ pub struct Choice {
     pub token: u32,
     /// The largest logit minus the second largest (whatever the sampling mode).
     pub top2_gap: f32,
-    /// The largest logit: rounding differences between backends grow with the logits' size.
-    pub top1_logit: f32,
+    /// The largest |logit| of the step: rounding differences between backends grow with the
+    /// size of the numbers summed.
+    pub logit_magnitude: f32,
 }
 
 fn greedy_top(logits: &[f32]) -> Choice {
     let (mut best, mut best_v, mut second_v) = (0usize, f32::NEG_INFINITY, f32::NEG_INFINITY);
+    let mut lowest = f32::INFINITY;
     for (i, &v) in logits.iter().enumerate() {
+        lowest = lowest.min(v);
         if v > best_v {
             second_v = best_v;
             best_v = v;
@@ -129,7 +132,7 @@ fn greedy_top(logits: &[f32]) -> Choice {
     Choice {
         token: best as u32,
         top2_gap: best_v - second_v,
-        top1_logit: best_v,
+        logit_magnitude: best_v.abs().max(lowest.abs()),
     }
 }
 

@@ -182,7 +182,7 @@ mod tests {
         let g = Generation {
             token_ids: vec![1, 2],
             top2_gaps: vec![1.0, 1.0],
-            top1_logits: vec![10.0, 10.0],
+            logit_magnitudes: vec![10.0, 10.0],
             prefill: Duration::from_millis(10),
             steps: vec![Duration::from_millis(4)],
             prefill_choice: Duration::from_millis(1),

@@ -95,22 +95,26 @@ pub enum WeightsError {
 /// Token strings are escaped with [`crate::input::printable`]; ids and merge ranks count from 0.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum TokenizerError {
-    #[error("token {id} ({token:?}) has a character outside GPT-2's byte-level alphabet")]
+    #[error("token {id} (\"{token}\") has a character outside GPT-2's byte-level alphabet")]
     NotByteLevel { id: usize, token: String },
-    #[error("token {id} ({token:?}) appears twice in the vocabulary, first as token {first}")]
+    #[error("token {id} (\"{token}\") appears twice in the vocabulary, first as token {first}")]
     DuplicateToken {
         id: usize,
         first: usize,
         token: String,
     },
-    #[error("merge {rank} ({a:?} {b:?}) names {part:?}, which is not a token of the vocabulary")]
+    #[error(
+        "merge {rank} (\"{a}\" \"{b}\") names \"{part}\", which is not a token of the vocabulary"
+    )]
     UnknownMergePart {
         rank: usize,
         a: String,
         b: String,
         part: String,
     },
-    #[error("merge {rank} ({a:?} {b:?}) makes {result:?}, which is not a token of the vocabulary")]
+    #[error(
+        "merge {rank} (\"{a}\" \"{b}\") makes \"{result}\", which is not a token of the vocabulary"
+    )]
     MergeResultNotAToken {
         rank: usize,
         a: String,
