@@ -727,3 +727,39 @@ fn every_error_is_one_line_and_says_what_happened() {
         "{e}"
     );
 }
+
+/// Huge but finite weights: the backends differ by rounding, and the divergence says so rather
+/// than calling it a bug. Tokens 0 and 1 (and 2 and 3, negated) get embedding rows of ~1e6 that
+/// differ by one part in a million, so their logits are huge and nearly tied; the test engine
+/// swaps the top two from step 3 on, which a clear gap would call a bug.
+#[test]
+fn a_divergence_on_huge_logits_is_called_rounding_not_a_bug() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tmp.path().join("huge.bin");
+    small_weight_file(&model, |_| {}, "huge");
+    let n_embd = 8;
+    for j in 0..n_embd {
+        let v = 1.0e6 * (j as f32 - 3.5);
+        let near = v * (1.0 + 1.0e-6);
+        for (row, value) in [(0, v), (1, near), (2, -v), (3, -near)] {
+            set_weight(&model, "wte.weight", row * n_embd + j, value);
+        }
+    }
+    let o = output_within(
+        Command::new(BIN)
+            .args(["compare", "--model", s(&model), "--prompt-ids", "5 6 7"])
+            .args(["--max-tokens", "6", "--runs", "1", "--warmup", "0"])
+            .args(["--backends", "naive,test-divergent", "--no-roofline", "-q"])
+            .env("GPT2_BENCH_TEST_ENGINES", "1")
+            .env("HF_HUB_OFFLINE", "1"),
+        Duration::from_secs(120),
+    );
+    let e = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{e}");
+    assert!(
+        e.contains("DIVERGED: test-divergent differs from naive at generated token 3")
+            && e.contains("within what float rounding explains at logits this large")
+            && !e.contains("bug in one of them"),
+        "{e}"
+    );
+}
