@@ -420,6 +420,10 @@ impl Engine for CandleEngine {
                 DeviceChoice::Cpu => "candle-core tensors on the CPU (gemm crate), KV cache",
                 DeviceChoice::Cuda(_) => "candle-core tensors on a CUDA GPU (cuBLAS), KV cache",
             },
+            isa: match self.device_choice {
+                DeviceChoice::Cpu => "gemm",
+                DeviceChoice::Cuda(_) => "cuda",
+            },
         }
     }
 

@@ -70,6 +70,10 @@ pub struct EngineInfo {
     pub device: String,
     /// One line on how it computes, for people reading the table.
     pub summary: &'static str,
+    /// The instruction set its kernels run: `avx512`, `avx2+fma`, `neon` or `scalar` for the
+    /// hand-written kernels (`GPT2_BENCH_ISA` chooses), or the library that chooses its own
+    /// (`matrixmultiply`, `gemm`, `cuda`).
+    pub isa: &'static str,
 }
 
 /// Errors a backend can return. Input errors are checked before any work is done.

@@ -351,6 +351,7 @@ impl Engine for NaiveEngine<'_> {
             scratch_bytes: None,
             device: "cpu".to_string(),
             summary: "scalar loops, one thread, recomputes the whole context every step",
+            isa: "scalar",
         }
     }
 

@@ -272,6 +272,7 @@ impl Engine for NdarrayEngine<'_> {
             scratch_bytes: None,
             device: "cpu".to_string(),
             summary: "ndarray + matrixmultiply GEMM, recomputes the whole context every step",
+            isa: "matrixmultiply",
         }
     }
 

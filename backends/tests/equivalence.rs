@@ -161,10 +161,8 @@ fn simd_kv_team_size_never_changes_a_bit() {
     let tmp = tempfile::tempdir().unwrap();
     let f = synthetic(tmp.path(), odd_config(), "odd", 4);
     let w = f.gpt2().unwrap();
-    for (set, kernels) in [
-        ("detected", Kernels::detect()),
-        ("scalar", Kernels::scalar()),
-    ] {
+    for kernels in Kernels::available() {
+        let set = kernels.isa().name();
         for threads in [2, 3] {
             let fixed = TeamSizer::with_adaptive(threads, false);
             let mut a = SimdKvEngine::new(w.clone(), kernels, threads)

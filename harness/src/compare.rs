@@ -296,7 +296,8 @@ pub fn run(
 ) -> anyhow::Result<(Vec<BackendResult>, Vec<String>)> {
     let weights = file.gpt2()?;
     let probe_compute = roofline
-        .map(|_| Compute::new(Kernels::detect(), plan.options.threads, 0))
+        // The best kernels, whatever the backends are forced to (see roofline::measure).
+        .map(|_| Compute::new(Kernels::best_available(), plan.options.threads, 0))
         .transpose()
         .map_err(anyhow::Error::msg)?;
     let data = file.data_f32()?;
@@ -450,6 +451,7 @@ fn summarise(
             threads: m.info.threads,
             kv_cache: m.info.kv_cache,
             kv_cache_dtype: String::new(), // set by `run`, which has the weights
+            isa: m.info.isa.to_string(),
             dtype: m.info.dtype.to_string(),
             model_file: file
                 .path()

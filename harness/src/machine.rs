@@ -9,6 +9,8 @@ pub struct Machine {
     pub logical_cores: usize,
     /// SIMD instruction sets detected at run time (what the simd backends may use).
     pub simd_features: Vec<&'static str>,
+    /// The instruction set the simd backends' kernels run (`GPT2_BENCH_ISA`, else the best).
+    pub simd_kernels: String,
     pub os: String,
     pub arch: &'static str,
     pub rustc: &'static str,
@@ -25,6 +27,10 @@ impl Machine {
             cpu: cpu_model(),
             logical_cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
             simd_features: simd_features(),
+            simd_kernels: gpt2_backends::kernels::Kernels::detect()
+                .isa()
+                .name()
+                .to_string(),
             os: os_name(),
             arch: std::env::consts::ARCH,
             rustc: env!("GPT2_BENCH_RUSTC_VERSION"),

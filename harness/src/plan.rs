@@ -143,6 +143,8 @@ pub fn engine_options(
         allow_test_engines: std::env::var_os("GPT2_BENCH_TEST_ENGINES").is_some_and(|v| v == "1"),
         ..EngineOptions::default()
     };
+    // GPT2_BENCH_ISA names an instruction set this CPU has (the backends read it again).
+    gpt2_backends::kernels::Kernels::from_env().map_err(anyhow::Error::msg)?;
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let max = MAX_THREADS_PER_CORE * cores;
     let (n, flag) = match threads {

@@ -154,6 +154,11 @@ pub struct BackendResult {
     /// (`--kv-cache f16`).
     #[serde(default = "f32_name")]
     pub kv_cache_dtype: String,
+    /// The instruction set the backend's kernels ran (`avx512`, `avx2+fma`, `neon`, `scalar`),
+    /// or the library that picks its own (`matrixmultiply`, `gemm`, `cuda`); empty in reports
+    /// saved before it was recorded.
+    #[serde(default)]
+    pub isa: String,
     /// The weight file's dtype label (`f32`, `q8_0`, `q8_0+f16` for a mixed file).
     pub dtype: String,
     /// The weight file this row ran (its file name), and the weight bytes one decode step reads
@@ -269,9 +274,10 @@ pub enum Format {
 }
 
 /// Columns of the wide table (`--wide`, and Markdown).
-const HEADERS: [&str; 18] = [
+const HEADERS: [&str; 19] = [
     "backend",
     "threads",
+    "isa",
     "dtype",
     "MB/token",
     "KV cache",
@@ -361,11 +367,12 @@ pub fn shown(r: &BackendResult) -> &str {
     }
 }
 
-fn row(r: &BackendResult, reference: &str) -> [String; 18] {
+fn row(r: &BackendResult, reference: &str) -> [String; 19] {
     let dash = || "-".to_string();
     [
         shown(r).to_string(),
         threads_cell(r),
+        r.isa.clone(),
         r.dtype.clone(),
         format!("{:.1}", r.weight_bytes_per_token as f64 / 1e6),
         match (r.kv_cache, r.kv_cache_dtype.as_str()) {
@@ -598,11 +605,12 @@ pub fn summary_lines(report: &Report) -> Vec<String> {
 
 /// Columns of the CSV: numbers only (mean and standard deviation apart, fractions as
 /// fractions, booleans as true/false), an empty field where there is no value.
-const CSV_HEADERS: [&str; 25] = [
+const CSV_HEADERS: [&str; 26] = [
     "backend",
     "device",
     "threads",
     "dtype",
+    "isa",
     "model_file",
     "weight_bytes_per_token",
     "kv_cache",
@@ -626,7 +634,7 @@ const CSV_HEADERS: [&str; 25] = [
     "tokens_match",
 ];
 
-fn csv_row(r: &BackendResult) -> [String; 25] {
+fn csv_row(r: &BackendResult) -> [String; 26] {
     let num = |x: Option<f64>| x.map_or_else(String::new, |v| format!("{v}"));
     let decode = r.decode_tok_per_s.as_ref();
     [
@@ -634,6 +642,7 @@ fn csv_row(r: &BackendResult) -> [String; 25] {
         csv_field(&r.device),
         r.threads.to_string(),
         csv_field(&r.dtype),
+        csv_field(&r.isa),
         csv_field(&r.model_file),
         r.weight_bytes_per_token.to_string(),
         r.kv_cache.to_string(),
@@ -732,8 +741,15 @@ pub fn table_heading(models: &[ModelInfo], machine: &Machine) -> String {
             )
         })
         .collect();
+    // The compact table has no room for a column: the simd backends' instruction set is said
+    // here (every row's `isa` is in the wide table, CSV and JSON).
+    let kernels = if machine.simd_kernels.is_empty() {
+        String::new()
+    } else {
+        format!("; simd kernels {}", machine.simd_kernels)
+    };
     format!(
-        "{} ({:.1}M parameters; {}), {} on {} ({} available)\n",
+        "{} ({:.1}M parameters; {}), {} on {} ({} available{kernels})\n",
         first.name,
         first.parameters as f64 / 1e6,
         files.join(", "),

@@ -66,7 +66,11 @@ pub fn cached_step_flops(c: &Config, context: usize) -> f64 {
 
 pub fn measure(file: &WeightFile, threads: usize) -> anyhow::Result<Roofline> {
     let config = file.config();
-    let compute = Compute::new(Kernels::detect(), threads, 0).map_err(anyhow::Error::msg)?;
+    // The machine's limits, measured with the best kernels this CPU has whatever
+    // GPT2_BENCH_ISA forces on the backends: a probe slowed with them would divide a forced
+    // slowdown away in every normalized figure and in the --baseline gate.
+    let compute =
+        Compute::new(Kernels::best_available(), threads, 0).map_err(anyhow::Error::msg)?;
     let read = probe::read_bandwidth(&compute, file.data_f32()?, 10);
     let peak = probe::peak_flops(&compute, 0.3);
     let c = config.n_embd as usize;

@@ -1259,6 +1259,7 @@ fn csv_is_numbers_and_jsonl_is_one_object_per_row() {
         "backend",
         "device",
         "dtype",
+        "isa",
         "model_file",
         "kv_cache",
         "kv_cache_dtype",
@@ -1610,5 +1611,83 @@ fn a_thread_sweep_reports_every_count_in_one_report() {
             "2,2",
         ]),
         &["given twice"],
+    );
+}
+
+/// The machine probes use the best kernels whatever GPT2_BENCH_ISA forces on the backends: a
+/// run forced to the scalar kernels against a baseline made with the detected ones is a
+/// regression (exit 2), not "faster" because its probes slowed down with it. Every row names
+/// the instruction set it ran, and an instruction set the CPU lacks is a one-line error.
+#[test]
+fn a_forced_slower_isa_is_a_regression_and_rows_name_their_isa() {
+    let tmp = tempfile::tempdir().unwrap();
+    let args = [
+        "--compare",
+        "--prompt-tokens",
+        "48",
+        "--max-tokens",
+        "4",
+        "--model",
+        model(),
+        "--backends",
+        "simd,simd-kv",
+        "--runs",
+        "3",
+        "--threads",
+        "1",
+        "--format",
+        "json",
+        "-q",
+    ];
+    let o = bench(&args);
+    assert_eq!(o.status.code(), Some(0), "{}", err(&o));
+    let v: serde_json::Value = serde_json::from_str(&out(&o)).unwrap();
+    let best = v["results"][0]["isa"].as_str().unwrap().to_string();
+    assert!(["avx512", "avx2+fma", "neon", "scalar"].contains(&best.as_str()));
+    assert_eq!(v["results"][1]["isa"], best.as_str());
+    if best == "scalar" {
+        return; // nothing slower to force on this machine
+    }
+    let base = tmp.path().join("base.json");
+    std::fs::write(&base, out(&o)).unwrap();
+    let mut gated = args.to_vec();
+    gated.extend(["--baseline", base.to_str().unwrap()]);
+    let o = bench_env(&gated, &[("GPT2_BENCH_ISA", "scalar")]);
+    assert_eq!(o.status.code(), Some(2), "{}", err(&o));
+    let v: serde_json::Value = serde_json::from_str(&out(&o)).unwrap();
+    assert_eq!(v["results"][0]["isa"], "scalar");
+    assert!(v["roofline"]["isa"] != "scalar", "{}", v["roofline"]);
+    assert!(err(&o).contains("REGRESSION"), "{}", err(&o));
+    // The CSV names it too; an instruction set this CPU lacks is refused.
+    let o = bench_env(
+        &[
+            "--compare",
+            "--prompt-ids",
+            "1 2",
+            "--model",
+            model(),
+            "--format",
+            "csv",
+            "-q",
+        ],
+        &[("GPT2_BENCH_ISA", "scalar")],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", err(&o));
+    assert!(
+        out(&o).lines().next().unwrap().contains(",isa,"),
+        "{}",
+        out(&o)
+    );
+    let lacking = if cfg!(target_arch = "aarch64") {
+        "avx2"
+    } else {
+        "neon"
+    };
+    assert_usage_error(
+        &bench_env(
+            &["--compare", "--prompt-ids", "1 2", "--model", model()],
+            &[("GPT2_BENCH_ISA", lacking)],
+        ),
+        &["GPT2_BENCH_ISA", "this CPU does not have it"],
     );
 }

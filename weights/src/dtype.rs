@@ -125,7 +125,7 @@ impl Dtype {
     /// not a whole number of blocks, or a size that overflows.
     pub fn byte_len(self, rows: u64, row_len: u64) -> Result<u64, String> {
         let block = self.block_len() as u64;
-        if row_len % block != 0 {
+        if !row_len.is_multiple_of(block) {
             return Err(format!(
                 "{} rows must be a whole number of {block}-value blocks, but a row has {row_len} \
                  values",
@@ -285,7 +285,7 @@ pub fn encode(
         }
         Dtype::Q8_0 => {
             assert!(
-                row_len % Q8_0_BLOCK == 0 && values.len() % row_len == 0,
+                row_len.is_multiple_of(Q8_0_BLOCK) && values.len().is_multiple_of(row_len),
                 "encode: q8_0 rows must be whole blocks (the plan checks this first)"
             );
             for (b, block) in values.chunks_exact(Q8_0_BLOCK).enumerate() {
@@ -360,7 +360,9 @@ impl Dtype {
 /// registers). `x.len()` must be a whole number of blocks, which every q8_0 matrix's rows are.
 pub fn quantize_input_q8_0(x: &[f32], qs: &mut [i16], scales: &mut [f32]) {
     assert!(
-        x.len() % Q8_0_BLOCK == 0 && qs.len() == x.len() && scales.len() == x.len() / Q8_0_BLOCK,
+        x.len().is_multiple_of(Q8_0_BLOCK)
+            && qs.len() == x.len()
+            && scales.len() == x.len() / Q8_0_BLOCK,
         "quantize_input_q8_0: {} values are not whole blocks, or the outputs do not fit",
         x.len()
     );
@@ -571,7 +573,7 @@ impl<'a> Values<'a> {
             Dtype::F32 => Values::F32(bytemuck::try_cast_slice(bytes).ok()?),
             Dtype::F16 => Values::F16(bytemuck::try_cast_slice(bytes).ok()?),
             Dtype::Bf16 => Values::Bf16(bytemuck::try_cast_slice(bytes).ok()?),
-            Dtype::Q8_0 if bytes.len() % Q8_0_BLOCK_BYTES == 0 => Values::Q8_0(bytes),
+            Dtype::Q8_0 if bytes.len().is_multiple_of(Q8_0_BLOCK_BYTES) => Values::Q8_0(bytes),
             Dtype::Q8_0 => return None,
         })
     }
@@ -606,7 +608,7 @@ impl<'a> Values<'a> {
             Values::Bf16(v) => Values::Bf16(&v[range]),
             Values::Q8_0(b) => {
                 assert!(
-                    range.start % Q8_0_BLOCK == 0 && range.end % Q8_0_BLOCK == 0,
+                    range.start.is_multiple_of(Q8_0_BLOCK) && range.end.is_multiple_of(Q8_0_BLOCK),
                     "q8_0 slices are whole blocks"
                 );
                 let byte = |i: usize| i / Q8_0_BLOCK * Q8_0_BLOCK_BYTES;
@@ -679,7 +681,7 @@ impl<'a> Matrix<'a> {
     pub fn new(values: Values<'a>, rows: usize, cols: usize) -> Self {
         let n = rows.checked_mul(cols);
         assert!(
-            n.is_some_and(|n| n <= values.len()) && cols % values.dtype().block_len() == 0,
+            n.is_some_and(|n| n <= values.len()) && cols.is_multiple_of(values.dtype().block_len()),
             "Matrix: a ({rows}, {cols}) {} matrix does not fit in {} values",
             values.dtype(),
             values.len()

@@ -72,7 +72,7 @@ impl Config {
                 return bad(format!("{name} = {value} exceeds the limit {max}"));
             }
         }
-        if self.n_embd % self.n_head != 0 {
+        if !self.n_embd.is_multiple_of(self.n_head) {
             return bad(format!(
                 "n_embd ({}) is not divisible by n_head ({})",
                 self.n_embd, self.n_head
@@ -398,7 +398,7 @@ pub fn parse_preamble(bytes: &[u8], actual_file_len: u64) -> Result<Preamble, Fo
             )));
         }
     }
-    if p.data_offset % TENSOR_ALIGN != 0 {
+    if !p.data_offset.is_multiple_of(TENSOR_ALIGN) {
         return Err(FormatError::Corrupt(format!(
             "data section offset {} is not a multiple of {TENSOR_ALIGN}",
             p.data_offset

@@ -415,7 +415,7 @@ mod tests {
             (Values::F16(&k16), Values::F16(&v16)),
         ];
         for threads in [1, 3] {
-            for kernels in [Kernels::best_available(), Kernels::scalar()] {
+            for kernels in Kernels::available() {
                 let compute = Compute::new(kernels, threads, 3 * c).unwrap();
                 // Decode (one position after 17 cached), prefill from scratch, a chunk
                 // appended after cached positions, and more than one block of queries.

@@ -59,9 +59,11 @@ impl Compute {
         self.pool.clone()
     }
 
-    /// Width of each thread's column slice: a multiple of 16 (one register tile).
+    /// Width of each thread's column slice: a multiple of the kernels' panel width (16 or 32
+    /// columns: one register tile).
     fn column_chunk(&self, n: usize) -> usize {
-        n.div_ceil(self.threads).div_ceil(16).max(1) * 16
+        let panel = self.kernels.panel_width();
+        n.div_ceil(self.threads).div_ceil(panel).max(1) * panel
     }
 
     /// `out (T, N) = inp (T, K) @ w + bias` on the pool; `scratch` holds at least
@@ -296,7 +298,7 @@ mod tests {
         for dtype in Dtype::ALL {
             let m = TestMatrix::new(&w, n, k, dtype);
             for threads in [1, 3] {
-                for kernels in [Kernels::best_available(), Kernels::scalar()] {
+                for kernels in Kernels::available() {
                     let compute = Compute::new(kernels, threads, n).unwrap();
                     for t in [1, 2, 9] {
                         let inp = data(t * k, 23);
@@ -326,7 +328,7 @@ mod tests {
         let w = data(k * n, 9);
         let bias = data(n, 10);
         for threads in [1, 3] {
-            for kernels in [Kernels::best_available(), Kernels::scalar()] {
+            for kernels in Kernels::available() {
                 let compute = Compute::new(kernels, threads, n).unwrap();
                 for t in [1, 2, t_max] {
                     let inp = data(t * k, 11);

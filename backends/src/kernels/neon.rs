@@ -88,7 +88,7 @@ pub fn matmul_cols(out: &mut [f32], inp: &[f32], wm: MatRef<'_>, bias: &[f32], n
     }
     pack::with_buffers(|a_packed, w_panel| {
         let pack_panels = |dst: &mut Vec<f32>, depth: std::ops::Range<usize>, j, panels| {
-            pack::pack_panels(dst, &w[depth.start * n..], depth.len(), n, n0 + j, panels)
+            pack::pack_panels::<16>(dst, &w[depth.start * n..], depth.len(), n, n0 + j, panels)
         };
         gemm_packed(out, inp, k, bias, a_packed, w_panel, &pack_panels);
         // SAFETY: NEON is baseline on aarch64; the shapes were checked above, which is all the
@@ -171,7 +171,14 @@ pub fn matmul_rows(out: &mut [f32], inp: &[f32], w: Matrix<'_>, bias: &[f32]) {
     }
     pack::with_buffers(|a_packed, w_panel| {
         let pack_panels = |dst: &mut Vec<f32>, depth, j, panels| {
-            pack::pack_panels_rows(dst, w, depth, j, panels, (dequantize, pack::rows_to_panel))
+            pack::pack_panels_rows::<16>(
+                dst,
+                w,
+                depth,
+                j,
+                panels,
+                (dequantize, pack::rows_to_panel::<16>),
+            )
         };
         gemm_packed(out, inp, k, bias, a_packed, w_panel, &pack_panels);
     });

@@ -1,6 +1,7 @@
-//! Packing for the matrix-matrix kernels (AVX2 and NEON alike): inputs in groups of 6 rows,
-//! weights in (KC, 16) panels, in per-thread buffers reused across calls. The microkernels then
-//! read two sequential streams; see `avx2.rs` for why (L1 sets, the TLB).
+//! Packing for the matrix-matrix kernels (every instruction set alike): inputs in groups of 6
+//! rows, weights in (KC, NR) panels, NR being the instruction set's tile width (16 for AVX2 and
+//! NEON, 32 for AVX-512), in per-thread buffers reused across calls. The microkernels then read
+//! two sequential streams; see `generic.rs` for why (L1 sets, the TLB).
 
 /// Depth of one slice of a matrix-matrix product.
 pub(super) const KC: usize = 256;
@@ -62,9 +63,9 @@ pub(super) fn pack_rows(
     }
 }
 
-/// Copies weight columns `c0..c0 + 16 * panels` of the first K rows of `w` into `panels`
-/// contiguous (K, 16) panels, one after the other, reading each row's columns front to back.
-pub(super) fn pack_panels(
+/// Copies weight columns `c0..c0 + NR * panels` of the first K rows of `w` into `panels`
+/// contiguous (K, NR) panels, one after the other, reading each row's columns front to back.
+pub(super) fn pack_panels<const NR: usize>(
     dst: &mut Vec<f32>,
     w: &[f32],
     k: usize,
@@ -73,37 +74,37 @@ pub(super) fn pack_panels(
     panels: usize,
 ) {
     dst.clear();
-    dst.resize(panels * k * 16, 0.0);
+    dst.resize(panels * k * NR, 0.0);
     for kk in 0..k {
-        let row = &w[kk * n + c0..kk * n + c0 + panels * 16];
-        for (p, src) in row.chunks_exact(16).enumerate() {
-            dst[(p * k + kk) * 16..(p * k + kk + 1) * 16].copy_from_slice(src);
+        let row = &w[kk * n + c0..kk * n + c0 + panels * NR];
+        for (p, src) in row.chunks_exact(NR).enumerate() {
+            dst[(p * k + kk) * NR..(p * k + kk + 1) * NR].copy_from_slice(src);
         }
     }
 }
 
-/// Writes 16 rows of `kc` values (row-major, `rows[lane * kc + kk]`) into one (kc, 16) panel
-/// (`panel[kk * 16 + lane]`): a transpose. The instruction sets pass their own (AVX2 does 8 x 8
-/// blocks in registers); this is the portable one.
+/// Writes NR rows of `kc` values (row-major, `rows[lane * kc + kk]`) into one (kc, NR) panel
+/// (`panel[kk * NR + lane]`): a transpose. The instruction sets pass their own (AVX2 does 8 x 8
+/// blocks in registers); [`rows_to_panel`] is the portable one.
 pub(super) type ToPanel = fn(&[f32], usize, &mut [f32]);
 
 /// The portable [`ToPanel`] (NEON's; on x86-64 the tests check AVX2's against it).
 #[cfg(any(target_arch = "aarch64", test))]
-pub(super) fn rows_to_panel(rows: &[f32], kc: usize, panel: &mut [f32]) {
-    for lane in 0..16 {
+pub(super) fn rows_to_panel<const NR: usize>(rows: &[f32], kc: usize, panel: &mut [f32]) {
+    for lane in 0..NR {
         for (kk, &v) in rows[lane * kc..(lane + 1) * kc].iter().enumerate() {
-            panel[kk * 16 + lane] = v;
+            panel[kk * NR + lane] = v;
         }
     }
 }
 
-/// [`pack_panels`] for an `(N, K)` weight in any dtype: output rows `c0..c0 + 16 * panels`,
-/// depth `k0..k0 + kc`, into the same (KC, 16) panels. Each panel's 16 row slices are converted
+/// [`pack_panels`] for an `(N, K)` weight in any dtype: output rows `c0..c0 + NR * panels`,
+/// depth `k0..k0 + kc`, into the same (KC, NR) panels. Each panel's NR row slices are converted
 /// to f32 on the stack (`dequantize`, the instruction set's conversion), then transposed into
 /// the panel (`to_panel`): the weight is dequantized while packing, never expanded in memory.
 /// `k0` and `kc` are whole q8_0 blocks when the weight is q8_0 (KC is a multiple of 32, and so
 /// is K).
-pub(super) fn pack_panels_rows(
+pub(super) fn pack_panels_rows<const NR: usize>(
     dst: &mut Vec<f32>,
     w: gpt2_weights::Matrix<'_>,
     depth: std::ops::Range<usize>,
@@ -112,41 +113,57 @@ pub(super) fn pack_panels_rows(
     (dequantize, to_panel): (fn(&mut [f32], gpt2_weights::Values<'_>), ToPanel),
 ) {
     let (k0, kc) = (depth.start, depth.len());
-    debug_assert!(kc <= KC);
+    debug_assert!(kc <= KC && NR <= MAX_NR);
     dst.clear();
-    dst.resize(panels * kc * 16, 0.0);
-    let mut rows = [0.0f32; 16 * KC];
-    let rows = &mut rows[..16 * kc];
+    dst.resize(panels * kc * NR, 0.0);
+    let mut rows = [0.0f32; MAX_NR * KC];
+    let rows = &mut rows[..NR * kc];
     for p in 0..panels {
         for (lane, row) in rows.chunks_exact_mut(kc).enumerate() {
-            dequantize(row, w.row(c0 + p * 16 + lane).slice(k0..k0 + kc));
+            dequantize(row, w.row(c0 + p * NR + lane).slice(k0..k0 + kc));
         }
-        to_panel(rows, kc, &mut dst[p * kc * 16..(p + 1) * kc * 16]);
+        to_panel(rows, kc, &mut dst[p * kc * NR..(p + 1) * kc * NR]);
     }
 }
 
+/// The widest panel of any instruction set (AVX-512's).
+const MAX_NR: usize = 32;
+
 #[cfg(test)]
 mod tests {
-    /// The portable transpose, and the one this CPU's kernels use, on depths with and without a
-    /// remainder of 8.
+    /// The portable transpose, and the ones this CPU's kernels use, on depths with and without
+    /// a remainder of 8.
     #[test]
     fn rows_to_panel_transposes() {
         for kc in [1, 7, 8, 19, 256] {
-            let rows: Vec<f32> = (0..16 * kc).map(|i| i as f32).collect();
-            let mut want = vec![0.0; 16 * kc];
-            for lane in 0..16 {
-                for kk in 0..kc {
-                    want[kk * 16 + lane] = rows[lane * kc + kk];
+            for nr in [16, 32] {
+                let rows: Vec<f32> = (0..nr * kc).map(|i| i as f32).collect();
+                let mut want = vec![0.0; nr * kc];
+                for lane in 0..nr {
+                    for kk in 0..kc {
+                        want[kk * nr + lane] = rows[lane * kc + kk];
+                    }
                 }
-            }
-            let mut got = vec![0.0; 16 * kc];
-            super::rows_to_panel(&rows, kc, &mut got);
-            assert_eq!(got, want, "portable, kc {kc}");
-            #[cfg(target_arch = "x86_64")]
-            if std::arch::is_x86_feature_detected!("avx2") {
-                let mut got = vec![0.0; 16 * kc];
-                super::super::avx2::rows_to_panel(&rows, kc, &mut got);
-                assert_eq!(got, want, "avx2, kc {kc}");
+                let mut got = vec![0.0; nr * kc];
+                if nr == 16 {
+                    super::rows_to_panel::<16>(&rows, kc, &mut got);
+                } else {
+                    super::rows_to_panel::<32>(&rows, kc, &mut got);
+                }
+                assert_eq!(got, want, "portable, kc {kc}, nr {nr}");
+                #[cfg(target_arch = "x86_64")]
+                if super::super::avx2::Avx2::detect().is_some() {
+                    let mut got = vec![0.0; nr * kc];
+                    // SAFETY: AVX2 detected just above; both slices hold nr * kc values.
+                    unsafe {
+                        if nr == 16 {
+                            super::super::avx2::rows_to_panel_n::<16>(&rows, kc, &mut got);
+                        } else {
+                            super::super::avx2::rows_to_panel_n::<32>(&rows, kc, &mut got);
+                        }
+                    }
+                    assert_eq!(got, want, "avx2, kc {kc}, nr {nr}");
+                }
             }
         }
     }

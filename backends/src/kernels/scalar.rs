@@ -240,7 +240,7 @@ pub fn quantize_input(x: &[f32], qs: &mut [i16], scales: &mut [f32]) {
 pub fn matmul_rows(out: &mut [f32], inp: &[f32], w: Matrix<'_>, bias: &[f32]) {
     let (k, n) = (w.cols(), w.rows());
     assert!(
-        bias.len() == n && inp.len() % k == 0 && out.len() == inp.len() / k * n,
+        bias.len() == n && inp.len().is_multiple_of(k) && out.len() == inp.len() / k * n,
         "matmul_rows: inconsistent shapes"
     );
     if inp.len() == k {

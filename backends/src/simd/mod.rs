@@ -316,6 +316,10 @@ impl<'w> SimdModel<'w> {
 /// The one-line description of a simd backend for reports.
 fn summary(isa: Isa, kv_cache: bool) -> &'static str {
     match (isa, kv_cache) {
+        (Isa::Avx512, false) => {
+            "AVX-512 kernels, all cores, recomputes the whole context every step"
+        }
+        (Isa::Avx512, true) => "AVX-512 kernels, all cores, KV cache: one new position per step",
         (Isa::Avx2Fma, false) => {
             "AVX2+FMA kernels, all cores, recomputes the whole context every step"
         }
@@ -357,6 +361,7 @@ impl Engine for SimdEngine<'_> {
             scratch_bytes: Some(self.model.scratch_bytes()),
             device: "cpu".to_string(),
             summary: summary(self.model.kernels().isa(), false),
+            isa: self.model.kernels().isa().name(),
         }
     }
 
@@ -426,6 +431,7 @@ impl Engine for SimdKvEngine<'_> {
             scratch_bytes: Some(self.model.scratch_bytes()),
             device: "cpu".to_string(),
             summary: summary(self.model.kernels().isa(), true),
+            isa: self.model.kernels().isa().name(),
         }
     }
 

@@ -249,7 +249,7 @@ pub fn check_simd_kernel_sets(file: &WeightFile, prompt: &[u32], kv: KvDtype) {
         fed.push(argmax(want.last().unwrap()));
         want.push(naive.step(*fed.last().unwrap()).unwrap().to_vec());
     }
-    for kernels in [Kernels::best_available(), Kernels::scalar()] {
+    for kernels in Kernels::available() {
         for threads in [1, 3] {
             let engines: Vec<Box<dyn Engine>> = vec![
                 Box::new(SimdEngine::new(w.clone(), kernels, threads).unwrap()),

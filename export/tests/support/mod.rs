@@ -202,7 +202,7 @@ impl SafetensorsFile {
     pub fn to_bytes(&self) -> Vec<u8> {
         let header: serde_json::Map<_, _> = self.entries.iter().cloned().collect();
         let mut json = serde_json::Value::Object(header).to_string().into_bytes();
-        while json.len() % 8 != 0 {
+        while !json.len().is_multiple_of(8) {
             json.push(b' ');
         }
         let mut out = (json.len() as u64).to_le_bytes().to_vec();

@@ -1,0 +1,226 @@
+//! AVX-512 kernels (x86-64: F, BW and VL, with AVX2, FMA and F16C), 16 floats per register
+//! and 32 registers.
+//!
+//! The kernels are the generic ones of [`super::generic`], stamped out over this module's
+//! primitives: the same algorithms as AVX2 with twice the lanes, so the GEMM tile is 6 rows x
+//! 32 columns (12 of the 32 registers accumulate) and every vector loop does 16 values a step.
+//! The table overrides AVX2's only where 16 lanes were measured to pay or to cost nothing: the
+//! prefill GEMM, the element-wise kernels and attention's weighted sum are this module's; the
+//! decode dot products (`dot_rows`, `dot_rows_any`, q8_0's integer product among them), the
+//! packing transposes and the input quantizer are AVX2's, which every AVX-512 CPU has (see
+//! [`Avx512::kernels`] for the measurement).
+//!
+//! Every kernel is reached through [`Avx512`], a token that only [`Avx512::detect`] makes, after
+//! `is_x86_feature_detected!` confirmed every feature named above: that is the precondition
+//! every `unsafe` call below relies on.
+
+#![allow(unsafe_op_in_unsafe_fn)]
+
+use std::arch::x86_64::*;
+
+use super::avx2::{self, dot_rows, dot_rows_any};
+use super::generic::{row_groups, vector_kernels};
+use super::pack::{self, KC, PANELS_PER_PACK};
+use super::{Isa, Kernels, MatRef, scalar};
+use gpt2_weights::dtype::{Q8_0_BLOCK, Q8_0_BLOCK_BYTES};
+use gpt2_weights::{Matrix, Values};
+
+/// Proof that this CPU has AVX-512 F, BW and VL, and AVX2, FMA and F16C: only
+/// [`Avx512::detect`] makes one.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Avx512(());
+
+impl Avx512 {
+    pub(super) fn detect() -> Option<Self> {
+        (avx2::Avx2::detect().is_some()
+            && is_x86_feature_detected!("avx512f")
+            && is_x86_feature_detected!("avx512bw")
+            && is_x86_feature_detected!("avx512vl"))
+        .then_some(Avx512(()))
+    }
+
+    /// This instruction set's kernel table.
+    pub(super) fn kernels(self) -> Kernels {
+        Kernels {
+            isa: Isa::Avx512,
+            panel_width: NR,
+            matmul_cols,
+            matmul_rows,
+            // AVX2's decode products: measured faster than 16-lane ones on Zen 4 (whose 512-bit
+            // units are two 256-bit halves) in f16, bf16 and above all q8_0 (16 against 30
+            // GMAC/s: widening 32 bytes to 16-bit lanes in one zmm crosses lanes), equal in
+            // f32 (`bench-results/2026-12-06-e2559e3-dot-rows-avx512-vs-avx2.txt`). Decode reads
+            // the weights from memory; the width that counts is the memory's, not the register's.
+            dot_rows,
+            dot_rows_any,
+            dequantize,
+            weighted_sum,
+            // AVX2's: the quantizer is a small share of a product, and every AVX-512 CPU runs it.
+            quantize_input: avx2::quantize_input,
+            dot,
+            axpy,
+            add,
+            layernorm,
+            gelu,
+            softmax,
+            fma_probe: (fma_loop, FMA_LOOP_FLOPS),
+            read_sum,
+        }
+    }
+}
+
+type V = __m512;
+const LANES: usize = 16;
+
+vector_kernels!("avx512f,avx512bw,avx512vl,avx2,fma,f16c");
+
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+unsafe fn v_zero() -> V {
+    _mm512_setzero_ps()
+}
+
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+unsafe fn v_splat(x: f32) -> V {
+    _mm512_set1_ps(x)
+}
+
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+unsafe fn v_load(p: *const f32) -> V {
+    _mm512_loadu_ps(p)
+}
+
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+unsafe fn v_store(p: *mut f32, v: V) {
+    _mm512_storeu_ps(p, v)
+}
+
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+unsafe fn v_add(a: V, b: V) -> V {
+    _mm512_add_ps(a, b)
+}
+
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+unsafe fn v_sub(a: V, b: V) -> V {
+    _mm512_sub_ps(a, b)
+}
+
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+unsafe fn v_mul(a: V, b: V) -> V {
+    _mm512_mul_ps(a, b)
+}
+
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+unsafe fn v_div(a: V, b: V) -> V {
+    _mm512_div_ps(a, b)
+}
+
+/// `a * b + c`, one rounding.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+unsafe fn v_fma(a: V, b: V, c: V) -> V {
+    _mm512_fmadd_ps(a, b, c)
+}
+
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+unsafe fn v_max(a: V, b: V) -> V {
+    _mm512_max_ps(a, b)
+}
+
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+unsafe fn v_min(a: V, b: V) -> V {
+    _mm512_min_ps(a, b)
+}
+
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+unsafe fn v_floor(a: V) -> V {
+    _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC }>(a)
+}
+
+/// 2^n for integral `n` in [-127, 128], built in the exponent bits.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+unsafe fn v_pow2n(n: V) -> V {
+    _mm512_castsi512_ps(_mm512_slli_epi32::<23>(_mm512_add_epi32(
+        _mm512_cvtps_epi32(n),
+        _mm512_set1_epi32(127),
+    )))
+}
+
+/// Horizontal sum of 16 lanes: the two 256-bit halves added, then AVX2's 8-lane sum.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+unsafe fn v_hsum(v: V) -> f32 {
+    let lo = _mm512_castps512_ps256(v);
+    let hi = _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(v)));
+    let s = _mm256_add_ps(lo, hi);
+    let s = _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps::<1>(s));
+    let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    let s = _mm_add_ss(s, _mm_shuffle_ps::<1>(s, s));
+    _mm_cvtss_f32(s)
+}
+
+/// 16 f16 values at `p`, widened to f32 (exact).
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+unsafe fn v_load_f16(p: *const u16) -> V {
+    _mm512_cvtph_ps(_mm256_loadu_si256(p as *const __m256i))
+}
+
+/// 16 bf16 values at `p`, widened to f32: each shifted into the top half of a 32-bit lane.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+unsafe fn v_load_bf16(p: *const u16) -> V {
+    let wide = _mm512_cvtepu16_epi32(_mm256_loadu_si256(p as *const __m256i));
+    _mm512_castsi512_ps(_mm512_slli_epi32::<16>(wide))
+}
+
+/// 16 `i8` at `p`, sign-extended and converted to f32.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+unsafe fn v_load_i8(p: *const u8) -> V {
+    _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(p as *const __m128i)))
+}
+
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+unsafe fn f16_one(bits: u16) -> f32 {
+    avx2::f16_one(bits)
+}
+
+/// The f16 scale at the start of the q8_0 block at `p`, as f32 in all 16 lanes.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+unsafe fn v_q8_0_scale(p: *const u8) -> V {
+    _mm512_set1_ps(f16_one(u16::from_le_bytes([*p, *p.add(1)])))
+}
+
+// ---------------------------------------------------------------------------------------------
+// The packing: AVX2's transposes
+
+/// See `avx2::pack_group6`.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+unsafe fn pack_group6(out: &mut [f32], src: &[f32], k: usize) {
+    avx2::pack_group6(out, src, k)
+}
+
+/// See [`pack::ToPanel`]: 32 rows into a (kc, 32) panel, by AVX2's 8 x 8 transposes.
+fn rows_to_panel(rows: &[f32], kc: usize, panel: &mut [f32]) {
+    assert!(
+        rows.len() == NR * kc && panel.len() == NR * kc,
+        "rows_to_panel: shapes"
+    );
+    // SAFETY: AVX2 detected (this module's token implies it); shapes checked above.
+    unsafe { avx2::rows_to_panel_n::<NR>(rows, kc, panel) }
+}
