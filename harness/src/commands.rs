@@ -394,6 +394,27 @@ fn run_compare(
         let g2 = gate::compare(b, &again, &model.checksum, &machine.cpu, args.max_slowdown);
         g.confirm(&g2);
     }
+    // A busy machine slows every run by an amount no probe cancels reliably (a `yes` beside the
+    // run failed an unchanged binary at times): there a slowdown is not judged, and the
+    // interleaved gate is named instead of crying wolf.
+    if let Some(g) = gate.as_ref().filter(|g| g.regressed) {
+        let load = [load_before, machine::load_average_1min()]
+            .into_iter()
+            .flatten()
+            .fold(None, |m: Option<f64>, l| Some(m.map_or(l, |m| m.max(l))));
+        if let Some(load) = load.filter(|&l| compare::is_busy(l, machine.logical_cores)) {
+            bail!(
+                "--baseline: a slowdown in {} was measured on a busy machine (1-minute load \
+                 average {load:.2} on {} cores), where other programs slow runs by more than \
+                 the gate allows, so it is not judged; rerun when the load is below {:.1}, or \
+                 compare the two builds interleaved with `gpt2-bench ab --baseline-bin OLD -- \
+                 ARGS`, which holds on a busy machine (docs/ci.md)",
+                g.suspects().join(", "),
+                machine.logical_cores,
+                compare::busy_threshold(machine.logical_cores)
+            );
+        }
+    }
     let report = Report {
         schema_version: report::SCHEMA_VERSION,
         command_line: std::env::args().collect(),

@@ -566,6 +566,16 @@ fn decode_read_fraction(
     (!fractions.is_empty()).then(|| percentile(&fractions, 50.0))
 }
 
+/// The 1-minute load average above which the machine counts as busy: half its cores.
+pub fn busy_threshold(cores: usize) -> f64 {
+    0.5 * cores as f64
+}
+
+/// Whether a load average means other programs compete with the run.
+pub fn is_busy(load: f64, cores: usize) -> bool {
+    load > busy_threshold(cores)
+}
+
 /// Warnings about the whole run: build profile and other load on the machine.
 pub fn machine_warnings(load_before: Option<f64>, cores: usize, threads: usize) -> Vec<String> {
     let mut w = Vec::new();
@@ -579,7 +589,7 @@ pub fn machine_warnings(load_before: Option<f64>, cores: usize, threads: usize) 
         ));
     }
     if let Some(load) = load_before
-        && load > 0.5 * cores as f64
+        && is_busy(load, cores)
     {
         w.push(format!(
             "{MACHINE_BUSY} (1-minute load average {load:.2} on {cores} \
@@ -588,7 +598,7 @@ pub fn machine_warnings(load_before: Option<f64>, cores: usize, threads: usize) 
              {:.1}; to measure what a busy machine gives, keep them: simd-kv then sizes its \
              decode team step by step, and the other multi-threaded backends may run faster \
              with --threads {}",
-            0.5 * cores as f64,
+            busy_threshold(cores),
             cores.saturating_sub(1).max(1)
         ));
     }

@@ -34,6 +34,9 @@ fn bench_env(args: &[&str], envs: &[(&str, &str)]) -> Output {
     cmd.args(args);
     // Keep tests off the network and out of the repository's weights/ directory.
     cmd.env("HF_HUB_OFFLINE", "1");
+    // A quiet machine, whatever runs beside the tests: the --baseline gate does not judge a
+    // slowdown on a busy one (a test that wants that says so).
+    cmd.env("GPT2_BENCH_TEST_LOAD", "0");
     for (k, v) in envs {
         cmd.env(k, v);
     }
@@ -855,6 +858,33 @@ fn baseline_gate_passes_on_itself_and_fails_on_a_faster_baseline() {
     assert_eq!(o.status.code(), Some(2), "{}", err(&o));
     assert_eq!(now["gate"]["regressed"], true);
     assert!(err(&o).contains("REGRESSION"), "{}", err(&o));
+    // The same on a busy machine: not judged, and the interleaved gate named (exit 3).
+    let mut args = vec![
+        "--compare",
+        "--prompt",
+        "Hello",
+        "--model",
+        model(),
+        "--max-tokens",
+        "4",
+        "--no-roofline",
+        "--format",
+        "json",
+        "-q",
+        "--backends",
+        "naive,simd-kv",
+    ];
+    args.extend(["--baseline", base.to_str().unwrap()]);
+    let o = bench_env(&args, &[("GPT2_BENCH_TEST_LOAD", "3.5")]);
+    assert_usage_error(
+        &o,
+        &[
+            "--baseline: a slowdown in",
+            "busy machine",
+            "load average 3.50",
+            "gpt2-bench ab",
+        ],
+    );
 
     // An old or foreign file is a usage error naming the file.
     std::fs::write(&base, r#"{"schema_version": 1}"#).unwrap();

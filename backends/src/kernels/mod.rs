@@ -292,20 +292,20 @@ impl Kernels {
 
     /// Every kernel table this CPU can run, the best first (scalar last).
     pub fn available() -> Vec<Self> {
-        let mut all = Vec::new();
         #[cfg(target_arch = "x86_64")]
-        {
-            if let Some(avx512) = avx512::Avx512::detect() {
-                all.push(avx512.kernels());
-            }
-            if let Some(avx2) = avx2::Avx2::detect() {
-                all.push(avx2.kernels());
-            }
-        }
+        let vector = [
+            avx512::Avx512::detect().map(avx512::Avx512::kernels),
+            avx2::Avx2::detect().map(avx2::Avx2::kernels),
+        ];
         #[cfg(target_arch = "aarch64")]
-        all.push(Self::best_available());
-        all.push(Self::scalar());
-        all
+        let vector = [Some(Self::best_available())];
+        #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+        let vector: [Option<Self>; 0] = [];
+        vector
+            .into_iter()
+            .flatten()
+            .chain(std::iter::once(Self::scalar()))
+            .collect()
     }
 
     /// The best kernels this CPU supports, ignoring the environment.

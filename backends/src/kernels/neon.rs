@@ -911,7 +911,9 @@ unsafe fn dot_q8_0<const R: usize>(xq: &[i16], xd: &[f32], p: *const u8) -> [f32
 /// `fcvtns` (to nearest, ties to even), narrowed to 16 bits (exact: |q| <= 2^14).
 pub fn quantize_input(x: &[f32], qs: &mut [i16], scales: &mut [f32]) {
     assert!(
-        x.len() % Q8_0_BLOCK == 0 && qs.len() == x.len() && scales.len() == x.len() / Q8_0_BLOCK,
+        x.len().is_multiple_of(Q8_0_BLOCK)
+            && qs.len() == x.len()
+            && scales.len() == x.len() / Q8_0_BLOCK,
         "quantize_input: inconsistent shapes"
     );
     // SAFETY: NEON is baseline on aarch64; shapes checked above.
