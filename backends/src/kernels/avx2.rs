@@ -64,6 +64,7 @@ impl Avx2 {
 
 type V = __m256;
 const LANES: usize = 8;
+const NV: usize = 2;
 
 vector_kernels!("avx2,fma,f16c");
 decode_kernels!("avx2,fma,f16c");

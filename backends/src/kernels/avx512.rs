@@ -71,6 +71,7 @@ impl Avx512 {
 
 type V = __m512;
 const LANES: usize = 16;
+const NV: usize = 2;
 
 vector_kernels!("avx512f,avx512bw,avx512vl,avx2,fma,f16c");
 

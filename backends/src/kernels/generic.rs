@@ -1,9 +1,11 @@
-//! The vector kernels written once, for every x86-64 instruction set: [`vector_kernels!`] stamps
-//! them out inside an instruction set's module, compiled with that module's target features,
-//! over the module's vector primitives. Each module (`avx2.rs`, `avx512.rs`) defines, before
-//! invoking the macro:
+//! The vector kernels written once, for every instruction set: [`vector_kernels!`] stamps them
+//! out inside an instruction set's module, compiled with that module's target features, over
+//! the module's vector primitives. Each module (`avx2.rs`, `avx512.rs`, `neon.rs`) defines,
+//! before invoking the macro:
 //!
-//! - `type V` (the f32 vector register) and `const LANES: usize` (its f32 lanes);
+//! - `type V` (the f32 vector register), `const LANES: usize` (its f32 lanes) and `const NV:
+//!   usize` (vectors per row of the GEMM tile: 2 on x86-64's 16 or 32 registers, 4 on NEON's
+//!   32 registers of 4 lanes);
 //! - `v_zero`, `v_splat`, `v_load`, `v_store`, `v_add`, `v_sub`, `v_mul`, `v_div`, `v_fma(a, b, c)`
 //!   (`a * b + c`, fused), `v_max`, `v_min`, `v_floor`, `v_pow2n` (2^n for an integral `n`),
 //!   `v_hsum` (the sum of the lanes), and for [`decode_kernels!`] `v_hsum4` (four at once);
@@ -16,23 +18,25 @@
 //!   `quantize_input`.
 //!
 //! [`decode_kernels!`] holds the decode products (`dot_rows`, `dot_rows_any`) apart, so that an
-//! instruction set can take another's: AVX-512 uses AVX2's, measured faster on Zen 4.
+//! instruction set can take another's (AVX-512 uses AVX2's, measured faster on Zen 4) or keep its
+//! own (NEON's read 4 rows at a time; the stream shape that suits a prefetcher was measured on
+//! x86 only).
 //!
 //! Every primitive is an `#[inline]` function with the module's `#[target_feature]`s, and every
 //! kernel the macro makes carries the same features, so the primitives inline into the kernels
 //! (a function without the features could not inline them). Summation orders follow the lane
 //! count: the 8-lane instantiation computes exactly what the hand-written AVX2 kernels did.
 //!
-//! The GEMM micro-tile is 6 rows by `NR = 2 * LANES` columns (12 accumulators, plus two weight
-//! vectors and one broadcast: 15 of AVX2's 16 registers; AVX-512 has 32 and wider lanes), the
-//! packing ([`super::pack`]) reads NR.
+//! The GEMM micro-tile is 6 rows by `NR = NV * LANES` columns: 6 x 2 = 12 accumulators plus two
+//! weight vectors and one broadcast on AVX2 (15 of its 16 registers) and AVX-512; 6 x 4 = 24 on
+//! NEON (of 32). The packing ([`super::pack`]) reads NR.
 
 /// See the module docs. `$features` is the `#[target_feature(enable = ...)]` string of the
 /// instruction set whose module invokes it.
 macro_rules! vector_kernels {
     ($features:literal) => {
-        /// Columns of the GEMM micro-tile and of a packed weight panel.
-        pub(super) const NR: usize = 2 * LANES;
+        /// Columns of the GEMM micro-tile and of a packed weight panel: NV vectors.
+        pub(super) const NR: usize = NV * LANES;
 
         /// e^x per lane: range reduction to x = n ln2 + r, |r| <= ln2 / 2, a degree-6
         /// polynomial for e^r (Cephes `expf` coefficients), and 2^n built in the exponent bits.
@@ -433,34 +437,41 @@ macro_rules! vector_kernels {
         ) {
             let width = bias.len();
             let (t, k0, kc) = (out.len() / width, depth.start, depth.len());
-            let b0 = v_load(bias.as_ptr().add(oc));
-            let b1 = v_load(bias.as_ptr().add(oc + LANES));
+            let mut b = [v_zero(); NV];
+            for (v, b_v) in b.iter_mut().enumerate() {
+                *b_v = v_load(bias.as_ptr().add(oc + LANES * v));
+            }
             for g in 0..t.div_ceil(6) {
                 let rows = (t - g * 6).min(6);
                 let o = out.as_mut_ptr().add(g * 6 * width + oc);
                 let a = a_packed.as_ptr().add(g * k * 6 + k0 * 6);
-                let mut acc = [[b0, b1]; 6];
+                let mut acc = [b; 6];
                 if k0 > 0 {
                     for (r, acc_r) in acc.iter_mut().enumerate().take(rows) {
-                        acc_r[0] = v_load(o.add(r * width));
-                        acc_r[1] = v_load(o.add(r * width + LANES));
+                        for (v, acc_rv) in acc_r.iter_mut().enumerate() {
+                            *acc_rv = v_load(o.add(r * width + LANES * v));
+                        }
                     }
                 }
                 let mut wp = panel.as_ptr();
+                let mut w = [v_zero(); NV];
                 for kk in 0..kc {
-                    let w0 = v_load(wp);
-                    let w1 = v_load(wp.add(LANES));
+                    for (v, w_v) in w.iter_mut().enumerate() {
+                        *w_v = v_load(wp.add(LANES * v));
+                    }
                     let ak = a.add(kk * 6);
                     for (r, acc_r) in acc.iter_mut().enumerate() {
                         let x = v_splat(*ak.add(r));
-                        acc_r[0] = v_fma(x, w0, acc_r[0]);
-                        acc_r[1] = v_fma(x, w1, acc_r[1]);
+                        for (acc_rv, &w_v) in acc_r.iter_mut().zip(&w) {
+                            *acc_rv = v_fma(x, w_v, *acc_rv);
+                        }
                     }
                     wp = wp.add(NR);
                 }
                 for (r, acc_r) in acc.iter().enumerate().take(rows) {
-                    v_store(o.add(r * width), acc_r[0]);
-                    v_store(o.add(r * width + LANES), acc_r[1]);
+                    for (v, &acc_rv) in acc_r.iter().enumerate() {
+                        v_store(o.add(r * width + LANES * v), acc_rv);
+                    }
                 }
             }
         }
@@ -686,6 +697,7 @@ macro_rules! vector_kernels {
 /// The decode products (matrix-vector with `[out, in]` rows, and the output layer), stamped out
 /// like [`vector_kernels!`]: an instruction set whose wider registers do not pay here (decode
 /// reads from memory) takes another module's instead (AVX-512 takes AVX2's).
+#[cfg(target_arch = "x86_64")]
 macro_rules! decode_kernels {
     ($features:literal) => {
         /// `out[v] = x . rows[v]`, four rows at a time.
@@ -864,4 +876,6 @@ macro_rules! row_groups {
     }};
 }
 
-pub(super) use {decode_kernels, row_groups, vector_kernels};
+#[cfg(target_arch = "x86_64")]
+pub(super) use decode_kernels;
+pub(super) use {row_groups, vector_kernels};

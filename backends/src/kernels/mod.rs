@@ -26,8 +26,8 @@ pub mod scalar;
 mod avx2;
 #[cfg(target_arch = "x86_64")]
 mod avx512;
-// The kernels written once for the x86-64 instruction sets (a macro each module expands).
-#[cfg(target_arch = "x86_64")]
+// The kernels written once for every instruction set (macros each module expands).
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 mod generic;
 
 #[cfg(target_arch = "aarch64")]
@@ -320,25 +320,9 @@ impl Kernels {
             }
         }
         #[cfg(target_arch = "aarch64")]
-        return Kernels {
-            isa: Isa::Neon,
-            panel_width: 16,
-            matmul_cols: neon::matmul_cols,
-            matmul_rows: neon::matmul_rows,
-            dot_rows: neon::dot_rows,
-            dot_rows_any: neon::dot_rows_any,
-            dequantize: neon::dequantize,
-            weighted_sum: neon::weighted_sum,
-            quantize_input: neon::quantize_input,
-            dot: neon::dot,
-            axpy: neon::axpy,
-            add: neon::add,
-            layernorm: neon::layernorm,
-            gelu: neon::gelu,
-            softmax: neon::softmax,
-            fma_probe: (neon::fma_loop, 12 * 4 * 2),
-            read_sum: neon::read_sum,
-        };
+        if let Some(neon) = neon::Neon::detect() {
+            return neon.kernels();
+        }
         #[allow(unreachable_code)]
         Self::scalar()
     }
