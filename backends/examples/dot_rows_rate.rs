@@ -8,7 +8,15 @@ use gpt2_weights::dtype::OwnedMatrix;
 use std::time::Instant;
 
 fn main() {
-    let k = Kernels::detect();
+    // GPT2_BENCH_ISA chooses the kernels; a name this CPU lacks is an error, not a fallback.
+    let k = match Kernels::from_env() {
+        Ok(k) => k,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::exit(3);
+        }
+    };
+    println!("kernels: {}", k.isa().name());
     let c = 768;
     for (label, rows, copies) in [("in L2", 256usize, 1usize), ("streaming", 4096, 24)] {
         for dtype in Dtype::ALL {

@@ -68,9 +68,9 @@ const NDARRAY: BackendSpec = BackendSpec {
 
 const SIMD: BackendSpec = BackendSpec {
     name: "simd",
-    summary: "hand-written AVX2+FMA kernels (NEON on aarch64, scalar fallback), all cores",
-    ladder: "simd replaces the library with hand-written AVX2/FMA kernels (NEON on ARM, scalar \
-             fallback), a 6x16 register tile for matrix-matrix and a row-streaming matrix-vector \
+    summary: "hand-written AVX-512/AVX2, NEON or scalar kernels, all cores",
+    ladder: "simd replaces the library with hand-written AVX-512 or AVX2 kernels (NEON on ARM, \
+             scalar fallback), a 6-row register tile for matrix-matrix and a row-streaming matrix-vector \
              kernel, on a thread pool. Still no cache: each step recomputes every position.",
     kv_cache: false,
     threaded: true,

@@ -357,12 +357,16 @@ fn run_compare(
     let mut warnings =
         compare::machine_warnings(load_before, machine.logical_cores, plan.options.threads);
     warnings.extend(backend_warnings);
+    let probe_isa = gpt2_backends::kernels::Kernels::best_available()
+        .isa()
+        .name();
     let mut gate = baseline.as_ref().map(|b| {
         gate::compare(
             b,
             &results,
             &model.checksum,
             &machine.cpu,
+            probe_isa,
             args.max_slowdown,
         )
     });
@@ -391,29 +395,33 @@ fn run_compare(
             &progress,
             &mut |_| {},
         )?;
-        let g2 = gate::compare(b, &again, &model.checksum, &machine.cpu, args.max_slowdown);
+        let g2 = gate::compare(
+            b,
+            &again,
+            &model.checksum,
+            &machine.cpu,
+            probe_isa,
+            args.max_slowdown,
+        );
         g.confirm(&g2);
     }
     // A busy machine slows every run by an amount no probe cancels reliably (a `yes` beside the
     // run failed an unchanged binary at times): there a slowdown is not judged, and the
     // interleaved gate is named instead of crying wolf.
-    if let Some(g) = gate.as_ref().filter(|g| g.regressed) {
-        let load = [load_before, machine::load_average_1min()]
-            .into_iter()
-            .flatten()
-            .fold(None, |m: Option<f64>, l| Some(m.map_or(l, |m| m.max(l))));
-        if let Some(load) = load.filter(|&l| compare::is_busy(l, machine.logical_cores)) {
-            bail!(
-                "--baseline: a slowdown in {} was measured on a busy machine (1-minute load \
-                 average {load:.2} on {} cores), where other programs slow runs by more than \
-                 the gate allows, so it is not judged; rerun when the load is below {:.1}, or \
-                 compare the two builds interleaved with `gpt2-bench ab --baseline-bin OLD -- \
-                 ARGS`, which holds on a busy machine (docs/ci.md)",
-                g.suspects().join(", "),
-                machine.logical_cores,
-                compare::busy_threshold(machine.logical_cores)
-            );
-        }
+    // The load before the run only: afterwards it counts this run's own threads.
+    if let Some(g) = gate.as_ref().filter(|g| g.regressed && all_match)
+        && let Some(load) = load_before.filter(|&l| compare::is_busy(l, machine.logical_cores))
+    {
+        bail!(
+            "--baseline: a slowdown in {} was measured on a busy machine (1-minute load average \
+             {load:.2} on {} cores), where other programs slow runs by more than the gate \
+             allows, so it is not judged; rerun when the load is below {:.1}, or compare the two \
+             builds interleaved with `gpt2-bench ab --baseline-bin OLD -- ARGS`, which holds on \
+             a busy machine (docs/ci.md)",
+            g.suspects().join(", "),
+            machine.logical_cores,
+            compare::busy_threshold(machine.logical_cores)
+        );
     }
     let report = Report {
         schema_version: report::SCHEMA_VERSION,

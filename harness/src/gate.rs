@@ -30,6 +30,16 @@ struct BaselineFile {
     model: BaselineModel,
     machine: BaselineMachine,
     results: Vec<BaselineRow>,
+    /// Which kernels the machine's probes ran (absent without the roofline, `null` with
+    /// --no-roofline).
+    #[serde(default)]
+    roofline: Option<BaselineRoofline>,
+}
+
+#[derive(Deserialize)]
+struct BaselineRoofline {
+    #[serde(default)]
+    isa: String,
 }
 
 #[derive(Deserialize)]
@@ -230,15 +240,27 @@ fn ratio(now: &Summary, base: &Summary) -> (f64, f64) {
 }
 
 /// Compares `results` with the baseline.
+/// `probe_isa` is the instruction set of this run's machine probes: a baseline whose probes
+/// ran another (saved before the probes took the best kernels, or on another CPU) measured the
+/// machine's peak differently, so raw rates are compared instead of normalized ones.
 pub fn compare(
     baseline: &Baseline,
     results: &[BackendResult],
     model_checksum: &str,
     cpu: &str,
+    probe_isa: &str,
     max_slowdown: f64,
 ) -> Gate {
     let b = &baseline.file;
     let mut caveats = Vec::new();
+    let base_probe_isa = b.roofline.as_ref().map_or("", |r| r.isa.as_str());
+    let probes_differ = !base_probe_isa.is_empty() && base_probe_isa != probe_isa;
+    if probes_differ {
+        caveats.push(format!(
+            "raw tok/s compared: the baseline's machine probes ran the {base_probe_isa} kernels, \
+             this run's the {probe_isa} ones, so their peaks are not the same measure"
+        ));
+    }
     if b.model.checksum != model_checksum {
         caveats.push(format!(
             "the baseline ran a different model ({} {})",
@@ -274,8 +296,9 @@ pub fn compare(
         let normalized = base
             .machine_normalized
             .as_ref()
-            .zip(r.machine_normalized.as_ref());
-        if normalized.is_none() && !raw_caveat {
+            .zip(r.machine_normalized.as_ref())
+            .filter(|_| !probes_differ);
+        if normalized.is_none() && !raw_caveat && !probes_differ {
             raw_caveat = true;
             caveats.push(
                 "raw tok/s compared: the baseline or this run was made with --no-roofline, so \
@@ -518,7 +541,7 @@ mod tests {
         let baseline = Baseline::load(&path).unwrap();
         let checksum = v["model"]["checksum"].as_str().unwrap().to_string();
         let (checksum, cpu) = (checksum.as_str(), "same cpu");
-        let gate = |row: BackendResult| compare(&baseline, &[row], checksum, cpu, 0.10);
+        let gate = |row: BackendResult| compare(&baseline, &[row], checksum, cpu, "avx2+fma", 0.10);
 
         let slow_machine = gate(result_row(25.0, 1.5, 0.9));
         assert!(!slow_machine.regressed, "{}", render(&slow_machine));
@@ -547,8 +570,35 @@ mod tests {
             serde_json::json!([serde_json::to_value(result_row(5.0, 1.5, 0.1)).unwrap()]);
         std::fs::write(&path, v.to_string()).unwrap();
         let baseline = Baseline::load(&path).unwrap();
-        let compute_bound = compare(&baseline, &[result_row(5.0, 1.5, 0.1)], checksum, cpu, 0.1);
+        let compute_bound = compare(
+            &baseline,
+            &[result_row(5.0, 1.5, 0.1)],
+            checksum,
+            cpu,
+            "avx2+fma",
+            0.1,
+        );
         assert_eq!(compute_bound.comparisons[1].metric, "decode per GFLOP/s");
+
+        // A baseline whose probes ran other kernels (avx2+fma; this run's ran avx512) is
+        // compared in raw tok/s, with the reason said.
+        let other_probes = compare(
+            &baseline,
+            &[result_row(5.0, 1.5, 0.1)],
+            checksum,
+            cpu,
+            "avx512",
+            0.1,
+        );
+        assert_eq!(other_probes.comparisons[0].metric, "prefill tok/s");
+        assert!(
+            other_probes
+                .caveats
+                .iter()
+                .any(|c| c.contains("ran the avx2+fma kernels")),
+            "{:?}",
+            other_probes.caveats
+        );
     }
 
     /// A saved report of this project, mutated (values of the wrong type, huge, negative or

@@ -610,7 +610,6 @@ const CSV_HEADERS: [&str; 26] = [
     "device",
     "threads",
     "dtype",
-    "isa",
     "model_file",
     "weight_bytes_per_token",
     "kv_cache",
@@ -632,6 +631,8 @@ const CSV_HEADERS: [&str; 26] = [
     "peak_rss_bytes",
     "speedup_vs_slowest",
     "tokens_match",
+    // Last: added after the others, so scripts that read columns by position keep working.
+    "isa",
 ];
 
 fn csv_row(r: &BackendResult) -> [String; 26] {
@@ -642,7 +643,6 @@ fn csv_row(r: &BackendResult) -> [String; 26] {
         csv_field(&r.device),
         r.threads.to_string(),
         csv_field(&r.dtype),
-        csv_field(&r.isa),
         csv_field(&r.model_file),
         r.weight_bytes_per_token.to_string(),
         r.kv_cache.to_string(),
@@ -666,6 +666,7 @@ fn csv_row(r: &BackendResult) -> [String; 26] {
             .map_or_else(String::new, |b| b.to_string()),
         num(Some(r.speedup_vs_slowest)),
         r.tokens_match.to_string(),
+        csv_field(&r.isa),
     ]
 }
 

@@ -21,7 +21,9 @@ fn bench(args: &[&str]) -> Output {
         Command::new(BIN)
             .args(args)
             .env("HF_HUB_OFFLINE", "1")
-            .env_remove("MATMUL_NUM_THREADS"),
+            .env_remove("MATMUL_NUM_THREADS")
+            .env_remove("GPT2_BENCH_ISA")
+            .env_remove("GPT2_BENCH_FORCE_SCALAR"),
         Duration::from_secs(300),
     )
 }
@@ -479,7 +481,9 @@ fn ab(baseline: &Path, extra: &[&str]) -> Command {
         .args(["--max-tokens", "3", "--runs", "1", "--warmup", "0"])
         .args(["--backends", "naive,simd-kv"])
         .env("HF_HUB_OFFLINE", "1")
-        .env_remove("MATMUL_NUM_THREADS");
+        .env_remove("MATMUL_NUM_THREADS")
+        .env_remove("GPT2_BENCH_ISA")
+        .env_remove("GPT2_BENCH_FORCE_SCALAR");
     c
 }
 

@@ -67,6 +67,22 @@ const LANES: usize = 8;
 const NV: usize = 2;
 
 vector_kernels!("avx2,fma,f16c");
+
+/// The columns after the GEMM's packed panels: this instruction set's tiles, then plain sums.
+///
+/// # Safety
+/// As [`lanes_then_scalar`].
+#[inline]
+unsafe fn finish_cols(
+    out: &mut [f32],
+    inp: &[f32],
+    wm: MatRef<'_>,
+    bias: &[f32],
+    n0: usize,
+    j0: usize,
+) {
+    lanes_then_scalar(out, inp, wm, bias, n0, j0)
+}
 decode_kernels!("avx2,fma,f16c");
 
 #[inline]
@@ -218,7 +234,7 @@ unsafe fn v_q8_0_scale(p: *const u8) -> V {
 
 /// See [`pack::ToPanel`]: NR rows of `kc` values into a (kc, NR) panel, as columns of 8 x 8
 /// blocks transposed in registers (the same shuffles as [`pack_group6`]).
-pub(super) fn rows_to_panel(rows: &[f32], kc: usize, panel: &mut [f32]) {
+fn rows_to_panel(rows: &[f32], kc: usize, panel: &mut [f32]) {
     assert!(
         rows.len() == NR * kc && panel.len() == NR * kc,
         "rows_to_panel: shapes"
@@ -417,7 +433,7 @@ unsafe fn dot_q8_0<const R: usize>(xq: &[i16], xd: &[f32], p: *const u8) -> [f32
 /// power-of-two scale from the definition's own `input_scale`, `x / d` (an exact multiply)
 /// rounded by `vcvtps2dq` (to nearest, ties to even: the default rounding, which Rust never
 /// changes), packed to 16 bits (no value saturates: |q| <= 2^14).
-pub(super) fn quantize_input(x: &[f32], qs: &mut [i16], scales: &mut [f32]) {
+fn quantize_input(x: &[f32], qs: &mut [i16], scales: &mut [f32]) {
     assert!(
         x.len().is_multiple_of(Q8_0_BLOCK)
             && qs.len() == x.len()

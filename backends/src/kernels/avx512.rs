@@ -4,67 +4,73 @@
 //! The kernels are the generic ones of [`super::generic`], stamped out over this module's
 //! primitives: the same algorithms as AVX2 with twice the lanes, so the GEMM tile is 6 rows x
 //! 32 columns (12 of the 32 registers accumulate) and every vector loop does 16 values a step.
-//! The table overrides AVX2's only where 16 lanes were measured to pay or to cost nothing: the
-//! prefill GEMM, the element-wise kernels and attention's weighted sum are this module's; the
-//! decode dot products (`dot_rows`, `dot_rows_any`, q8_0's integer product among them), the
-//! packing transposes and the input quantizer are AVX2's, which every AVX-512 CPU has (see
-//! [`Avx512::kernels`] for the measurement).
+//! The table overrides AVX2's only where 16 lanes were measured to pay or to cost nothing and
+//! compute the same bits: the prefill GEMM, the `[in, out]` matrix-vector loop, GELU, axpy and
+//! attention's weighted sum are this module's; the decode dot products (`dot_rows`,
+//! `dot_rows_any`, q8_0's integer product among them), the reductions (dot, layer norm,
+//! softmax), the packing transposes and the input quantizer are AVX2's, which every AVX-512 CPU
+//! has (see [`Avx512::kernels`] for why).
 //!
 //! Every kernel is reached through [`Avx512`], a token that only [`Avx512::detect`] makes, after
 //! `is_x86_feature_detected!` confirmed every feature named above: that is the precondition
 //! every `unsafe` call below relies on.
 
 #![allow(unsafe_op_in_unsafe_fn)]
+// The generic layer norm and softmax are stamped out here but not used: see `Avx512::kernels`.
+#![allow(dead_code)]
 
 use std::arch::x86_64::*;
 
-use super::avx2::{self, dot_rows, dot_rows_any};
+use super::avx2::{self, Avx2};
 use super::generic::{row_groups, vector_kernels};
 use super::pack::{self, KC, PANELS_PER_PACK};
 use super::{Isa, Kernels, MatRef, scalar};
 use gpt2_weights::dtype::{Q8_0_BLOCK, Q8_0_BLOCK_BYTES};
 use gpt2_weights::{Matrix, Values};
 
-/// Proof that this CPU has AVX-512 F, BW and VL, and AVX2, FMA and F16C: only
-/// [`Avx512::detect`] makes one.
+/// Proof that this CPU has AVX-512 F, BW and VL, and AVX2, FMA and F16C (the AVX2 token it
+/// holds): only [`Avx512::detect`] makes one.
 #[derive(Clone, Copy, Debug)]
-pub(super) struct Avx512(());
+pub(super) struct Avx512(Avx2);
 
 impl Avx512 {
     pub(super) fn detect() -> Option<Self> {
-        (avx2::Avx2::detect().is_some()
-            && is_x86_feature_detected!("avx512f")
+        let avx2 = Avx2::detect()?;
+        (is_x86_feature_detected!("avx512f")
             && is_x86_feature_detected!("avx512bw")
             && is_x86_feature_detected!("avx512vl"))
-        .then_some(Avx512(()))
+        .then_some(Avx512(avx2))
     }
 
-    /// This instruction set's kernel table.
+    /// This instruction set's kernel table: AVX2's, with what 16 lanes were measured to pay
+    /// for or to cost nothing replaced. Kept from AVX2: the decode dot products (`dot_rows`,
+    /// `dot_rows_any`: 16-lane ones measured slower on Zen 4, whose 512-bit units are two
+    /// 256-bit halves: q8_0 15 against 30 GMAC/s in L2 (widening 32 bytes to 16-bit lanes in
+    /// one zmm crosses lanes), bf16 streaming 9 against 12, f16 and f32 equal:
+    /// `bench-results/2026-12-06-e2559e3-dot-rows-avx512-vs-avx2.txt`) and the q8_0 input
+    /// quantizer. Decode reads the weights from memory; the width that counts is the memory's.
+    ///
+    /// Also kept: the reductions (`dot`, `layernorm`, `softmax`), so that AVX-512 computes the
+    /// same bits as AVX2 on GPT-2's shapes. Every kernel taken from here sums each output in the
+    /// same order at either width (an FMA per element along K, lane for lane), while a 16-lane
+    /// reduction sums in another order; on synthetic GPT-2 small in q8_0 that moved a 0.001
+    /// near-tie at generated token 57 and `simd` parted from `naive` (the 64-token check of
+    /// `.ci/run`), which the AVX2 kernels pass. Token-exactness between backends is this
+    /// project's contract; the reductions are a sliver of the time.
     pub(super) fn kernels(self) -> Kernels {
         Kernels {
             isa: Isa::Avx512,
             panel_width: NR,
             matmul_cols,
             matmul_rows,
-            // AVX2's decode products: measured faster than 16-lane ones on Zen 4 (whose 512-bit
-            // units are two 256-bit halves) in f16, bf16 and above all q8_0 (16 against 30
-            // GMAC/s: widening 32 bytes to 16-bit lanes in one zmm crosses lanes), equal in
-            // f32 (`bench-results/2026-12-06-e2559e3-dot-rows-avx512-vs-avx2.txt`). Decode reads
-            // the weights from memory; the width that counts is the memory's, not the register's.
-            dot_rows,
-            dot_rows_any,
             dequantize,
             weighted_sum,
-            // AVX2's: the quantizer is a small share of a product, and every AVX-512 CPU runs it.
-            quantize_input: avx2::quantize_input,
-            dot,
             axpy,
             add,
-            layernorm,
             gelu,
-            softmax,
             fma_probe: (fma_loop, FMA_LOOP_FLOPS),
             read_sum,
+            ..self.0.kernels()
         }
     }
 }
@@ -204,6 +210,37 @@ unsafe fn f16_one(bits: u16) -> f32 {
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
 unsafe fn v_q8_0_scale(p: *const u8) -> V {
     _mm512_set1_ps(f16_one(u16::from_le_bytes([*p, *p.add(1)])))
+}
+
+/// The columns after the 32-wide panels: one 16-lane tile where 16 columns remain, then AVX2's
+/// 8-lane tile and plain sums, so that every column is summed exactly as AVX2 sums it (an
+/// attention score row of 8-15 positions takes AVX2's tile, not a plain sum).
+///
+/// # Safety
+/// The module's features; the shapes of a checked `matmul_cols` call.
+unsafe fn finish_cols(
+    out: &mut [f32],
+    inp: &[f32],
+    wm: MatRef<'_>,
+    bias: &[f32],
+    n0: usize,
+    j0: usize,
+) {
+    let (k, width) = (wm.rows(), bias.len());
+    let t = inp.len() / k;
+    let mut j = j0;
+    while j + LANES <= width {
+        row_groups!(t, tile_lanes, out, inp, wm, bias, n0 + j, j);
+        j += LANES;
+    }
+    avx2::lanes_then_scalar(out, inp, wm, bias, n0, j)
+}
+
+/// AVX2's decode product, for the generic `matmul_rows` of one position.
+fn dot_rows_any(out: &mut [f32], x: &[f32], rows: Matrix<'_>) {
+    // SAFETY: this module's kernels are reached through the Avx512 token, which holds an AVX2
+    // one; the shapes are checked by the callee.
+    unsafe { avx2::dot_rows_any_checked(out, x, rows) }
 }
 
 // ---------------------------------------------------------------------------------------------

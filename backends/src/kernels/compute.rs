@@ -62,8 +62,15 @@ impl Compute {
     /// Width of each thread's column slice: a multiple of the kernels' panel width (16 or 32
     /// columns: one register tile).
     fn column_chunk(&self, n: usize) -> usize {
-        let panel = self.kernels.panel_width();
-        n.div_ceil(self.threads).div_ceil(panel).max(1) * panel
+        let round_to = |step: usize| n.div_ceil(self.threads).div_ceil(step).max(1) * step;
+        let panel = round_to(self.kernels.panel_width());
+        // A 32-wide panel can leave threads without work (768 columns on 16 threads: 12 slices
+        // of 64): then slices of 16, whose last 16 columns the remainder tile computes.
+        if n.div_ceil(panel) < self.threads.min(n.div_ceil(16)) {
+            round_to(16)
+        } else {
+            panel
+        }
     }
 
     /// `out (T, N) = inp (T, K) @ w + bias` on the pool; `scratch` holds at least

@@ -12,6 +12,8 @@
 //! - `v_load_f16`, `v_load_bf16`, `v_load_i8` (LANES values widened to f32), `f16_one` (one
 //!   f16 as f32), `v_q8_0_scale` (a q8_0 block's scale in every lane), and for
 //!   [`decode_kernels!`] `prefetch_bytes`;
+//! - `finish_cols`, the columns after the GEMM's packed panels (`lanes_then_scalar`, or for
+//!   AVX-512 one 16-lane tile then AVX2's, so that it sums every column as AVX2 does);
 //! - what really differs between instruction sets, which the macros call but do not define:
 //!   `pack_group6` (6 input rows transposed for the GEMM tile), `rows_to_panel` (weight rows
 //!   transposed into an (kc, NR) panel), `dot_rows_q8_0` (the integer q8_0 product) and
@@ -36,7 +38,7 @@
 macro_rules! vector_kernels {
     ($features:literal) => {
         /// Columns of the GEMM micro-tile and of a packed weight panel: NV vectors.
-        pub(super) const NR: usize = NV * LANES;
+        const NR: usize = NV * LANES;
 
         /// e^x per lane: range reduction to x = n ln2 + r, |r| <= ln2 / 2, a degree-6
         /// polynomial for e^r (Cephes `expf` coefficients), and 2^n built in the exponent bits.
@@ -72,7 +74,7 @@ macro_rules! vector_kernels {
         // -------------------------------------------------------------------------------------
         // Vectors
 
-        pub(super) fn dot(a: &[f32], b: &[f32]) -> f32 {
+        fn dot(a: &[f32], b: &[f32]) -> f32 {
             assert_eq!(a.len(), b.len(), "dot: lengths differ");
             // SAFETY: the module's features were detected before its kernels were handed out
             // (its token); lengths checked above.
@@ -100,7 +102,7 @@ macro_rules! vector_kernels {
             s
         }
 
-        pub(super) fn axpy(y: &mut [f32], alpha: f32, x: &[f32]) {
+        fn axpy(y: &mut [f32], alpha: f32, x: &[f32]) {
             assert_eq!(y.len(), x.len(), "axpy: lengths differ");
             // SAFETY: features detected (token); lengths checked above.
             unsafe { axpy_v(y, alpha, x) }
@@ -120,13 +122,13 @@ macro_rules! vector_kernels {
             }
         }
 
-        pub(super) fn add(x: &mut [f32], y: &[f32]) {
+        fn add(x: &mut [f32], y: &[f32]) {
             assert_eq!(x.len(), y.len(), "add: lengths differ");
             // SAFETY: features detected (token); lengths checked above.
             unsafe { axpy_v(x, 1.0, y) }
         }
 
-        pub(super) fn layernorm(out: &mut [f32], x: &[f32], w: &[f32], b: &[f32], eps: f32) {
+        fn layernorm(out: &mut [f32], x: &[f32], w: &[f32], b: &[f32], eps: f32) {
             let c = x.len();
             assert!(
                 out.len() == c && w.len() == c && b.len() == c,
@@ -178,7 +180,7 @@ macro_rules! vector_kernels {
             }
         }
 
-        pub(super) fn gelu(x: &mut [f32]) {
+        fn gelu(x: &mut [f32]) {
             // SAFETY: features detected (token); the body stays in bounds.
             unsafe { gelu_v(x) }
         }
@@ -202,7 +204,7 @@ macro_rules! vector_kernels {
             scalar::gelu(&mut x[i..]);
         }
 
-        pub(super) fn softmax(x: &mut [f32]) {
+        fn softmax(x: &mut [f32]) {
             // SAFETY: features detected (token); the body stays in bounds.
             unsafe { softmax_v(x) }
         }
@@ -234,13 +236,13 @@ macro_rules! vector_kernels {
         /// Peak-throughput probe: `iters` rounds of 12 independent FMA chains (enough to keep
         /// both FMA pipes busy through their latency), entirely in registers. Returns a value
         /// that depends on every chain so the work cannot be optimised away.
-        pub(super) fn fma_loop(iters: u64) -> f32 {
+        fn fma_loop(iters: u64) -> f32 {
             // SAFETY: features detected (token); no memory is accessed.
             unsafe { fma_loop_v(iters) }
         }
 
         /// Flops of one iteration of [`fma_loop`].
-        pub(super) const FMA_LOOP_FLOPS: u64 = 12 * LANES as u64 * 2;
+        const FMA_LOOP_FLOPS: u64 = 12 * LANES as u64 * 2;
 
         #[target_feature(enable = $features)]
         unsafe fn fma_loop_v(iters: u64) -> f32 {
@@ -261,7 +263,7 @@ macro_rules! vector_kernels {
 
         /// Bandwidth probe: sums `x` with four independent accumulators (plain loads, no second
         /// stream), so the only limit is how fast memory delivers the bytes.
-        pub(super) fn read_sum(x: &[f32]) -> f32 {
+        fn read_sum(x: &[f32]) -> f32 {
             // SAFETY: features detected (token); loads stay below x.len().
             unsafe { read_sum_v(x) }
         }
@@ -288,13 +290,7 @@ macro_rules! vector_kernels {
         /// columns, in register tiles of 6 rows x NR columns over packed inputs and weight
         /// panels ([`gemm_packed`]), then one LANES-wide tile, then a scalar tail; T = 1 is
         /// [`matvec_cols`].
-        pub(super) fn matmul_cols(
-            out: &mut [f32],
-            inp: &[f32],
-            wm: MatRef<'_>,
-            bias: &[f32],
-            n0: usize,
-        ) {
+        fn matmul_cols(out: &mut [f32], inp: &[f32], wm: MatRef<'_>, bias: &[f32], n0: usize) {
             let (k, n, w) = (wm.rows(), wm.cols(), wm.data());
             let width = bias.len();
             let t = inp.len() / k;
@@ -317,25 +313,41 @@ macro_rules! vector_kernels {
                     )
                 };
                 gemm_packed(out, inp, k, bias, a_packed, w_panel, &pack_panels);
-                let mut j = width / NR * NR;
-                // SAFETY: features detected (token), and the shapes were checked above, which
-                // is all the unchecked indexing relies on.
-                unsafe {
-                    while j + LANES <= width {
-                        row_groups!(t, tile_lanes, out, inp, wm, bias, n0 + j, j);
-                        j += LANES;
-                    }
-                }
-                for jj in j..width {
-                    for r in 0..t {
-                        let mut s = bias[jj];
-                        for kk in 0..k {
-                            s += inp[r * k + kk] * w[kk * n + n0 + jj];
-                        }
-                        out[r * width + jj] = s;
-                    }
-                }
+                // SAFETY: features detected (token); the shapes were checked above.
+                unsafe { finish_cols(out, inp, wm, bias, n0, width / NR * NR) };
             });
+        }
+
+        /// The columns `j0..` of [`matmul_cols`] after the packed panels: tiles of LANES
+        /// columns, then plain sums.
+        ///
+        /// # Safety
+        /// The module's features; the shapes of a checked [`matmul_cols`] call.
+        pub(super) unsafe fn lanes_then_scalar(
+            out: &mut [f32],
+            inp: &[f32],
+            wm: MatRef<'_>,
+            bias: &[f32],
+            n0: usize,
+            j0: usize,
+        ) {
+            let (k, n, w) = (wm.rows(), wm.cols(), wm.data());
+            let width = bias.len();
+            let t = inp.len() / k;
+            let mut j = j0;
+            while j + LANES <= width {
+                row_groups!(t, tile_lanes, out, inp, wm, bias, n0 + j, j);
+                j += LANES;
+            }
+            for jj in j..width {
+                for r in 0..t {
+                    let mut s = bias[jj];
+                    for kk in 0..k {
+                        s += inp[r * k + kk] * w[kk * n + n0 + jj];
+                    }
+                    out[r * width + jj] = s;
+                }
+            }
         }
 
         /// Packs a (depth, NR * panels) block of weight panels starting at output column `j`.
@@ -394,7 +406,7 @@ macro_rules! vector_kernels {
         /// [`dot_rows_any`] plus the bias; otherwise the weight is dequantized into the packed
         /// panels of [`gemm_packed`] and the last `N % NR` columns are dot products of
         /// dequantized rows.
-        pub(super) fn matmul_rows(out: &mut [f32], inp: &[f32], w: Matrix<'_>, bias: &[f32]) {
+        fn matmul_rows(out: &mut [f32], inp: &[f32], w: Matrix<'_>, bias: &[f32]) {
             let (k, width) = (w.cols(), w.rows());
             let t = inp.len() / k;
             assert!(
@@ -523,7 +535,7 @@ macro_rules! vector_kernels {
 
         /// `out = sum_r weights[r] * rows.row(r)` for f32 or f16 rows: attention's weighted
         /// sum of the values in an f32 or an f16 cache.
-        pub(super) fn weighted_sum(out: &mut [f32], weights: &[f32], rows: Matrix<'_>) {
+        fn weighted_sum(out: &mut [f32], weights: &[f32], rows: Matrix<'_>) {
             assert!(
                 rows.rows() == weights.len() && rows.cols() == out.len(),
                 "weighted_sum: inconsistent shapes"
@@ -635,7 +647,7 @@ macro_rules! vector_kernels {
         // `scalar.rs`).
 
         /// `out = values` as f32, LANES at a time.
-        pub(super) fn dequantize(out: &mut [f32], values: Values<'_>) {
+        fn dequantize(out: &mut [f32], values: Values<'_>) {
             assert_eq!(out.len(), values.len(), "dequantize: lengths differ");
             // SAFETY: features detected (token); lengths checked above.
             unsafe {
@@ -701,10 +713,11 @@ macro_rules! vector_kernels {
 macro_rules! decode_kernels {
     ($features:literal) => {
         /// `out[v] = x . rows[v]`, four rows at a time.
-        pub(super) fn dot_rows(out: &mut [f32], x: &[f32], rows: &[f32]) {
+        fn dot_rows(out: &mut [f32], x: &[f32], rows: &[f32]) {
             let c = x.len();
             assert!(rows.len() == out.len() * c, "dot_rows: inconsistent shapes");
-            // SAFETY: features detected (token); shapes checked above.
+            // SAFETY: features detected (this module's kernels are reached through its token);
+            // shapes checked above.
             unsafe { dot_rows_v(out, x, rows) }
         }
 
@@ -752,7 +765,16 @@ macro_rules! decode_kernels {
         /// `out[r] = x . rows.row(r)` for every row of `rows`, in any dtype: f32 4 rows at a
         /// time, q8_0 by the module's integer kernel, f16 and bf16 one row at a time (why:
         /// [`dot_rows_16`]).
-        pub(super) fn dot_rows_any(out: &mut [f32], x: &[f32], rows: Matrix<'_>) {
+        fn dot_rows_any(out: &mut [f32], x: &[f32], rows: Matrix<'_>) {
+            // SAFETY: features detected (this module's kernels are reached through its token).
+            unsafe { dot_rows_any_checked(out, x, rows) }
+        }
+
+        /// [`dot_rows_any`] for another instruction set's table (AVX-512 takes AVX2's).
+        ///
+        /// # Safety
+        /// The module's features are present; the shapes are checked here.
+        pub(super) unsafe fn dot_rows_any_checked(out: &mut [f32], x: &[f32], rows: Matrix<'_>) {
             let c = x.len();
             assert!(
                 rows.cols() == c && rows.rows() == out.len(),

@@ -2,12 +2,15 @@
 //! drivers that spread them over a persistent thread pool.
 //!
 //! This module is the instruction-set choice: [`Kernels`] is a table of kernel functions for one
-//! instruction set, and [`Kernels::detect`] picks the best the CPU has: AVX2+FMA+F16C on x86-64
-//! (checked with `is_x86_feature_detected!`), NEON on aarch64 (baseline there), otherwise the
-//! portable scalar kernels, which are always compiled. `GPT2_BENCH_FORCE_SCALAR=1` forces the
-//! scalar ones, so tests and CI exercise both paths on the same machine. The kernels take the
-//! weight operand of a matrix product as a [`Weight`]: an f32 [`MatRef`] in the `[in, out]`
-//! layout (`matmul_cols`), or a `gpt2_weights::Matrix` in any dtype in the `[out, in]` layout
+//! instruction set, and [`Kernels::detect`] picks the best the CPU has: AVX-512 (F, BW, VL) or
+//! AVX2+FMA+F16C on x86-64 (checked with `is_x86_feature_detected!`), NEON on aarch64
+//! (baseline there), otherwise the portable scalar kernels, which are always compiled.
+//! `GPT2_BENCH_ISA=scalar|avx2|avx512|neon` chooses another (`GPT2_BENCH_FORCE_SCALAR=1` is
+//! `scalar`), so tests and CI exercise every path on the same machine. The kernels are written
+//! once (`generic.rs`) and stamped out per instruction set; a module's kernels are private and
+//! reached through a token type that only its detection makes. The kernels take the weight
+//! operand of a matrix product as a [`Weight`]: an f32 [`MatRef`] in the `[in, out]` layout
+//! (`matmul_cols`), or a `gpt2_weights::Matrix` in any dtype in the `[out, in]` layout
 //! (`matmul_rows`, `dot_rows_any`), which the kernels dequantize in registers as they load it.
 //!
 //! The other jobs live in their own modules:
@@ -33,7 +36,7 @@ mod generic;
 #[cfg(target_arch = "aarch64")]
 mod neon;
 
-// The packing of the matrix-matrix kernels, shared by AVX2 and NEON.
+// The packing of the matrix-matrix kernels, shared by every instruction set.
 #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 mod pack;
 
@@ -191,8 +194,9 @@ type MatmulCols = fn(&mut [f32], &[f32], MatRef<'_>, &[f32], usize);
 type MatmulRows = fn(&mut [f32], &[f32], Matrix<'_>, &[f32]);
 type LayerNorm = fn(&mut [f32], &[f32], &[f32], &[f32], f32);
 
-/// A table of kernels for one instruction set. Only [`Kernels::detect`] and
-/// [`Kernels::scalar`] build one, so a SIMD kernel is never reachable on a CPU without it.
+/// A table of kernels for one instruction set. Only the instruction sets' tokens (made by their
+/// detection) and [`Kernels::scalar`] build one, so a SIMD kernel is never reachable on a CPU
+/// without it.
 #[derive(Clone, Copy)]
 pub struct Kernels {
     isa: Isa,
@@ -259,10 +263,21 @@ impl Kernels {
     /// CPU has when neither is set; an error line naming the variable when the name is unknown
     /// or this CPU lacks it.
     pub fn from_env() -> Result<Self, String> {
+        let force_scalar = std::env::var(FORCE_SCALAR_ENV).is_ok_and(|v| v == "1");
         if let Ok(name) = std::env::var(ISA_ENV) {
-            let name = name.trim().to_ascii_lowercase();
+            let mut name = name.trim().to_ascii_lowercase();
+            // What reports print (`avx2+fma`) is accepted as well as the short name.
+            if name == "avx2+fma" {
+                name = "avx2".into();
+            }
             if name.is_empty() {
                 return Ok(Self::best_available());
+            }
+            if force_scalar && name != "scalar" {
+                return Err(format!(
+                    "{ISA_ENV}={} and {FORCE_SCALAR_ENV}=1 ask for different kernels; unset one",
+                    name.escape_debug()
+                ));
             }
             let available = Self::available();
             let names: Vec<&str> = available.iter().map(|k| k.isa.choice()).collect();
@@ -284,7 +299,7 @@ impl Kernels {
                     )
                 });
         }
-        if std::env::var(FORCE_SCALAR_ENV).is_ok_and(|v| v == "1") {
+        if force_scalar {
             return Ok(Self::scalar());
         }
         Ok(Self::best_available())
@@ -540,12 +555,13 @@ pub(crate) mod tests {
     /// on shapes with remainders: rows not a multiple of 4 (dot products, weighted sums), row
     /// lengths not a multiple of 8
     /// (f16, bf16) and more than one q8_0 block; 1, 2, 7 and 13 positions for the packed
-    /// product (a partial group of 6, and less than one 16-wide panel in the last columns).
+    /// product (a partial group of 6, and less than one 16- or 32-wide panel in the last columns).
     #[test]
     fn reduced_precision_kernels_match_the_definitions() {
         for dtype in gpt2_weights::Dtype::ALL {
             let block = dtype.block_len().max(1);
-            for (rows, cols) in [(1, 32), (5, 64), (7, 96), (19, 288), (33, 32 * 9)] {
+            // 70 rows: two 32-wide panels (AVX-512) and a tail.
+            for (rows, cols) in [(1, 32), (5, 64), (7, 96), (19, 288), (33, 32 * 9), (70, 64)] {
                 let cols = if block == 1 && cols > 32 {
                     cols - 3
                 } else {
@@ -653,6 +669,9 @@ pub(crate) mod tests {
                 // Deeper than one KC slice, with a partial last slice, and more than
                 // PANELS_PER_PACK panels in a row (AVX2 kernel's blocking).
                 (7, 600, 200),
+                // More than PANELS_PER_PACK 32-wide panels (AVX-512), then a 16-wide tile and a
+                // scalar tail: 9 x 32 + 16 + 5.
+                (7, 600, 309),
             ] {
                 let inp = data(t * k, 1);
                 let w = data(k * n, 2);

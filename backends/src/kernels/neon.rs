@@ -65,6 +65,22 @@ const NV: usize = 4;
 
 vector_kernels!("neon");
 
+/// The columns after the GEMM's packed panels: this instruction set's tiles, then plain sums.
+///
+/// # Safety
+/// As [`lanes_then_scalar`].
+#[inline]
+unsafe fn finish_cols(
+    out: &mut [f32],
+    inp: &[f32],
+    wm: MatRef<'_>,
+    bias: &[f32],
+    n0: usize,
+    j0: usize,
+) {
+    lanes_then_scalar(out, inp, wm, bias, n0, j0)
+}
+
 #[inline]
 #[target_feature(enable = "neon")]
 unsafe fn v_zero() -> V {
@@ -272,7 +288,7 @@ unsafe fn pack_group6(out: &mut [f32], src: &[f32], k: usize) {
 }
 
 /// `out[v] = x . rows[v]`, four rows at a time.
-pub(super) fn dot_rows(out: &mut [f32], x: &[f32], rows: &[f32]) {
+fn dot_rows(out: &mut [f32], x: &[f32], rows: &[f32]) {
     let c = x.len();
     assert!(rows.len() == out.len() * c, "dot_rows: inconsistent shapes");
     // SAFETY: NEON is baseline on aarch64; shapes checked above.
@@ -310,7 +326,7 @@ unsafe fn dot_rows_neon(out: &mut [f32], x: &[f32], rows: &[f32]) {
 }
 
 /// `out[r] = x . rows.row(r)` for every row of `rows`, in any dtype, 4 rows at a time.
-pub(super) fn dot_rows_any(out: &mut [f32], x: &[f32], rows: Matrix<'_>) {
+fn dot_rows_any(out: &mut [f32], x: &[f32], rows: Matrix<'_>) {
     let c = x.len();
     assert!(
         rows.cols() == c && rows.rows() == out.len(),
@@ -438,7 +454,7 @@ unsafe fn dot_q8_0<const R: usize>(xq: &[i16], xd: &[f32], p: *const u8) -> [f32
 /// result bit for bit: max |x| as the maximum of the bits without the sign, the power-of-two
 /// scale from the definition's own `input_scale`, `x / d` (an exact multiply) rounded by
 /// `fcvtns` (to nearest, ties to even), narrowed to 16 bits (exact: |q| <= 2^14).
-pub(super) fn quantize_input(x: &[f32], qs: &mut [i16], scales: &mut [f32]) {
+fn quantize_input(x: &[f32], qs: &mut [i16], scales: &mut [f32]) {
     assert!(
         x.len().is_multiple_of(Q8_0_BLOCK)
             && qs.len() == x.len()

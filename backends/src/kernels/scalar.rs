@@ -92,7 +92,7 @@ pub fn softmax(x: &mut [f32]) {
     }
 }
 
-/// Peak-throughput probe: 12 independent multiply-add chains. See `avx2::fma_loop`.
+/// Peak-throughput probe: 12 independent multiply-add chains. See `generic.rs`'s `fma_loop`.
 pub fn fma_loop(iters: u64) -> f32 {
     let mut acc = [1.0f32; 12];
     for _ in 0..iters {
@@ -103,7 +103,7 @@ pub fn fma_loop(iters: u64) -> f32 {
     acc.iter().sum()
 }
 
-/// Bandwidth probe: a plain sum. See `avx2::read_sum`.
+/// Bandwidth probe: a plain sum. See `generic.rs`'s `read_sum`.
 pub fn read_sum(x: &[f32]) -> f32 {
     x.iter().sum()
 }
