@@ -226,13 +226,7 @@ unsafe fn finish_cols(
     n0: usize,
     j0: usize,
 ) {
-    let (k, width) = (wm.rows(), bias.len());
-    let t = inp.len() / k;
-    let mut j = j0;
-    while j + LANES <= width {
-        row_groups!(t, tile_lanes, out, inp, wm, bias, n0 + j, j);
-        j += LANES;
-    }
+    let j = lane_tiles(out, inp, wm, bias, n0, j0);
     avx2::lanes_then_scalar(out, inp, wm, bias, n0, j)
 }
 

@@ -318,6 +318,28 @@ macro_rules! vector_kernels {
             });
         }
 
+        /// Tiles of LANES columns from column `j0` while whole ones fit; returns the first
+        /// column left.
+        ///
+        /// # Safety
+        /// The module's features; the shapes of a checked [`matmul_cols`] call.
+        unsafe fn lane_tiles(
+            out: &mut [f32],
+            inp: &[f32],
+            wm: MatRef<'_>,
+            bias: &[f32],
+            n0: usize,
+            j0: usize,
+        ) -> usize {
+            let (t, width) = (inp.len() / wm.rows(), bias.len());
+            let mut j = j0;
+            while j + LANES <= width {
+                row_groups!(t, tile_lanes, out, inp, wm, bias, n0 + j, j);
+                j += LANES;
+            }
+            j
+        }
+
         /// The columns `j0..` of [`matmul_cols`] after the packed panels: tiles of LANES
         /// columns, then plain sums.
         ///
@@ -334,11 +356,7 @@ macro_rules! vector_kernels {
             let (k, n, w) = (wm.rows(), wm.cols(), wm.data());
             let width = bias.len();
             let t = inp.len() / k;
-            let mut j = j0;
-            while j + LANES <= width {
-                row_groups!(t, tile_lanes, out, inp, wm, bias, n0 + j, j);
-                j += LANES;
-            }
+            let j = lane_tiles(out, inp, wm, bias, n0, j0);
             for jj in j..width {
                 for r in 0..t {
                     let mut s = bias[jj];
