@@ -11,10 +11,17 @@
 //! bf16 to f32, or q8_0's integer products, cost instructions), to compare with the streaming
 //! rate.
 //!
-//! `cargo bench -p gpt2-backends --bench kernels` (add a filter such as `matvec/simd-q8_0`).
+//! The GEMM and the in-cache matrix-vector product run once per instruction set this CPU has
+//! (`simd-avx512-f16`, `simd-avx2+fma-f16`, ...; scalar left out, it is the reference and takes
+//! minutes); the streaming matrix-vector product, bound by memory, on the detected kernels.
+//! `examples/gemm_rate.rs` gives the GEMM's rate as a fraction of the FMA peak measured beside
+//! it, and `examples/dot_rows_rate.rs` the decode product's in L2 and streaming.
+//!
+//! `cargo bench -p gpt2-backends --bench kernels` (add a filter such as `matvec/simd-q8_0` or
+//! `gemm/simd-avx512`).
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use gpt2_backends::kernels::{Compute, Kernels, MatRef, Weight};
+use gpt2_backends::kernels::{Compute, Isa, Kernels, MatRef, Weight};
 use gpt2_backends::simd::decode::TeamProduct;
 use gpt2_weights::Dtype;
 use gpt2_weights::dtype::OwnedMatrix;
@@ -22,6 +29,14 @@ use ndarray::{Array2, ArrayView2};
 
 /// Total bytes of matrix copies a matrix-vector benchmark cycles through (L3 here is 32 MiB).
 const STREAM_BYTES: usize = 96 << 20;
+
+/// The vector kernel tables this CPU can run, best first (scalar left out).
+fn vector_kernels() -> Vec<Kernels> {
+    Kernels::available()
+        .into_iter()
+        .filter(|k| k.isa() != Isa::Scalar)
+        .collect()
+}
 
 fn threads() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
@@ -134,26 +149,32 @@ fn matvec(c: &mut Criterion) {
 /// One 768 x 768 matrix, read over and over: it stays in cache (2.4 MB in f32, 0.6 MB in
 /// q8_0), so this is each kernel's arithmetic rate, not the memory's.
 fn matvec_in_cache(c: &mut Criterion) {
-    let compute = Compute::new(Kernels::detect(), threads(), 3072).expect("thread pool");
     let mut group = c.benchmark_group("matvec_in_cache");
     let (k, n) = (768usize, 768usize);
     let x = values(k);
     let bias = vec![0.0f32; n];
     let mut out = vec![0.0f32; n];
     group.throughput(Throughput::Elements((2 * k * n) as u64));
-    for dtype in Dtype::ALL {
-        let w = StoredWeight::new(k, n, dtype);
-        let mut product = TeamProduct::new(&compute, k, n);
-        group.bench_function(BenchmarkId::new(format!("simd-{dtype}"), "768x768"), |b| {
-            b.iter(|| product.run(&compute, &mut out, &x, w.weight(), &bias))
-        });
+    for kernels in vector_kernels() {
+        let compute = Compute::new(kernels, threads(), 3072).expect("thread pool");
+        let isa = kernels.isa().name();
+        for dtype in Dtype::ALL {
+            let w = StoredWeight::new(k, n, dtype);
+            let mut product = TeamProduct::new(&compute, k, n);
+            let id = BenchmarkId::new(format!("simd-{isa}-{dtype}"), "768x768");
+            group.bench_function(id, |b| {
+                b.iter(|| product.run(&compute, &mut out, &x, w.weight(), &bias))
+            });
+        }
     }
     group.finish();
 }
 
 fn gemm(c: &mut Criterion) {
-    let compute = Compute::new(Kernels::detect(), threads(), 3072).expect("thread pool");
-    let pool = compute.pool();
+    let computes: Vec<Compute> = vector_kernels()
+        .into_iter()
+        .map(|k| Compute::new(k, threads(), 3072).expect("thread pool"))
+        .collect();
     let mut group = c.benchmark_group("gemm");
     for (t, k, n) in [
         (128usize, 768usize, 3072usize),
@@ -168,11 +189,17 @@ fn gemm(c: &mut Criterion) {
         group.throughput(Throughput::Elements((2 * t * k * n) as u64));
         for dtype in Dtype::ALL {
             let w = StoredWeight::new(k, n, dtype);
-            group.bench_function(BenchmarkId::new(format!("simd-{dtype}"), &id), |b| {
-                b.iter(|| {
-                    pool.install(|| compute.linear(&mut out, &a, w.weight(), &bias, &mut scratch))
-                })
-            });
+            for compute in &computes {
+                let (pool, isa) = (compute.pool(), compute.kernels.isa().name());
+                let name = format!("simd-{isa}-{dtype}");
+                group.bench_function(BenchmarkId::new(name, &id), |b| {
+                    b.iter(|| {
+                        pool.install(|| {
+                            compute.linear(&mut out, &a, w.weight(), &bias, &mut scratch)
+                        })
+                    })
+                });
+            }
         }
         let w = values(k * n);
         let av = ArrayView2::from_shape((t, k), &a).expect("shape");

@@ -104,7 +104,7 @@ pub enum EngineError {
     #[error(
         "{backend}: needs {needed} of memory for its buffers (largest: {largest}), more than \
          this machine's {available}; this model's shape (n_ctx, n_embd, mlp_hidden, n_layer) is \
-         too large for this backend here (README: largest supported shapes)"
+         too large for this backend here (docs/reliability.md: largest supported shapes)"
     )]
     OutOfMemory {
         backend: &'static str,

@@ -148,8 +148,8 @@ impl EngineOptions {
     /// candle runs elementwise operations on its own worker threads, which spin for a while
     /// after each operation (25,000 turns by default) before sleeping; on a machine with as many
     /// cores as threads they then take cores from the matrix products' rayon workers. A short
-    /// spin (500) measured ~10% faster prefill here (README.md, section "candle"); a value the
-    /// user set is kept.
+    /// spin (500) measured ~10% faster prefill here (docs/performance.md, section "candle"); a
+    /// value the user set is kept.
     ///
     /// # Safety
     /// No other thread may read or write the environment while this runs: call it early in

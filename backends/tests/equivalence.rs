@@ -216,7 +216,11 @@ fn avx512_computes_the_same_bits_as_avx2_on_gpt2_shapes() {
         layer_norm_eps: 1e-5,
         tied_output: true,
     };
-    for dtype in [gpt2_weights::Dtype::F32, gpt2_weights::Dtype::Q8_0] {
+    for dtype in [
+        gpt2_weights::Dtype::F32,
+        gpt2_weights::Dtype::F16,
+        gpt2_weights::Dtype::Q8_0,
+    ] {
         let f = synthetic_in(tmp.path(), config, "gpt2-shaped", 3, dtype);
         let w = f.gpt2().unwrap();
         let prompt = [464, 3616, 286, 1204, 318, 262, 3616];

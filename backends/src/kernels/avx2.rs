@@ -5,7 +5,7 @@
 //! "avx2,fma,f16c")]`: layer norm, GELU, softmax, dot, axpy, the matrix-vector loops, the
 //! packed GEMM with its 6 x 16 tile, dequantization. What is AVX2's own:
 //!
-//! - [`pack_group6`] and [`rows_to_panel_n`]: the GEMM's packing transposes, 8 x 8 blocks in
+//! - [`pack_group`] and [`rows_to_panel_n`]: the GEMM's packing transposes, 8 x 8 blocks in
 //!   registers (AVX-512 uses them too);
 //! - [`dot_rows_q8_0`]: the q8_0 product by the q8_0 input rule of `gpt2_weights::dtype`: the
 //!   input quantized to 16-bit blocks once per call ([`quantize_input`]), each block's 32
@@ -21,7 +21,7 @@
 use std::arch::x86_64::*;
 
 use super::generic::{decode_kernels, row_groups, vector_kernels};
-use super::pack::{self, KC, PANELS_PER_PACK};
+use super::pack::{self, PANELS_PER_PACK};
 use super::{Isa, Kernels, MatRef, scalar};
 use gpt2_weights::dtype::{Q8_0_BLOCK, Q8_0_BLOCK_BYTES};
 use gpt2_weights::{Matrix, Values};
@@ -64,7 +64,11 @@ impl Avx2 {
 
 type V = __m256;
 const LANES: usize = 8;
+/// Rows of the GEMM micro-tile (see `generic.rs`).
+const MR: usize = 6;
 const NV: usize = 2;
+/// Depth of one slice of the GEMM: a (KC, NR) weight panel is what stays in L1.
+const KC: usize = 256;
 
 vector_kernels!("avx2,fma,f16c");
 
@@ -233,7 +237,7 @@ unsafe fn v_q8_0_scale(p: *const u8) -> V {
 // What is AVX2's own
 
 /// See [`pack::ToPanel`]: NR rows of `kc` values into a (kc, NR) panel, as columns of 8 x 8
-/// blocks transposed in registers (the same shuffles as [`pack_group6`]).
+/// blocks transposed in registers (the same shuffles as [`pack_group`]).
 fn rows_to_panel(rows: &[f32], kc: usize, panel: &mut [f32]) {
     assert!(
         rows.len() == NR * kc && panel.len() == NR * kc,
@@ -305,7 +309,7 @@ pub(super) unsafe fn rows_to_panel_n<const P: usize>(rows: &[f32], kc: usize, pa
 /// # Safety
 /// AVX2; `src` is 6 rows of `k` values and `out` `6 * k + 2` values.
 #[target_feature(enable = "avx2,fma")]
-pub(super) unsafe fn pack_group6(out: &mut [f32], src: &[f32], k: usize) {
+pub(super) unsafe fn pack_group(out: &mut [f32], src: &[f32], k: usize) {
     debug_assert!(src.len() == 6 * k && out.len() == 6 * k + 2);
     let (s, o) = (src.as_ptr(), out.as_mut_ptr());
     let zero = _mm256_setzero_ps();

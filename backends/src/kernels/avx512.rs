@@ -2,8 +2,10 @@
 //! and 32 registers.
 //!
 //! The kernels are the generic ones of [`super::generic`], stamped out over this module's
-//! primitives: the same algorithms as AVX2 with twice the lanes, so the GEMM tile is 6 rows x
-//! 32 columns (12 of the 32 registers accumulate) and every vector loop does 16 values a step.
+//! primitives: the same algorithms as AVX2 with twice the lanes and twice the registers, so the
+//! GEMM tile is 8 rows x 32 columns (16 of the 32 registers accumulate; slices of KC = 128, so
+//! that a (KC, 32) weight panel, 16 KiB, stays in L1 beside the inputs) and every vector loop
+//! does 16 values a step.
 //! The table overrides AVX2's only where 16 lanes were measured to pay or to cost nothing and
 //! compute the same bits: the prefill GEMM, the `[in, out]` matrix-vector loop, GELU, axpy and
 //! attention's weighted sum are this module's; the decode dot products (`dot_rows`,
@@ -23,7 +25,7 @@ use std::arch::x86_64::*;
 
 use super::avx2::{self, Avx2};
 use super::generic::{row_groups, vector_kernels};
-use super::pack::{self, KC, PANELS_PER_PACK};
+use super::pack::{self, PANELS_PER_PACK};
 use super::{Isa, Kernels, MatRef, scalar};
 use gpt2_weights::dtype::{Q8_0_BLOCK, Q8_0_BLOCK_BYTES};
 use gpt2_weights::{Matrix, Values};
@@ -77,7 +79,14 @@ impl Avx512 {
 
 type V = __m512;
 const LANES: usize = 16;
+/// Rows and vectors per row of the GEMM micro-tile: 8 x 32 (see `generic.rs`). Measured on a
+/// Xeon with two 512-bit FMA units against 6 x 32 and 8 x 48 (`examples/gemm_rate.rs`): 8 x 48
+/// ran its tile no faster and leaves a 16-column remainder on GPT-2 medium's widths; 32 divides
+/// every GPT-2 width, so the panels cover every column.
+const MR: usize = 8;
 const NV: usize = 2;
+/// Depth of one slice of the GEMM: a (KC, NR) weight panel is what stays in L1.
+const KC: usize = 128;
 
 vector_kernels!("avx512f,avx512bw,avx512vl,avx2,fma,f16c");
 
@@ -240,14 +249,19 @@ fn dot_rows_any(out: &mut [f32], x: &[f32], rows: Matrix<'_>) {
 // ---------------------------------------------------------------------------------------------
 // The packing: AVX2's transposes
 
-/// See `avx2::pack_group6`.
+/// MR input rows into the (k, MR) layout of the GEMM tile: AVX2's 8 x 8 transposes, since
+/// MR is 8.
+///
+/// # Safety
+/// The module's features; `src` is MR rows of `k` values and `out` `MR * k + 2` values.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
-unsafe fn pack_group6(out: &mut [f32], src: &[f32], k: usize) {
-    avx2::pack_group6(out, src, k)
+unsafe fn pack_group(out: &mut [f32], src: &[f32], k: usize) {
+    const { assert!(MR.is_multiple_of(8)) };
+    avx2::rows_to_panel_n::<MR>(src, k, &mut out[..MR * k])
 }
 
-/// See [`pack::ToPanel`]: 32 rows into a (kc, 32) panel, by AVX2's 8 x 8 transposes.
+/// See [`pack::ToPanel`]: NR rows into a (kc, NR) panel, by AVX2's 8 x 8 transposes.
 fn rows_to_panel(rows: &[f32], kc: usize, panel: &mut [f32]) {
     assert!(
         rows.len() == NR * kc && panel.len() == NR * kc,

@@ -3,9 +3,9 @@
 //! the module's vector primitives. Each module (`avx2.rs`, `avx512.rs`, `neon.rs`) defines,
 //! before invoking the macro:
 //!
-//! - `type V` (the f32 vector register), `const LANES: usize` (its f32 lanes) and `const NV:
-//!   usize` (vectors per row of the GEMM tile: 2 on x86-64's 16 or 32 registers, 4 on NEON's
-//!   32 registers of 4 lanes);
+//! - `type V` (the f32 vector register), `const LANES: usize` (its f32 lanes), `const MR:
+//!   usize` (rows of the GEMM tile) and `const NV: usize` (vectors per row of the GEMM tile);
+//!   see the last paragraph for each instruction set's;
 //! - `v_zero`, `v_splat`, `v_load`, `v_store`, `v_add`, `v_sub`, `v_mul`, `v_div`, `v_fma(a, b, c)`
 //!   (`a * b + c`, fused), `v_max`, `v_min`, `v_floor`, `v_pow2n` (2^n for an integral `n`),
 //!   `v_hsum` (the sum of the lanes), and for [`decode_kernels!`] `v_hsum4` (four at once);
@@ -15,7 +15,7 @@
 //! - `finish_cols`, the columns after the GEMM's packed panels (`lanes_then_scalar`, or for
 //!   AVX-512 one 16-lane tile then AVX2's, so that it sums every column as AVX2 does);
 //! - what really differs between instruction sets, which the macros call but do not define:
-//!   `pack_group6` (6 input rows transposed for the GEMM tile), `rows_to_panel` (weight rows
+//!   `pack_group` (MR input rows transposed for the GEMM tile), `rows_to_panel` (weight rows
 //!   transposed into an (kc, NR) panel), `dot_rows_q8_0` (the integer q8_0 product) and
 //!   `quantize_input`.
 //!
@@ -29,9 +29,11 @@
 //! (a function without the features could not inline them). Summation orders follow the lane
 //! count: the 8-lane instantiation computes exactly what the hand-written AVX2 kernels did.
 //!
-//! The GEMM micro-tile is 6 rows by `NR = NV * LANES` columns: 6 x 2 = 12 accumulators plus two
-//! weight vectors and one broadcast on AVX2 (15 of its 16 registers) and AVX-512; 6 x 4 = 24 on
-//! NEON (of 32). The packing ([`super::pack`]) reads NR.
+//! The GEMM micro-tile is MR rows by `NR = NV * LANES` columns, MR x NV accumulators plus NV
+//! weight vectors and one broadcast input: 6 x 2 = 12 (+ 3) of AVX2's 16 registers, 8 x 2 = 16
+//! (+ 3) of AVX-512's 32, 6 x 4 = 24 (+ 5) of NEON's 32 (4 lanes each). The packing
+//! ([`super::pack`]) reads MR and NR; each instruction set also names its `KC`, the depth of a
+//! slice (a multiple of 32, so that a slice holds whole q8_0 blocks).
 
 /// See the module docs. `$features` is the `#[target_feature(enable = ...)]` string of the
 /// instruction set whose module invokes it.
@@ -287,7 +289,7 @@ macro_rules! vector_kernels {
         // Matrix products
 
         /// See [`scalar::matmul_cols`]; same arguments. (T, K) x (K, N) on a range of output
-        /// columns, in register tiles of 6 rows x NR columns over packed inputs and weight
+        /// columns, in register tiles of MR rows x NR columns over packed inputs and weight
         /// panels ([`gemm_packed`]), then one LANES-wide tile, then a scalar tail; T = 1 is
         /// [`matvec_cols`].
         fn matmul_cols(out: &mut [f32], inp: &[f32], wm: MatRef<'_>, bias: &[f32], n0: usize) {
@@ -301,21 +303,47 @@ macro_rules! vector_kernels {
             if t == 1 {
                 return matvec_cols(out, inp, wm, bias, n0);
             }
-            pack::with_buffers(|a_packed, w_panel| {
+            pack::with_buffers(|a_packed, w_panel, _| {
                 let pack_panels = |dst: &mut Vec<f32>, depth: std::ops::Range<usize>, j, panels| {
-                    pack::pack_panels::<NR>(
-                        dst,
-                        &w[depth.start * n..],
-                        depth.len(),
-                        n,
-                        n0 + j,
-                        panels,
-                    )
+                    let (k0, kc) = (depth.start, depth.len());
+                    let dst = pack::at_least(dst, panels * kc * NR);
+                    assert!((k0 + kc - 1) * n + n0 + j + panels * NR <= w.len());
+                    // SAFETY: features detected (token); `dst` holds the panels, and the
+                    // weight's rows k0..k0 + kc hold the columns read (asserted just above).
+                    unsafe { pack_cols(dst, w.as_ptr().add(k0 * n + n0 + j), (kc, n), panels) }
                 };
                 gemm_packed(out, inp, k, bias, a_packed, w_panel, &pack_panels);
                 // SAFETY: features detected (token); the shapes were checked above.
                 unsafe { finish_cols(out, inp, wm, bias, n0, width / NR * NR) };
             });
+        }
+
+        /// Copies `panels` (kc, NR) panels of an f32 (K, N) weight into `dst`, one after the
+        /// other: `dst[(p * kc + kk) * NR + c] = w[kk * n + p * NR + c]`, reading each row's
+        /// columns front to back. In vector registers (a slice copy of NR floats was a call to
+        /// `memcpy` per row and panel, a fifth of an AVX-512 GEMM's time).
+        ///
+        /// # Safety
+        /// The module's features; `w` points at kc rows (n floats apart) of `panels * NR`
+        /// readable floats; `dst` holds `panels * kc * NR`.
+        #[target_feature(enable = $features)]
+        unsafe fn pack_cols(
+            dst: &mut [f32],
+            w: *const f32,
+            (kc, n): (usize, usize),
+            panels: usize,
+        ) {
+            debug_assert!(dst.len() == panels * kc * NR);
+            let d = dst.as_mut_ptr();
+            for kk in 0..kc {
+                let row = w.add(kk * n);
+                for p in 0..panels {
+                    for v in 0..NV {
+                        let x = v_load(row.add(p * NR + v * LANES));
+                        v_store(d.add((p * kc + kk) * NR + v * LANES), x);
+                    }
+                }
+            }
         }
 
         /// Tiles of LANES columns from column `j0` while whole ones fit; returns the first
@@ -389,13 +417,13 @@ macro_rules! vector_kernels {
                 out.len() == t * width && inp.len() == t * k,
                 "gemm_packed: inconsistent shapes"
             );
-            // SAFETY: features detected (token); pack_rows hands a full group's 6 rows of K
-            // and 6K + 2 floats of output, which is what pack_group6 touches.
-            let pack6 = |out: &mut [f32], src: &[f32]| unsafe { pack_group6(out, src, k) };
-            pack::pack_rows(a_packed, inp, t, k, Some(&pack6));
+            // SAFETY: features detected (token); pack_rows hands a full group's MR rows of K
+            // and MR * K + 2 floats of output, which is what pack_group touches.
+            let pack = |out: &mut [f32], src: &[f32]| unsafe { pack_group(out, src, k) };
+            pack::pack_rows(a_packed, inp, (t, k, MR), &pack);
             // BLIS-style blocking. The depth K is cut into slices of at most KC rows; for each
             // slice, PANELS_PER_PACK (KC, NR) weight panels are packed into one contiguous
-            // buffer, then every group of 6 rows runs against each panel, adding into `out`
+            // buffer, then every group of MR rows runs against each panel, adding into `out`
             // (the first slice starts from the bias). A slice's panel and a group's inputs sit
             // in L1, the packed panels and the slice of every row group in L2. (Unpacked, a
             // panel's rows are N floats apart: for GPT-2's N a multiple of 4 KiB, so every row
@@ -436,10 +464,11 @@ macro_rules! vector_kernels {
                 add(out, bias);
                 return;
             }
-            pack::with_buffers(|a_packed, w_panel| {
+            pack::with_buffers(|a_packed, w_panel, rows| {
+                let rows = std::cell::RefCell::new(rows);
                 let pack_panels = |dst: &mut Vec<f32>, depth, j, panels| {
                     pack::pack_panels_rows::<NR>(
-                        dst,
+                        (dst, &mut rows.borrow_mut()),
                         w,
                         depth,
                         j,
@@ -471,11 +500,11 @@ macro_rules! vector_kernels {
             for (v, b_v) in b.iter_mut().enumerate() {
                 *b_v = v_load(bias.as_ptr().add(oc + LANES * v));
             }
-            for g in 0..t.div_ceil(6) {
-                let rows = (t - g * 6).min(6);
-                let o = out.as_mut_ptr().add(g * 6 * width + oc);
-                let a = a_packed.as_ptr().add(g * k * 6 + k0 * 6);
-                let mut acc = [b; 6];
+            for g in 0..t.div_ceil(MR) {
+                let rows = (t - g * MR).min(MR);
+                let o = out.as_mut_ptr().add(g * MR * width + oc);
+                let a = a_packed.as_ptr().add(g * k * MR + k0 * MR);
+                let mut acc = [b; MR];
                 if k0 > 0 {
                     for (r, acc_r) in acc.iter_mut().enumerate().take(rows) {
                         for (v, acc_rv) in acc_r.iter_mut().enumerate() {
@@ -489,7 +518,7 @@ macro_rules! vector_kernels {
                     for (v, w_v) in w.iter_mut().enumerate() {
                         *w_v = v_load(wp.add(LANES * v));
                     }
-                    let ak = a.add(kk * 6);
+                    let ak = a.add(kk * MR);
                     for (r, acc_r) in acc.iter_mut().enumerate() {
                         let x = v_splat(*ak.add(r));
                         for (acc_rv, &w_v) in acc_r.iter_mut().zip(&w) {

@@ -4,7 +4,7 @@
 //! this module's primitives (the `v_*` functions below): layer norm, GELU, softmax, dot, axpy,
 //! the matrix-vector loop over `[in, out]` weights, attention's weighted sum, dequantization
 //! and the packed GEMM, whose tile here is 6 rows x 4 vectors of 4 (24 accumulators). NEON's
-//! own: [`pack_group6`] (a 4 x 4 transpose in registers), the decode products ([`dot_rows`],
+//! own: [`pack_group`] (a 4 x 4 transpose in registers), the decode products ([`dot_rows`],
 //! [`dot_rows_any`]: 4 rows at a time in every dtype, since the stream shape that suits a
 //! prefetcher was measured on x86 only), the q8_0 integer product (`smull`/`smlal`) and
 //! [`quantize_input`] (`fcvtns` rounding). f16 is widened with integer operations (shift the
@@ -21,7 +21,7 @@
 use std::arch::aarch64::*;
 
 use super::generic::{row_groups, vector_kernels};
-use super::pack::{self, KC, PANELS_PER_PACK};
+use super::pack::{self, PANELS_PER_PACK};
 use super::{Isa, Kernels, MatRef, scalar};
 use gpt2_weights::dtype::{Q8_0_BLOCK, Q8_0_BLOCK_BYTES};
 use gpt2_weights::{Matrix, Values};
@@ -61,7 +61,11 @@ impl Neon {
 
 type V = float32x4_t;
 const LANES: usize = 4;
+/// Rows of the GEMM micro-tile (see `generic.rs`).
+const MR: usize = 6;
 const NV: usize = 4;
+/// Depth of one slice of the GEMM: a (KC, NR) weight panel is what stays in L1.
+const KC: usize = 256;
 
 vector_kernels!("neon");
 
@@ -236,7 +240,7 @@ fn rows_to_panel(rows: &[f32], kc: usize, panel: &mut [f32]) {
 /// One full group of 6 rows: 4 values of k at a time, rows 0-3 transposed in registers (a 4 x 4
 /// transpose) and rows 4-5 interleaved, stored as 4 runs of 6 floats.
 #[target_feature(enable = "neon")]
-unsafe fn pack_group6(out: &mut [f32], src: &[f32], k: usize) {
+unsafe fn pack_group(out: &mut [f32], src: &[f32], k: usize) {
     debug_assert!(src.len() == 6 * k && out.len() >= 6 * k);
     let (s, o) = (src.as_ptr(), out.as_mut_ptr());
     let mut kk = 0;

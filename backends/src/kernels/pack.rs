@@ -1,10 +1,7 @@
-//! Packing for the matrix-matrix kernels (every instruction set alike): inputs in groups of 6
-//! rows, weights in (KC, NR) panels, NR being the instruction set's tile width (16 for AVX2 and
-//! NEON, 32 for AVX-512), in per-thread buffers reused across calls. The microkernels then read
+//! Packing for the matrix-matrix kernels (every instruction set alike): inputs in groups of MR
+//! rows, weights in (KC, NR) panels, MR x NR being the instruction set's register tile (6 x 16
+//! for AVX2 and NEON, 8 x 32 for AVX-512), in per-thread buffers reused across calls. The microkernels then read
 //! two sequential streams; see `generic.rs` for why (L1 sets, the TLB).
-
-/// Depth of one slice of a matrix-matrix product.
-pub(super) const KC: usize = 256;
 
 /// Panels packed together: the packing reads `16 * PANELS_PER_PACK` consecutive floats of each
 /// weight row. Packing one panel at a time reads 64 bytes per row, one row per 4 KiB page or
@@ -13,72 +10,70 @@ pub(super) const KC: usize = 256;
 pub(super) const PANELS_PER_PACK: usize = 8;
 
 thread_local! {
-    /// Per-thread packing buffers (input row groups, weight panels), reused across calls.
-    static PACKED: std::cell::RefCell<(Vec<f32>, Vec<f32>)> =
-        const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
+    /// Per-thread packing buffers (input row groups, weight panels, rows of a reduced weight
+    /// converted to f32), reused across calls.
+    static PACKED: std::cell::RefCell<[Vec<f32>; 3]> =
+        const { std::cell::RefCell::new([Vec::new(), Vec::new(), Vec::new()]) };
 }
 
-/// Runs `f` with this thread's two packing buffers (input row groups, weight panels).
-pub(super) fn with_buffers<R>(f: impl FnOnce(&mut Vec<f32>, &mut Vec<f32>) -> R) -> R {
+/// Runs `f` with this thread's three packing buffers: input row groups, weight panels, and
+/// the scratch rows of [`pack_panels_rows`].
+pub(super) fn with_buffers<R>(
+    f: impl FnOnce(&mut Vec<f32>, &mut Vec<f32>, &mut Vec<f32>) -> R,
+) -> R {
     PACKED.with(|cell| {
         let mut bufs = cell.borrow_mut();
-        let (a, w) = &mut *bufs;
-        f(a, w)
+        let [a, w, rows] = &mut *bufs;
+        f(a, w, rows)
     })
 }
 
-/// Packs one full group of 6 rows (see [`pack_rows`]).
-pub(super) type PackGroup6<'a> = &'a dyn Fn(&mut [f32], &[f32]);
+/// `buf` at least `len` long; what it held is left (every caller overwrites the part it reads),
+/// so a reused buffer is not cleared on every call.
+pub(super) fn at_least(buf: &mut Vec<f32>, len: usize) -> &mut [f32] {
+    if buf.len() < len {
+        buf.resize(len, 0.0);
+    }
+    &mut buf[..len]
+}
 
-/// Packs `inp (T, K)` by groups of 6 rows, k-major inside a group: `[group][k][6]`, the last
-/// group zero-padded. `dst` keeps 2 spare floats at the end. A full group of 6 rows goes
-/// through `full_group(out, src)` when given (`out` is the group's 6K floats plus the 2 spare
-/// ones after it, `src` its 6 rows), else through the plain loop.
+/// Packs one full group of MR rows (see [`pack_rows`]).
+pub(super) type PackGroup<'a> = &'a dyn Fn(&mut [f32], &[f32]);
+
+/// Packs `inp (T, K)` by groups of `mr` rows, k-major inside a group: `[group][k][mr]`, the
+/// last group zero-padded. `dst` keeps 2 spare floats at the end. A full group goes through
+/// `full_group(out, src)` (`out` is the group's `mr * K` floats plus the 2 spare ones after it,
+/// `src` its `mr` rows); a partial one through the plain loop.
 pub(super) fn pack_rows(
     dst: &mut Vec<f32>,
     inp: &[f32],
-    t: usize,
-    k: usize,
-    full_group: Option<PackGroup6<'_>>,
+    (t, k, mr): (usize, usize, usize),
+    full_group: PackGroup<'_>,
 ) {
-    let groups = t.div_ceil(6);
-    let len = groups * k * 6;
+    let groups = t.div_ceil(mr);
+    let len = groups * k * mr;
     if dst.len() < len + 2 {
         dst.resize(len + 2, 0.0);
     }
     for g in 0..groups {
-        let rows = (t - g * 6).min(6);
-        let src = &inp[g * 6 * k..(g * 6 + rows) * k];
-        let out = &mut dst[g * k * 6..(g + 1) * k * 6 + 2];
-        match full_group {
-            Some(pack6) if rows == 6 => pack6(out, src),
-            _ => {
-                for kk in 0..k {
-                    for lane in 0..6 {
-                        out[kk * 6 + lane] = if lane < rows { src[lane * k + kk] } else { 0.0 };
-                    }
-                }
-            }
+        let rows = (t - g * mr).min(mr);
+        let src = &inp[g * mr * k..(g * mr + rows) * k];
+        let out = &mut dst[g * k * mr..(g + 1) * k * mr + 2];
+        if rows == mr {
+            full_group(out, src);
+        } else {
+            plain_group(out, src, k, mr);
         }
     }
 }
 
-/// Copies weight columns `c0..c0 + NR * panels` of the first K rows of `w` into `panels`
-/// contiguous (K, NR) panels, one after the other, reading each row's columns front to back.
-pub(super) fn pack_panels<const NR: usize>(
-    dst: &mut Vec<f32>,
-    w: &[f32],
-    k: usize,
-    n: usize,
-    c0: usize,
-    panels: usize,
-) {
-    dst.clear();
-    dst.resize(panels * k * NR, 0.0);
+/// The portable group packing: `out[kk * mr + lane] = src[lane * k + kk]`, lanes past the
+/// rows of `src` zero.
+pub(super) fn plain_group(out: &mut [f32], src: &[f32], k: usize, mr: usize) {
+    let rows = src.len() / k;
     for kk in 0..k {
-        let row = &w[kk * n + c0..kk * n + c0 + panels * NR];
-        for (p, src) in row.chunks_exact(NR).enumerate() {
-            dst[(p * k + kk) * NR..(p * k + kk + 1) * NR].copy_from_slice(src);
+        for lane in 0..mr {
+            out[kk * mr + lane] = if lane < rows { src[lane * k + kk] } else { 0.0 };
         }
     }
 }
@@ -98,14 +93,15 @@ pub(super) fn rows_to_panel<const NR: usize>(rows: &[f32], kc: usize, panel: &mu
     }
 }
 
-/// [`pack_panels`] for an `(N, K)` weight in any dtype: output rows `c0..c0 + NR * panels`,
-/// depth `k0..k0 + kc`, into the same (KC, NR) panels. Each panel's NR row slices are converted
-/// to f32 on the stack (`dequantize`, the instruction set's conversion), then transposed into
+/// The packing of the weight panels for an `(N, K)` weight in any dtype: output rows `c0..c0 +
+/// NR * panels`, depth `k0..k0 + kc`, into (kc, NR) panels one after the other (as `pack_cols`
+/// in `generic.rs` packs an f32 (K, N) weight). Each panel's NR row slices are converted
+/// to f32 in `rows` (`dequantize`, the instruction set's conversion), then transposed into
 /// the panel (`to_panel`): the weight is dequantized while packing, never expanded in memory.
 /// `k0` and `kc` are whole q8_0 blocks when the weight is q8_0 (KC is a multiple of 32, and so
 /// is K).
 pub(super) fn pack_panels_rows<const NR: usize>(
-    dst: &mut Vec<f32>,
+    (dst, rows): (&mut Vec<f32>, &mut Vec<f32>),
     w: gpt2_weights::Matrix<'_>,
     depth: std::ops::Range<usize>,
     c0: usize,
@@ -113,11 +109,8 @@ pub(super) fn pack_panels_rows<const NR: usize>(
     (dequantize, to_panel): (fn(&mut [f32], gpt2_weights::Values<'_>), ToPanel),
 ) {
     let (k0, kc) = (depth.start, depth.len());
-    debug_assert!(kc <= KC && NR <= MAX_NR);
-    dst.clear();
-    dst.resize(panels * kc * NR, 0.0);
-    let mut rows = [0.0f32; MAX_NR * KC];
-    let rows = &mut rows[..NR * kc];
+    let dst = at_least(dst, panels * kc * NR);
+    let rows = at_least(rows, NR * kc);
     for p in 0..panels {
         for (lane, row) in rows.chunks_exact_mut(kc).enumerate() {
             dequantize(row, w.row(c0 + p * NR + lane).slice(k0..k0 + kc));
@@ -125,9 +118,6 @@ pub(super) fn pack_panels_rows<const NR: usize>(
         to_panel(rows, kc, &mut dst[p * kc * NR..(p + 1) * kc * NR]);
     }
 }
-
-/// The widest panel of any instruction set (AVX-512's).
-const MAX_NR: usize = 32;
 
 #[cfg(test)]
 mod tests {
