@@ -180,17 +180,8 @@ pub fn create<'w>(
     if let Some(spec) = registry::spec(name) {
         return (spec.create)(weights, options);
     }
-    if name == testing::DIVERGENT && options.allow_test_engines {
-        return Ok(Box::new(testing::DivergentEngine::new(
-            naive::NaiveEngine::new(weights.clone()),
-            3,
-        )));
-    }
-    if name == testing::SLOWED && options.allow_test_engines {
-        let extra = testing::SlowedEngine::<simd::SimdKvEngine>::extra_from_env()?;
-        let engine =
-            simd::SimdKvEngine::new(weights.clone(), kernels::Kernels::detect(), options.threads)?;
-        return Ok(Box::new(testing::SlowedEngine::new(engine, extra)));
+    if let Some(test) = testing::spec(name).filter(|_| options.allow_test_engines) {
+        return (test.create)(weights, options);
     }
     let hint = if name == "candle" {
         " (this build was made without the `candle` feature)"

@@ -4,6 +4,43 @@
 
 use crate::engine::{Engine, EngineError, EngineInfo};
 use crate::profile::OpTimes;
+use crate::registry::Constructor;
+use crate::{kernels, naive, simd};
+
+/// One test-only backend: its name on the command line and how to build it. A table of its
+/// own beside [`crate::REGISTRY`], which lists what users run.
+pub struct TestEngine {
+    pub name: &'static str,
+    pub create: Constructor,
+}
+
+/// The test-only backends, reached through [`crate::create`] when
+/// `EngineOptions::allow_test_engines` is set.
+pub const TEST_ENGINES: &[TestEngine] = &[
+    TestEngine {
+        name: DIVERGENT,
+        create: |w, _| {
+            Ok(Box::new(DivergentEngine::new(
+                naive::NaiveEngine::new(w.clone()),
+                3,
+            )))
+        },
+    },
+    TestEngine {
+        name: SLOWED,
+        create: |w, options| {
+            let extra = SlowedEngine::<simd::SimdKvEngine>::extra_from_env()?;
+            let engine =
+                simd::SimdKvEngine::new(w.clone(), kernels::Kernels::detect(), options.threads)?;
+            Ok(Box::new(SlowedEngine::new(engine, extra)))
+        },
+    },
+];
+
+/// The test-only backend called `name`, if there is one.
+pub fn spec(name: &str) -> Option<&'static TestEngine> {
+    TEST_ENGINES.iter().find(|t| t.name == name)
+}
 
 /// Name of [`DivergentEngine`] on the command line.
 pub const DIVERGENT: &str = "test-divergent";

@@ -197,12 +197,7 @@ pub fn select_backends(
 ) -> anyhow::Result<Vec<String>> {
     let valid = |name: &str| {
         backend_names().contains(&name)
-            || (options.allow_test_engines
-                && [
-                    gpt2_backends::testing::DIVERGENT,
-                    gpt2_backends::testing::SLOWED,
-                ]
-                .contains(&name))
+            || (options.allow_test_engines && gpt2_backends::testing::spec(name).is_some())
     };
     let unknown = |flag: &str, name: &str| {
         anyhow::anyhow!(
