@@ -12,6 +12,7 @@ use gpt2_weights::{Gpt2Tokenizer, StreamDecoder, WeightFile};
 use crate::cli::{CheckArgs, Command, CompareArgs, RooflineArgs, RunArgs};
 use crate::generate::generate;
 use crate::report::{Format, ModelInfo, Report};
+use crate::warning::Warning;
 use crate::{check, compare, gate, machine, model, plan, plot, report, roofline, save, teach};
 
 /// Runs a parsed command; the exit status, or an error for `cli::report_error`.
@@ -346,7 +347,10 @@ fn run_compare(
         let file_name = f.path().file_name().unwrap_or_default().to_string_lossy();
         backend_warnings.extend(w.into_iter().map(|w| match files.len() {
             1 => w,
-            _ => format!("{file_name}: {w}"),
+            _ => Warning::InFile {
+                file: file_name.to_string(),
+                warning: Box::new(w),
+            },
         }));
     }
     let agreement = if files.len() > 1 && plan.sampling.is_greedy() {
@@ -442,7 +446,7 @@ fn run_compare(
         all_match,
         roofline,
         notes,
-        warnings,
+        warnings: warnings.iter().map(Warning::to_string).collect(),
         gate,
         machine,
         models,

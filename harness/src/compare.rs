@@ -31,6 +31,7 @@ use crate::report::{
 use crate::roofline::{Roofline, prefill_flops};
 use crate::sampling::SamplingOptions;
 use crate::stats::{Summary, outliers, percentile};
+use crate::warning::Warning;
 
 /// What `--compare` runs.
 #[derive(Clone)]
@@ -55,11 +56,6 @@ pub struct Plan<'a> {
     /// `--threads` with several counts: each runs in a child process ([`sweep`]).
     pub sweep: Vec<usize>,
 }
-
-/// How the warnings about the machine's load and a debug build start (a sweep's children
-/// repeat them; the parent says them once).
-const MACHINE_BUSY: &str = "the machine was busy before this run";
-const DEBUG_BUILD: &str = "this is a debug build";
 
 /// A row's label in a thread sweep: `simd-kv t2`.
 pub fn sweep_label(label: &str, threads: usize) -> String {
@@ -119,7 +115,7 @@ pub fn sweep(
     model: &Path,
     counts: &[usize],
     on_row: &mut dyn FnMut(&BackendResult),
-) -> anyhow::Result<(Vec<BackendResult>, Vec<String>)> {
+) -> anyhow::Result<(Vec<BackendResult>, Vec<Warning>)> {
     let exe = std::env::current_exe().context("finding this gpt2-bench binary")?;
     let (mut rows, mut warnings) = (Vec::new(), Vec::new());
     for &n in counts {
@@ -152,8 +148,11 @@ pub fn sweep(
                 list.iter()
                     .filter_map(|w| w.as_str())
                     // The machine's load and the build are said once, by this process.
-                    .filter(|w| !w.starts_with(MACHINE_BUSY) && !w.starts_with(DEBUG_BUILD))
-                    .map(|w| format!("{}: {w}", threads_phrase(n))),
+                    .filter(|w| !Warning::is_machine_wide(w))
+                    .map(|w| Warning::FromSweep {
+                        threads: n,
+                        text: w.to_string(),
+                    }),
             );
         }
     }
@@ -293,7 +292,7 @@ pub fn run(
     roofline: Option<&Roofline>,
     progress: &dyn Fn(&str, u64) -> indicatif::ProgressBar,
     on_row: &mut dyn FnMut(&BackendResult),
-) -> anyhow::Result<(Vec<BackendResult>, Vec<String>)> {
+) -> anyhow::Result<(Vec<BackendResult>, Vec<Warning>)> {
     let weights = file.gpt2()?;
     let probe_compute = roofline
         // The best kernels, whatever the backends are forced to (see roofline::measure).
@@ -363,7 +362,7 @@ fn summarise(
     roofline: Option<&Roofline>,
     m: &Measured,
     reference: &Measured,
-    warnings: &mut Vec<String>,
+    warnings: &mut Vec<Warning>,
 ) -> BackendResult {
     {
         let first = &m.runs[0];
@@ -418,14 +417,12 @@ fn summarise(
         // hyperfine-style warnings about this backend's timings.
         let outlier_steps = outliers(&step_ms);
         if outlier_steps > 0 {
-            warnings.push(format!(
-                "{} ({prompt_tokens}-token prompt): {outlier_steps} of {} decode steps are \
-                 statistical outliers (more than {} median absolute deviations from the median); \
-                 other programs may be interfering: run on a quiet machine, or raise --runs",
-                m.name,
-                step_ms.len(),
-                crate::stats::OUTLIER_Z
-            ));
+            warnings.push(Warning::OutlierSteps {
+                backend: m.name.clone(),
+                prompt_tokens,
+                outliers: outlier_steps,
+                steps: step_ms.len(),
+            });
         }
         let run_totals: Vec<f64> = m
             .runs
@@ -435,12 +432,13 @@ fn summarise(
         if run_totals.len() >= 3 {
             let rest_median = percentile(&run_totals[1..], 50.0);
             if run_totals[0] > 1.5 * rest_median {
-                warnings.push(format!(
-                    "{} ({prompt_tokens}-token prompt): the first measured run took {:.2} s, much \
-                     longer than the others (median {:.2} s): caches, page faults or frequency \
-                     scaling; raise --warmup (now {})",
-                    m.name, run_totals[0], rest_median, plan.warmup
-                ));
+                warnings.push(Warning::SlowFirstRun {
+                    backend: m.name.clone(),
+                    prompt_tokens,
+                    first_s: run_totals[0],
+                    median_s: rest_median,
+                    warmup: plan.warmup,
+                });
             }
         }
 
@@ -577,42 +575,20 @@ pub fn is_busy(load: f64, cores: usize) -> bool {
 }
 
 /// Warnings about the whole run: build profile and other load on the machine.
-pub fn machine_warnings(load_before: Option<f64>, cores: usize, threads: usize) -> Vec<String> {
+pub fn machine_warnings(load_before: Option<f64>, cores: usize, threads: usize) -> Vec<Warning> {
     let mut w = Vec::new();
     if threads > cores {
-        w.push(oversubscribed_warning(threads, cores));
+        w.push(Warning::Oversubscribed { threads, cores });
     }
     if cfg!(debug_assertions) {
-        w.push(format!(
-            "{DEBUG_BUILD}: timings are many times slower than a release build and not \
-             comparable; build with `cargo build --release` (or `cargo run --release`)"
-        ));
+        w.push(Warning::DebugBuild);
     }
     if let Some(load) = load_before
         && is_busy(load, cores)
     {
-        w.push(format!(
-            "{MACHINE_BUSY} (1-minute load average {load:.2} on {cores} \
-             cores): other programs compete for cores and memory bandwidth, so timings may be \
-             low and noisy. To measure the code, close them or rerun when the load is below \
-             {:.1}; to measure what a busy machine gives, keep them: simd-kv then sizes its \
-             decode team step by step, and the other multi-threaded backends may run faster \
-             with --threads {}",
-            busy_threshold(cores),
-            cores.saturating_sub(1).max(1)
-        ));
+        w.push(Warning::Busy { load, cores });
     }
     w
-}
-
-/// More threads than cores: the threads take turns on the cores, and backends whose threads
-/// wait for each other (simd, simd-kv, candle) slow down with every extra one.
-pub fn oversubscribed_warning(threads: usize, cores: usize) -> String {
-    format!(
-        "--threads {threads} is more than this machine's {cores} logical cores: threads take \
-         turns on the cores and wait for each other, so multi-threaded backends run slower than \
-         with --threads {cores}"
-    )
 }
 
 #[cfg(test)]

@@ -32,6 +32,7 @@ mod sampling;
 mod save;
 mod stats;
 mod teach;
+mod warning;
 
 use std::process::ExitCode;
 

@@ -11,7 +11,6 @@ use gpt2_export::cli;
 use gpt2_weights::{Gpt2Tokenizer, WeightFile};
 
 use crate::cli::{PromptArgs, SamplingArgs};
-use crate::compare;
 use crate::generate::max_new_tokens;
 use crate::sampling::SamplingOptions;
 
@@ -173,10 +172,8 @@ pub fn engine_options(
         );
     }
     if n > cores {
-        cli::stderr(&format!(
-            "warning: {}\n",
-            compare::oversubscribed_warning(n, cores)
-        ));
+        let warning = crate::warning::Warning::Oversubscribed { threads: n, cores };
+        cli::stderr(&format!("warning: {warning}\n"));
     }
     options.threads = n;
     // SAFETY: called from `main`'s thread before any thread that could read the environment is
