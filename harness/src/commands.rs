@@ -11,7 +11,8 @@ use gpt2_weights::{Gpt2Tokenizer, StreamDecoder, WeightFile};
 
 use crate::cli::{CheckArgs, Command, CompareArgs, RooflineArgs, RunArgs};
 use crate::generate::generate;
-use crate::report::{Format, ModelInfo, Report};
+use crate::record::{BackendResult, ModelInfo, Report};
+use crate::report::Format;
 use crate::warning::Warning;
 use crate::{check, compare, gate, machine, model, plan, plot, report, roofline, save, teach};
 
@@ -325,7 +326,7 @@ fn run_compare(
         print(&report::table_heading(&models, &machine));
         print(&printer.header());
     }
-    let mut on_row = |r: &report::BackendResult| {
+    let mut on_row = |r: &BackendResult| {
         if streamed {
             print(&printer.row(r));
         }
@@ -428,7 +429,7 @@ fn run_compare(
         );
     }
     let report = Report {
-        schema_version: report::SCHEMA_VERSION,
+        schema_version: crate::record::SCHEMA_VERSION,
         command_line: std::env::args().collect(),
         date_utc,
         model,
@@ -510,7 +511,7 @@ fn run_compare(
 fn agreement_rows(
     files: &[WeightFile],
     plan: &compare::Plan,
-    results: &[report::BackendResult],
+    results: &[BackendResult],
     quiet: bool,
 ) -> anyhow::Result<Vec<crate::agreement::Agreement>> {
     use crate::agreement::{self, Agreement};
@@ -599,7 +600,7 @@ fn run_one(args: &RunArgs) -> anyhow::Result<u8> {
             gpt2_weights::input::printable(&file.header().provenance.model_name),
             file.config().parameter_count() as f64 / 1e6,
             info.device,
-            report::threads_phrase(info.threads)
+            crate::record::threads_phrase(info.threads)
         ));
     }
     // Streamed a token at a time; a closed stdout drops the text (cli::stdout), the run and its

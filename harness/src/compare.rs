@@ -25,8 +25,9 @@ use gpt2_weights::{Gpt2Tokenizer, WeightFile};
 
 use crate::generate::{Generation, generate};
 use crate::machine;
-use crate::report::{
-    BackendResult, Divergence, Latency, Memory, Normalized, Samples, rounding_gap, threads_phrase,
+use crate::record::threads_phrase;
+use crate::record::{
+    BackendResult, Divergence, Latency, Memory, Normalized, Samples, rounding_gap,
 };
 use crate::roofline::{Roofline, prefill_flops};
 use crate::sampling::SamplingOptions;

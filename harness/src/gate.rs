@@ -18,9 +18,9 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
-use crate::report::{BackendResult, Normalized, SCHEMA_VERSION};
+use crate::record::{BackendResult, Comparison, Gate, Normalized, Rerun, SCHEMA_VERSION};
 use crate::stats::Summary;
 
 /// The fields of a saved report the gate reads (everything else is ignored; the schema version
@@ -161,52 +161,6 @@ fn validate(file: &BaselineFile) -> Result<(), String> {
     Ok(())
 }
 
-/// One metric of one backend, now against the baseline.
-#[derive(Debug, Clone, Serialize)]
-pub struct Comparison {
-    pub backend: String,
-    pub prompt_tokens: usize,
-    /// What was compared: `prefill per GFLOP/s`, `decode per GB/s read`, `decode per GFLOP/s`,
-    /// or (without the machine's passes) `prefill tok/s`, `decode tok/s`.
-    pub metric: &'static str,
-    pub baseline: Summary,
-    pub now: Summary,
-    /// Mean tok/s of the baseline and now, for the reader.
-    pub baseline_tok_per_s: f64,
-    pub now_tok_per_s: f64,
-    /// now / baseline (above 1 is faster).
-    pub ratio: f64,
-    pub ratio_stddev: f64,
-    /// The slowdown minus its uncertainty exceeds the threshold (in the first measurement and,
-    /// when there was one, in the confirming rerun).
-    pub regression: bool,
-    /// The same comparison measured again when the first showed a regression: a burst of
-    /// another program during one backend's runs rarely repeats, a slower code always does.
-    pub rerun: Option<Rerun>,
-}
-
-/// A confirming rerun of a comparison.
-#[derive(Debug, Clone, Copy, Serialize)]
-pub struct Rerun {
-    pub ratio: f64,
-    pub ratio_stddev: f64,
-    pub regression: bool,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct Gate {
-    pub baseline_file: String,
-    /// Largest tolerated slowdown, as a fraction (0.1 = 10%). A regression must show in the
-    /// first measurement and again in a rerun of the suspect backends.
-    pub max_slowdown: f64,
-    pub comparisons: Vec<Comparison>,
-    /// Backends or lengths present now but not in the baseline (not gated).
-    pub not_in_baseline: Vec<String>,
-    /// Why the two runs may not be comparable (other model, machine or thread count).
-    pub caveats: Vec<String>,
-    pub regressed: bool,
-}
-
 /// Parses `10%`, `10` (percent) or `0.1` (a fraction below 1).
 pub fn parse_slowdown(s: &str) -> Result<f64, String> {
     let t = s.trim();
@@ -289,7 +243,7 @@ pub fn compare(
             caveats.push(format!(
                 "{} ran with {} in the baseline, {} now",
                 r.backend,
-                crate::report::threads_phrase(base.threads),
+                crate::record::threads_phrase(base.threads),
                 r.threads
             ));
         }

@@ -26,6 +26,7 @@ mod machine;
 mod model;
 mod plan;
 mod plot;
+mod record;
 mod report;
 mod roofline;
 mod sampling;

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 
-use crate::report::Report;
+use crate::record::Report;
 
 /// Writes `bytes` to `path` atomically (see `gpt2_weights::write::write_atomically`): never
 /// over a special file, a symbolic link or one of `inputs`.

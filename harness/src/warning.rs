@@ -100,7 +100,7 @@ impl fmt::Display for Warning {
             ),
             Warning::InFile { file, warning } => write!(f, "{file}: {warning}"),
             Warning::FromSweep { threads, text } => {
-                write!(f, "{}: {text}", crate::report::threads_phrase(*threads))
+                write!(f, "{}: {text}", crate::record::threads_phrase(*threads))
             }
         }
     }
