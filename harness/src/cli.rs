@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 use gpt2_backends::{DeviceChoice, KvCache};
 
-use crate::report::Format;
+use crate::render::Format;
 
 const AFTER_HELP: &str = "\
 Examples:

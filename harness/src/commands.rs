@@ -12,9 +12,9 @@ use gpt2_weights::{Gpt2Tokenizer, StreamDecoder, WeightFile};
 use crate::cli::{CheckArgs, Command, CompareArgs, RooflineArgs, RunArgs};
 use crate::generate::generate;
 use crate::record::{BackendResult, ModelInfo, Report};
-use crate::report::Format;
+use crate::render::{self, Format, RunStart};
 use crate::warning::Warning;
-use crate::{check, compare, gate, machine, model, plan, plot, report, roofline, save, teach};
+use crate::{check, compare, gate, machine, model, plan, roofline, save, teach};
 
 /// Runs a parsed command; the exit status, or an error for `cli::report_error`.
 pub fn run(command: Command) -> anyhow::Result<u8> {
@@ -77,7 +77,7 @@ fn roofline(args: &RooflineArgs) -> anyhow::Result<u8> {
     let path = model::resolve(args.model.model.as_deref(), args.quiet)?;
     let file = WeightFile::open(&path)?;
     let r = roofline::measure(&file, options.threads)?;
-    print_stdout(&report::render_roofline(
+    print_stdout(&render::text::render_roofline(
         &r,
         &gpt2_weights::input::printable(&file.header().provenance.model_name),
     ))?;
@@ -295,9 +295,8 @@ fn run_compare(
     let machine = machine::Machine::detect();
     let models: Vec<ModelInfo> = files.iter().map(model_info).collect();
     let model = models[0].clone();
-    // The default table prints each row as soon as its backend has run (llama-bench does);
-    // every other view needs the whole report first.
-    let streamed = args.format == Format::Table && !args.wide;
+    // Each row is printed as soon as its backend has run, by the formats that can (the compact
+    // table and CSV, as llama-bench does); the others print everything at the end.
     let labels: Vec<String> = models
         .iter()
         .flat_map(|m| {
@@ -313,7 +312,7 @@ fn run_compare(
                 .collect(),
         })
         .collect();
-    let printer = report::RowPrinter::new(&labels, plan.lengths.len() > 1);
+    let mut renderer = render::renderer(args.format, args.wide);
     let mut write_error = None;
     let mut print = |text: &str| {
         if write_error.is_none()
@@ -322,15 +321,14 @@ fn run_compare(
             write_error = Some(e);
         }
     };
-    if streamed {
-        print(&report::table_heading(&models, &machine));
-        print(&printer.header());
-    }
-    let mut on_row = |r: &BackendResult| {
-        if streamed {
-            print(&printer.row(r));
-        }
-    };
+    print(&renderer.header(&RunStart {
+        models: &models,
+        machine: &machine,
+        labels: &labels,
+        several_lengths: plan.lengths.len() > 1,
+        reference: &plan.backends[0],
+    }));
+    let mut on_row = |r: &BackendResult| print(&renderer.row(r));
     let (mut results, mut backend_warnings) = (Vec::new(), Vec::new());
     let mut file_plan = plan.clone();
     for (f, r) in files.iter().zip(&rooflines) {
@@ -453,11 +451,7 @@ fn run_compare(
         models,
         agreement,
     };
-    if streamed {
-        print(&report::table_footer(&report));
-    } else {
-        print(&report::render(&report, args.format, args.wide));
-    }
+    print(&renderer.footer(&report));
     if let Some(e) = write_error {
         return Err(e);
     }
@@ -477,11 +471,11 @@ fn run_compare(
         }
     }
     if let Some(path) = &args.plot {
-        save::write_atomically(path, plot::svg(&report).as_bytes(), &inputs)
+        save::write_atomically(path, render::svg::svg(&report).as_bytes(), &inputs)
             .with_context(|| format!("--plot {}", path.display()))?;
     }
     if !all_match {
-        cli::stderr(&report::divergence_report(&report));
+        cli::stderr(&render::text::divergence_report(&report));
         return Ok(EXIT_MISMATCH);
     }
     if let Some(g) = &report.gate {

@@ -9,8 +9,8 @@
 
 use std::fmt::Write;
 
+use super::columns::shown;
 use crate::record::Report;
-use crate::report::shown;
 
 const WIDTH: f64 = 760.0;
 const CHART_HEIGHT: f64 = 300.0;
