@@ -1,7 +1,7 @@
 //! What each subcommand does, once its arguments are parsed ([`crate::cli`]) and turned into
 //! typed options ([`crate::plan`]).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -84,138 +84,18 @@ fn roofline(args: &RooflineArgs) -> anyhow::Result<u8> {
     Ok(EXIT_OK)
 }
 
-/// `compare`: every selected backend on the same decoding, at each prompt length.
+/// `compare`: every selected backend on the same decoding, at each prompt length. The
+/// arguments become one typed plan first ([`plan::compare`]); nothing after that reads the
+/// command line.
 fn compare(args: &CompareArgs) -> anyhow::Result<u8> {
-    // No prompt at all: llama-bench's kind of default, a short prompt's latency and a 128-token
-    // prefill's throughput (each followed by --max-tokens of decode); fixed once the model's
-    // context is known.
-    plan::check_prompt_args(
-        plan::default_prompt(&args.prompt, usize::MAX)
-            .as_ref()
-            .unwrap_or(&args.prompt),
-    )?;
-    for (flag, n) in [("--runs", args.runs), ("--warmup", args.warmup)] {
-        if n > plan::MAX_RUNS {
-            bail!(
-                "{flag} {n} is more than the {} runs a comparison may have",
-                plan::MAX_RUNS
-            );
-        }
-    }
-    if args.runs == 0 {
-        bail!("--runs must be at least 1");
-    }
-    let sampling = plan::sampling(&args.sampling)?;
-    let sweep = args.engine.threads.len() > 1;
-    if sweep {
-        if let Some(dup) = args
-            .engine
-            .threads
-            .iter()
-            .enumerate()
-            .find(|(i, n)| args.engine.threads[..*i].contains(n))
-        {
-            bail!("--threads: {} given twice", dup.1);
-        }
-        if args.baseline.is_some() {
-            bail!("--baseline gates one thread count; give one --threads value with it");
-        }
-        if args.models.len() > 1 {
-            bail!(
-                "--threads with a list runs one --model file; compare dtypes at one thread count"
-            );
-        }
-    }
-    // A sweep's children each check their own count; here the largest is checked (and it sets
-    // the process settings, which this process, measuring nothing itself, does not use).
-    let options = plan::engine_options(
-        args.engine.threads.iter().max().copied(),
-        args.engine.device,
-        args.kv_cache,
-    )?;
-    let selected = plan::select_backends(
-        args.backends.as_deref(),
-        None,
-        args.reference.as_deref(),
-        &options,
-    )?;
-    let files = open_models(args)?;
-    let file = &files[0];
-    let tokenizer = file.tokenizer()?;
-    let default_lengths = plan::default_prompt(&args.prompt, file.config().n_ctx as usize);
-    let prompt_args = default_lengths.as_ref().unwrap_or(&args.prompt);
-    let prompt_ids = plan::prompt_ids(prompt_args, &tokenizer, file)?;
-    let lengths = plan::prompt_lengths(prompt_args, true, prompt_ids.len())?;
-    let n_ctx = file.config().n_ctx as usize;
-    let (new_tokens, cut_short) = plan::new_tokens(&lengths, args.prompt.max_tokens, n_ctx);
-    let mut notes = vec!["tokenization is not timed".to_string()];
-    if default_lengths.is_some() {
-        notes.push(format!(
-            "no prompt given: synthetic prompts of {} tokens (a short prompt's latency, then \
-             prefill throughput, as llama-bench's pp tests); give --prompt, --prompt-ids or \
-             --prompt-tokens to choose",
-            lengths
-                .iter()
-                .map(usize::to_string)
-                .collect::<Vec<_>>()
-                .join(" and ")
-        ));
-    }
-    notes.extend(cut_short);
-    let plan = compare::Plan {
-        sweep: if sweep {
-            args.engine.threads.clone()
-        } else {
-            Vec::new()
-        },
-        backends: &selected,
-        prompt: &prompt_ids,
-        lengths,
-        new_tokens,
-        runs: args.runs,
-        warmup: args.warmup,
-        options: &options,
-        sampling,
-        quiet: args.quiet,
-        several_models: files.len() > 1,
-        reference_total_ms: Vec::new(),
-    };
-    run_compare(args, &files, &tokenizer, &plan, notes)
-}
-
-/// The `--model` files of a comparison, opened and verified: one by default, or several files
-/// of one model (same config and tokenizer) in different dtypes.
-fn open_models(args: &CompareArgs) -> anyhow::Result<Vec<WeightFile>> {
-    if args.models.is_empty() {
-        let path = model::resolve(None, args.quiet)?;
-        return Ok(vec![WeightFile::open_verified(&path)?]);
-    }
-    if args.models.len() > 1 && args.baseline.is_some() {
-        bail!(
-            "--baseline gates one weight file; this run has {} --model files: give one",
-            args.models.len()
-        );
-    }
-    let mut files: Vec<WeightFile> = Vec::new();
-    for path in &args.models {
-        if files.iter().any(|f| f.path() == path.as_path()) {
-            bail!("--model {}: given twice", path.display());
-        }
-        let file = WeightFile::open_verified(path)?;
-        if let Some(first) = files.first()
-            && (file.config() != first.config()
-                || file.header().tokenizer != first.header().tokenizer)
-        {
-            bail!(
-                "--model {}: not the same model as {} (their configs or tokenizers differ); \
-                 several --model files must be one model in different dtypes",
-                path.display(),
-                first.path().display()
-            );
-        }
-        files.push(file);
-    }
-    Ok(files)
+    let typed = plan::compare(args)?;
+    run_compare(
+        &typed.plan,
+        &typed.outputs,
+        &typed.files,
+        &typed.tokenizer,
+        typed.notes,
+    )
 }
 
 fn ms(d: Duration) -> f64 {
@@ -246,33 +126,104 @@ fn model_info(file: &WeightFile) -> ModelInfo {
     }
 }
 
+/// A comparison, as a sequence of steps: check where its outputs go, measure every backend on
+/// every file (each row printed as it comes), judge it against a baseline, assemble the
+/// record, finish the outputs, and choose the exit status.
 fn run_compare(
-    args: &CompareArgs,
+    plan: &compare::Plan,
+    outputs: &plan::Outputs,
     files: &[WeightFile],
     tokenizer: &Gpt2Tokenizer,
-    plan: &compare::Plan,
     notes: Vec<String>,
 ) -> anyhow::Result<u8> {
-    // Check the inputs and outputs before spending minutes on the run: no output may replace a
-    // special file, a symbolic link, or a file this run reads.
-    let baseline = args
+    let checked = check_outputs(outputs, files)?;
+    let mut view = View {
+        renderer: render::renderer(outputs.format, outputs.wide),
+        write_error: None,
+    };
+    let run = measure(plan, outputs, files, tokenizer, &mut view)?;
+    let gate = judge(
+        plan,
+        outputs,
+        files,
+        tokenizer,
+        checked.baseline.as_ref(),
+        &run,
+    )?;
+    let report = assemble(plan, tokenizer, run, gate, notes);
+    finish(outputs, &checked.inputs, &report, view)?;
+    exit_status(outputs, &report)
+}
+
+/// What [`check_outputs`] found: the baseline (loaded) and every file the run reads, which no
+/// output may replace.
+struct CheckedOutputs {
+    baseline: Option<gate::Baseline>,
+    inputs: Vec<PathBuf>,
+}
+
+/// Checks the inputs and outputs before spending minutes on the run: no output may replace a
+/// special file, a symbolic link, or a file this run reads.
+fn check_outputs(outputs: &plan::Outputs, files: &[WeightFile]) -> anyhow::Result<CheckedOutputs> {
+    let baseline = outputs
         .baseline
         .as_deref()
         .map(gate::Baseline::load)
         .transpose()?;
-    let file = &files[0];
-    let mut inputs: Vec<&Path> = files.iter().map(|f| f.path()).collect();
-    inputs.extend(args.baseline.as_deref());
-    if let Some(path) = &args.plot {
-        gpt2_weights::write::check_output(path, &inputs)
+    let mut inputs: Vec<PathBuf> = files.iter().map(|f| f.path().to_path_buf()).collect();
+    inputs.extend(outputs.baseline.clone());
+    let input_refs: Vec<&Path> = inputs.iter().map(PathBuf::as_path).collect();
+    if let Some(path) = &outputs.plot {
+        gpt2_weights::write::check_output(path, &input_refs)
             .map_err(|m| anyhow::anyhow!("--plot {}: {m}", path.display()))?;
     }
-    let save_dir = args.save.as_ref().map(|dir| plan::save_dir(dir.as_deref()));
-    if let Some(dir) = &save_dir {
+    if let Some(dir) = &outputs.save_dir {
         let history = dir.join("history.md");
-        gpt2_weights::write::check_output(&history, &inputs)
+        gpt2_weights::write::check_output(&history, &input_refs)
             .map_err(|m| anyhow::anyhow!("--save: {}: {m}", history.display()))?;
     }
+    Ok(CheckedOutputs { baseline, inputs })
+}
+
+/// The chosen format's renderer and stdout: the first write error is kept (and returned at the
+/// end), so that a closed pipe stops the printing but not the run's saving.
+struct View {
+    renderer: Box<dyn render::Renderer>,
+    write_error: Option<anyhow::Error>,
+}
+
+impl View {
+    fn print(&mut self, text: &str) {
+        if self.write_error.is_none()
+            && let Err(e) = print_stdout(text)
+        {
+            self.write_error = Some(e);
+        }
+    }
+}
+
+/// Everything measured: the rows of every file, their warnings and agreement, and the machine
+/// and roofline beside them.
+struct Measured {
+    date_utc: String,
+    load_before: Option<f64>,
+    machine: machine::Machine,
+    models: Vec<ModelInfo>,
+    roofline: Option<roofline::Roofline>,
+    results: Vec<BackendResult>,
+    warnings: Vec<Warning>,
+    agreement: Vec<crate::agreement::Agreement>,
+}
+
+/// Measures every backend on every file (a thread sweep in child processes), printing each
+/// row as it comes; then each further file's agreement with the first.
+fn measure(
+    plan: &compare::Plan,
+    outputs: &plan::Outputs,
+    files: &[WeightFile],
+    tokenizer: &Gpt2Tokenizer,
+    view: &mut View,
+) -> anyhow::Result<Measured> {
     let date_utc = machine::now_utc();
     let load_before = machine::load_average_1min();
     // Each file's own roofline (its bytes per token differ); the report keeps the first's.
@@ -280,23 +231,14 @@ fn run_compare(
         .iter()
         .map(|f| {
             // A sweep's children measure their own, at their thread counts.
-            (!args.no_roofline && plan.sweep.is_empty())
+            (outputs.roofline && plan.sweep.is_empty())
                 .then(|| roofline::measure(f, plan.options.threads))
                 .transpose()
         })
         .collect::<anyhow::Result<_>>()?;
-    let roofline = rooflines[0].clone();
-    let progress = |name: &str, total: u64| {
-        let template = "{prefix:>10} [{bar:30}] {pos}/{len} tokens ({elapsed})";
-        let bar = gpt2_export::progress_bar(args.quiet, template, total);
-        bar.set_prefix(name.to_string());
-        bar
-    };
+    let progress = progress(outputs.quiet);
     let machine = machine::Machine::detect();
     let models: Vec<ModelInfo> = files.iter().map(model_info).collect();
-    let model = models[0].clone();
-    // Each row is printed as soon as its backend has run, by the formats that can (the compact
-    // table and CSV, as llama-bench does); the others print everything at the end.
     let labels: Vec<String> = models
         .iter()
         .flat_map(|m| {
@@ -312,30 +254,25 @@ fn run_compare(
                 .collect(),
         })
         .collect();
-    let mut renderer = render::renderer(args.format, args.wide);
-    let mut write_error = None;
-    let mut print = |text: &str| {
-        if write_error.is_none()
-            && let Err(e) = print_stdout(text)
-        {
-            write_error = Some(e);
-        }
-    };
-    print(&renderer.header(&RunStart {
+    let header = view.renderer.header(&RunStart {
         models: &models,
         machine: &machine,
         labels: &labels,
         several_lengths: plan.lengths.len() > 1,
         reference: &plan.backends[0],
-    }));
-    let mut on_row = |r: &BackendResult| print(&renderer.row(r));
+    });
+    view.print(&header);
+    let mut on_row = |r: &BackendResult| {
+        let row = view.renderer.row(r);
+        view.print(&row);
+    };
     let (mut results, mut backend_warnings) = (Vec::new(), Vec::new());
     let mut file_plan = plan.clone();
     for (f, r) in files.iter().zip(&rooflines) {
         let (rows, w) = if plan.sweep.is_empty() {
             compare::run(&file_plan, f, tokenizer, r.as_ref(), &progress, &mut on_row)?
         } else {
-            compare::sweep(args, f.path(), &plan.sweep, &mut on_row)?
+            compare::sweep(plan, f.path(), &mut on_row)?
         };
         if file_plan.reference_total_ms.is_empty() {
             file_plan.reference_total_ms =
@@ -353,67 +290,86 @@ fn run_compare(
         }));
     }
     let agreement = if files.len() > 1 && plan.sampling.is_greedy() {
-        agreement_rows(files, plan, &results, args.quiet)?
+        agreement_rows(files, plan, &results, outputs.quiet)?
     } else {
         Vec::new()
     };
     let mut warnings =
         compare::machine_warnings(load_before, machine.logical_cores, plan.options.threads);
     warnings.extend(backend_warnings);
+    Ok(Measured {
+        date_utc,
+        load_before,
+        machine,
+        models,
+        roofline: rooflines.into_iter().next().flatten(),
+        results,
+        warnings,
+        agreement,
+    })
+}
+
+/// The `--baseline` gate: each row against the baseline's; a regression must reproduce (the
+/// suspects run again, and only what regresses twice counts), and on a busy machine a slowdown
+/// is not judged at all (an error naming `ab`).
+fn judge(
+    plan: &compare::Plan,
+    outputs: &plan::Outputs,
+    files: &[WeightFile],
+    tokenizer: &Gpt2Tokenizer,
+    baseline: Option<&gate::Baseline>,
+    run: &Measured,
+) -> anyhow::Result<Option<crate::record::Gate>> {
+    let Some(b) = baseline else {
+        return Ok(None);
+    };
+    let (model, machine) = (&run.models[0], &run.machine);
     let probe_isa = gpt2_backends::kernels::Kernels::best_available()
         .isa()
         .name();
-    let mut gate = baseline.as_ref().map(|b| {
+    let gate_of = |rows: &[BackendResult]| {
         gate::compare(
             b,
-            &results,
+            rows,
             &model.checksum,
             &machine.cpu,
             probe_isa,
-            args.max_slowdown,
+            outputs.max_slowdown,
         )
-    });
-    let all_match = results.iter().all(|r| r.tokens_match);
-    // A regression must reproduce: the suspects run again, and only what regresses twice counts.
-    if let (Some(g), Some(b)) = (gate.as_mut(), baseline.as_ref())
-        && g.regressed
-        && all_match
-    {
+    };
+    let mut g = gate_of(&run.results);
+    let all_match = run.results.iter().all(|r| r.tokens_match);
+    if g.regressed && all_match {
         let suspects = g.suspects();
-        if !args.quiet {
+        if !outputs.quiet {
             cli::stderr(&format!(
                 "the gate found a slowdown in {}; measuring again to confirm it\n",
                 suspects.join(", ")
             ));
         }
         let again_plan = compare::Plan {
-            backends: &suspects,
+            backends: suspects,
             ..plan.clone()
         };
         let (again, _) = compare::run(
             &again_plan,
-            file,
+            &files[0],
             tokenizer,
-            roofline.as_ref(),
-            &progress,
+            run.roofline.as_ref(),
+            &progress(outputs.quiet),
             &mut |_| {},
         )?;
-        let g2 = gate::compare(
-            b,
-            &again,
-            &model.checksum,
-            &machine.cpu,
-            probe_isa,
-            args.max_slowdown,
-        );
-        g.confirm(&g2);
+        g.confirm(&gate_of(&again));
     }
     // A busy machine slows every run by an amount no probe cancels reliably (a `yes` beside the
     // run failed an unchanged binary at times): there a slowdown is not judged, and the
-    // interleaved gate is named instead of crying wolf.
-    // The load before the run only: afterwards it counts this run's own threads.
-    if let Some(g) = gate.as_ref().filter(|g| g.regressed && all_match)
-        && let Some(load) = load_before.filter(|&l| compare::is_busy(l, machine.logical_cores))
+    // interleaved gate is named instead of crying wolf. The load before the run only:
+    // afterwards it counts this run's own threads.
+    if g.regressed
+        && all_match
+        && let Some(load) = run
+            .load_before
+            .filter(|&l| compare::is_busy(l, machine.logical_cores))
     {
         bail!(
             "--baseline: a slowdown in {} was measured on a busy machine (1-minute load average \
@@ -426,43 +382,76 @@ fn run_compare(
             compare::busy_threshold(machine.logical_cores)
         );
     }
-    let report = Report {
+    Ok(Some(g))
+}
+
+/// The record of the run.
+fn assemble(
+    plan: &compare::Plan,
+    tokenizer: &Gpt2Tokenizer,
+    run: Measured,
+    gate: Option<crate::record::Gate>,
+    notes: Vec<String>,
+) -> Report {
+    let all_match = run.results.iter().all(|r| r.tokens_match);
+    Report {
         schema_version: crate::record::SCHEMA_VERSION,
         command_line: std::env::args().collect(),
-        date_utc,
-        model,
-        prompt: match &args.prompt.prompt {
-            Some(text) => text.clone(),
-            None => tokenizer.decode(plan.prompt),
-        },
-        prompt_token_ids: plan.prompt.to_vec(),
-        max_tokens: args.prompt.max_tokens,
+        date_utc: run.date_utc,
+        model: run.models[0].clone(),
+        prompt: plan
+            .prompt_text
+            .clone()
+            .unwrap_or_else(|| tokenizer.decode(&plan.prompt)),
+        prompt_token_ids: plan.prompt.clone(),
+        max_tokens: plan.max_tokens,
         sampling: plan.sampling.describe(),
         runs: plan.runs,
         warmup: plan.warmup,
         reference: plan.backends[0].clone(),
-        results,
+        results: run.results,
         all_match,
-        roofline,
+        roofline: run.roofline,
         notes,
-        warnings: warnings.iter().map(Warning::to_string).collect(),
+        warnings: run.warnings.iter().map(Warning::to_string).collect(),
         gate,
-        machine,
-        models,
-        agreement,
-    };
-    print(&renderer.footer(&report));
-    if let Some(e) = write_error {
+        machine: run.machine,
+        models: run.models,
+        agreement: run.agreement,
+    }
+}
+
+/// A backend's progress bar over the tokens it decodes (none with `-q`).
+fn progress(quiet: bool) -> impl Fn(&str, u64) -> indicatif::ProgressBar {
+    move |name: &str, total: u64| {
+        let template = "{prefix:>10} [{bar:30}] {pos}/{len} tokens ({elapsed})";
+        let bar = gpt2_export::progress_bar(quiet, template, total);
+        bar.set_prefix(name.to_string());
+        bar
+    }
+}
+
+/// The end of the view, the warnings (stderr), the saved record and the chart.
+fn finish(
+    outputs: &plan::Outputs,
+    inputs: &[PathBuf],
+    report: &Report,
+    mut view: View,
+) -> anyhow::Result<()> {
+    let footer = view.renderer.footer(report);
+    view.print(&footer);
+    if let Some(e) = view.write_error {
         return Err(e);
     }
-    if args.format != Format::Md {
+    if outputs.format != Format::Md {
         for w in &report.warnings {
             cli::stderr(&format!("warning: {w}\n"));
         }
     }
-    if let Some(dir) = &save_dir {
-        let (json, history) = save::save(&report, dir, &inputs)?;
-        if !args.quiet {
+    let inputs: Vec<&Path> = inputs.iter().map(PathBuf::as_path).collect();
+    if let Some(dir) = &outputs.save_dir {
+        let (json, history) = save::save(report, dir, &inputs)?;
+        if !outputs.quiet {
             cli::stderr(&format!(
                 "saved {} and a row in {}\n",
                 json.display(),
@@ -470,12 +459,17 @@ fn run_compare(
             ));
         }
     }
-    if let Some(path) = &args.plot {
-        save::write_atomically(path, render::svg::svg(&report).as_bytes(), &inputs)
+    if let Some(path) = &outputs.plot {
+        save::write_atomically(path, render::svg::svg(report).as_bytes(), &inputs)
             .with_context(|| format!("--plot {}", path.display()))?;
     }
-    if !all_match {
-        cli::stderr(&render::text::divergence_report(&report));
+    Ok(())
+}
+
+/// 1 when tokens differ (the divergence said on stderr), 2 on a confirmed regression, else 0.
+fn exit_status(outputs: &plan::Outputs, report: &Report) -> anyhow::Result<u8> {
+    if !report.all_match {
+        cli::stderr(&render::text::divergence_report(report));
         return Ok(EXIT_MISMATCH);
     }
     if let Some(g) = &report.gate {
@@ -486,13 +480,13 @@ fn run_compare(
                 g.baseline_file
             );
         }
-        if args.format != Format::Table && args.format != Format::Md {
+        if outputs.format != Format::Table && outputs.format != Format::Md {
             cli::stderr(&gate::render(g));
         }
         if g.regressed {
             cli::stderr(&format!(
                 "REGRESSION: a backend is slower than the baseline beyond {:.0}%\n",
-                args.max_slowdown * 100.0
+                outputs.max_slowdown * 100.0
             ));
             return Ok(EXIT_REGRESSION);
         }
@@ -534,10 +528,10 @@ fn agreement_rows(
             context.len()
         ));
     }
-    let want = agreement::teacher_forced_logits(&files[0], &backend, plan.options, &context)?;
+    let want = agreement::teacher_forced_logits(&files[0], &backend, &plan.options, &context)?;
     let mut rows = Vec::new();
     for f in &files[1..] {
-        let got = agreement::teacher_forced_logits(f, &backend, plan.options, &context)?;
+        let got = agreement::teacher_forced_logits(f, &backend, &plan.options, &context)?;
         let (top1_agreement, mean_kl, max_kl) = agreement::compare_logits(&want, &got);
         let tokens = row_of(f).map_or(&[][..], |r| &r.token_ids[..]);
         rows.push(Agreement {

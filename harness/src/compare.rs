@@ -34,18 +34,24 @@ use crate::sampling::SamplingOptions;
 use crate::stats::{Summary, outliers, percentile};
 use crate::warning::Warning;
 
-/// What `--compare` runs.
+/// What `compare` runs, its arguments checked and typed once by `commands::compare`: nothing
+/// below the command layer reads the command line.
 #[derive(Clone)]
-pub struct Plan<'a> {
-    pub backends: &'a [String],
+pub struct Plan {
+    /// The reference first.
+    pub backends: Vec<String>,
     /// The longest prompt; each case runs its first `lengths[i]` tokens.
-    pub prompt: &'a [u32],
+    pub prompt: Vec<u32>,
+    /// The prompt as the user gave it (`--prompt`), for the report; else it is the decoded ids.
+    pub prompt_text: Option<String>,
+    /// `--max-tokens`, for the report (`new_tokens` is what each case runs).
+    pub max_tokens: usize,
     pub lengths: Vec<usize>,
     /// New tokens per case (already capped by the context).
     pub new_tokens: Vec<usize>,
     pub runs: usize,
     pub warmup: usize,
-    pub options: &'a EngineOptions,
+    pub options: EngineOptions,
     /// Greedy, or sampling with one seed (every run and backend starts from it).
     pub sampling: SamplingOptions,
     pub quiet: bool,
@@ -56,54 +62,13 @@ pub struct Plan<'a> {
     pub reference_total_ms: Vec<(usize, f64)>,
     /// `--threads` with several counts: each runs in a child process ([`sweep`]).
     pub sweep: Vec<usize>,
+    /// A sweep child's arguments, but for `--model` and `--threads` (`plan::sweep_child_args`).
+    pub sweep_args: Vec<OsString>,
 }
 
 /// A row's label in a thread sweep: `simd-kv t2`.
 pub fn sweep_label(label: &str, threads: usize) -> String {
     format!("{label} t{threads}")
-}
-
-/// The arguments of a sweep's child: this comparison at one thread count, as JSON on stdout.
-fn sweep_child_args(args: &crate::cli::CompareArgs, model: &Path, threads: usize) -> Vec<OsString> {
-    let mut a: Vec<OsString> = vec!["compare".into(), "--model".into(), model.into()];
-    let mut flag = |name: &str, value: String| {
-        a.push(name.into());
-        a.push(value.into());
-    };
-    let p = &args.prompt;
-    if let Some(text) = &p.prompt {
-        flag("--prompt", text.clone());
-    }
-    if let Some(ids) = &p.prompt_ids {
-        flag("--prompt-ids", ids.clone());
-    }
-    if let Some(lengths) = &p.prompt_tokens {
-        let list: Vec<String> = lengths.iter().map(usize::to_string).collect();
-        flag("--prompt-tokens", list.join(","));
-    }
-    flag("--max-tokens", p.max_tokens.to_string());
-    if let Some(backends) = &args.backends {
-        flag("--backends", backends.join(","));
-    }
-    if let Some(reference) = &args.reference {
-        flag("--reference", reference.clone());
-    }
-    flag("--device", args.engine.device.to_string());
-    flag("--kv-cache", args.kv_cache.to_string());
-    let s = &args.sampling;
-    flag("--temperature", s.temperature.to_string());
-    flag("--top-k", s.top_k.to_string());
-    flag("--top-p", s.top_p.to_string());
-    flag("--seed", s.seed.to_string());
-    flag("--runs", args.runs.to_string());
-    flag("--warmup", args.warmup.to_string());
-    flag("--threads", threads.to_string());
-    flag("--format", "json".into());
-    a.push("-q".into());
-    if args.no_roofline {
-        a.push("--no-roofline".into());
-    }
-    a
 }
 
 /// `--threads N1,N2,...`: the comparison once per thread count, each in a child process of
@@ -112,19 +77,22 @@ fn sweep_child_args(args: &crate::cli::CompareArgs, model: &Path, threads: usize
 /// labelled with their count, and each count's rows handed to `on_row` as its child finishes.
 /// A child's warnings come back prefixed with its count.
 pub fn sweep(
-    args: &crate::cli::CompareArgs,
+    plan: &Plan,
     model: &Path,
-    counts: &[usize],
     on_row: &mut dyn FnMut(&BackendResult),
 ) -> anyhow::Result<(Vec<BackendResult>, Vec<Warning>)> {
     let exe = std::env::current_exe().context("finding this gpt2-bench binary")?;
     let (mut rows, mut warnings) = (Vec::new(), Vec::new());
-    for &n in counts {
-        if !args.quiet {
+    for &n in &plan.sweep {
+        if !plan.quiet {
             gpt2_export::cli::stderr(&format!("running with {}...\n", threads_phrase(n)));
         }
         let mut command = std::process::Command::new(&exe);
-        command.args(sweep_child_args(args, model, n));
+        command
+            .args(&plan.sweep_args)
+            .arg("--model")
+            .arg(model)
+            .args(["--threads", &n.to_string()]);
         let out = gpt2_export::child::run(&mut command, None)
             .with_context(|| format!("the run with {}", threads_phrase(n)))?;
         // 1: a backend's tokens differ; the report still comes, and says so.
@@ -194,7 +162,7 @@ fn measure_backend(
     let per_backend: usize = plan.new_tokens.iter().sum::<usize>() * (plan.runs + plan.warmup);
     // Where the OS does not allow the reset, the figure is the process's peak so far.
     machine::reset_peak_rss();
-    let mut engine = gpt2_backends::create(name, weights, plan.options)?;
+    let mut engine = gpt2_backends::create(name, weights, &plan.options)?;
     let bar = progress(name, per_backend as u64);
     let mut cases = Vec::new();
     for (&len, &n_new) in plan.lengths.iter().zip(&plan.new_tokens) {
@@ -307,7 +275,7 @@ pub fn run(
     let mut measured: Vec<Measured> = Vec::new();
     let mut results: Vec<BackendResult> = Vec::new();
     let mut warnings = Vec::new();
-    for name in plan.backends {
+    for name in &plan.backends {
         for m in measure_backend(plan, name, &weights, probe, progress)? {
             let reference = measured
                 .iter()

@@ -3,6 +3,7 @@
 //! sampling, and where saved results go.
 
 use std::collections::HashSet;
+use std::ffi::OsString;
 use std::path::PathBuf;
 
 use anyhow::bail;
@@ -10,7 +11,7 @@ use gpt2_backends::{DeviceChoice, EngineOptions, KvCache, backend_names};
 use gpt2_export::cli;
 use gpt2_weights::{Gpt2Tokenizer, WeightFile};
 
-use crate::cli::{PromptArgs, SamplingArgs};
+use crate::cli::{CompareArgs, PromptArgs, SamplingArgs};
 use crate::generate::max_new_tokens;
 use crate::sampling::SamplingOptions;
 
@@ -31,6 +32,185 @@ pub fn save_dir(given: Option<&std::path::Path>) -> PathBuf {
         Some(dir) if !dir.is_empty() => PathBuf::from(dir),
         _ => PathBuf::from("bench-runs"),
     }
+}
+
+/// What a `compare` does with its results, from the command line.
+pub struct Outputs {
+    pub format: crate::render::Format,
+    pub wide: bool,
+    pub quiet: bool,
+    /// Measure the machine's read bandwidth and FMA peak beside the runs (not `--no-roofline`).
+    pub roofline: bool,
+    /// `--save`: the directory, resolved ([`save_dir`]).
+    pub save_dir: Option<PathBuf>,
+    pub plot: Option<PathBuf>,
+    pub baseline: Option<PathBuf>,
+    pub max_slowdown: f64,
+}
+
+/// A `compare` as it will run: its arguments checked against each other, the model and the
+/// machine, and typed once.
+pub struct Compare {
+    pub plan: crate::compare::Plan,
+    pub outputs: Outputs,
+    /// The `--model` files, opened and verified (the first is the reference file).
+    pub files: Vec<WeightFile>,
+    pub tokenizer: Gpt2Tokenizer,
+    /// What the report says about how the run was set up.
+    pub notes: Vec<String>,
+}
+
+/// Turns `compare`'s arguments into a [`Compare`].
+pub fn compare(args: &CompareArgs) -> anyhow::Result<Compare> {
+    // No prompt at all: llama-bench's kind of default, a short prompt's latency and a 128-token
+    // prefill's throughput (each followed by --max-tokens of decode); fixed once the model's
+    // context is known.
+    check_prompt_args(
+        default_prompt(&args.prompt, usize::MAX)
+            .as_ref()
+            .unwrap_or(&args.prompt),
+    )?;
+    for (flag, n) in [("--runs", args.runs), ("--warmup", args.warmup)] {
+        if n > MAX_RUNS {
+            bail!(
+                "{flag} {n} is more than the {} runs a comparison may have",
+                MAX_RUNS
+            );
+        }
+    }
+    if args.runs == 0 {
+        bail!("--runs must be at least 1");
+    }
+    let sampling = sampling(&args.sampling)?;
+    let sweep = args.engine.threads.len() > 1;
+    if sweep {
+        if let Some(dup) = args
+            .engine
+            .threads
+            .iter()
+            .enumerate()
+            .find(|(i, n)| args.engine.threads[..*i].contains(n))
+        {
+            bail!("--threads: {} given twice", dup.1);
+        }
+        if args.baseline.is_some() {
+            bail!("--baseline gates one thread count; give one --threads value with it");
+        }
+        if args.models.len() > 1 {
+            bail!(
+                "--threads with a list runs one --model file; compare dtypes at one thread count"
+            );
+        }
+    }
+    // A sweep's children each check their own count; here the largest is checked (and it sets
+    // the process settings, which this process, measuring nothing itself, does not use).
+    let options = engine_options(
+        args.engine.threads.iter().max().copied(),
+        args.engine.device,
+        args.kv_cache,
+    )?;
+    let selected = select_backends(
+        args.backends.as_deref(),
+        None,
+        args.reference.as_deref(),
+        &options,
+    )?;
+    let files = open_models(args)?;
+    let file = &files[0];
+    let tokenizer = file.tokenizer()?;
+    let default_lengths = default_prompt(&args.prompt, file.config().n_ctx as usize);
+    let prompt_args = default_lengths.as_ref().unwrap_or(&args.prompt);
+    let prompt_ids = prompt_ids(prompt_args, &tokenizer, file)?;
+    let lengths = prompt_lengths(prompt_args, true, prompt_ids.len())?;
+    let n_ctx = file.config().n_ctx as usize;
+    let (new_tokens, cut_short) = new_tokens(&lengths, args.prompt.max_tokens, n_ctx);
+    let mut notes = vec!["tokenization is not timed".to_string()];
+    if default_lengths.is_some() {
+        notes.push(format!(
+            "no prompt given: synthetic prompts of {} tokens (a short prompt's latency, then \
+             prefill throughput, as llama-bench's pp tests); give --prompt, --prompt-ids or \
+             --prompt-tokens to choose",
+            lengths
+                .iter()
+                .map(usize::to_string)
+                .collect::<Vec<_>>()
+                .join(" and ")
+        ));
+    }
+    notes.extend(cut_short);
+    let plan = crate::compare::Plan {
+        sweep: if sweep {
+            args.engine.threads.clone()
+        } else {
+            Vec::new()
+        },
+        sweep_args: sweep_child_args(args),
+        backends: selected,
+        prompt: prompt_ids,
+        prompt_text: args.prompt.prompt.clone(),
+        max_tokens: args.prompt.max_tokens,
+        lengths,
+        new_tokens,
+        runs: args.runs,
+        warmup: args.warmup,
+        options,
+        sampling,
+        quiet: args.quiet,
+        several_models: files.len() > 1,
+        reference_total_ms: Vec::new(),
+    };
+    let outputs = Outputs {
+        format: args.format,
+        wide: args.wide,
+        quiet: args.quiet,
+        roofline: !args.no_roofline,
+        save_dir: args.save.as_ref().map(|dir| save_dir(dir.as_deref())),
+        plot: args.plot.clone(),
+        baseline: args.baseline.clone(),
+        max_slowdown: args.max_slowdown,
+    };
+    Ok(Compare {
+        plan,
+        outputs,
+        files,
+        tokenizer,
+        notes,
+    })
+}
+
+/// The `--model` files of a comparison, opened and verified: one by default, or several files
+/// of one model (same config and tokenizer) in different dtypes.
+fn open_models(args: &CompareArgs) -> anyhow::Result<Vec<WeightFile>> {
+    if args.models.is_empty() {
+        let path = crate::model::resolve(None, args.quiet)?;
+        return Ok(vec![WeightFile::open_verified(&path)?]);
+    }
+    if args.models.len() > 1 && args.baseline.is_some() {
+        bail!(
+            "--baseline gates one weight file; this run has {} --model files: give one",
+            args.models.len()
+        );
+    }
+    let mut files: Vec<WeightFile> = Vec::new();
+    for path in &args.models {
+        if files.iter().any(|f| f.path() == path.as_path()) {
+            bail!("--model {}: given twice", path.display());
+        }
+        let file = WeightFile::open_verified(path)?;
+        if let Some(first) = files.first()
+            && (file.config() != first.config()
+                || file.header().tokenizer != first.header().tokenizer)
+        {
+            bail!(
+                "--model {}: not the same model as {} (their configs or tokenizers differ); \
+                 several --model files must be one model in different dtypes",
+                path.display(),
+                first.path().display()
+            );
+        }
+        files.push(file);
+    }
+    Ok(files)
 }
 
 /// The prompt is given and something is to be generated.
@@ -303,4 +483,47 @@ pub fn prompt_ids(
         );
     }
     Ok(ids)
+}
+
+/// The arguments of a sweep's child, but for its `--model` and `--threads`: this comparison as
+/// JSON on stdout. Made once from the command line, into `compare::Plan::sweep_args`.
+pub fn sweep_child_args(args: &CompareArgs) -> Vec<OsString> {
+    let mut a: Vec<OsString> = vec!["compare".into()];
+    let mut flag = |name: &str, value: String| {
+        a.push(name.into());
+        a.push(value.into());
+    };
+    let p = &args.prompt;
+    if let Some(text) = &p.prompt {
+        flag("--prompt", text.clone());
+    }
+    if let Some(ids) = &p.prompt_ids {
+        flag("--prompt-ids", ids.clone());
+    }
+    if let Some(lengths) = &p.prompt_tokens {
+        let list: Vec<String> = lengths.iter().map(usize::to_string).collect();
+        flag("--prompt-tokens", list.join(","));
+    }
+    flag("--max-tokens", p.max_tokens.to_string());
+    if let Some(backends) = &args.backends {
+        flag("--backends", backends.join(","));
+    }
+    if let Some(reference) = &args.reference {
+        flag("--reference", reference.clone());
+    }
+    flag("--device", args.engine.device.to_string());
+    flag("--kv-cache", args.kv_cache.to_string());
+    let s = &args.sampling;
+    flag("--temperature", s.temperature.to_string());
+    flag("--top-k", s.top_k.to_string());
+    flag("--top-p", s.top_p.to_string());
+    flag("--seed", s.seed.to_string());
+    flag("--runs", args.runs.to_string());
+    flag("--warmup", args.warmup.to_string());
+    flag("--format", "json".into());
+    a.push("-q".into());
+    if args.no_roofline {
+        a.push("--no-roofline".into());
+    }
+    a
 }
