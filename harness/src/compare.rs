@@ -281,208 +281,235 @@ pub fn run(
                 .iter()
                 .find(|r| r.prompt_tokens == m.prompt_tokens)
                 .unwrap_or(&m);
-            let mut result = summarise(
-                plan,
-                file,
-                tokenizer,
-                roofline,
-                &m,
-                reference,
-                &mut warnings,
-            );
-            result.kv_cache_dtype = plan.options.kv_cache.resolve(&weights).to_string();
-            let first_file = plan
+            let stats = statistics(&m);
+            warnings.extend(timing_warnings(&m, &stats, plan.warmup));
+            // Every file's rows are set against the first file's reference (its total time at
+            // this prompt length); the first file's against its own.
+            let reference_total_ms = plan
                 .reference_total_ms
                 .iter()
                 .find(|(len, _)| *len == m.prompt_tokens)
-                .map(|&(_, ms)| ms);
-            let reference_ms = first_file.unwrap_or_else(|| {
-                results
-                    .iter()
-                    .find(|r| r.prompt_tokens == m.prompt_tokens)
-                    .map_or(result.total_ms, |r| r.total_ms)
-            });
-            result.speedup_vs_reference = reference_ms / result.total_ms;
+                .map(|&(_, ms)| ms)
+                .or_else(|| {
+                    results
+                        .iter()
+                        .find(|r: &&BackendResult| r.prompt_tokens == m.prompt_tokens)
+                        .map(|r| r.total_ms)
+                });
+            let against = Against {
+                roofline,
+                reference,
+                reference_total_ms,
+                kv_cache_dtype: plan.options.kv_cache.resolve(&weights).to_string(),
+            };
+            let result = row(plan, file, tokenizer, &m, stats, against);
             on_row(&result);
             results.push(result);
             measured.push(m);
         }
     }
-    set_machine_normalized(&mut results, &measured);
-    for len in &plan.lengths {
-        let slowest = results
-            .iter()
-            .filter(|r| r.prompt_tokens == *len)
-            .map(|r| r.total_ms)
-            .fold(0.0, f64::max);
-        for r in results.iter_mut().filter(|r| r.prompt_tokens == *len) {
-            r.speedup_vs_slowest = slowest / r.total_ms;
-        }
-    }
+    cross_row(&mut results, &measured);
     Ok((results, warnings))
 }
 
-/// One backend at one prompt length, summarised against the reference's runs at that length
-/// (`reference` is `m` itself for the reference); its warnings are added to `warnings`.
-fn summarise(
-    plan: &Plan,
-    file: &WeightFile,
-    tokenizer: &Gpt2Tokenizer,
-    roofline: Option<&Roofline>,
-    m: &Measured,
-    reference: &Measured,
-    warnings: &mut Vec<Warning>,
-) -> BackendResult {
-    {
-        let first = &m.runs[0];
-        let runs_agree = m
-            .runs
-            .iter()
-            .chain(&m.warmup)
-            .all(|g| g.token_ids == first.token_ids);
-        let div = m
-            .runs
-            .iter()
-            .find_map(|g| divergence(&reference.runs[0], g, tokenizer));
-        let prompt_tokens = m.prompt_tokens;
-        let secs = |d: Duration| d.as_secs_f64();
-        let ttft: Vec<f64> = m.runs.iter().map(|g| secs(g.prefill) * 1e3).collect();
-        let prefill_rate: Vec<f64> = m
-            .runs
-            .iter()
-            .map(|g| prompt_tokens as f64 / secs(g.prefill))
-            .collect();
-        let decode_rate: Vec<f64> = m
-            .runs
-            .iter()
-            .filter(|g| !g.steps.is_empty())
-            .map(|g| g.steps.len() as f64 / secs(g.decode_total()))
-            .collect();
-        let decode_read_fraction = roofline.and_then(|r| {
-            decode_read_fraction(&m.runs, &m.read_gb_per_s, r.weight_bytes_per_token)
-        });
-        let step_ms: Vec<f64> = m
-            .runs
-            .iter()
-            .flat_map(|g| g.steps.iter().map(|&d| secs(d) * 1e3))
-            .collect();
-        let ttft = Summary::of(&ttft).expect("at least one run");
-        let prefill_tok_per_s = Summary::of(&prefill_rate).expect("at least one run");
-        let decode_tok_per_s = Summary::of(&decode_rate);
-        let decode_latency = Summary::of(&step_ms).map(|s| Latency {
+/// The statistics of one backend at one prompt length, over its measured runs.
+struct Stats {
+    ttft_ms: Summary,
+    prefill_tok_per_s: Summary,
+    decode_tok_per_s: Option<Summary>,
+    decode_latency: Option<Latency>,
+    /// Every decode step of every run, in ms.
+    step_ms: Vec<f64>,
+    /// Each run's total time (prefill and every step), in seconds.
+    run_totals_s: Vec<f64>,
+    /// Mean of [`Self::run_totals_s`], in ms.
+    total_ms: f64,
+}
+
+fn statistics(m: &Measured) -> Stats {
+    let secs = |d: Duration| d.as_secs_f64();
+    let ttft: Vec<f64> = m.runs.iter().map(|g| secs(g.prefill) * 1e3).collect();
+    let prefill_rate: Vec<f64> = m
+        .runs
+        .iter()
+        .map(|g| m.prompt_tokens as f64 / secs(g.prefill))
+        .collect();
+    let decode_rate: Vec<f64> = m
+        .runs
+        .iter()
+        .filter(|g| !g.steps.is_empty())
+        .map(|g| g.steps.len() as f64 / secs(g.decode_total()))
+        .collect();
+    let step_ms: Vec<f64> = m
+        .runs
+        .iter()
+        .flat_map(|g| g.steps.iter().map(|&d| secs(d) * 1e3))
+        .collect();
+    let run_totals_s: Vec<f64> = m
+        .runs
+        .iter()
+        .map(|g| secs(g.prefill + g.decode_total()))
+        .collect();
+    Stats {
+        ttft_ms: Summary::of(&ttft).expect("at least one run"),
+        prefill_tok_per_s: Summary::of(&prefill_rate).expect("at least one run"),
+        decode_tok_per_s: Summary::of(&decode_rate),
+        decode_latency: Summary::of(&step_ms).map(|s| Latency {
             mean_ms: s.mean,
             p50_ms: percentile(&step_ms, 50.0),
             p90_ms: percentile(&step_ms, 90.0),
             p99_ms: percentile(&step_ms, 99.0),
-        });
-        let prefill_gflops = prefill_flops(file.config(), prompt_tokens) / (ttft.mean / 1e3) / 1e9;
-        let total_ms: f64 = m
-            .runs
-            .iter()
-            .map(|g| secs(g.prefill + g.decode_total()) * 1e3)
-            .sum::<f64>()
-            / m.runs.len() as f64;
-
-        // hyperfine-style warnings about this backend's timings.
-        let outlier_steps = outliers(&step_ms);
-        if outlier_steps > 0 {
-            warnings.push(Warning::OutlierSteps {
-                backend: m.name.clone(),
-                prompt_tokens,
-                outliers: outlier_steps,
-                steps: step_ms.len(),
-            });
-        }
-        let run_totals: Vec<f64> = m
-            .runs
-            .iter()
-            .map(|g| secs(g.prefill + g.decode_total()))
-            .collect();
-        if run_totals.len() >= 3 {
-            let rest_median = percentile(&run_totals[1..], 50.0);
-            if run_totals[0] > 1.5 * rest_median {
-                warnings.push(Warning::SlowFirstRun {
-                    backend: m.name.clone(),
-                    prompt_tokens,
-                    first_s: run_totals[0],
-                    median_s: rest_median,
-                    warmup: plan.warmup,
-                });
-            }
-        }
-
-        BackendResult {
-            backend: m.name.clone(),
-            summary: m.info.summary.to_string(),
-            device: m.info.device.clone(),
-            threads: m.info.threads,
-            kv_cache: m.info.kv_cache,
-            kv_cache_dtype: String::new(), // set by `run`, which has the weights
-            isa: m.info.isa.to_string(),
-            dtype: m.info.dtype.to_string(),
-            model_file: file
-                .path()
-                .file_name()
-                .map_or_else(String::new, |n| n.to_string_lossy().into_owned()),
-            weight_bytes_per_token: file.bytes_per_token(),
-            label: row_label(&m.name, &m.info.dtype, plan.several_models),
-            prompt_tokens,
-            new_tokens: first.token_ids.len(),
-            token_ids: first.token_ids.clone(),
-            text: tokenizer.decode(&first.token_ids),
-            runs: m.runs.len(),
-            warmup: m.warmup.len(),
-            ttft_ms: ttft,
-            prefill_tok_per_s,
-            decode_roofline_fraction: roofline
-                .zip(decode_tok_per_s)
-                .map(|(r, d)| d.mean / r.decode_roofline_tok_per_s),
-            decode_read_fraction,
-            machine_normalized: None, // set below, from every backend's passes
-            decode_tok_per_s,
-            decode_latency,
-            prefill_gflops,
-            prefill_peak_fraction: roofline.map(|r| prefill_gflops / r.peak_gflops),
-            prefill_best_gemm_fraction: roofline
-                .map(|r| prefill_gflops / r.gemm_simd_gflops.max(r.gemm_matrixmultiply_gflops)),
-            total_ms,
-            speedup_vs_slowest: 0.0, // filled in by `run`, per prompt length
-            speedup_vs_reference: 0.0, // filled in by `run`
-            memory: Memory {
-                weights_mapped_bytes: file.file_len(),
-                weights_copied_bytes: m.info.weights_copied_bytes,
-                kv_cache_bytes: m.info.kv_cache_bytes,
-                scratch_bytes: m.info.scratch_bytes,
-                peak_rss_bytes: m.peak_rss_bytes,
-            },
-            runs_agree,
-            tokens_match: runs_agree && div.is_none(),
-            divergence: div,
-            samples: Samples {
-                prefill_ns: m.runs.iter().map(|g| ns(g.prefill)).collect(),
-                decode_step_ns: m
-                    .runs
-                    .iter()
-                    .map(|g| g.steps.iter().map(|&d| ns(d)).collect())
-                    .collect(),
-                warmup_prefill_ns: m.warmup.iter().map(|g| ns(g.prefill)).collect(),
-                warmup_decode_step_ns: m
-                    .warmup
-                    .iter()
-                    .map(|g| g.steps.iter().map(|&d| ns(d)).collect())
-                    .collect(),
-                read_gb_per_s_before_run: m.read_gb_per_s.clone(),
-                peak_gflops_before_run: m.peak_gflops.clone(),
-            },
-        }
+        }),
+        total_ms: 1e3 * run_totals_s.iter().sum::<f64>() / run_totals_s.len() as f64,
+        step_ms,
+        run_totals_s,
     }
 }
 
-/// Every row's rates divided by this run's machine speed: the median of every read pass and of
-/// every FMA pass taken beside the measured runs of all backends (see [`Normalized`]). A single
-/// 20 ms pass is noisy; the median of a dozen is a steady measure of the machine of this run,
-/// while between runs a minute apart it moves with the machine, which is what it cancels.
-fn set_machine_normalized(results: &mut [BackendResult], measured: &[Measured]) {
+/// hyperfine's warnings about one backend's timings: outlying decode steps, a first run much
+/// slower than the rest.
+fn timing_warnings(m: &Measured, stats: &Stats, warmup: usize) -> Vec<Warning> {
+    let mut warnings = Vec::new();
+    let outlier_steps = outliers(&stats.step_ms);
+    if outlier_steps > 0 {
+        warnings.push(Warning::OutlierSteps {
+            backend: m.name.clone(),
+            prompt_tokens: m.prompt_tokens,
+            outliers: outlier_steps,
+            steps: stats.step_ms.len(),
+        });
+    }
+    let totals = &stats.run_totals_s;
+    if totals.len() >= 3 {
+        let rest_median = percentile(&totals[1..], 50.0);
+        if totals[0] > 1.5 * rest_median {
+            warnings.push(Warning::SlowFirstRun {
+                backend: m.name.clone(),
+                prompt_tokens: m.prompt_tokens,
+                first_s: totals[0],
+                median_s: rest_median,
+                warmup,
+            });
+        }
+    }
+    warnings
+}
+
+/// What a row is set against: the roofline, the reference backend's runs at its prompt length
+/// (`m` itself for the reference), the reference's total time (the speedup's numerator), and
+/// what the keys and values were cached in.
+struct Against<'a> {
+    roofline: Option<&'a Roofline>,
+    reference: &'a Measured,
+    reference_total_ms: Option<f64>,
+    kv_cache_dtype: String,
+}
+
+/// One backend at one prompt length: its row, complete but for the figures that need every
+/// row ([`cross_row`]).
+fn row(
+    plan: &Plan,
+    file: &WeightFile,
+    tokenizer: &Gpt2Tokenizer,
+    m: &Measured,
+    stats: Stats,
+    against: Against<'_>,
+) -> BackendResult {
+    let first = &m.runs[0];
+    let runs_agree = m
+        .runs
+        .iter()
+        .chain(&m.warmup)
+        .all(|g| g.token_ids == first.token_ids);
+    let div = m
+        .runs
+        .iter()
+        .find_map(|g| divergence(&against.reference.runs[0], g, tokenizer));
+    let roofline = against.roofline;
+    let decode_read_fraction = roofline
+        .and_then(|r| decode_read_fraction(&m.runs, &m.read_gb_per_s, r.weight_bytes_per_token));
+    let prefill_gflops =
+        prefill_flops(file.config(), m.prompt_tokens) / (stats.ttft_ms.mean / 1e3) / 1e9;
+    let total_ms = stats.total_ms;
+    BackendResult {
+        backend: m.name.clone(),
+        summary: m.info.summary.to_string(),
+        device: m.info.device.clone(),
+        threads: m.info.threads,
+        kv_cache: m.info.kv_cache,
+        kv_cache_dtype: against.kv_cache_dtype,
+        isa: m.info.isa.to_string(),
+        dtype: m.info.dtype.to_string(),
+        model_file: file
+            .path()
+            .file_name()
+            .map_or_else(String::new, |n| n.to_string_lossy().into_owned()),
+        weight_bytes_per_token: file.bytes_per_token(),
+        label: row_label(&m.name, &m.info.dtype, plan.several_models),
+        prompt_tokens: m.prompt_tokens,
+        new_tokens: first.token_ids.len(),
+        token_ids: first.token_ids.clone(),
+        text: tokenizer.decode(&first.token_ids),
+        runs: m.runs.len(),
+        warmup: m.warmup.len(),
+        ttft_ms: stats.ttft_ms,
+        prefill_tok_per_s: stats.prefill_tok_per_s,
+        decode_roofline_fraction: roofline
+            .zip(stats.decode_tok_per_s)
+            .map(|(r, d)| d.mean / r.decode_roofline_tok_per_s),
+        decode_read_fraction,
+        machine_normalized: None, // cross_row: from every backend's passes
+        decode_tok_per_s: stats.decode_tok_per_s,
+        decode_latency: stats.decode_latency,
+        prefill_gflops,
+        prefill_peak_fraction: roofline.map(|r| prefill_gflops / r.peak_gflops),
+        prefill_best_gemm_fraction: roofline
+            .map(|r| prefill_gflops / r.gemm_simd_gflops.max(r.gemm_matrixmultiply_gflops)),
+        total_ms,
+        speedup_vs_slowest: 0.0, // cross_row: needs the slowest row
+        speedup_vs_reference: against.reference_total_ms.unwrap_or(total_ms) / total_ms,
+        memory: Memory {
+            weights_mapped_bytes: file.file_len(),
+            weights_copied_bytes: m.info.weights_copied_bytes,
+            kv_cache_bytes: m.info.kv_cache_bytes,
+            scratch_bytes: m.info.scratch_bytes,
+            peak_rss_bytes: m.peak_rss_bytes,
+        },
+        runs_agree,
+        tokens_match: runs_agree && div.is_none(),
+        divergence: div,
+        samples: Samples {
+            prefill_ns: m.runs.iter().map(|g| ns(g.prefill)).collect(),
+            decode_step_ns: m
+                .runs
+                .iter()
+                .map(|g| g.steps.iter().map(|&d| ns(d)).collect())
+                .collect(),
+            warmup_prefill_ns: m.warmup.iter().map(|g| ns(g.prefill)).collect(),
+            warmup_decode_step_ns: m
+                .warmup
+                .iter()
+                .map(|g| g.steps.iter().map(|&d| ns(d)).collect())
+                .collect(),
+            read_gb_per_s_before_run: m.read_gb_per_s.clone(),
+            peak_gflops_before_run: m.peak_gflops.clone(),
+        },
+    }
+}
+
+/// The figures that need every row, in one pass once all have run: the speed against the
+/// slowest row of the same prompt length, and the rates divided by the machine's speed (the
+/// medians of every backend's read and FMA passes; see `record::Normalized`).
+fn cross_row(results: &mut [BackendResult], measured: &[Measured]) {
+    for i in 0..results.len() {
+        let len = results[i].prompt_tokens;
+        let slowest = results
+            .iter()
+            .filter(|r| r.prompt_tokens == len)
+            .map(|r| r.total_ms)
+            .fold(0.0, f64::max);
+        results[i].speedup_vs_slowest = slowest / results[i].total_ms;
+    }
     let all = |f: fn(&Measured) -> &Vec<f64>| -> Vec<f64> {
         measured.iter().flat_map(|m| f(m).iter().copied()).collect()
     };
