@@ -14,7 +14,7 @@
 //!
 //! [`create`] builds a backend by name; [`REGISTRY`] lists them, with what each can do.
 
-// Output goes through gpt2_export::cli (a closed pipe must not panic): no print macros.
+// Output goes through gpt2_process::cli (a closed pipe must not panic): no print macros.
 #![deny(clippy::print_stdout, clippy::print_stderr)]
 
 #[cfg(feature = "candle")]

@@ -141,7 +141,7 @@ fn token() -> Result<Option<String>, ExportError> {
 fn env_seconds(name: &str, default: u64) -> Result<Duration, ExportError> {
     match std::env::var(name) {
         Err(_) => Ok(Duration::from_secs(default)),
-        Ok(v) => match crate::cli::parse_seconds(&v, 86_400.0) {
+        Ok(v) => match gpt2_process::cli::parse_seconds(&v, 86_400.0) {
             Some(d) => Ok(d),
             None => Err(ExportError::Hub {
                 repo: "(any)".into(),
@@ -529,7 +529,7 @@ impl Hub {
                 let size = expected_len.map_or(String::new(), |n| {
                     format!(" ({})", gpt2_weights::hint::human_bytes(n))
                 });
-                crate::cli::stderr(&format!("downloading {}/{file}{size}\n", self.repo_id));
+                gpt2_process::cli::stderr(&format!("downloading {}/{file}{size}\n", self.repo_id));
             }
             let body = response.into_body().into_reader();
             self.save_blob(online, file, body, &blob, &etag, expected_len)?;
@@ -618,7 +618,7 @@ impl Hub {
         let mut buf = vec![0u8; 1 << 16];
         let mut got: u64 = 0;
         let mut floor = RateFloor::new(online.min_rate, online.slow_window, Instant::now());
-        let bar = crate::progress_bar(
+        let bar = gpt2_process::progress_bar(
             self.quiet,
             "  {bytes}/{total_bytes} {wide_bar} {bytes_per_sec} {eta}",
             expected_len.unwrap_or(0),

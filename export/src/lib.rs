@@ -16,11 +16,9 @@
 //! Every export streams tensors into a temporary file next to the destination and renames it into
 //! place at the end, so a failed or interrupted export leaves nothing behind.
 
-// Output goes through gpt2_export::cli (a closed pipe must not panic): no print macros.
+// Output goes through gpt2_process::cli (a closed pipe must not panic): no print macros.
 #![deny(clippy::print_stdout, clippy::print_stderr)]
 
-pub mod child;
-pub mod cli;
 pub mod convert;
 pub mod error;
 pub mod gguf;
@@ -41,25 +39,11 @@ pub fn exporter_id() -> String {
     format!("gpt2-export {}", env!("CARGO_PKG_VERSION"))
 }
 
-/// A progress bar on stderr in `template` (indicatif syntax), hidden with `quiet` or when
-/// stderr is not a terminal (piped, redirected, CI). Shared by gpt2-export and gpt2-bench.
-pub fn progress_bar(quiet: bool, template: &str, total: u64) -> indicatif::ProgressBar {
-    use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-    use std::io::IsTerminal;
-    if quiet || !std::io::stderr().is_terminal() {
-        return ProgressBar::hidden();
-    }
-    let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
-    bar.set_style(
-        ProgressStyle::with_template(template).unwrap_or_else(|_| ProgressStyle::default_bar()),
-    );
-    bar
-}
-
 /// A progress bar over the tensors of an export, showing `message`, and the callback the
 /// exporters take (`&|done, total| ...`) to advance it: `bar.on_tensor()`.
 pub fn tensor_progress(quiet: bool, message: &str) -> TensorProgress {
-    let bar = progress_bar(quiet, "{msg} [{bar:30}] {pos}/{len} tensors ({elapsed})", 0);
+    let bar =
+        gpt2_process::progress_bar(quiet, "{msg} [{bar:30}] {pos}/{len} tensors ({elapsed})", 0);
     bar.set_message(message.to_string());
     TensorProgress(bar)
 }

@@ -1,6 +1,6 @@
 //! `gpt2-export`: write gpt2-bench weight files, and inspect them. See the crate docs.
 
-// Output goes through gpt2_export::cli (a closed pipe must not panic): no print macros.
+// Output goes through gpt2_process::cli (a closed pipe must not panic): no print macros.
 #![deny(clippy::print_stdout, clippy::print_stderr)]
 
 use std::path::PathBuf;
@@ -9,7 +9,8 @@ use std::time::Instant;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
-use gpt2_export::{SyntheticSize, cli, export_from, gguf, inspect, synthetic};
+use gpt2_export::{SyntheticSize, export_from, gguf, inspect, synthetic};
+use gpt2_process::cli;
 use gpt2_weights::{Dtype, WeightFile};
 
 #[derive(Parser)]

@@ -214,7 +214,7 @@ impl Side {
 
 /// `ab --timeout SECONDS`: a positive number of seconds, at most a week.
 pub fn parse_timeout(s: &str) -> Result<Duration, String> {
-    match gpt2_export::cli::parse_seconds(s, 604_800.0) {
+    match gpt2_process::cli::parse_seconds(s, 604_800.0) {
         Some(d) => Ok(d),
         None => Err(format!(
             "{} is not a number of seconds between 0 and 604800 (a week); e.g. 1800",
@@ -262,7 +262,7 @@ fn measure(
         .arg("compare")
         .args(compare_args)
         .args(["--format", "json", "-q", "--no-roofline"]);
-    let out = gpt2_export::child::run(&mut command, Some(timeout))
+    let out = gpt2_process::child::run(&mut command, Some(timeout))
         .with_context(|| format!("the {} binary {}", side.name(), bin.display()))?;
     match out.status.code() {
         Some(0) => {}

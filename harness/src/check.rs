@@ -54,7 +54,7 @@ pub fn run(
     options: &EngineOptions,
 ) -> anyhow::Result<(Golden, Vec<Outcome>)> {
     let golden = Golden::load(golden_path)?;
-    // Removed when dropped, and by the signal handler on Ctrl-C (gpt2_export::cli).
+    // Removed when dropped, and by the signal handler on Ctrl-C (gpt2_process::cli).
     let scratch = gpt2_weights::write::TempDir::new().context("creating a temporary directory")?;
     let path = match model {
         Some(p) => p.to_path_buf(),

@@ -44,7 +44,7 @@ else (offline) a synthetic GPT-2 small with random weights (said on stderr).
         ")"
     ),
     about = "Run GPT-2 on several backends, check they agree token for token, and time them.",
-    after_help = format!("{AFTER_HELP}\n{}", gpt2_export::cli::EXIT_STATUS_HELP),
+    after_help = format!("{AFTER_HELP}\n{}", gpt2_process::cli::EXIT_STATUS_HELP),
     arg_required_else_help = true
 )]
 pub struct Cli {

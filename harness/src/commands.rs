@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use gpt2_backends::{KvCache, backend_names};
-use gpt2_export::cli::{self, EXIT_INPUT, EXIT_MISMATCH, EXIT_OK, EXIT_REGRESSION};
+use gpt2_process::cli::{self, EXIT_INPUT, EXIT_MISMATCH, EXIT_OK, EXIT_REGRESSION};
 use gpt2_weights::{Gpt2Tokenizer, StreamDecoder, WeightFile};
 
 use crate::cli::{CheckArgs, Command, CompareArgs, RooflineArgs, RunArgs};
@@ -50,7 +50,7 @@ fn ab(args: &crate::cli::AbArgs) -> anyhow::Result<u8> {
         compare_args: args.compare_args.clone(),
         timeout: args.timeout,
     };
-    let judged = crate::ab::run(&plan, &mut |line| gpt2_export::cli::stderr(line))?;
+    let judged = crate::ab::run(&plan, &mut |line| gpt2_process::cli::stderr(line))?;
     print_stdout(&crate::ab::render(&judged, args.max_slowdown))?;
     Ok(if judged.iter().any(|j| j.regression) {
         EXIT_REGRESSION
@@ -425,7 +425,7 @@ fn assemble(
 fn progress(quiet: bool) -> impl Fn(&str, u64) -> indicatif::ProgressBar {
     move |name: &str, total: u64| {
         let template = "{prefix:>10} [{bar:30}] {pos}/{len} tokens ({elapsed})";
-        let bar = gpt2_export::progress_bar(quiet, template, total);
+        let bar = gpt2_process::progress_bar(quiet, template, total);
         bar.set_prefix(name.to_string());
         bar
     }

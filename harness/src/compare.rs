@@ -85,7 +85,7 @@ pub fn sweep(
     let (mut rows, mut warnings) = (Vec::new(), Vec::new());
     for &n in &plan.sweep {
         if !plan.quiet {
-            gpt2_export::cli::stderr(&format!("running with {}...\n", threads_phrase(n)));
+            gpt2_process::cli::stderr(&format!("running with {}...\n", threads_phrase(n)));
         }
         let mut command = std::process::Command::new(&exe);
         command
@@ -93,7 +93,7 @@ pub fn sweep(
             .arg("--model")
             .arg(model)
             .args(["--threads", &n.to_string()]);
-        let out = gpt2_export::child::run(&mut command, None)
+        let out = gpt2_process::child::run(&mut command, None)
             .with_context(|| format!("the run with {}", threads_phrase(n)))?;
         // 1: a backend's tokens differ; the report still comes, and says so.
         if !matches!(out.status.code(), Some(0) | Some(1)) {
@@ -193,7 +193,7 @@ fn measure_backend(
     if !plan.quiet {
         for (len, _, runs, _, _) in &cases {
             let total: Duration = runs.iter().map(|g| g.prefill + g.decode_total()).sum();
-            gpt2_export::cli::stderr(&format!(
+            gpt2_process::cli::stderr(&format!(
                 "{name}: {len}-token prompt, {} run(s) of {} tokens in {:.2} s\n",
                 runs.len(),
                 runs.first().map_or(0, |g| g.token_ids.len()),

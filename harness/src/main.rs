@@ -7,7 +7,7 @@
 //! The command line is defined in [`cli`], turned into typed options in [`plan`], and run in
 //! [`commands`].
 
-// Output goes through gpt2_export::cli (a closed pipe must not panic): no print macros.
+// Output goes through gpt2_process::cli (a closed pipe must not panic): no print macros.
 #![deny(clippy::print_stdout, clippy::print_stderr)]
 
 mod ab;
@@ -37,7 +37,7 @@ mod warning;
 use std::process::ExitCode;
 
 use clap::Parser;
-use gpt2_export::cli::{EXIT_INPUT, clap_exit, install_signal_cleanup, report_error, stderr};
+use gpt2_process::cli::{EXIT_INPUT, clap_exit, install_signal_cleanup, report_error, stderr};
 
 fn main() -> ExitCode {
     // Temporary files and directories are removed on Ctrl-C and every other terminating signal.
@@ -47,8 +47,8 @@ fn main() -> ExitCode {
         // No arguments: the help, on stdout, as a successful run (nothing was asked for).
         use clap::CommandFactory;
         let help = cli::Cli::command().render_help().to_string();
-        return ExitCode::from(match gpt2_export::cli::stdout(&help) {
-            Ok(()) => gpt2_export::cli::EXIT_OK,
+        return ExitCode::from(match gpt2_process::cli::stdout(&help) {
+            Ok(()) => gpt2_process::cli::EXIT_OK,
             Err(_) => EXIT_INPUT,
         });
     }

@@ -39,7 +39,7 @@ pub fn resolve(explicit: Option<&Path>, quiet: bool) -> anyhow::Result<PathBuf> 
     bar.0.finish_and_clear();
     match exported {
         Ok(p) => {
-            gpt2_export::cli::stderr(&format!(
+            gpt2_process::cli::stderr(&format!(
                 "exported {DEFAULT_HUB_REPO} from the Hugging Face hub to {}\n",
                 p.display()
             ));
@@ -47,7 +47,7 @@ pub fn resolve(explicit: Option<&Path>, quiet: bool) -> anyhow::Result<PathBuf> 
         }
         Err(e) if e.is_hub_unreachable() => {
             let synthetic = SyntheticSize::Gpt2.default_path(0, gpt2_weights::Dtype::F32);
-            gpt2_export::cli::stderr(&format!(
+            gpt2_process::cli::stderr(&format!(
                 "note: no --model, no {} and the Hugging Face hub cannot be reached, so this run \
                  uses synthetic GPT-2 small (random weights, seed 0) from {}: its text is noise, \
                  its speed and the equivalence check are real\n",

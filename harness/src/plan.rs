@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 use anyhow::bail;
 use gpt2_backends::{DeviceChoice, EngineOptions, KvCache, backend_names};
-use gpt2_export::cli;
+use gpt2_process::cli;
 use gpt2_weights::{Gpt2Tokenizer, WeightFile};
 
 use crate::cli::{CompareArgs, PromptArgs, SamplingArgs};

@@ -75,7 +75,7 @@
 //! [`WeightFile::gpt2`] then hands out zero-copy views: `&[f32]` for the f32 tensors,
 //! [`Matrix`] and [`Linear`] (in the tensor's dtype and layout) for the matrices.
 
-// Output goes through gpt2_export::cli (a closed pipe must not panic): no print macros.
+// Output goes through gpt2_process::cli (a closed pipe must not panic): no print macros.
 #![deny(clippy::print_stdout, clippy::print_stderr)]
 
 pub mod dtype;
