@@ -34,7 +34,7 @@ use crate::sampling::SamplingOptions;
 use crate::stats::{Summary, outliers, percentile};
 use crate::warning::Warning;
 
-/// What `compare` runs, its arguments checked and typed once by `commands::compare`: nothing
+/// What `compare` runs, its arguments checked and typed once by `plan::compare`: nothing
 /// below the command layer reads the command line.
 #[derive(Clone)]
 pub struct Plan {

@@ -199,7 +199,7 @@ pub struct BackendResult {
     /// Slowest backend's mean total time divided by this one's (same prompt length).
     pub speedup_vs_slowest: f64,
     /// The reference backend's total time (prefill + decode) over this one's, at the same
-    /// prompt length: how much faster than the reference (the compact table's "speedup").
+    /// prompt length: how much faster than the reference (the "speedup" of every format).
     #[serde(default)]
     pub speedup_vs_reference: f64,
     pub memory: Memory,

@@ -131,6 +131,16 @@ fn the_table_shows_the_agreement_and_the_csv_the_bytes() {
     let text = String::from_utf8_lossy(&o.stdout);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(text.contains("simd-kv f16"), "{text}");
+    // Each file's first backend is the reference its other backends are checked against (the
+    // files are compared by the agreement table): the row says so, matched by backend, not by
+    // the label the row carries.
+    let row_of = |label: &str| {
+        text.lines()
+            .find(|l| l.starts_with(label))
+            .unwrap_or_else(|| panic!("no row {label}: {text}"))
+    };
+    assert!(row_of("simd-kv f32").ends_with("reference"), "{text}");
+    assert!(row_of("simd-kv f16").ends_with("reference"), "{text}");
     assert!(
         text.contains("Agreement with tiny-0-f32.bin (f32)"),
         "{text}"

@@ -310,6 +310,7 @@ pub(super) unsafe fn rows_to_panel_n<const P: usize>(rows: &[f32], kc: usize, pa
 /// AVX2; `src` is 6 rows of `k` values and `out` `6 * k + 2` values.
 #[target_feature(enable = "avx2,fma")]
 pub(super) unsafe fn pack_group(out: &mut [f32], src: &[f32], k: usize) {
+    const { assert!(MR == 6, "this transpose writes groups of 6 rows") };
     debug_assert!(src.len() == 6 * k && out.len() == 6 * k + 2);
     let (s, o) = (src.as_ptr(), out.as_mut_ptr());
     let zero = _mm256_setzero_ps();

@@ -295,11 +295,18 @@ mod tests {
 
     /// An (N, K) weight in every dtype, through `linear` (decode and prefill) and `logits`, on
     /// 1 and 3 threads, SIMD and scalar kernels, against the f32 product of the dequantized
-    /// values. K = 96 (3 q8_0 blocks, less than one KC slice), N = 150 (9 full panels and 6
-    /// columns left over).
+    /// values. K = 96 (3 q8_0 blocks, less than one KC slice) and 320 (several slices of every
+    /// instruction set's KC, the last one partial: the packing buffers are reused, not cleared,
+    /// so a slice that wrote less than it read would show here), N = 150 (full panels and
+    /// columns left over); 13 positions leave a partial group of rows for every tile height.
     #[test]
     fn out_in_weights_in_every_dtype_match_the_dequantized_product() {
-        let (k, n) = (96, 150);
+        for k in [96, 320] {
+            out_in_weights_match(k, 150);
+        }
+    }
+
+    fn out_in_weights_match(k: usize, n: usize) {
         let w = data(n * k, 21);
         let bias = data(n, 22);
         for dtype in Dtype::ALL {
@@ -307,7 +314,7 @@ mod tests {
             for threads in [1, 3] {
                 for kernels in Kernels::available() {
                     let compute = Compute::new(kernels, threads, n).unwrap();
-                    for t in [1, 2, 9] {
+                    for t in [1, 2, 9, 13] {
                         let inp = data(t * k, 23);
                         let want = reference_rows(&inp, m.matrix(), &bias);
                         let mut got = vec![0.0; t * n];

@@ -241,6 +241,7 @@ fn rows_to_panel(rows: &[f32], kc: usize, panel: &mut [f32]) {
 /// transpose) and rows 4-5 interleaved, stored as 4 runs of 6 floats.
 #[target_feature(enable = "neon")]
 unsafe fn pack_group(out: &mut [f32], src: &[f32], k: usize) {
+    const { assert!(MR == 6, "this transpose writes groups of 6 rows") };
     debug_assert!(src.len() == 6 * k && out.len() >= 6 * k);
     let (s, o) = (src.as_ptr(), out.as_mut_ptr());
     let mut kk = 0;
