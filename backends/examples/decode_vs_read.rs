@@ -79,7 +79,8 @@ fn run(
             return Err(format!("prompt_tokens + {STEPS} exceeds n_ctx {}", config.n_ctx).into());
         }
         let w = file.gpt2()?;
-        let w = w.clone().with_kv_cache(kv_cache.resolve(&w));
+        let kv = kv_cache.resolve(&w);
+        let w = gpt2_backends::Model::from(w).with_kv_cache(kv);
         let engine = SimdKvEngine::new(w, Kernels::detect(), threads)?;
         engines.push(engine);
     }

@@ -28,8 +28,9 @@
 //! - **Devices.** `cpu` always; `cuda[:N]` when built with the `cuda` cargo feature and a GPU is
 //!   present. Both are errors with advice, never panics, when unavailable.
 
+use crate::Model;
 use candle_core::{D, DType, Device, Tensor};
-use gpt2_weights::{Config, Gpt2Weights};
+use gpt2_weights::Config;
 use rayon::prelude::*;
 
 use crate::dequant::{F32Matrices, RoundsInput};
@@ -109,7 +110,7 @@ pub struct CandleEngine {
 impl CandleEngine {
     /// Copies the weights into candle tensors on `device` and allocates the KV cache.
     pub fn new(
-        w: &Gpt2Weights<'_>,
+        w: &Model<'_>,
         threads: usize,
         device_choice: DeviceChoice,
     ) -> Result<Self, EngineError> {

@@ -49,10 +49,45 @@ pub const LOGIT_TOLERANCE: f32 = 2e-3;
 /// (measured: bf16 tiny, candle against naive). 2e-2 leaves a real bug's O(1) 50x away.
 pub const F16_KV_LOGIT_TOLERANCE: f32 = 2e-2;
 
-/// The logit tolerance between backends on `w`: [`LOGIT_TOLERANCE`], or
+/// A model as a backend runs it: the weight file's view ([`Gpt2Weights`], what the file holds)
+/// and the run-time choices that change what is computed, today one: what attention's keys and
+/// values are cached in (`--kv-cache`, resolved by [`KvCache::resolve`]). Kept apart so that the
+/// weight crate describes files only. Derefs to the weights.
+#[derive(Debug, Clone)]
+pub struct Model<'w> {
+    pub weights: Gpt2Weights<'w>,
+    pub kv_cache: gpt2_weights::KvDtype,
+}
+
+impl<'w> Model<'w> {
+    /// The same model with its keys and values cached in `kv` (`gpt2_weights::dtype`).
+    pub fn with_kv_cache(mut self, kv: gpt2_weights::KvDtype) -> Self {
+        self.kv_cache = kv;
+        self
+    }
+}
+
+/// The weights with an f32 key/value cache, the default.
+impl<'w> From<Gpt2Weights<'w>> for Model<'w> {
+    fn from(weights: Gpt2Weights<'w>) -> Self {
+        Model {
+            weights,
+            kv_cache: gpt2_weights::KvDtype::F32,
+        }
+    }
+}
+
+impl<'w> std::ops::Deref for Model<'w> {
+    type Target = Gpt2Weights<'w>;
+    fn deref(&self) -> &Gpt2Weights<'w> {
+        &self.weights
+    }
+}
+
+/// The logit tolerance between backends on `m`: [`LOGIT_TOLERANCE`], or
 /// [`F16_KV_LOGIT_TOLERANCE`] where the keys and values are cached in f16.
-pub fn logit_tolerance(w: &Gpt2Weights<'_>) -> f32 {
-    match w.kv_cache {
+pub fn logit_tolerance(m: &Model<'_>) -> f32 {
+    match m.kv_cache {
         gpt2_weights::KvDtype::F32 => LOGIT_TOLERANCE,
         gpt2_weights::KvDtype::F16 => F16_KV_LOGIT_TOLERANCE,
     }
@@ -174,9 +209,10 @@ pub fn create<'w>(
     options: &EngineOptions,
 ) -> Result<Box<dyn Engine + 'w>, EngineError> {
     // The model as it is run: its keys and values cached in `options.kv_cache`.
-    let weights = &weights
-        .clone()
-        .with_kv_cache(options.kv_cache.resolve(weights));
+    let weights = &Model {
+        weights: weights.clone(),
+        kv_cache: options.kv_cache.resolve(weights),
+    };
     if let Some(spec) = registry::spec(name) {
         return (spec.create)(weights, options);
     }

@@ -22,8 +22,9 @@
 //! in the order that reads the weights row by row (which the compiler vectorises), and the output
 //! layer, the largest matrix in the model, is applied to the last position only.
 
+use crate::Model;
 use gpt2_weights::dtype::{product_input, round_to_f16};
-use gpt2_weights::{Config, Gpt2Weights, KvDtype, LayerWeights, Linear, Matrix};
+use gpt2_weights::{Config, KvDtype, LayerWeights, Linear, Matrix};
 
 use crate::engine::{Engine, EngineError, EngineInfo, History};
 use crate::memory::check_forward;
@@ -245,16 +246,17 @@ struct Activations {
 
 /// The naive backend: see the module docs.
 pub struct NaiveEngine<'w> {
-    w: Gpt2Weights<'w>,
+    w: Model<'w>,
     history: History,
     act: Activations,
     profiler: Profiler,
 }
 
 impl<'w> NaiveEngine<'w> {
-    pub fn new(weights: Gpt2Weights<'w>) -> Self {
+    /// The model (weights, and the key/value cache's dtype: f32 for bare weights).
+    pub fn new(model: impl Into<Model<'w>>) -> Self {
         NaiveEngine {
-            w: weights,
+            w: model.into(),
             history: History::default(),
             act: Activations::default(),
             profiler: Profiler::default(),
@@ -305,7 +307,7 @@ fn block_forward(
 fn gpt2_forward<'a>(
     a: &'a mut Activations,
     p: &mut Profiler,
-    w: &Gpt2Weights<'_>,
+    w: &Model<'_>,
     tokens: &[u32],
 ) -> &'a [f32] {
     let cfg = &w.config;

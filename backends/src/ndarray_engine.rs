@@ -15,8 +15,9 @@
 
 use std::borrow::Cow;
 
+use crate::Model;
 use gpt2_weights::dtype::{f16_to_f32, f32_to_f16};
-use gpt2_weights::{Config, Gpt2Weights, KvDtype, LayerWeights};
+use gpt2_weights::{Config, KvDtype, LayerWeights};
 use ndarray::{Array1, Array2, ArrayView1, ArrayView2, Axis, CowArray, Ix2, s};
 
 use crate::dequant::{F32Layer, F32Matrices, RoundsInput};
@@ -171,14 +172,16 @@ pub struct NdarrayEngine<'w> {
 
 impl<'w> NdarrayEngine<'w> {
     /// `threads` is what matrixmultiply was configured with (`MATMUL_NUM_THREADS`), for reports.
-    pub fn new(w: Gpt2Weights<'w>, threads: usize) -> Result<Self, EngineError> {
+    pub fn new(model: impl Into<Model<'w>>, threads: usize) -> Result<Self, EngineError> {
+        let model = model.into();
+        let w = &model.weights;
         let cfg = w.config;
         let (c, v, h) = (
             cfg.n_embd as usize,
             cfg.vocab_size as usize,
             cfg.mlp_hidden as usize,
         );
-        let m = F32Matrices::new(&w, "ndarray")?;
+        let m = F32Matrices::new(w, "ndarray")?;
         Ok(NdarrayEngine {
             config: cfg,
             wte: cow2(m.wte, v, c),
@@ -186,7 +189,7 @@ impl<'w> NdarrayEngine<'w> {
             lm_head: m.lm_head.map(|lm| cow2(lm, v, c)),
             logits_round_input: m.logits_round_input,
             dtype: w.dtype_label(),
-            kv_cache: w.kv_cache,
+            kv_cache: model.kv_cache,
             converted_bytes: m.converted_bytes,
             ln_f_w: ArrayView1::from(w.ln_f_w),
             ln_f_b: ArrayView1::from(w.ln_f_b),

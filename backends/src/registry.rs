@@ -2,14 +2,12 @@
 //! name, a one-line summary, its step in the teaching ladder, what it can do, how to build it)
 //! is in [`REGISTRY`], so adding a backend is one entry here and one module.
 
-use gpt2_weights::Gpt2Weights;
-
 use crate::engine::{Engine, EngineError};
-use crate::{EngineOptions, kernels, naive, ndarray_engine, simd};
+use crate::{EngineOptions, Model, kernels, naive, ndarray_engine, simd};
 
-/// Builds a backend over borrowed weights.
+/// Builds a backend over a model's borrowed weights.
 pub type Constructor =
-    for<'w> fn(&Gpt2Weights<'w>, &EngineOptions) -> Result<Box<dyn Engine + 'w>, EngineError>;
+    for<'w> fn(&Model<'w>, &EngineOptions) -> Result<Box<dyn Engine + 'w>, EngineError>;
 
 /// One backend.
 pub struct BackendSpec {

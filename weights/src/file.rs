@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 
 use memmap2::Mmap;
 
-use crate::dtype::{self, Dtype, KvDtype, Linear, Matrix, Values};
+use crate::dtype::{self, Dtype, Linear, Matrix, Values};
 use crate::error::{FormatError, Result, WeightsError};
 use crate::format::{self, Config, Header, MAGIC, PREAMBLE_LEN, TensorInfo};
 use crate::tokenizer::Gpt2Tokenizer;
@@ -314,7 +314,6 @@ impl WeightFile {
                 self.matrix("lm_head.weight")?
             },
             tied_output: c.tied_output,
-            kv_cache: KvDtype::F32,
         })
     }
 
@@ -409,8 +408,6 @@ pub struct Gpt2Weights<'a> {
     pub lm_head: Matrix<'a>,
     /// Whether `lm_head` is `wte`.
     pub tied_output: bool,
-    /// What attention's keys and values are cached in: f32 unless chosen ([`Self::with_kv_cache`]).
-    pub kv_cache: KvDtype,
 }
 
 impl Gpt2Weights<'_> {
@@ -426,12 +423,6 @@ impl Gpt2Weights<'_> {
     /// Whether every matrix is f32 (a file in no reduced precision).
     pub fn all_f32(&self) -> bool {
         self.matrix_dtypes().all(|d| d == Dtype::F32)
-    }
-
-    /// The same model with its keys and values cached in `kv` (`gpt2_weights::dtype`).
-    pub fn with_kv_cache(mut self, kv: KvDtype) -> Self {
-        self.kv_cache = kv;
-        self
     }
 
     /// The dtype of the matrices that carry the bytes, as a label: `f16`, or `q8_0+f16` when a

@@ -82,7 +82,7 @@ impl KvElement for u16 {
 }
 
 /// The keys and values of every layer, (n_layer, n_head, n_ctx, D) each, in the cache's dtype
-/// (`gpt2_weights::Gpt2Weights::kv_cache`).
+/// (`crate::Model::kv_cache`).
 pub enum KvStore {
     F32 { k: Vec<f32>, v: Vec<f32> },
     F16 { k: Vec<u16>, v: Vec<u16> },

@@ -24,6 +24,7 @@
 
 pub mod decode;
 
+use crate::Model;
 use gpt2_weights::{Config, Gpt2Weights};
 
 use crate::engine::{Engine, EngineError, EngineInfo, History, check_prompt, check_step};
@@ -60,16 +61,20 @@ impl<'w> SimdModel<'w> {
     /// Allocates every buffer for the whole context, after checking their total against the
     /// machine's memory (`backend` names the engine in that error).
     pub fn new(
-        w: Gpt2Weights<'w>,
+        model: Model<'w>,
         kernels: Kernels,
         threads: usize,
         backend: &'static str,
     ) -> Result<Self, EngineError> {
+        let Model {
+            weights: w,
+            kv_cache,
+        } = model;
         let c = &w.config;
         let (n_ctx, e, h) = (c.n_ctx as usize, c.n_embd as usize, c.mlp_hidden as usize);
         let (n_layer, n_head, v) = (c.n_layer as usize, c.n_head as usize, c.vocab_size as usize);
         let wide = (3 * e).max(h);
-        let kv_dtype = w.kv_cache; // f16 with `--kv-cache f16`
+        let kv_dtype = kv_cache; // f16 with `--kv-cache f16`
         let kv_size = kv_dtype.bytes_per_value() as u64;
         let mut budget = Budget::new(backend);
         budget
@@ -338,7 +343,12 @@ pub struct SimdEngine<'w> {
 }
 
 impl<'w> SimdEngine<'w> {
-    pub fn new(w: Gpt2Weights<'w>, kernels: Kernels, threads: usize) -> Result<Self, EngineError> {
+    pub fn new(
+        model: impl Into<Model<'w>>,
+        kernels: Kernels,
+        threads: usize,
+    ) -> Result<Self, EngineError> {
+        let w = model.into();
         Ok(SimdEngine {
             model: SimdModel::new(w, kernels, threads, "simd")?,
             history: History::default(),
@@ -403,7 +413,12 @@ pub struct SimdKvEngine<'w> {
 }
 
 impl<'w> SimdKvEngine<'w> {
-    pub fn new(w: Gpt2Weights<'w>, kernels: Kernels, threads: usize) -> Result<Self, EngineError> {
+    pub fn new(
+        model: impl Into<Model<'w>>,
+        kernels: Kernels,
+        threads: usize,
+    ) -> Result<Self, EngineError> {
+        let w = model.into();
         Ok(SimdKvEngine {
             model: SimdModel::new(w, kernels, threads, "simd-kv")?,
         })

@@ -192,7 +192,7 @@ pub fn check_against_naive(file: &WeightFile, prompt: &[u32]) {
 
 /// [`check_against_naive`] with the keys and values cached in `kv` on every backend.
 pub fn check_against_naive_with(file: &WeightFile, prompt: &[u32], kv: KvDtype) {
-    let w = file.gpt2().unwrap().with_kv_cache(kv);
+    let w = gpt2_backends::Model::from(file.gpt2().unwrap()).with_kv_cache(kv);
     let tolerance = logit_tolerance(&w);
     let opts = EngineOptions {
         kv_cache: kv.into(),
@@ -236,7 +236,7 @@ pub fn check_simd_kernel_sets(file: &WeightFile, prompt: &[u32], kv: KvDtype) {
     use gpt2_backends::kernels::Kernels;
     use gpt2_backends::simd::{SimdEngine, SimdKvEngine};
 
-    let w = file.gpt2().unwrap().with_kv_cache(kv);
+    let w = gpt2_backends::Model::from(file.gpt2().unwrap()).with_kv_cache(kv);
     let tolerance = logit_tolerance(&w);
     let opts = EngineOptions {
         kv_cache: kv.into(),
