@@ -36,7 +36,7 @@ use rayon::prelude::*;
 use crate::dequant::{F32Matrices, RoundsInput};
 use crate::engine::{DeviceChoice, Engine, EngineError, EngineInfo, check_prompt, check_step};
 use crate::memory::{Budget, check_forward};
-use crate::profile::{Op, OpTimes, Profiler};
+use crate::profile::{Op, Profiler};
 
 /// Whether this build can use CUDA at all.
 pub const CUDA_COMPILED: bool = cfg!(feature = "cuda");
@@ -454,12 +454,8 @@ impl Engine for CandleEngine {
         self.pos
     }
 
-    fn set_profiling(&mut self, on: bool) {
-        self.profiler.set_enabled(on);
-    }
-
-    fn take_profile(&mut self) -> Option<OpTimes> {
-        self.profiler.take()
+    fn profiler(&mut self) -> &mut Profiler {
+        &mut self.profiler
     }
 }
 

@@ -9,7 +9,7 @@
 
 use gpt2_weights::Config;
 
-use crate::profile::OpTimes;
+use crate::profile::{OpTimes, Profiler};
 
 /// Where a backend computes: the CPU, or a CUDA GPU (the `candle` backend, built with the
 /// `cuda` feature).
@@ -140,12 +140,19 @@ pub trait Engine {
     /// Number of positions in the current sequence.
     fn position(&self) -> usize;
 
+    /// The engine's per-operation timer ([`crate::profile`]), which its operations mark.
+    fn profiler(&mut self) -> &mut Profiler;
+
     /// Turns per-operation timing on or off (off by default; off costs one branch per
-    /// operation). See [`crate::profile`].
-    fn set_profiling(&mut self, on: bool);
+    /// operation).
+    fn set_profiling(&mut self, on: bool) {
+        self.profiler().set_enabled(on);
+    }
 
     /// Time spent per operation since the last call (and resets it); `None` when off.
-    fn take_profile(&mut self) -> Option<OpTimes>;
+    fn take_profile(&mut self) -> Option<OpTimes> {
+        self.profiler().take()
+    }
 }
 
 /// Checks that every logit is finite: one NaN in the weights makes every logit NaN, and a greedy

@@ -28,7 +28,7 @@ use gpt2_weights::{Config, KvDtype, LayerWeights, Linear, Matrix};
 
 use crate::engine::{Engine, EngineError, EngineInfo, History};
 use crate::memory::check_forward;
-use crate::profile::{Op, OpTimes, PhaseClock, Profiler};
+use crate::profile::{Op, PhaseClock, Profiler};
 
 /// Token embedding plus learned position embedding (GPT-2 has no rotary embeddings).
 ///
@@ -386,12 +386,8 @@ impl Engine for NaiveEngine<'_> {
         self.history.clear();
     }
 
-    fn set_profiling(&mut self, on: bool) {
-        self.profiler.set_enabled(on);
-    }
-
-    fn take_profile(&mut self) -> Option<OpTimes> {
-        self.profiler.take()
+    fn profiler(&mut self) -> &mut Profiler {
+        &mut self.profiler
     }
 
     fn position(&self) -> usize {

@@ -24,7 +24,7 @@ use crate::dequant::{F32Layer, F32Matrices, RoundsInput};
 
 use crate::engine::{Engine, EngineError, EngineInfo, History};
 use crate::memory::check_forward;
-use crate::profile::{Op, OpTimes, Profiler};
+use crate::profile::{Op, Profiler};
 
 /// matrixmultiply uses at most this many threads, whatever `MATMUL_NUM_THREADS` says.
 pub const MAX_MATMUL_THREADS: usize = 4;
@@ -300,12 +300,8 @@ impl Engine for NdarrayEngine<'_> {
         self.history.clear();
     }
 
-    fn set_profiling(&mut self, on: bool) {
-        self.profiler.set_enabled(on);
-    }
-
-    fn take_profile(&mut self) -> Option<OpTimes> {
-        self.profiler.take()
+    fn profiler(&mut self) -> &mut Profiler {
+        &mut self.profiler
     }
 
     fn position(&self) -> usize {

@@ -3,7 +3,7 @@
 //! them only when `GPT2_BENCH_TEST_ENGINES=1` is set.
 
 use crate::engine::{Engine, EngineError, EngineInfo};
-use crate::profile::OpTimes;
+use crate::profile::Profiler;
 use crate::registry::Constructor;
 use crate::{kernels, naive, simd};
 
@@ -113,12 +113,8 @@ impl<E: Engine> Engine for DivergentEngine<E> {
         self.inner.position()
     }
 
-    fn set_profiling(&mut self, on: bool) {
-        self.inner.set_profiling(on);
-    }
-
-    fn take_profile(&mut self) -> Option<OpTimes> {
-        self.inner.take_profile()
+    fn profiler(&mut self) -> &mut Profiler {
+        self.inner.profiler()
     }
 }
 
@@ -200,11 +196,7 @@ impl<E: Engine> Engine for SlowedEngine<E> {
         self.inner.position()
     }
 
-    fn set_profiling(&mut self, on: bool) {
-        self.inner.set_profiling(on);
-    }
-
-    fn take_profile(&mut self) -> Option<OpTimes> {
-        self.inner.take_profile()
+    fn profiler(&mut self) -> &mut Profiler {
+        self.inner.profiler()
     }
 }

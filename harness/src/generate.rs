@@ -119,6 +119,7 @@ mod tests {
     struct Counter {
         logits: Vec<f32>,
         pos: usize,
+        profiler: gpt2_backends::profile::Profiler,
     }
 
     impl Counter {
@@ -150,9 +151,8 @@ mod tests {
         fn position(&self) -> usize {
             self.pos
         }
-        fn set_profiling(&mut self, _on: bool) {}
-        fn take_profile(&mut self) -> Option<OpTimes> {
-            None
+        fn profiler(&mut self) -> &mut gpt2_backends::profile::Profiler {
+            &mut self.profiler
         }
     }
 
@@ -161,6 +161,7 @@ mod tests {
         let mut e = Counter {
             logits: vec![0.0; 8],
             pos: 0,
+            profiler: Default::default(),
         };
         let greedy = SamplingOptions::default();
         let g = generate(&mut e, &[5, 5], 10, greedy, Some(0), |_| {}).unwrap();

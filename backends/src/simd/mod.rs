@@ -32,7 +32,7 @@ use crate::kernels::attention::KvStore;
 use crate::kernels::team::{Shared, Team, TeamSizer};
 use crate::kernels::{Compute, Isa, Kernels, KvShape, Weight};
 use crate::memory::Budget;
-use crate::profile::{Op, OpTimes, PhaseClock, Profiler};
+use crate::profile::{Op, PhaseClock, Profiler};
 use decode::{Buffers, DecodeOp, SharedKv, Step};
 
 /// The shared forward pass and its buffers.
@@ -394,12 +394,8 @@ impl Engine for SimdEngine<'_> {
         self.model.reset();
     }
 
-    fn set_profiling(&mut self, on: bool) {
-        self.model.profiler().set_enabled(on);
-    }
-
-    fn take_profile(&mut self) -> Option<OpTimes> {
-        self.model.profiler().take()
+    fn profiler(&mut self) -> &mut Profiler {
+        self.model.profiler()
     }
 
     fn position(&self) -> usize {
@@ -465,12 +461,8 @@ impl Engine for SimdKvEngine<'_> {
         self.model.reset();
     }
 
-    fn set_profiling(&mut self, on: bool) {
-        self.model.profiler().set_enabled(on);
-    }
-
-    fn take_profile(&mut self) -> Option<OpTimes> {
-        self.model.profiler().take()
+    fn profiler(&mut self) -> &mut Profiler {
+        self.model.profiler()
     }
 
     fn position(&self) -> usize {
