@@ -105,52 +105,44 @@ impl Isa {
 /// (default: the best this CPU has).
 pub const ISA_ENV: &str = "GPT2_BENCH_ISA";
 
-/// A borrowed row-major (rows, cols) matrix: the weight operand `w (K, N)` of the matrix
-/// kernels, so that its shape travels with its data instead of as two loose integers.
+/// A borrowed row-major (rows, cols) f32 matrix: the weight operand `w (K, N)` of the f32
+/// matrix kernels. A [`Matrix`] whose values are known to be f32, so a kernel reads the floats
+/// without matching on a dtype; the shape and its checks are `Matrix`'s.
 #[derive(Clone, Copy, Debug)]
-pub struct MatRef<'a> {
-    data: &'a [f32],
-    rows: usize,
-    cols: usize,
-}
+pub struct MatRef<'a>(Matrix<'a>);
 
 impl<'a> MatRef<'a> {
     /// The first `rows * cols` values of `data`, row by row. Panics if `data` is shorter: shapes
     /// come from a checked config, so a short buffer is a bug, not bad input.
     pub fn new(data: &'a [f32], rows: usize, cols: usize) -> Self {
-        let len = rows.checked_mul(cols);
-        assert!(
-            len.is_some_and(|len| len <= data.len()),
-            "MatRef: a ({rows}, {cols}) matrix does not fit in {} values",
-            data.len()
-        );
-        MatRef {
-            data: &data[..rows * cols],
-            rows,
-            cols,
-        }
+        MatRef(Matrix::new(Values::F32(data), rows, cols))
+    }
+
+    /// `m` as f32, if it is f32.
+    pub fn of(m: Matrix<'a>) -> Option<Self> {
+        matches!(m.values(), Values::F32(_)).then_some(MatRef(m))
     }
 
     pub fn rows(&self) -> usize {
-        self.rows
+        self.0.rows()
     }
 
     pub fn cols(&self) -> usize {
-        self.cols
+        self.0.cols()
     }
 
     /// The `rows * cols` values, row by row.
     pub fn data(&self) -> &'a [f32] {
-        self.data
+        match self.0.values() {
+            Values::F32(v) => v,
+            // Every constructor checks the dtype.
+            _ => unreachable!("a MatRef holds f32 values"),
+        }
     }
 
     /// Rows `range` of this matrix, a (range.len(), cols) matrix.
     pub fn row_range(&self, range: std::ops::Range<usize>) -> MatRef<'a> {
-        MatRef::new(
-            &self.data[range.start * self.cols..range.end * self.cols],
-            range.len(),
-            self.cols,
-        )
+        MatRef(self.0.row_range(range))
     }
 }
 
@@ -165,10 +157,9 @@ pub enum Weight<'a> {
 impl<'a> Weight<'a> {
     pub fn new(linear: Linear<'a>) -> Self {
         match linear {
-            Linear::InOut(m) => match m.values() {
-                Values::F32(data) => Weight::InOut(MatRef::new(data, m.rows(), m.cols())),
-                _ => unreachable!("an [in, out] weight is f32 (gpt2_weights::Role)"),
-            },
+            Linear::InOut(m) => Weight::InOut(
+                MatRef::of(m).expect("an [in, out] weight is f32 (gpt2_weights::Role)"),
+            ),
             Linear::OutIn(m) => Weight::OutIn(m),
         }
     }
