@@ -151,7 +151,7 @@ fn run_compare(
         &run,
     )?;
     let report = assemble(plan, tokenizer, run, gate, notes);
-    finish(outputs, &checked.inputs, &report, view)?;
+    finish(plan, outputs, &checked.inputs, &report, view)?;
     exit_status(outputs, &report)
 }
 
@@ -236,7 +236,7 @@ fn measure(
                 .transpose()
         })
         .collect::<anyhow::Result<_>>()?;
-    let progress = progress(outputs.quiet);
+    let progress = progress(plan.quiet);
     let machine = machine::Machine::detect();
     let models: Vec<ModelInfo> = files.iter().map(model_info).collect();
     let labels: Vec<String> = models
@@ -290,7 +290,7 @@ fn measure(
         }));
     }
     let agreement = if files.len() > 1 && plan.sampling.is_greedy() {
-        agreement_rows(files, plan, &results, outputs.quiet)?
+        agreement_rows(files, plan, &results, plan.quiet)?
     } else {
         Vec::new()
     };
@@ -341,7 +341,7 @@ fn judge(
     let all_match = run.results.iter().all(|r| r.tokens_match);
     if g.regressed && all_match {
         let suspects = g.suspects();
-        if !outputs.quiet {
+        if !plan.quiet {
             cli::stderr(&format!(
                 "the gate found a slowdown in {}; measuring again to confirm it\n",
                 suspects.join(", ")
@@ -356,7 +356,7 @@ fn judge(
             &files[0],
             tokenizer,
             run.roofline.as_ref(),
-            &progress(outputs.quiet),
+            &progress(plan.quiet),
             &mut |_| {},
         )?;
         g.confirm(&gate_of(&again));
@@ -433,6 +433,7 @@ fn progress(quiet: bool) -> impl Fn(&str, u64) -> indicatif::ProgressBar {
 
 /// The end of the view, the warnings (stderr), the saved record and the chart.
 fn finish(
+    plan: &compare::Plan,
     outputs: &plan::Outputs,
     inputs: &[PathBuf],
     report: &Report,
@@ -451,7 +452,7 @@ fn finish(
     let inputs: Vec<&Path> = inputs.iter().map(PathBuf::as_path).collect();
     if let Some(dir) = &outputs.save_dir {
         let (json, history) = save::save(report, dir, &inputs)?;
-        if !outputs.quiet {
+        if !plan.quiet {
             cli::stderr(&format!(
                 "saved {} and a row in {}\n",
                 json.display(),

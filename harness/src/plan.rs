@@ -34,11 +34,10 @@ pub fn save_dir(given: Option<&std::path::Path>) -> PathBuf {
     }
 }
 
-/// What a `compare` does with its results, from the command line.
+/// What a `compare` does with its results, from the command line (`-q` is the plan's).
 pub struct Outputs {
     pub format: crate::render::Format,
     pub wide: bool,
-    pub quiet: bool,
     /// Measure the machine's read bandwidth and FMA peak beside the runs (not `--no-roofline`).
     pub roofline: bool,
     /// `--save`: the directory, resolved ([`save_dir`]).
@@ -162,7 +161,6 @@ pub fn compare(args: &CompareArgs) -> anyhow::Result<Compare> {
     let outputs = Outputs {
         format: args.format,
         wide: args.wide,
-        quiet: args.quiet,
         roofline: !args.no_roofline,
         save_dir: args.save.as_ref().map(|dir| save_dir(dir.as_deref())),
         plot: args.plot.clone(),

@@ -88,7 +88,10 @@ const NV: usize = 2;
 /// Depth of one slice of the GEMM: a (KC, NR) weight panel is what stays in L1.
 const KC: usize = 128;
 
-vector_kernels!("avx512f,avx512bw,avx512vl,avx2,fma,f16c");
+vector_kernels!(
+    "avx512f,avx512bw,avx512vl,avx2,fma,f16c",
+    finish_cols = finish_cols
+);
 
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]

@@ -12,8 +12,6 @@
 //! - `v_load_f16`, `v_load_bf16`, `v_load_i8` (LANES values widened to f32), `f16_one` (one
 //!   f16 as f32), `v_q8_0_scale` (a q8_0 block's scale in every lane), and for
 //!   [`decode_kernels!`] `prefetch_bytes`;
-//! - `finish_cols`, the columns after the GEMM's packed panels (`lanes_then_scalar`, or for
-//!   AVX-512 one 16-lane tile then AVX2's, so that it sums every column as AVX2 does);
 //! - what really differs between instruction sets, which the macros call but do not define:
 //!   `pack_group` (MR input rows transposed for the GEMM tile), `rows_to_panel` (weight rows
 //!   transposed into an (kc, NR) panel), `dot_rows_q8_0` (the integer q8_0 product) and
@@ -38,7 +36,10 @@
 /// See the module docs. `$features` is the `#[target_feature(enable = ...)]` string of the
 /// instruction set whose module invokes it.
 macro_rules! vector_kernels {
-    ($features:literal) => {
+    // `$finish_cols`: the columns after the GEMM's packed panels, with `lanes_then_scalar`'s
+    // signature: `lanes_then_scalar` itself (stamped out below), or for AVX-512 one 16-lane
+    // tile then AVX2's, so that it sums every column as AVX2 does.
+    ($features:literal, finish_cols = $finish_cols:path) => {
         /// Columns of the GEMM micro-tile and of a packed weight panel: NV vectors.
         const NR: usize = NV * LANES;
 
@@ -314,7 +315,7 @@ macro_rules! vector_kernels {
                 };
                 gemm_packed(out, inp, k, bias, a_packed, w_panel, &pack_panels);
                 // SAFETY: features detected (token); the shapes were checked above.
-                unsafe { finish_cols(out, inp, wm, bias, n0, width / NR * NR) };
+                unsafe { $finish_cols(out, inp, wm, bias, n0, width / NR * NR) };
             });
         }
 

@@ -67,23 +67,7 @@ const NV: usize = 4;
 /// Depth of one slice of the GEMM: a (KC, NR) weight panel is what stays in L1.
 const KC: usize = 256;
 
-vector_kernels!("neon");
-
-/// The columns after the GEMM's packed panels: this instruction set's tiles, then plain sums.
-///
-/// # Safety
-/// As [`lanes_then_scalar`].
-#[inline]
-unsafe fn finish_cols(
-    out: &mut [f32],
-    inp: &[f32],
-    wm: MatRef<'_>,
-    bias: &[f32],
-    n0: usize,
-    j0: usize,
-) {
-    lanes_then_scalar(out, inp, wm, bias, n0, j0)
-}
+vector_kernels!("neon", finish_cols = lanes_then_scalar);
 
 #[inline]
 #[target_feature(enable = "neon")]

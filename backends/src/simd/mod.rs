@@ -61,7 +61,7 @@ impl<'w> SimdModel<'w> {
     /// Allocates every buffer for the whole context, after checking their total against the
     /// machine's memory (`backend` names the engine in that error).
     pub fn new(
-        model: Model<'w>,
+        model: impl Into<Model<'w>>,
         kernels: Kernels,
         threads: usize,
         backend: &'static str,
@@ -69,7 +69,7 @@ impl<'w> SimdModel<'w> {
         let Model {
             weights: w,
             kv_cache,
-        } = model;
+        } = model.into();
         let c = &w.config;
         let (n_ctx, e, h) = (c.n_ctx as usize, c.n_embd as usize, c.mlp_hidden as usize);
         let (n_layer, n_head, v) = (c.n_layer as usize, c.n_head as usize, c.vocab_size as usize);
@@ -348,9 +348,8 @@ impl<'w> SimdEngine<'w> {
         kernels: Kernels,
         threads: usize,
     ) -> Result<Self, EngineError> {
-        let w = model.into();
         Ok(SimdEngine {
-            model: SimdModel::new(w, kernels, threads, "simd")?,
+            model: SimdModel::new(model, kernels, threads, "simd")?,
             history: History::default(),
         })
     }
@@ -414,9 +413,8 @@ impl<'w> SimdKvEngine<'w> {
         kernels: Kernels,
         threads: usize,
     ) -> Result<Self, EngineError> {
-        let w = model.into();
         Ok(SimdKvEngine {
-            model: SimdModel::new(w, kernels, threads, "simd-kv")?,
+            model: SimdModel::new(model, kernels, threads, "simd-kv")?,
         })
     }
 

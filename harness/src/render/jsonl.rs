@@ -3,20 +3,12 @@
 //! the run is over, since a row's cross-row figures (its machine-normalized rates, its speed
 //! against the slowest) are known only then.
 
-use super::{Renderer, RunStart};
+use super::Renderer;
 use crate::record::{BackendResult, Report};
 
 pub struct Jsonl;
 
 impl Renderer for Jsonl {
-    fn header(&mut self, _: &RunStart<'_>) -> String {
-        String::new()
-    }
-
-    fn row(&mut self, _: &BackendResult) -> String {
-        String::new()
-    }
-
     fn footer(&mut self, report: &Report) -> String {
         report
             .results

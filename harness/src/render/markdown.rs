@@ -6,20 +6,12 @@ use std::fmt::Write;
 
 use comfy_table::presets;
 
-use super::{Renderer, RunStart, table, text};
-use crate::record::{BackendResult, Report};
+use super::{Renderer, table, text};
+use crate::record::Report;
 
 pub struct Markdown;
 
 impl Renderer for Markdown {
-    fn header(&mut self, _: &RunStart<'_>) -> String {
-        String::new()
-    }
-
-    fn row(&mut self, _: &BackendResult) -> String {
-        String::new()
-    }
-
     fn footer(&mut self, report: &Report) -> String {
         let mut out = String::new();
         let _ = writeln!(

@@ -43,12 +43,16 @@ pub struct RunStart<'a> {
     pub reference: &'a str,
 }
 
-/// One output format.
+/// One output format. A format that needs every row first implements only [`Self::footer`].
 pub trait Renderer {
     /// What comes before the rows.
-    fn header(&mut self, start: &RunStart<'_>) -> String;
-    /// One row, as soon as its backend has run; empty for a format that needs every row first.
-    fn row(&mut self, row: &BackendResult) -> String;
+    fn header(&mut self, _start: &RunStart<'_>) -> String {
+        String::new()
+    }
+    /// One row, as soon as its backend has run.
+    fn row(&mut self, _row: &BackendResult) -> String {
+        String::new()
+    }
     /// What comes after the rows (for a format that needs every row first, everything).
     fn footer(&mut self, report: &Report) -> String;
 }

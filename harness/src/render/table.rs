@@ -95,14 +95,6 @@ impl Renderer for Compact {
 pub struct Wide;
 
 impl Renderer for Wide {
-    fn header(&mut self, _: &RunStart<'_>) -> String {
-        String::new()
-    }
-
-    fn row(&mut self, _: &BackendResult) -> String {
-        String::new()
-    }
-
     fn footer(&mut self, report: &Report) -> String {
         format!(
             "{}{}\n{}",
