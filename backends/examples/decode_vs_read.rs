@@ -21,7 +21,7 @@ use std::time::Instant;
 
 use gpt2_backends::kernels::{Compute, Kernels, probe};
 use gpt2_backends::simd::SimdKvEngine;
-use gpt2_backends::{Engine, KvCache};
+use gpt2_backends::{Engine, Forward, KvCache};
 use gpt2_weights::WeightFile;
 
 const STEPS: u32 = 8;
@@ -81,7 +81,7 @@ fn run(
         let w = file.gpt2()?;
         let kv = kv_cache.resolve(&w);
         let w = gpt2_backends::Model::from(w).with_kv_cache(kv);
-        let engine = SimdKvEngine::new(w, Kernels::detect(), threads)?;
+        let engine = SimdKvEngine::new(w, Kernels::detect(), threads)?.into_engine();
         engines.push(engine);
     }
     let prompt: Vec<u32> = (0..prompt_tokens as u32).map(|i| 1 + i % 1000).collect();

@@ -34,7 +34,7 @@ use gpt2_weights::Config;
 use rayon::prelude::*;
 
 use crate::dequant::{F32Matrices, RoundsInput};
-use crate::engine::{DeviceChoice, Engine, EngineError, EngineInfo, check_prompt, check_step};
+use crate::engine::{DeviceChoice, EngineError, EngineInfo, Forward};
 use crate::memory::{Budget, check_forward};
 use crate::profile::{Op, Profiler};
 
@@ -214,7 +214,7 @@ impl CandleEngine {
     }
 
     /// Appends `tokens` at the next positions and stores the last one's logits in `self.logits`.
-    fn forward(&mut self, tokens: &[u32]) -> Result<(), EngineError> {
+    fn append(&mut self, tokens: &[u32]) -> Result<(), EngineError> {
         let mut profiler = std::mem::take(&mut self.profiler);
         let result = self.pool.install(|| forward(self, &mut profiler, tokens));
         self.profiler = profiler;
@@ -403,7 +403,7 @@ fn forward(e: &CandleEngine, p: &mut Profiler, tokens: &[u32]) -> candle_core::R
     Ok(logits)
 }
 
-impl Engine for CandleEngine {
+impl Forward for CandleEngine {
     fn name(&self) -> &'static str {
         "candle"
     }
@@ -428,30 +428,23 @@ impl Engine for CandleEngine {
         }
     }
 
-    fn prefill(&mut self, tokens: &[u32]) -> Result<&[f32], EngineError> {
-        check_prompt(&self.config, tokens)?;
-        if self.device_choice == DeviceChoice::Cpu {
+    fn config(&self) -> &Config {
+        &self.config
+    }
+
+    fn forward(&mut self, tokens: &[u32], new: usize) -> Result<(), EngineError> {
+        // The cache holds the positions before the new ones (none when a sequence starts).
+        self.pos = tokens.len() - new;
+        if self.device_choice == DeviceChoice::Cpu && new > 1 {
             // Every head's scores at once, and their softmax (a decode step's are one row).
-            let (t, heads) = (tokens.len(), self.config.n_head as usize);
-            check_forward("candle", &self.config, t, &[2, heads, t, t])?;
+            let heads = self.config.n_head as usize;
+            check_forward("candle", &self.config, new, &[2, heads, new, tokens.len()])?;
         }
-        self.pos = 0;
-        self.forward(tokens)?;
-        Ok(&self.logits)
+        self.append(&tokens[self.pos..])
     }
 
-    fn step(&mut self, token: u32) -> Result<&[f32], EngineError> {
-        check_step(&self.config, self.pos, token)?;
-        self.forward(&[token])?;
-        Ok(&self.logits)
-    }
-
-    fn reset(&mut self) {
-        self.pos = 0;
-    }
-
-    fn position(&self) -> usize {
-        self.pos
+    fn logits(&self) -> &[f32] {
+        &self.logits
     }
 
     fn profiler(&mut self) -> &mut Profiler {

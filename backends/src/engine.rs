@@ -119,7 +119,10 @@ pub enum EngineError {
     },
 }
 
-/// A GPT-2 forward pass that can be driven token by token.
+/// A GPT-2 forward pass that can be driven token by token: what the harness holds.
+/// Every backend gets it from [`Sequenced`] (its [`Forward`] plus the sequence's checks and
+/// state, written once); the test engines of `crate::testing` implement it directly, as
+/// wrappers around another engine.
 pub trait Engine {
     /// Short name used on the command line (`naive`, `ndarray`, ...).
     fn name(&self) -> &'static str;
@@ -155,6 +158,108 @@ pub trait Engine {
     }
 }
 
+/// What a backend computes: the logits of the last position of a sequence. The sequence, its
+/// checks (a non-empty prompt, ids in the vocabulary, room in the context) and `reset` are
+/// [`Sequenced`]'s, the same for every backend; a backend says only how it computes.
+pub trait Forward {
+    /// Short name used on the command line (`naive`, `ndarray`, ...).
+    fn name(&self) -> &'static str;
+
+    /// Capabilities and resources, for reports.
+    fn info(&self) -> EngineInfo;
+
+    fn config(&self) -> &Config;
+
+    /// The backend's per-operation timer ([`crate::profile`]), which its operations mark.
+    fn profiler(&mut self) -> &mut Profiler;
+
+    /// Computes the logits of the last of `tokens` (the whole sequence so far, checked) for
+    /// [`Forward::logits`]. The last `new` tokens are new since the previous call; the others
+    /// were computed by the earlier calls of this sequence (`new == tokens.len()` starts one).
+    /// A backend without a cache recomputes all of them, one with a cache the new ones only.
+    /// After an error the sequence is forgotten: the next call starts one.
+    fn forward(&mut self, tokens: &[u32], new: usize) -> Result<(), EngineError>;
+
+    /// The logits of the last [`Forward::forward`], `vocab_size` values.
+    fn logits(&self) -> &[f32];
+
+    /// This backend as an [`Engine`].
+    fn into_engine(self) -> Sequenced<Self>
+    where
+        Self: Sized,
+    {
+        Sequenced::new(self)
+    }
+}
+
+/// A [`Forward`] driven token by token: the token sequence and its checks, kept once for every
+/// backend. `prefill` and `step` check their input before any work and hand the backend the
+/// whole sequence with the count of new tokens, so a backend with a cache and one without are
+/// the same to drive.
+pub struct Sequenced<F> {
+    backend: F,
+    tokens: Vec<u32>,
+}
+
+impl<F: Forward> Sequenced<F> {
+    pub fn new(backend: F) -> Self {
+        Sequenced {
+            backend,
+            tokens: Vec::new(),
+        }
+    }
+
+    /// The backend (for its own accessors: a model's configuration, its thread count, ...).
+    pub fn backend(&self) -> &F {
+        &self.backend
+    }
+
+    /// Runs the backend over the sequence, the last `new` tokens new; forgets the sequence if
+    /// it fails (its cache may hold part of the new positions).
+    fn run(&mut self, new: usize) -> Result<&[f32], EngineError> {
+        if let Err(e) = self.backend.forward(&self.tokens, new) {
+            self.tokens.clear();
+            return Err(e);
+        }
+        Ok(self.backend.logits())
+    }
+}
+
+impl<F: Forward> Engine for Sequenced<F> {
+    fn name(&self) -> &'static str {
+        self.backend.name()
+    }
+
+    fn info(&self) -> EngineInfo {
+        self.backend.info()
+    }
+
+    fn prefill(&mut self, tokens: &[u32]) -> Result<&[f32], EngineError> {
+        check_prompt(self.backend.config(), tokens)?;
+        self.tokens.clear();
+        self.tokens.extend_from_slice(tokens);
+        self.run(tokens.len())
+    }
+
+    fn step(&mut self, token: u32) -> Result<&[f32], EngineError> {
+        check_step(self.backend.config(), self.tokens.len(), token)?;
+        self.tokens.push(token);
+        self.run(1)
+    }
+
+    fn reset(&mut self) {
+        self.tokens.clear();
+    }
+
+    fn position(&self) -> usize {
+        self.tokens.len()
+    }
+
+    fn profiler(&mut self) -> &mut Profiler {
+        self.backend.profiler()
+    }
+}
+
 /// Checks that every logit is finite: one NaN in the weights makes every logit NaN, and a greedy
 /// choice over NaN picks id 0 on every backend alike, so the run would "match" on nonsense.
 /// `step` is 0 for the prefill's logits, n for the n-th decode step's.
@@ -171,7 +276,7 @@ pub fn check_finite(backend: &'static str, step: usize, logits: &[f32]) -> Resul
 }
 
 /// Checks a prompt before any work: non-empty, ids in the vocabulary, fits in the context.
-pub fn check_prompt(config: &Config, tokens: &[u32]) -> Result<(), EngineError> {
+fn check_prompt(config: &Config, tokens: &[u32]) -> Result<(), EngineError> {
     if tokens.is_empty() {
         return Err(EngineError::EmptyPrompt);
     }
@@ -184,7 +289,7 @@ pub fn check_prompt(config: &Config, tokens: &[u32]) -> Result<(), EngineError> 
 }
 
 /// Checks that a step fits: a sequence has started and there is room for one more position.
-pub fn check_step(config: &Config, position: usize, token: u32) -> Result<(), EngineError> {
+fn check_step(config: &Config, position: usize, token: u32) -> Result<(), EngineError> {
     if position == 0 {
         return Err(EngineError::NotStarted);
     }
@@ -206,42 +311,117 @@ fn check_ids(config: &Config, tokens: &[u32]) -> Result<(), EngineError> {
     }
 }
 
-/// The token history of a backend that recomputes the whole context each step, with the checks
-/// every such backend needs. It turns `prefill`/`step` into "run the model on this sequence".
-#[derive(Debug, Default, Clone)]
-pub struct History {
-    tokens: Vec<u32>,
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-impl History {
-    /// Replaces the history with a checked prompt.
-    pub fn start(&mut self, config: &Config, tokens: &[u32]) -> Result<&[u32], EngineError> {
-        check_prompt(config, tokens)?;
-        self.tokens.clear();
-        self.tokens.extend_from_slice(tokens);
-        Ok(&self.tokens)
+    /// A backend that records what it was handed, and fails when told to.
+    struct Recorder {
+        config: Config,
+        calls: Vec<(Vec<u32>, usize)>,
+        fail_next: bool,
+        logits: Vec<f32>,
+        profiler: Profiler,
     }
 
-    /// Appends a checked token.
-    pub fn push(&mut self, config: &Config, token: u32) -> Result<&[u32], EngineError> {
-        check_step(config, self.tokens.len(), token)?;
-        self.tokens.push(token);
-        Ok(&self.tokens)
+    impl Forward for Recorder {
+        fn name(&self) -> &'static str {
+            "recorder"
+        }
+
+        fn info(&self) -> EngineInfo {
+            unimplemented!("not needed by these tests")
+        }
+
+        fn config(&self) -> &Config {
+            &self.config
+        }
+
+        fn profiler(&mut self) -> &mut Profiler {
+            &mut self.profiler
+        }
+
+        fn forward(&mut self, tokens: &[u32], new: usize) -> Result<(), EngineError> {
+            self.calls.push((tokens.to_vec(), new));
+            if std::mem::take(&mut self.fail_next) {
+                return Err(EngineError::Backend {
+                    backend: "recorder",
+                    message: "told to fail".into(),
+                });
+            }
+            self.logits = vec![tokens.len() as f32];
+            Ok(())
+        }
+
+        fn logits(&self) -> &[f32] {
+            &self.logits
+        }
     }
 
-    pub fn clear(&mut self) {
-        self.tokens.clear();
+    fn engine() -> Sequenced<Recorder> {
+        let config = Config {
+            n_layer: 1,
+            n_head: 1,
+            n_embd: 4,
+            vocab_size: 10,
+            n_ctx: 4,
+            mlp_hidden: 16,
+            layer_norm_eps: 1e-5,
+            tied_output: true,
+        };
+        Recorder {
+            config,
+            calls: Vec::new(),
+            fail_next: false,
+            logits: Vec::new(),
+            profiler: Profiler::default(),
+        }
+        .into_engine()
     }
 
-    pub fn tokens(&self) -> &[u32] {
-        &self.tokens
+    #[test]
+    fn a_backend_gets_the_whole_sequence_and_the_count_of_new_tokens() {
+        let mut e = engine();
+        assert_eq!(e.prefill(&[1, 2]).unwrap(), [2.0]);
+        assert_eq!(e.step(3).unwrap(), [3.0]);
+        assert_eq!(e.position(), 3);
+        assert_eq!(e.prefill(&[4]).unwrap(), [1.0]);
+        let calls = &e.backend().calls;
+        assert_eq!(calls, &[(vec![1, 2], 2), (vec![1, 2, 3], 1), (vec![4], 1)]);
     }
 
-    pub fn len(&self) -> usize {
-        self.tokens.len()
+    #[test]
+    fn input_is_checked_before_the_backend_runs() {
+        let mut e = engine();
+        assert_eq!(e.step(1), Err(EngineError::NotStarted));
+        assert_eq!(e.prefill(&[]), Err(EngineError::EmptyPrompt));
+        assert!(matches!(
+            e.prefill(&[10]),
+            Err(EngineError::TokenOutOfRange { token: 10, .. })
+        ));
+        assert!(matches!(
+            e.prefill(&[1; 5]),
+            Err(EngineError::ContextFull { n_ctx: 4 })
+        ));
+        e.prefill(&[1, 2, 3, 4]).unwrap();
+        assert!(matches!(
+            e.step(1),
+            Err(EngineError::ContextFull { n_ctx: 4 })
+        ));
+        e.reset();
+        assert_eq!(e.position(), 0);
+        assert_eq!(e.step(1), Err(EngineError::NotStarted));
+        // Only the one valid prefill reached the backend.
+        assert_eq!(e.backend().calls.len(), 1);
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.tokens.is_empty()
+    #[test]
+    fn a_failed_forward_forgets_the_sequence() {
+        let mut e = engine();
+        e.prefill(&[1, 2]).unwrap();
+        e.backend.fail_next = true;
+        assert!(e.step(3).is_err());
+        assert_eq!(e.position(), 0);
+        assert_eq!(e.step(3), Err(EngineError::NotStarted));
     }
 }

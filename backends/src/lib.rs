@@ -30,7 +30,7 @@ pub mod registry;
 pub mod simd;
 pub mod testing;
 
-pub use engine::{DeviceChoice, Engine, EngineError, EngineInfo};
+pub use engine::{DeviceChoice, Engine, EngineError, EngineInfo, Forward, Sequenced};
 use gpt2_weights::{Gpt2Weights, KvDtype};
 pub use registry::{BackendSpec, REGISTRY, names as backend_names};
 

@@ -17,7 +17,8 @@
 //! the loops, and the loops stay the f32 loops. With `--kv-cache f16` the keys and values are
 //! rounded to f16 ([`kv_store_forward`]), the f16 KV cache rule of the same module.
 //!
-//! There is no KV cache: every step recomputes all T positions (the "History" of the engine),
+//! There is no KV cache: every step recomputes all T positions (the whole sequence that
+//! `engine::Sequenced` hands it),
 //! which is what `simd-kv` exists to avoid. It is still not needlessly slow: the matmul loops run
 //! in the order that reads the weights row by row (which the compiler vectorises), and the output
 //! layer, the largest matrix in the model, is applied to the last position only.
@@ -26,7 +27,7 @@ use crate::Model;
 use gpt2_weights::dtype::{product_input, round_to_f16};
 use gpt2_weights::{Config, KvDtype, LayerWeights, Linear, Matrix};
 
-use crate::engine::{Engine, EngineError, EngineInfo, History};
+use crate::engine::{EngineError, EngineInfo, Forward};
 use crate::memory::check_forward;
 use crate::profile::{Op, PhaseClock, Profiler};
 
@@ -247,7 +248,6 @@ struct Activations {
 /// The naive backend: see the module docs.
 pub struct NaiveEngine<'w> {
     w: Model<'w>,
-    history: History,
     act: Activations,
     profiler: Profiler,
 }
@@ -257,14 +257,9 @@ impl<'w> NaiveEngine<'w> {
     pub fn new(model: impl Into<Model<'w>>) -> Self {
         NaiveEngine {
             w: model.into(),
-            history: History::default(),
             act: Activations::default(),
             profiler: Profiler::default(),
         }
-    }
-
-    fn config(&self) -> &Config {
-        &self.w.config
     }
 }
 
@@ -338,7 +333,7 @@ fn gpt2_forward<'a>(
     &a.logits
 }
 
-impl Engine for NaiveEngine<'_> {
+impl Forward for NaiveEngine<'_> {
     fn name(&self) -> &'static str {
         "naive"
     }
@@ -357,41 +352,24 @@ impl Engine for NaiveEngine<'_> {
         }
     }
 
-    fn prefill(&mut self, tokens: &[u32]) -> Result<&[f32], EngineError> {
-        let cfg = *self.config();
-        check_forward("naive", &cfg, tokens.len(), &[tokens.len()])?;
-        let tokens = self.history.start(&cfg, tokens)?;
-        Ok(gpt2_forward(
-            &mut self.act,
-            &mut self.profiler,
-            &self.w,
-            tokens,
-        ))
+    fn config(&self) -> &Config {
+        &self.w.config
     }
 
-    fn step(&mut self, token: u32) -> Result<&[f32], EngineError> {
-        let cfg = *self.config();
-        let t = self.history.len() + 1;
-        check_forward("naive", &cfg, t, &[t])?;
-        let tokens = self.history.push(&cfg, token)?;
-        Ok(gpt2_forward(
-            &mut self.act,
-            &mut self.profiler,
-            &self.w,
-            tokens,
-        ))
+    fn forward(&mut self, tokens: &[u32], _new: usize) -> Result<(), EngineError> {
+        // No cache: every call recomputes the whole sequence.
+        let t = tokens.len();
+        check_forward("naive", &self.w.config, t, &[t])?;
+        gpt2_forward(&mut self.act, &mut self.profiler, &self.w, tokens);
+        Ok(())
     }
 
-    fn reset(&mut self) {
-        self.history.clear();
+    fn logits(&self) -> &[f32] {
+        &self.act.logits
     }
 
     fn profiler(&mut self) -> &mut Profiler {
         &mut self.profiler
-    }
-
-    fn position(&self) -> usize {
-        self.history.len()
     }
 }
 

@@ -22,7 +22,7 @@ use ndarray::{Array1, Array2, ArrayView1, ArrayView2, Axis, CowArray, Ix2, s};
 
 use crate::dequant::{F32Layer, F32Matrices, RoundsInput};
 
-use crate::engine::{Engine, EngineError, EngineInfo, History};
+use crate::engine::{EngineError, EngineInfo, Forward};
 use crate::memory::check_forward;
 use crate::profile::{Op, Profiler};
 
@@ -165,7 +165,6 @@ pub struct NdarrayEngine<'w> {
     ln_f_b: ArrayView1<'w, f32>,
     layers: Vec<LayerViews<'w>>,
     threads: usize,
-    history: History,
     logits: Array1<f32>, // (V)
     profiler: Profiler,
 }
@@ -200,15 +199,14 @@ impl<'w> NdarrayEngine<'w> {
                 .map(|(l, m)| LayerViews::new(l, m, c, h))
                 .collect(),
             threads,
-            history: History::default(),
             logits: Array1::zeros(v),
             profiler: Profiler::default(),
         })
     }
 
-    fn forward(&mut self) {
+    /// Recomputes every position of `tokens`; the logits of the last one land in `logits`.
+    fn forward_all(&mut self, tokens: &[u32]) {
         let cfg = &self.config;
-        let tokens = self.history.tokens();
         let (c, t_len) = (cfg.n_embd as usize, tokens.len());
         let eps = cfg.layer_norm_eps;
         let mut clock = self.profiler.clock();
@@ -260,7 +258,7 @@ impl<'w> NdarrayEngine<'w> {
     }
 }
 
-impl Engine for NdarrayEngine<'_> {
+impl Forward for NdarrayEngine<'_> {
     fn name(&self) -> &'static str {
         "ndarray"
     }
@@ -279,32 +277,24 @@ impl Engine for NdarrayEngine<'_> {
         }
     }
 
-    fn prefill(&mut self, tokens: &[u32]) -> Result<&[f32], EngineError> {
+    fn config(&self) -> &Config {
+        &self.config
+    }
+
+    fn forward(&mut self, tokens: &[u32], _new: usize) -> Result<(), EngineError> {
+        // No cache: every call recomputes the whole sequence. One head's scores at a time, and
+        // their softmax.
         let t = tokens.len();
-        // One head's scores at a time, and their softmax.
         check_forward("ndarray", &self.config, t, &[2, t, t])?;
-        self.history.start(&self.config, tokens)?;
-        self.forward();
-        Ok(self.logits.as_slice().expect("standard layout"))
+        self.forward_all(tokens);
+        Ok(())
     }
 
-    fn step(&mut self, token: u32) -> Result<&[f32], EngineError> {
-        let t = self.history.len() + 1;
-        check_forward("ndarray", &self.config, t, &[2, t, t])?;
-        self.history.push(&self.config, token)?;
-        self.forward();
-        Ok(self.logits.as_slice().expect("standard layout"))
-    }
-
-    fn reset(&mut self) {
-        self.history.clear();
+    fn logits(&self) -> &[f32] {
+        self.logits.as_slice().expect("standard layout")
     }
 
     fn profiler(&mut self) -> &mut Profiler {
         &mut self.profiler
-    }
-
-    fn position(&self) -> usize {
-        self.history.len()
     }
 }

@@ -2,7 +2,7 @@
 //! name, a one-line summary, its step in the teaching ladder, what it can do, how to build it)
 //! is in [`REGISTRY`], so adding a backend is one entry here and one module.
 
-use crate::engine::{Engine, EngineError};
+use crate::engine::{Engine, EngineError, Forward};
 use crate::{EngineOptions, Model, kernels, naive, ndarray_engine, simd};
 
 /// Builds a backend over a model's borrowed weights.
@@ -43,7 +43,7 @@ const NAIVE: BackendSpec = BackendSpec {
     kv_cache: false,
     threaded: false,
     devices: &["cpu"],
-    create: |w, _| Ok(Box::new(naive::NaiveEngine::new(w.clone()))),
+    create: |w, _| Ok(Box::new(naive::NaiveEngine::new(w.clone()).into_engine())),
 };
 
 const NDARRAY: BackendSpec = BackendSpec {
@@ -57,10 +57,8 @@ const NDARRAY: BackendSpec = BackendSpec {
     devices: &["cpu"],
     create: |w, o| {
         let threads = o.threads.clamp(1, ndarray_engine::MAX_MATMUL_THREADS);
-        Ok(Box::new(ndarray_engine::NdarrayEngine::new(
-            w.clone(),
-            threads,
-        )?))
+        let engine = ndarray_engine::NdarrayEngine::new(w.clone(), threads)?;
+        Ok(Box::new(engine.into_engine()))
     },
 };
 
@@ -75,7 +73,7 @@ const SIMD: BackendSpec = BackendSpec {
     devices: &["cpu"],
     create: |w, o| {
         let engine = simd::SimdEngine::new(w.clone(), kernels::Kernels::detect(), o.threads)?;
-        Ok(Box::new(engine))
+        Ok(Box::new(engine.into_engine()))
     },
 };
 
@@ -91,7 +89,7 @@ const SIMD_KV: BackendSpec = BackendSpec {
     devices: &["cpu"],
     create: |w, o| {
         let engine = simd::SimdKvEngine::new(w.clone(), kernels::Kernels::detect(), o.threads)?;
-        Ok(Box::new(engine))
+        Ok(Box::new(engine.into_engine()))
     },
 };
 
@@ -107,7 +105,7 @@ const CANDLE: BackendSpec = BackendSpec {
     devices: &["cpu", "cuda"],
     create: |w, o| {
         let engine = crate::candle_engine::CandleEngine::new(w, o.threads, o.device)?;
-        Ok(Box::new(engine))
+        Ok(Box::new(engine.into_engine()))
     },
 };
 

@@ -2,7 +2,7 @@
 //! equivalence check and regression gate catch them. Never listed in [`crate::REGISTRY`]; the harness accepts
 //! them only when `GPT2_BENCH_TEST_ENGINES=1` is set.
 
-use crate::engine::{Engine, EngineError, EngineInfo};
+use crate::engine::{Engine, EngineError, EngineInfo, Forward};
 use crate::profile::Profiler;
 use crate::registry::Constructor;
 use crate::{kernels, naive, simd};
@@ -21,7 +21,7 @@ pub const TEST_ENGINES: &[TestEngine] = &[
         name: DIVERGENT,
         create: |w, _| {
             Ok(Box::new(DivergentEngine::new(
-                naive::NaiveEngine::new(w.clone()),
+                naive::NaiveEngine::new(w.clone()).into_engine(),
                 3,
             )))
         },
@@ -29,10 +29,10 @@ pub const TEST_ENGINES: &[TestEngine] = &[
     TestEngine {
         name: SLOWED,
         create: |w, options| {
-            let extra = SlowedEngine::<simd::SimdKvEngine>::extra_from_env()?;
+            let extra = extra_slowdown_from_env()?;
             let engine =
                 simd::SimdKvEngine::new(w.clone(), kernels::Kernels::detect(), options.threads)?;
-            Ok(Box::new(SlowedEngine::new(engine, extra)))
+            Ok(Box::new(SlowedEngine::new(engine.into_engine(), extra)))
         },
     },
 ];
@@ -137,20 +137,20 @@ impl<E: Engine> SlowedEngine<E> {
     pub fn new(inner: E, extra: f64) -> Self {
         SlowedEngine { inner, extra }
     }
+}
 
-    /// The extra fraction from [`SLOWDOWN_ENV`] (0 when unset); a value that is not a finite,
-    /// non-negative number is an error naming the variable.
-    pub fn extra_from_env() -> Result<f64, EngineError> {
-        match std::env::var(SLOWDOWN_ENV) {
-            Err(_) => Ok(0.0),
-            Ok(v) => match v.trim().parse::<f64>() {
-                Ok(x) if x.is_finite() && x >= 0.0 => Ok(x),
-                _ => Err(EngineError::Backend {
-                    backend: SLOWED,
-                    message: format!("{SLOWDOWN_ENV}={v:?} is not a non-negative number"),
-                }),
-            },
-        }
+/// The extra fraction of [`SlowedEngine`] from [`SLOWDOWN_ENV`] (0 when unset); a value that is
+/// not a finite, non-negative number is an error naming the variable.
+pub fn extra_slowdown_from_env() -> Result<f64, EngineError> {
+    match std::env::var(SLOWDOWN_ENV) {
+        Err(_) => Ok(0.0),
+        Ok(v) => match v.trim().parse::<f64>() {
+            Ok(x) if x.is_finite() && x >= 0.0 => Ok(x),
+            _ => Err(EngineError::Backend {
+                backend: SLOWED,
+                message: format!("{SLOWDOWN_ENV}={v:?} is not a non-negative number"),
+            }),
+        },
     }
 }
 

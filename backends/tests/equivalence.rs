@@ -7,7 +7,7 @@
 mod common;
 
 use common::*;
-use gpt2_backends::{EngineOptions, backend_names, create};
+use gpt2_backends::{EngineOptions, Forward, backend_names, create};
 use gpt2_weights::KvDtype;
 
 #[test]
@@ -167,10 +167,12 @@ fn simd_kv_team_size_never_changes_a_bit() {
             let fixed = TeamSizer::with_adaptive(threads, false);
             let mut a = SimdKvEngine::new(w.clone(), kernels, threads)
                 .unwrap()
-                .with_sizer(fixed);
+                .with_sizer(fixed)
+                .into_engine();
             let mut b = SimdKvEngine::new(w.clone(), kernels, threads)
                 .unwrap()
-                .with_sizer(TeamSizer::alternating(threads));
+                .with_sizer(TeamSizer::alternating(threads))
+                .into_engine();
             let prompt = [15496, 995, 11, 314];
             assert_eq!(a.prefill(&prompt).unwrap(), b.prefill(&prompt).unwrap());
             let mut t = 7;
@@ -237,9 +239,17 @@ fn avx512_computes_the_same_bits_as_avx2_on_gpt2_shapes() {
             for kv in [false, true] {
                 let engine = |k: Kernels| -> Box<dyn Engine> {
                     if kv {
-                        Box::new(SimdKvEngine::new(w.clone(), k, threads).unwrap())
+                        Box::new(
+                            SimdKvEngine::new(w.clone(), k, threads)
+                                .unwrap()
+                                .into_engine(),
+                        )
                     } else {
-                        Box::new(SimdEngine::new(w.clone(), k, threads).unwrap())
+                        Box::new(
+                            SimdEngine::new(w.clone(), k, threads)
+                                .unwrap()
+                                .into_engine(),
+                        )
                     }
                 };
                 assert!(

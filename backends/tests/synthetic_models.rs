@@ -4,6 +4,7 @@
 mod common;
 
 use common::*;
+use gpt2_backends::Forward;
 use gpt2_backends::naive::NaiveEngine;
 use gpt2_weights::Config;
 
@@ -11,7 +12,7 @@ const N: usize = 32;
 
 fn check_decisive_and_varied(file: &gpt2_weights::WeightFile) {
     let w = file.gpt2().unwrap();
-    let mut e = NaiveEngine::new(w);
+    let mut e = NaiveEngine::new(w).into_engine();
     let prompt = [464, 3616, 286, 1204, 318]; // "The meaning of life is"
     let (tokens, gaps) = greedy(&mut e, &prompt, N);
 

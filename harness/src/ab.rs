@@ -30,6 +30,9 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 
+use crate::record::read_report;
+use crate::stats::Summary;
+
 /// Flags of `compare` that `ab` sets itself or that would make no sense in a child.
 const RESERVED: [&str; 8] = [
     "--format",
@@ -123,74 +126,52 @@ pub struct ChildReport {
     pub rows: Vec<Measured>,
 }
 
-/// The rows of one `compare --format json` report, every rate checked: a rate that is not a
-/// positive, finite number (a broken or foreign binary) would decide the gate with nonsense.
+/// The rows of one `compare --format json` report (read as the [`Report`] it is), every rate
+/// checked: a rate that is not a positive, finite number (a broken or foreign binary) would
+/// decide the gate with nonsense.
 pub fn rows_of_report(json: &str) -> anyhow::Result<ChildReport> {
-    let v: serde_json::Value =
-        serde_json::from_str(json).context("the child's report is not JSON")?;
-    let results = v["results"]
-        .as_array()
-        .context("the child's report has no results")?;
-    let lengths: std::collections::BTreeSet<u64> = results
-        .iter()
-        .filter_map(|r| r["prompt_tokens"].as_u64())
-        .collect();
-    let rate = |label: &str, r: &serde_json::Value, key: &str| -> anyhow::Result<Option<f64>> {
-        let value = &r[key]["max"];
-        if r[key].is_null() {
-            return Ok(None);
-        }
-        match value.as_f64() {
+    let report = read_report(json.as_bytes())?;
+    let lengths: std::collections::BTreeSet<usize> =
+        report.results.iter().map(|r| r.prompt_tokens).collect();
+    let best = |label: &str, key: &str, s: Option<&Summary>| -> anyhow::Result<Option<f64>> {
+        match s.map(|s| s.max) {
+            None => Ok(None),
             Some(x) if x.is_finite() && x > 0.0 => Ok(Some(x)),
-            _ => bail!(
-                "its {label} row reports {key} {}, not a positive rate",
-                gpt2_weights::input::printable(&value.to_string())
-            ),
+            Some(x) => bail!("its {label} row reports {key} {x}, not a positive rate"),
         }
     };
     let mut rows = Vec::new();
     let mut identity_rows = Vec::new();
-    for r in results {
-        let label = r["label"].as_str().context("a result without a label")?;
-        let label = if lengths.len() > 1 {
-            format!("{label} @ {} tokens", r["prompt_tokens"])
+    for r in &report.results {
+        // Reports saved before labels name rows by backend.
+        let name = if r.label.is_empty() {
+            &r.backend
         } else {
-            label.to_string()
+            &r.label
         };
-        let prefill_tok_per_s = rate(&label, r, "prefill_tok_per_s")?
-            .with_context(|| format!("its {label} row has no prefill_tok_per_s"))?;
-        let decode_tok_per_s = rate(&label, r, "decode_tok_per_s")?;
-        let new_tokens = r["new_tokens"]
-            .as_u64()
-            .with_context(|| format!("its {label} row has no new_tokens"))?;
-        identity_rows.push((label.clone(), new_tokens));
+        let label = if lengths.len() > 1 {
+            format!("{name} @ {} tokens", r.prompt_tokens)
+        } else {
+            name.clone()
+        };
+        let prefill_tok_per_s = best(&label, "prefill_tok_per_s", Some(&r.prefill_tok_per_s))?
+            .context("unreachable: a prefill rate is always present")?;
+        let decode_tok_per_s = best(&label, "decode_tok_per_s", r.decode_tok_per_s.as_ref())?;
+        identity_rows.push((label.clone(), r.new_tokens as u64));
         rows.push(Measured {
             label,
             prefill_tok_per_s,
             decode_tok_per_s,
         });
     }
-    let checksums: Vec<String> = match v["models"].as_array().filter(|m| !m.is_empty()) {
-        Some(models) => models
-            .iter()
-            .map(|m| m["checksum"].as_str().unwrap_or("").to_string())
-            .collect(),
-        None => vec![v["model"]["checksum"].as_str().unwrap_or("").to_string()],
-    };
-    if checksums.iter().any(String::is_empty) {
-        bail!("the child's report names no model checksum");
-    }
     let identity = RunIdentity {
-        model_checksums: checksums,
-        prompt_token_ids: v["prompt_token_ids"]
-            .as_array()
-            .context("the child's report has no prompt_token_ids")?
+        model_checksums: report.files().iter().map(|m| m.checksum.clone()).collect(),
+        prompt_token_ids: report
+            .prompt_token_ids
             .iter()
-            .map(|t| t.as_u64().unwrap_or(u64::MAX))
+            .map(|&t| u64::from(t))
             .collect(),
-        max_tokens: v["max_tokens"]
-            .as_u64()
-            .context("the child's report has no max_tokens")?,
+        max_tokens: report.max_tokens as u64,
         rows: identity_rows,
     };
     Ok(ChildReport { identity, rows })
@@ -545,32 +526,53 @@ mod tests {
 
     #[test]
     fn reports_are_read_by_label_and_length() {
-        let json = r#"{"model": {"checksum": "abc"}, "prompt_token_ids": [1, 2], "max_tokens": 8,
-            "results": [
-            {"label": "simd-kv", "prompt_tokens": 5, "new_tokens": 8, "prefill_tok_per_s": {"mean": 90.0, "max": 100.0},
-             "decode_tok_per_s": {"mean": 45.0, "max": 50.0}},
-            {"label": "simd-kv", "prompt_tokens": 128, "new_tokens": 1, "prefill_tok_per_s": {"mean": 600.0, "max": 610.0},
-             "decode_tok_per_s": null}]}"#;
-        let report = rows_of_report(json).unwrap();
+        // A real report, its first row given two prompt lengths.
+        let seed: &[u8] =
+            include_bytes!("../../bench-results/2026-11-22-4c22cf8015c2-synthetic-gpt2.json");
+        let mut v: serde_json::Value = serde_json::from_slice(seed).unwrap();
+        let mut row = v["results"][0].clone();
+        row["label"] = "simd-kv".into();
+        row["prompt_tokens"] = 5.into();
+        row["new_tokens"] = 8.into();
+        row["prefill_tok_per_s"]["max"] = 123.25.into();
+        row["decode_tok_per_s"]["max"] = 50.0.into();
+        let mut long = row.clone();
+        long["prompt_tokens"] = 128.into();
+        long["new_tokens"] = 1.into();
+        long["decode_tok_per_s"] = serde_json::Value::Null;
+        v["results"] = serde_json::json!([row, long]);
+        let json = v.to_string();
+        let report = rows_of_report(&json).unwrap();
         let rows = &report.rows;
         assert_eq!(rows[0].label, "simd-kv @ 5 tokens");
         assert_eq!(
             (rows[0].prefill_tok_per_s, rows[0].decode_tok_per_s),
-            (100.0, Some(50.0))
+            (123.25, Some(50.0))
         );
         assert_eq!(rows[1].decode_tok_per_s, None);
-        assert_eq!(report.identity.model_checksums, ["abc"]);
+        assert_eq!(
+            report.identity.model_checksums,
+            [v["model"]["checksum"].as_str().unwrap()]
+        );
         assert_eq!(report.identity.rows[1], ("simd-kv @ 128 tokens".into(), 1));
         assert!(rows_of_report("{}").is_err());
-        // Rates that are not positive and finite are refused, naming the row.
-        // (An overflowing number, 1e999, is refused earlier: serde_json does not read it.)
-        assert!(rows_of_report(&json.replacen("100.0", "1e999", 1)).is_err());
-        for bad in ["0.0", "-5.0", "\"NaN\"", "null"] {
-            let json = json.replacen("100.0", bad, 1);
-            let e = rows_of_report(&json).map(|_| ()).unwrap_err().to_string();
+        // Rates that are not positive and finite are refused, naming the row; ones that are
+        // not numbers (serde_json reads neither 1e999 nor "NaN" as f64) as not a report.
+        let e = rows_of_report(&json.replacen("123.25", "1e999", 1)).unwrap_err();
+        assert!(format!("{e:#}").contains("not JSON"), "{e:#}");
+        for bad in ["0.0", "-5.0"] {
+            let e = rows_of_report(&json.replacen("123.25", bad, 1)).unwrap_err();
             assert!(
-                e.contains("simd-kv @ 5 tokens row reports prefill_tok_per_s"),
+                e.to_string()
+                    .contains("simd-kv @ 5 tokens row reports prefill_tok_per_s"),
                 "{bad}: {e}"
+            );
+        }
+        for bad in ["\"NaN\"", "null"] {
+            let e = rows_of_report(&json.replacen("123.25", bad, 1)).unwrap_err();
+            assert!(
+                format!("{e:#}").contains("not a gpt2-bench compare report"),
+                "{bad}: {e:#}"
             );
         }
     }

@@ -25,10 +25,10 @@ use gpt2_weights::{Gpt2Tokenizer, WeightFile};
 
 use crate::generate::{Generation, generate};
 use crate::machine;
-use crate::record::threads_phrase;
 use crate::record::{
     BackendResult, Divergence, Latency, Memory, Normalized, Samples, rounding_gap,
 };
+use crate::record::{read_report, threads_phrase};
 use crate::roofline::{Roofline, prefill_flops};
 use crate::sampling::SamplingOptions;
 use crate::stats::{Summary, outliers, percentile};
@@ -103,27 +103,21 @@ pub fn sweep(
                 out.failure()
             );
         }
-        let report: serde_json::Value = serde_json::from_slice(&out.stdout)
+        let report = read_report(&out.stdout)
             .with_context(|| format!("reading the report of the run with {}", threads_phrase(n)))?;
-        let mut child_rows: Vec<BackendResult> = serde_json::from_value(report["results"].clone())
-            .with_context(|| format!("reading the rows of the run with {}", threads_phrase(n)))?;
-        for r in &mut child_rows {
+        for mut r in report.results {
             r.label = sweep_label(&r.label, n);
-            on_row(r);
+            on_row(&r);
+            rows.push(r);
         }
-        rows.extend(child_rows);
-        if let Some(list) = report["warnings"].as_array() {
-            warnings.extend(
-                list.iter()
-                    .filter_map(|w| w.as_str())
-                    // The machine's load and the build are said once, by this process.
-                    .filter(|w| !Warning::is_machine_wide(w))
-                    .map(|w| Warning::FromSweep {
-                        threads: n,
-                        text: w.to_string(),
-                    }),
-            );
-        }
+        warnings.extend(
+            report
+                .warnings
+                .into_iter()
+                // The machine's load and the build are said once, by this process.
+                .filter(|w| !Warning::is_machine_wide(w))
+                .map(|text| Warning::FromSweep { threads: n, text }),
+        );
     }
     Ok((rows, warnings))
 }

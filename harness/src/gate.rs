@@ -17,55 +17,9 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, bail};
-use serde::Deserialize;
-
-use crate::record::{BackendResult, Comparison, Gate, Normalized, Rerun, SCHEMA_VERSION};
+use crate::record::{BackendResult, Comparison, Gate, Report, Rerun, read_report};
 use crate::stats::Summary;
-
-/// The fields of a saved report the gate reads (everything else is ignored; the schema version
-/// is checked on the raw JSON first).
-#[derive(Deserialize)]
-struct BaselineFile {
-    model: BaselineModel,
-    machine: BaselineMachine,
-    results: Vec<BaselineRow>,
-    /// Which kernels the machine's probes ran (absent without the roofline, `null` with
-    /// --no-roofline).
-    #[serde(default)]
-    roofline: Option<BaselineRoofline>,
-}
-
-#[derive(Deserialize)]
-struct BaselineRoofline {
-    #[serde(default)]
-    isa: String,
-}
-
-#[derive(Deserialize)]
-struct BaselineModel {
-    name: String,
-    checksum: String,
-}
-
-#[derive(Deserialize)]
-struct BaselineMachine {
-    cpu: String,
-    git_commit: String,
-}
-
-#[derive(Deserialize)]
-struct BaselineRow {
-    backend: String,
-    prompt_tokens: usize,
-    threads: usize,
-    prefill_tok_per_s: Summary,
-    decode_tok_per_s: Option<Summary>,
-    #[serde(default)]
-    decode_read_fraction: Option<f64>,
-    #[serde(default)]
-    machine_normalized: Option<Normalized>,
-}
+use anyhow::Context;
 
 /// A baseline figure and the same figure now.
 type Pair<'a> = Option<(&'a Summary, &'a Summary)>;
@@ -77,7 +31,7 @@ pub const MEMORY_BOUND_READ_FRACTION: f64 = 0.3;
 /// A loaded baseline.
 pub struct Baseline {
     path: PathBuf,
-    file: BaselineFile,
+    file: Report,
 }
 
 impl Baseline {
@@ -85,25 +39,10 @@ impl Baseline {
         let text =
             gpt2_weights::input::read_text_limited(path, gpt2_weights::input::MAX_TEXT_FILE_BYTES)
                 .with_context(|| format!("--baseline {}", path.display()))?;
-        let version: serde_json::Value = serde_json::from_str(&text).with_context(|| {
-            format!(
-                "--baseline {}: not JSON; give a report saved with --format json or --save",
-                path.display()
-            )
-        })?;
-        let found = version["schema_version"].as_u64();
-        if found != Some(u64::from(SCHEMA_VERSION)) {
-            bail!(
-                "--baseline {}: report schema version {} but this gpt2-bench writes {}; re-run \
-                 the baseline with this version",
-                path.display(),
-                found.map_or("missing".to_string(), |v| v.to_string()),
-                SCHEMA_VERSION
-            );
-        }
-        let file: BaselineFile = serde_json::from_value(version).with_context(|| {
-            format!(
-                "--baseline {}: not a gpt2-bench --compare report",
+        let file = read_report(text.as_bytes()).map_err(|e| {
+            anyhow::anyhow!(
+                "--baseline {}: {e:#}; give a report saved by this gpt2-bench (--save or \
+                 --format json)",
                 path.display()
             )
         })?;
@@ -123,7 +62,7 @@ impl Baseline {
 /// A baseline is an input like any other: every figure the gate divides by must be a positive,
 /// finite rate with a finite, non-negative spread (a mean of 0 would make any run "faster by
 /// inf%"), and there must be something to gate.
-fn validate(file: &BaselineFile) -> Result<(), String> {
+fn validate(file: &Report) -> Result<(), String> {
     if file.results.is_empty() {
         return Err("it has no results".into());
     }

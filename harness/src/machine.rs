@@ -1,24 +1,26 @@
 //! What machine and build produced a result. Every report carries it, so a figure can always be
 //! traced to the CPU, thread count, compiler and commit behind it.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Machine {
     pub cpu: String,
     pub logical_cores: usize,
     /// SIMD instruction sets detected at run time (what the simd backends may use).
-    pub simd_features: Vec<&'static str>,
-    /// The instruction set the simd backends' kernels run (`GPT2_BENCH_ISA`, else the best).
+    pub simd_features: Vec<String>,
+    /// The instruction set the simd backends' kernels run (`GPT2_BENCH_ISA`, else the best);
+    /// empty in reports saved before it was recorded.
+    #[serde(default)]
     pub simd_kernels: String,
     pub os: String,
-    pub arch: &'static str,
-    pub rustc: &'static str,
+    pub arch: String,
+    pub rustc: String,
     /// Git commit the binary was built from, with `-dirty` for uncommitted changes.
-    pub git_commit: &'static str,
+    pub git_commit: String,
     /// `release` or `debug`: debug builds are many times slower and not worth comparing.
-    pub build_profile: &'static str,
-    pub gpt2_bench_version: &'static str,
+    pub build_profile: String,
+    pub gpt2_bench_version: String,
 }
 
 impl Machine {
@@ -26,21 +28,22 @@ impl Machine {
         Machine {
             cpu: cpu_model(),
             logical_cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
-            simd_features: simd_features(),
+            simd_features: simd_features().into_iter().map(String::from).collect(),
             simd_kernels: gpt2_backends::kernels::Kernels::detect()
                 .isa()
                 .name()
                 .to_string(),
             os: os_name(),
-            arch: std::env::consts::ARCH,
-            rustc: env!("GPT2_BENCH_RUSTC_VERSION"),
-            git_commit: env!("GPT2_BENCH_GIT_COMMIT"),
+            arch: std::env::consts::ARCH.to_string(),
+            rustc: env!("GPT2_BENCH_RUSTC_VERSION").to_string(),
+            git_commit: env!("GPT2_BENCH_GIT_COMMIT").to_string(),
             build_profile: if cfg!(debug_assertions) {
                 "debug"
             } else {
                 "release"
-            },
-            gpt2_bench_version: env!("CARGO_PKG_VERSION"),
+            }
+            .to_string(),
+            gpt2_bench_version: env!("CARGO_PKG_VERSION").to_string(),
         }
     }
 }

@@ -4,12 +4,15 @@
 //! file's schema, versioned by [`SCHEMA_VERSION`]) and the renderers of [`crate::render`]
 //! print it; this module imports none of them, so the data has one home and no cycle.
 
-use serde::Serialize;
+use anyhow::Context;
+use serde::{Deserialize, Serialize};
 
 use crate::machine::Machine;
 use crate::stats::Summary;
 
-/// Bumped whenever a field changes meaning or disappears (adding fields does not bump it).
+/// Bumped whenever a field changes meaning or disappears. Adding a field does not bump it; an
+/// added field carries `#[serde(default)]`, so every report of this version reads back
+/// ([`read_report`]; a test reads each one committed under bench-results/).
 pub const SCHEMA_VERSION: u32 = 2;
 
 /// A logit gap below this is within the tolerance backends are held to, so a divergence there
@@ -33,7 +36,7 @@ pub fn rounding_gap(logit_magnitude: f32) -> f32 {
     NEAR_TIE_GAP.max(ROUNDING_PER_LOGIT * logit_magnitude.abs())
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ModelInfo {
     pub name: String,
     pub path: String,
@@ -47,13 +50,16 @@ pub struct ModelInfo {
     pub file_bytes: u64,
     /// XXH3-64 of the tensor data: identifies the exact weights.
     pub checksum: String,
-    /// The matrices' dtype label, and the weight bytes one decode step reads.
+    /// The matrices' dtype label, and the weight bytes one decode step reads (reports saved
+    /// before these were recorded ran f32 files, and say 0 bytes).
+    #[serde(default = "f32_name")]
     pub dtype: String,
+    #[serde(default)]
     pub weight_bytes_per_token: u64,
 }
 
 /// Where a backend's tokens first differ from the reference's.
-#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Divergence {
     /// Index among the generated tokens (0 = the token chosen from the prefill's logits).
     pub step: usize,
@@ -72,7 +78,7 @@ pub struct Divergence {
 }
 
 /// Per-token decode latency, over every decode step of every measured run.
-#[derive(Debug, Clone, Copy, Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 pub struct Latency {
     pub mean_ms: f64,
     pub p50_ms: f64,
@@ -81,7 +87,7 @@ pub struct Latency {
 }
 
 /// Memory a backend used.
-#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Memory {
     /// The model file, memory-mapped (shared by every backend; pages are read in place).
     pub weights_mapped_bytes: u64,
@@ -98,7 +104,7 @@ pub struct Memory {
 }
 
 /// Every raw timing, in nanoseconds, so that any statistic can be recomputed.
-#[derive(Debug, Clone, Default, Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Samples {
     /// Time to first token of each measured run.
     pub prefill_ns: Vec<u64>,
@@ -109,6 +115,7 @@ pub struct Samples {
     pub warmup_decode_step_ns: Vec<Vec<u64>>,
     /// Read bandwidth (GB/s) of the all-thread pass over the weights just before each measured
     /// run; empty with `--no-roofline`.
+    #[serde(default)]
     pub read_gb_per_s_before_run: Vec<f64>,
     /// FMA rate (GFLOP/s) of the all-thread pass just before each measured run; empty with
     /// `--no-roofline`.
@@ -120,7 +127,7 @@ pub struct Samples {
 /// passes (GFLOP/s) taken beside every measured run of every backend (`samples`). A shared
 /// machine's speed swings between minutes; these ratios cancel most of that, so they measure
 /// the code. The regression gate compares them. Mean ± standard deviation over the runs.
-#[derive(Debug, Clone, Copy, Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 pub struct Normalized {
     /// The median read pass of the run, GB/s.
     pub machine_read_gb_per_s: f64,
@@ -134,12 +141,12 @@ pub struct Normalized {
     pub decode_tok_per_peak_gflop: Option<Summary>,
 }
 
-/// The key/value cache dtype of a report saved before `--kv-cache` existed.
+/// The dtype of a report saved before it was recorded (f32, the only one then).
 fn f32_name() -> String {
     "f32".to_string()
 }
 
-#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct BackendResult {
     pub backend: String,
     pub summary: String,
@@ -211,7 +218,7 @@ pub struct BackendResult {
     pub samples: Samples,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Report {
     pub schema_version: u32,
     /// The command line that produced this report.
@@ -224,7 +231,8 @@ pub struct Report {
     pub prompt: String,
     pub prompt_token_ids: Vec<u32>,
     pub max_tokens: usize,
-    /// `greedy`, or the sampling settings and seed.
+    /// `greedy`, or the sampling settings and seed (empty in reports saved before sampling).
+    #[serde(default)]
     pub sampling: String,
     pub runs: usize,
     pub warmup: usize,
@@ -236,7 +244,9 @@ pub struct Report {
     pub notes: Vec<String>,
     /// Reasons to doubt these timings (debug build, outliers, a busy machine, ...).
     pub warnings: Vec<String>,
-    /// The comparison with `--baseline`, when given.
+    /// The comparison with `--baseline`, when given. Not read back: a report read back (a
+    /// baseline, a child run's) is judged anew, never by its old verdict.
+    #[serde(skip_deserializing)]
     pub gate: Option<Gate>,
     /// Every weight file of the run (the first is `model`); several when comparing precisions.
     #[serde(default)]
@@ -257,6 +267,22 @@ impl Report {
             &self.models
         }
     }
+}
+
+/// Reads a report back (a `--baseline`, a saved run, the JSON of a child run of `ab` or of a
+/// thread sweep) as the same [`Report`] that wrote it: the schema version is checked first, so
+/// a report from another version is named as such instead of as a missing field.
+/// The errors say what is wrong with the text; callers name where it came from.
+pub fn read_report(json: &[u8]) -> anyhow::Result<Report> {
+    let value: serde_json::Value = serde_json::from_slice(json).context("not JSON")?;
+    let found = value["schema_version"].as_u64();
+    if found != Some(u64::from(SCHEMA_VERSION)) {
+        anyhow::bail!(
+            "report schema version {} but this gpt2-bench writes {SCHEMA_VERSION}",
+            found.map_or("missing".to_string(), |v| v.to_string())
+        );
+    }
+    serde_json::from_value(value).context("not a gpt2-bench compare report")
 }
 
 /// "1 thread", "2 threads": how every view (and the gate's caveats) says a thread count.
@@ -316,4 +342,50 @@ pub struct Gate {
     /// Why the two runs may not be comparable (other model, machine or thread count).
     pub caveats: Vec<String>,
     pub regressed: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Fields added to the report after a schema version was first written carry a default,
+    /// so that every report of this version (a `--baseline` saved last month, the child of an
+    /// older binary under `ab`) reads back: every one committed under bench-results/ does.
+    #[test]
+    fn every_saved_report_of_this_version_reads_back() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../bench-results");
+        let mut read = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_none_or(|e| e != "json") {
+                continue;
+            }
+            let text = std::fs::read(&path).unwrap();
+            let version: serde_json::Value = serde_json::from_slice(&text).unwrap();
+            if version["schema_version"].as_u64() != Some(u64::from(SCHEMA_VERSION)) {
+                assert!(
+                    read_report(&text)
+                        .unwrap_err()
+                        .to_string()
+                        .contains("schema version")
+                );
+                continue;
+            }
+            let report = read_report(&text).unwrap_or_else(|e| panic!("{}: {e:#}", path.display()));
+            assert!(!report.results.is_empty(), "{}", path.display());
+            read += 1;
+        }
+        assert!(
+            read >= 10,
+            "only {read} reports of schema {SCHEMA_VERSION} found"
+        );
+    }
+
+    #[test]
+    fn what_is_not_a_report_is_named() {
+        let says = |text: &str| format!("{:#}", read_report(text.as_bytes()).unwrap_err());
+        assert!(says("{").starts_with("not JSON"));
+        assert!(says("{}").contains("schema version missing"));
+        assert!(says(r#"{"schema_version": 2}"#).starts_with("not a gpt2-bench compare report"));
+    }
 }

@@ -14,12 +14,12 @@
 
 use gpt2_backends::kernels::{Compute, Kernels, probe};
 use gpt2_weights::{Config, WeightFile};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Roofline {
     pub threads: usize,
-    pub isa: &'static str,
+    pub isa: String,
     /// Best of several all-thread passes over the model's mapped tensor data, GB/s (1e9 bytes).
     pub read_gb_per_s: f64,
     /// Register-only f32 FMA throughput with every thread busy, GFLOP/s.
@@ -78,7 +78,7 @@ pub fn measure(file: &WeightFile, threads: usize) -> anyhow::Result<Roofline> {
     let bytes = file.bytes_per_token();
     Ok(Roofline {
         threads: compute.threads(),
-        isa: compute.kernels.isa().name(),
+        isa: compute.kernels.isa().name().to_string(),
         read_gb_per_s: read / 1e9,
         peak_gflops: peak / 1e9,
         gemm_simd_gflops: gemm_simd / 1e9,

@@ -27,7 +27,7 @@ pub mod decode;
 use crate::Model;
 use gpt2_weights::{Config, Gpt2Weights};
 
-use crate::engine::{Engine, EngineError, EngineInfo, History, check_prompt, check_step};
+use crate::engine::{EngineError, EngineInfo, Forward};
 use crate::kernels::attention::KvStore;
 use crate::kernels::team::{Shared, Team, TeamSizer};
 use crate::kernels::{Compute, Isa, Kernels, KvShape, Weight};
@@ -180,6 +180,16 @@ impl<'w> SimdModel<'w> {
     /// Forgets every stored position.
     pub fn reset(&mut self) {
         self.pos = 0;
+    }
+
+    /// Keeps the first `positions` stored positions and forgets the rest.
+    pub fn truncate(&mut self, positions: usize) {
+        assert!(
+            positions <= self.pos,
+            "{positions} positions kept of {}",
+            self.pos
+        );
+        self.pos = positions;
     }
 
     pub fn profiler(&mut self) -> &mut Profiler {
@@ -339,7 +349,6 @@ fn summary(isa: Isa, kv_cache: bool) -> &'static str {
 /// `simd`: the kernels without a cache; every step recomputes the whole context.
 pub struct SimdEngine<'w> {
     model: SimdModel<'w>,
-    history: History,
 }
 
 impl<'w> SimdEngine<'w> {
@@ -350,12 +359,11 @@ impl<'w> SimdEngine<'w> {
     ) -> Result<Self, EngineError> {
         Ok(SimdEngine {
             model: SimdModel::new(model, kernels, threads, "simd")?,
-            history: History::default(),
         })
     }
 }
 
-impl Engine for SimdEngine<'_> {
+impl Forward for SimdEngine<'_> {
     fn name(&self) -> &'static str {
         "simd"
     }
@@ -374,31 +382,23 @@ impl Engine for SimdEngine<'_> {
         }
     }
 
-    fn prefill(&mut self, tokens: &[u32]) -> Result<&[f32], EngineError> {
-        let cfg = *self.model.config();
-        let tokens = self.history.start(&cfg, tokens)?;
-        self.model.reset();
-        Ok(self.model.forward(tokens))
+    fn config(&self) -> &Config {
+        self.model.config()
     }
 
-    fn step(&mut self, token: u32) -> Result<&[f32], EngineError> {
-        let cfg = *self.model.config();
-        let tokens = self.history.push(&cfg, token)?;
+    fn forward(&mut self, tokens: &[u32], _new: usize) -> Result<(), EngineError> {
+        // No cache: every call recomputes the whole sequence.
         self.model.reset();
-        Ok(self.model.forward(tokens))
+        self.model.forward(tokens);
+        Ok(())
     }
 
-    fn reset(&mut self) {
-        self.history.clear();
-        self.model.reset();
+    fn logits(&self) -> &[f32] {
+        &self.model.logits
     }
 
     fn profiler(&mut self) -> &mut Profiler {
         self.model.profiler()
-    }
-
-    fn position(&self) -> usize {
-        self.history.len()
     }
 }
 
@@ -425,7 +425,7 @@ impl<'w> SimdKvEngine<'w> {
     }
 }
 
-impl Engine for SimdKvEngine<'_> {
+impl Forward for SimdKvEngine<'_> {
     fn name(&self) -> &'static str {
         "simd-kv"
     }
@@ -444,26 +444,23 @@ impl Engine for SimdKvEngine<'_> {
         }
     }
 
-    fn prefill(&mut self, tokens: &[u32]) -> Result<&[f32], EngineError> {
-        check_prompt(self.model.config(), tokens)?;
-        self.model.reset();
-        Ok(self.model.forward(tokens))
+    fn config(&self) -> &Config {
+        self.model.config()
     }
 
-    fn step(&mut self, token: u32) -> Result<&[f32], EngineError> {
-        check_step(self.model.config(), self.model.position(), token)?;
-        Ok(self.model.forward(&[token]))
+    fn forward(&mut self, tokens: &[u32], new: usize) -> Result<(), EngineError> {
+        // The cache holds the positions before the new ones (none when a sequence starts).
+        let cached = tokens.len() - new;
+        self.model.truncate(cached);
+        self.model.forward(&tokens[cached..]);
+        Ok(())
     }
 
-    fn reset(&mut self) {
-        self.model.reset();
+    fn logits(&self) -> &[f32] {
+        &self.model.logits
     }
 
     fn profiler(&mut self) -> &mut Profiler {
         self.model.profiler()
-    }
-
-    fn position(&self) -> usize {
-        self.model.position()
     }
 }

@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use gpt2_backends::{
-    DeviceChoice, Engine, EngineOptions, backend_names, create, logit_tolerance, registry,
+    DeviceChoice, Engine, EngineOptions, Forward, backend_names, create, logit_tolerance, registry,
 };
 use gpt2_export::SyntheticSize;
 use gpt2_weights::{Config, Dtype, Gpt2Weights, KvDtype, WeightFile};
@@ -252,8 +252,16 @@ pub fn check_simd_kernel_sets(file: &WeightFile, prompt: &[u32], kv: KvDtype) {
     for kernels in Kernels::available() {
         for threads in [1, 3] {
             let engines: Vec<Box<dyn Engine>> = vec![
-                Box::new(SimdEngine::new(w.clone(), kernels, threads).unwrap()),
-                Box::new(SimdKvEngine::new(w.clone(), kernels, threads).unwrap()),
+                Box::new(
+                    SimdEngine::new(w.clone(), kernels, threads)
+                        .unwrap()
+                        .into_engine(),
+                ),
+                Box::new(
+                    SimdKvEngine::new(w.clone(), kernels, threads)
+                        .unwrap()
+                        .into_engine(),
+                ),
             ];
             for mut e in engines {
                 let label = format!("{} {:?} {threads} threads", e.name(), kernels.isa());

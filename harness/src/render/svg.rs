@@ -131,7 +131,7 @@ pub fn svg(report: &Report) -> String {
         report.runs,
         escape(&report.machine.cpu),
         report.machine.build_profile,
-        escape(report.machine.git_commit)
+        escape(&report.machine.git_commit)
     );
 
     // Chart 1: grouped bars, one group per prompt length, one bar per backend.
