@@ -4,9 +4,14 @@
 //! the others (so a burst of load on a shared machine touches every case alike); the table
 //! gives the median and the best rate and the best as a fraction of the peak.
 //!
-//! `cargo run --release -p gpt2-backends --example gemm_rate -- [THREADS] [REPS] [KxN,...]`
-//! (the shapes default to GPT-2 small's; a small N, such as `768x96`, keeps the weight in L2 and
-//! so shows the microkernel's own rate)
+//! `cargo run --release -p gpt2-backends --example gemm_rate -- [THREADS] [REPS] [KxN,...] [T]`
+//! (the shapes default to GPT-2 small's, `-` keeps them; a small N, such as `768x96`, keeps the
+//! weight in L2 and so shows the microkernel's own rate; `T` positions, 128 by default, 1 for
+//! the matrix-vector product of a decode step)
+//!
+//! f32 runs twice: in the `[in, out]` layout the f32 path uses (`f32`), and the same values
+//! transposed into `[out, in]` (`f32 oi`), the layout every other dtype uses, through the
+//! reduced dtypes' path: what one weight layout (issue 30, item 3) would cost or gain.
 //! (`GPT2_BENCH_ISA=avx2` chooses other kernels; a name this CPU lacks is an error.)
 use gpt2_backends::kernels::{Compute, Kernels, MatRef, Weight, probe};
 use gpt2_weights::Dtype;
@@ -32,7 +37,7 @@ fn main() {
     let reps: usize = args
         .next()
         .map_or(15, |a| a.parse().expect("REPS: a number"));
-    let shapes: Vec<(usize, usize)> = match args.next() {
+    let shapes: Vec<(usize, usize)> = match args.next().filter(|a| a != "-") {
         None => SHAPES.to_vec(),
         Some(list) => list
             .split(',')
@@ -45,6 +50,7 @@ fn main() {
             })
             .collect(),
     };
+    let t: usize = args.next().map_or(T, |a| a.parse().expect("T: a number"));
     let max_n = shapes.iter().map(|s| s.1).max().unwrap_or(1);
     let compute = Compute::new(kernels, threads, max_n).expect("thread pool");
     let pool = compute.pool();
@@ -67,11 +73,23 @@ fn main() {
     let mut cases: Vec<Case> = Vec::new();
     for dtype in Dtype::ALL {
         for &(k, n) in &shapes {
-            let v: Vec<f32> = (0..k * n).map(value).collect();
+            let v: Vec<f32> = (0..k * n).map(value).collect(); // (K, N)
+            if dtype == Dtype::F32 {
+                // The same weight transposed: (N, K).
+                let transposed: Vec<f32> = (0..n * k).map(|i| v[(i % k) * n + i / k]).collect();
+                cases.push(Case {
+                    label: format!("f32 oi {t_len}x{k}x{n}", t_len = t),
+                    f32_in_out: Vec::new(),
+                    out_in: Some(OwnedMatrix::encode(&transposed, n, k, dtype).expect("range")),
+                    k,
+                    n,
+                    rates: Vec::new(),
+                });
+            }
             let out_in =
                 (dtype != Dtype::F32).then(|| OwnedMatrix::encode(&v, n, k, dtype).expect("range"));
             cases.push(Case {
-                label: format!("{dtype:5} {T}x{k}x{n}"),
+                label: format!("{dtype:6} {t_len}x{k}x{n}", t_len = t),
                 f32_in_out: if dtype == Dtype::F32 { v } else { Vec::new() },
                 out_in,
                 k,
@@ -80,23 +98,23 @@ fn main() {
             });
         }
     }
-    let mut out = vec![0.0f32; T * max_n];
-    let mut scratch = vec![0.0f32; T.max(4 * threads) * max_n];
+    let mut out = vec![0.0f32; t * max_n];
+    let mut scratch = vec![0.0f32; t.max(4 * threads) * max_n];
     let bias = vec![0.0f32; max_n];
     for _ in 0..reps + 1 {
         for case in cases.iter_mut() {
             let (k, n) = (case.k, case.n);
-            let a: Vec<f32> = (0..T * k).map(value).collect();
+            let a: Vec<f32> = (0..t * k).map(value).collect();
             let w = match &case.out_in {
                 Some(m) => Weight::OutIn(m.matrix()),
                 None => Weight::InOut(MatRef::new(&case.f32_in_out, k, n)),
             };
             let start = Instant::now();
             pool.install(|| {
-                compute.linear(&mut out[..T * n], &a, w, &bias[..n], &mut scratch);
+                compute.linear(&mut out[..t * n], &a, w, &bias[..n], &mut scratch);
             });
             case.rates
-                .push((2 * T * k * n) as f64 / start.elapsed().as_secs_f64());
+                .push((2 * t * k * n) as f64 / start.elapsed().as_secs_f64());
         }
     }
     println!("| case | median GFLOP/s | best GFLOP/s | best / FMA peak |");

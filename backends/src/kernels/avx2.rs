@@ -223,30 +223,41 @@ unsafe fn v_q8_0_scale(p: *const u8) -> V {
 
 /// See [`pack::ToPanel`]: NR rows of `kc` values into a (kc, NR) panel, as columns of 8 x 8
 /// blocks transposed in registers (the same shuffles as [`pack_group`]).
-fn rows_to_panel(rows: &[f32], kc: usize, panel: &mut [f32]) {
+fn rows_to_panel(rows: &[f32], stride: usize, kc: usize, panel: &mut [f32]) {
     assert!(
-        rows.len() == NR * kc && panel.len() == NR * kc,
+        kc <= stride && rows.len() >= (NR - 1) * stride + kc && panel.len() == NR * kc,
         "rows_to_panel: shapes"
     );
     // SAFETY: AVX2 detected (token); see rows_to_panel_n.
-    unsafe { rows_to_panel_n::<NR>(rows, kc, panel) }
+    unsafe { rows_to_panel_n::<NR>(rows, stride, kc, panel) }
 }
 
-/// `P` rows of `kc` values (`rows[lane * kc + kk]`) into a (kc, P) panel (`panel[kk * P +
-/// lane]`), `P` a multiple of 8 (AVX-512's 32-wide panels use it too).
+/// `P` rows of `kc` values `stride` apart (`rows[lane * stride + kk]`) into a (kc, P) panel
+/// (`panel[kk * P + lane]`), `P` a multiple of 8 (AVX-512's 32-wide panels use it too).
 ///
 /// # Safety
-/// AVX2; `rows` and `panel` hold `P * kc` values: every load reads row `half * 8 + i` at
-/// `kk..kk + 8 <= kc`, every store panel row `kk + j < kc`, lanes `half * 8..half * 8 + 8`.
+/// AVX2; `rows` holds `(P - 1) * stride + kc` values and `panel` `P * kc`, `kc <= stride`:
+/// every load reads row `half * 8 + i` at `kk..kk + 8 <= kc`, every store panel row
+/// `kk + j < kc`, lanes `half * 8..half * 8 + 8`.
 #[target_feature(enable = "avx2,fma")]
-pub(super) unsafe fn rows_to_panel_n<const P: usize>(rows: &[f32], kc: usize, panel: &mut [f32]) {
-    debug_assert!(rows.len() == P * kc && panel.len() == P * kc && P.is_multiple_of(8));
+pub(super) unsafe fn rows_to_panel_n<const P: usize>(
+    rows: &[f32],
+    stride: usize,
+    kc: usize,
+    panel: &mut [f32],
+) {
+    debug_assert!(
+        kc <= stride
+            && rows.len() >= (P - 1) * stride + kc
+            && panel.len() == P * kc
+            && P.is_multiple_of(8)
+    );
     let (s, o) = (rows.as_ptr(), panel.as_mut_ptr());
     for half in 0..P / 8 {
         let mut kk = 0;
         while kk + 8 <= kc {
             let r: [__m256; 8] =
-                std::array::from_fn(|i| _mm256_loadu_ps(s.add((half * 8 + i) * kc + kk)));
+                std::array::from_fn(|i| _mm256_loadu_ps(s.add((half * 8 + i) * stride + kk)));
             let t0 = _mm256_unpacklo_ps(r[0], r[1]);
             let t1 = _mm256_unpackhi_ps(r[0], r[1]);
             let t2 = _mm256_unpacklo_ps(r[2], r[3]);
@@ -280,7 +291,7 @@ pub(super) unsafe fn rows_to_panel_n<const P: usize>(rows: &[f32], kc: usize, pa
         }
         for kr in kk..kc {
             for lane in half * 8..half * 8 + 8 {
-                *o.add(kr * P + lane) = *s.add(lane * kc + kr);
+                *o.add(kr * P + lane) = *s.add(lane * stride + kr);
             }
         }
     }

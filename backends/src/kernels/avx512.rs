@@ -261,15 +261,15 @@ fn dot_rows_any(out: &mut [f32], x: &[f32], rows: Matrix<'_>) {
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
 unsafe fn pack_group(out: &mut [f32], src: &[f32], k: usize) {
     const { assert!(MR.is_multiple_of(8)) };
-    avx2::rows_to_panel_n::<MR>(src, k, &mut out[..MR * k])
+    avx2::rows_to_panel_n::<MR>(src, k, k, &mut out[..MR * k])
 }
 
 /// See [`pack::ToPanel`]: NR rows into a (kc, NR) panel, by AVX2's 8 x 8 transposes.
-fn rows_to_panel(rows: &[f32], kc: usize, panel: &mut [f32]) {
+fn rows_to_panel(rows: &[f32], stride: usize, kc: usize, panel: &mut [f32]) {
     assert!(
-        rows.len() == NR * kc && panel.len() == NR * kc,
+        kc <= stride && rows.len() >= (NR - 1) * stride + kc && panel.len() == NR * kc,
         "rows_to_panel: shapes"
     );
     // SAFETY: AVX2 detected (this module's token implies it); shapes checked above.
-    unsafe { avx2::rows_to_panel_n::<NR>(rows, kc, panel) }
+    unsafe { avx2::rows_to_panel_n::<NR>(rows, stride, kc, panel) }
 }

@@ -217,8 +217,8 @@ unsafe fn f16x4_to_f32(h: uint16x4_t) -> float32x4_t {
 // What is NEON's own
 
 /// See [`pack::ToPanel`]: the portable transpose.
-fn rows_to_panel(rows: &[f32], kc: usize, panel: &mut [f32]) {
-    pack::rows_to_panel::<NR>(rows, kc, panel)
+fn rows_to_panel(rows: &[f32], stride: usize, kc: usize, panel: &mut [f32]) {
+    pack::rows_to_panel::<NR>(rows, stride, kc, panel)
 }
 
 /// One full group of 6 rows: 4 values of k at a time, rows 0-3 transposed in registers (a 4 x 4

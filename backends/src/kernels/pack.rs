@@ -78,16 +78,22 @@ pub(super) fn plain_group(out: &mut [f32], src: &[f32], k: usize, mr: usize) {
     }
 }
 
-/// Writes NR rows of `kc` values (row-major, `rows[lane * kc + kk]`) into one (kc, NR) panel
-/// (`panel[kk * NR + lane]`): a transpose. The instruction sets pass their own (AVX2 does 8 x 8
-/// blocks in registers); [`rows_to_panel`] is the portable one.
-pub(super) type ToPanel = fn(&[f32], usize, &mut [f32]);
+/// Writes NR rows of `kc` values `stride` apart (`rows[lane * stride + kk]`, arguments `(rows,
+/// stride, kc, panel)`) into one (kc, NR) panel (`panel[kk * NR + lane]`): a transpose. The
+/// instruction sets pass their own (AVX2 does 8 x 8 blocks in registers); [`rows_to_panel`] is
+/// the portable one.
+pub(super) type ToPanel = fn(&[f32], usize, usize, &mut [f32]);
 
 /// The portable [`ToPanel`] (NEON's; on x86-64 the tests check AVX2's against it).
 #[cfg(any(target_arch = "aarch64", test))]
-pub(super) fn rows_to_panel<const NR: usize>(rows: &[f32], kc: usize, panel: &mut [f32]) {
+pub(super) fn rows_to_panel<const NR: usize>(
+    rows: &[f32],
+    stride: usize,
+    kc: usize,
+    panel: &mut [f32],
+) {
     for lane in 0..NR {
-        for (kk, &v) in rows[lane * kc..(lane + 1) * kc].iter().enumerate() {
+        for (kk, &v) in rows[lane * stride..lane * stride + kc].iter().enumerate() {
             panel[kk * NR + lane] = v;
         }
     }
@@ -98,6 +104,7 @@ pub(super) fn rows_to_panel<const NR: usize>(rows: &[f32], kc: usize, panel: &mu
 /// in `generic.rs` packs an f32 (K, N) weight). Each panel's NR row slices are converted
 /// to f32 in `rows` (`dequantize`, the instruction set's conversion), then transposed into
 /// the panel (`to_panel`): the weight is dequantized while packing, never expanded in memory.
+/// An f32 weight is transposed straight from its rows.
 /// `k0` and `kc` are whole q8_0 blocks when the weight is q8_0 (KC is a multiple of 32, and so
 /// is K).
 pub(super) fn pack_panels_rows<const NR: usize>(
@@ -110,46 +117,64 @@ pub(super) fn pack_panels_rows<const NR: usize>(
 ) {
     let (k0, kc) = (depth.start, depth.len());
     let dst = at_least(dst, panels * kc * NR);
+    if let gpt2_weights::Values::F32(all) = w.values() {
+        let k = w.cols();
+        for p in 0..panels {
+            let first = (c0 + p * NR) * k + k0;
+            let src = &all[first..first + (NR - 1) * k + kc];
+            to_panel(src, k, kc, &mut dst[p * kc * NR..(p + 1) * kc * NR]);
+        }
+        return;
+    }
     let rows = at_least(rows, NR * kc);
     for p in 0..panels {
         for (lane, row) in rows.chunks_exact_mut(kc).enumerate() {
             dequantize(row, w.row(c0 + p * NR + lane).slice(k0..k0 + kc));
         }
-        to_panel(rows, kc, &mut dst[p * kc * NR..(p + 1) * kc * NR]);
+        to_panel(rows, kc, kc, &mut dst[p * kc * NR..(p + 1) * kc * NR]);
     }
 }
 
 #[cfg(test)]
 mod tests {
     /// The portable transpose, and the ones this CPU's kernels use, on depths with and without
-    /// a remainder of 8.
+    /// a remainder of 8, from packed rows and from rows further apart.
     #[test]
     fn rows_to_panel_transposes() {
-        for kc in [1, 7, 8, 19, 256] {
+        for (kc, stride) in [
+            (1, 1),
+            (7, 7),
+            (8, 8),
+            (19, 19),
+            (256, 256),
+            (8, 24),
+            (19, 40),
+        ] {
             for nr in [16, 32] {
-                let rows: Vec<f32> = (0..nr * kc).map(|i| i as f32).collect();
+                let rows: Vec<f32> = (0..(nr - 1) * stride + kc).map(|i| i as f32).collect();
                 let mut want = vec![0.0; nr * kc];
                 for lane in 0..nr {
                     for kk in 0..kc {
-                        want[kk * nr + lane] = rows[lane * kc + kk];
+                        want[kk * nr + lane] = rows[lane * stride + kk];
                     }
                 }
                 let mut got = vec![0.0; nr * kc];
                 if nr == 16 {
-                    super::rows_to_panel::<16>(&rows, kc, &mut got);
+                    super::rows_to_panel::<16>(&rows, stride, kc, &mut got);
                 } else {
-                    super::rows_to_panel::<32>(&rows, kc, &mut got);
+                    super::rows_to_panel::<32>(&rows, stride, kc, &mut got);
                 }
                 assert_eq!(got, want, "portable, kc {kc}, nr {nr}");
                 #[cfg(target_arch = "x86_64")]
                 if super::super::avx2::Avx2::detect().is_some() {
                     let mut got = vec![0.0; nr * kc];
-                    // SAFETY: AVX2 detected just above; both slices hold nr * kc values.
+                    // SAFETY: AVX2 detected just above; `rows` holds (nr - 1) * stride + kc
+                    // values, `got` nr * kc.
                     unsafe {
                         if nr == 16 {
-                            super::super::avx2::rows_to_panel_n::<16>(&rows, kc, &mut got);
+                            super::super::avx2::rows_to_panel_n::<16>(&rows, stride, kc, &mut got);
                         } else {
-                            super::super::avx2::rows_to_panel_n::<32>(&rows, kc, &mut got);
+                            super::super::avx2::rows_to_panel_n::<32>(&rows, stride, kc, &mut got);
                         }
                     }
                     assert_eq!(got, want, "avx2, kc {kc}, nr {nr}");
