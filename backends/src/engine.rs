@@ -89,6 +89,8 @@ pub enum EngineError {
     NotStarted,
     #[error("unknown backend {name:?}; valid backends: {valid}")]
     UnknownBackend { name: String, valid: String },
+    #[error("backend {name} is not in this build; build it with: {build}")]
+    NotBuilt { name: String, build: &'static str },
     #[error(
         "logit {index} is {value} at step {step} (step 0 is the prefill): the model \
          produced a non-finite number, so no token can be chosen; check the weight file for \

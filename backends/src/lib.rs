@@ -11,6 +11,7 @@
 //! | `simd` | [`simd`], [`kernels`] | hand-written AVX2/FMA (or NEON) kernels, all cores, a thread pool |
 //! | `simd-kv` | [`simd`] | the same kernels plus a KV cache: one new position per step |
 //! | `candle` | [`candle_engine`] | a tensor library (candle-core) instead of our own kernels; KV cache; CUDA behind a feature |
+//! | `llama.cpp` | `llama_cpp_engine` | llama.cpp itself (feature `llama-cpp`) on the same weights as GGUF |
 //!
 //! [`create`] builds a backend by name; [`REGISTRY`] lists them, with what each can do.
 
@@ -22,6 +23,8 @@ pub mod candle_engine;
 pub mod dequant;
 pub mod engine;
 pub mod kernels;
+#[cfg(feature = "llama-cpp")]
+pub mod llama_cpp_engine;
 pub mod memory;
 pub mod naive;
 pub mod ndarray_engine;
@@ -219,13 +222,17 @@ pub fn create<'w>(
     if let Some(test) = testing::spec(name).filter(|_| options.allow_test_engines) {
         return (test.create)(weights, options);
     }
-    let hint = if name == "candle" {
-        " (this build was made without the `candle` feature)"
-    } else {
-        ""
-    };
+    if let Some((_, _, build)) = registry::OPTIONAL
+        .iter()
+        .find(|(n, built, _)| *n == name && !built)
+    {
+        return Err(EngineError::NotBuilt {
+            name: name.to_string(),
+            build,
+        });
+    }
     Err(EngineError::UnknownBackend {
         name: name.to_string(),
-        valid: format!("{}{hint}", registry::names().join(", ")),
+        valid: registry::names().join(", "),
     })
 }

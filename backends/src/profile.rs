@@ -36,10 +36,12 @@ pub enum Op {
     Residual,
     /// The final product with the token embeddings: the logits.
     OutputLayer,
+    /// A whole forward pass, for a backend that times no operation inside it (llama.cpp).
+    Whole,
 }
 
 impl Op {
-    pub const ALL: [Op; 10] = [
+    pub const ALL: [Op; 11] = [
         Op::Embedding,
         Op::LayerNorm,
         Op::QkvProjection,
@@ -50,6 +52,7 @@ impl Op {
         Op::MlpDown,
         Op::Residual,
         Op::OutputLayer,
+        Op::Whole,
     ];
 
     pub fn name(self) -> &'static str {
@@ -64,6 +67,7 @@ impl Op {
             Op::MlpDown => "MLP down",
             Op::Residual => "residual add",
             Op::OutputLayer => "output layer (logits)",
+            Op::Whole => "whole forward (not split)",
         }
     }
 }

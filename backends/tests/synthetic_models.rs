@@ -114,8 +114,12 @@ fn rounding_differences_do_not_grow_with_context() {
         let name = target.label();
         let got = target.create(&w).prefill(&prompt).unwrap().to_vec();
         let diff = max_abs_diff(&got, &want);
+        // A backend whose arithmetic differs by construction (llama.cpp) is held to its own.
+        let limit = gpt2_backends::registry::spec(target.backend)
+            .and_then(|s| s.logit_tolerance)
+            .unwrap_or(1e-3);
         assert!(
-            diff < 1e-3,
+            diff < limit,
             "{name}: logits differ from naive by {diff} at 200 positions"
         );
     }

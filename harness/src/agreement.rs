@@ -76,6 +76,45 @@ pub fn teacher_forced_logits(
     Ok(rows)
 }
 
+/// A backend's agreement with the reference backend on the same file: the row of a backend
+/// that computes the file's dtypes by another rule (`different rule`, llama.cpp's q8_0), whose
+/// tokens are not expected to equal the reference's. Both are fed the prompt and the
+/// reference's greedy tokens (`reference_tokens`), one position at a time; `tokens` are the
+/// backend's own greedy tokens, for the first difference.
+pub fn backend_agreement(
+    file: &WeightFile,
+    (reference, backend): (&str, &str),
+    options: &EngineOptions,
+    prompt: &[u32],
+    (reference_tokens, tokens): (&[u32], &[u32]),
+) -> anyhow::Result<Agreement> {
+    let mut context = prompt.to_vec();
+    context.extend(&reference_tokens[..reference_tokens.len().saturating_sub(1)]);
+    let want = teacher_forced_logits(file, reference, options, &context)?;
+    let got = teacher_forced_logits(file, backend, options, &context)?;
+    let (top1_agreement, mean_kl, max_kl) = compare_logits(&want, &got);
+    let name = file
+        .path()
+        .file_name()
+        .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+    let dtype = file.gpt2()?.dtype_label();
+    Ok(Agreement {
+        model_file: name.clone(),
+        dtype: dtype.clone(),
+        weight_bytes_per_token: file.bytes_per_token(),
+        reference_file: name,
+        reference_dtype: dtype,
+        backend: backend.to_string(),
+        prompt_tokens: prompt.len(),
+        positions: context.len(),
+        top1_agreement,
+        mean_kl,
+        max_kl,
+        greedy_tokens: reference_tokens.len(),
+        first_greedy_difference: first_difference(reference_tokens, tokens),
+    })
+}
+
 /// `log softmax(logits)` in f64.
 fn log_softmax(logits: &[f32]) -> Vec<f64> {
     let max = logits

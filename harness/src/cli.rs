@@ -76,7 +76,7 @@ pub enum Command {
     /// alternately, --rounds times, on the same `compare` arguments (after `--`), and judge
     /// each round's speed ratio (exit status 2 on a regression).
     Ab(AbArgs),
-    /// List the backends.
+    /// List this build's backends (stdout), and how to build the others (stderr).
     Backends,
 }
 

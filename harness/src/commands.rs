@@ -31,7 +31,15 @@ pub fn run(command: Command) -> anyhow::Result<u8> {
         }
         Command::Ab(args) => ab(&args),
         Command::Backends => {
+            // stdout: this build's backends, one per line (for scripts); stderr: the others.
             print_stdout(&(backend_names().join("\n") + "\n"))?;
+            for (name, built, build) in gpt2_backends::registry::OPTIONAL {
+                if !built {
+                    gpt2_process::cli::stderr(&format!(
+                        "{name}: not in this build; build it with: {build}\n"
+                    ));
+                }
+            }
             Ok(EXIT_OK)
         }
     }
@@ -338,7 +346,7 @@ fn judge(
         )
     };
     let mut g = gate_of(&run.results);
-    let all_match = run.results.iter().all(|r| r.tokens_match);
+    let all_match = run.results.iter().all(|r| r.passes());
     if g.regressed && all_match {
         let suspects = g.suspects();
         if !plan.quiet {
@@ -393,7 +401,7 @@ fn assemble(
     gate: Option<crate::record::Gate>,
     notes: Vec<String>,
 ) -> Report {
-    let all_match = run.results.iter().all(|r| r.tokens_match);
+    let all_match = run.results.iter().all(|r| r.passes());
     Report {
         schema_version: crate::record::SCHEMA_VERSION,
         command_line: std::env::args().collect(),

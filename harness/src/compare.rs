@@ -23,12 +23,13 @@ use gpt2_backends::kernels::{Compute, Kernels, probe};
 use gpt2_backends::{EngineInfo, EngineOptions};
 use gpt2_weights::{Gpt2Tokenizer, WeightFile};
 
+use crate::agreement;
 use crate::generate::{Generation, generate};
 use crate::machine;
 use crate::record::{
     BackendResult, Divergence, Latency, Memory, Normalized, Samples, rounding_gap,
 };
-use crate::record::{read_report, threads_phrase};
+use crate::record::{DIFFERENT_RULE, EXACT, read_report, threads_phrase};
 use crate::roofline::{Roofline, prefill_flops};
 use crate::sampling::SamplingOptions;
 use crate::stats::{Summary, outliers, percentile};
@@ -269,7 +270,12 @@ pub fn run(
     let mut measured: Vec<Measured> = Vec::new();
     let mut results: Vec<BackendResult> = Vec::new();
     let mut warnings = Vec::new();
+    let dtypes: Vec<gpt2_weights::Dtype> = file.header().tensors.iter().map(|t| t.dtype).collect();
     for name in &plan.backends {
+        // A backend that computes this file's dtypes by another rule than the reference, or
+        // rounds its own way (llama.cpp), is judged by its agreement, not by equal tokens.
+        let other_rule = *name != plan.backends[0]
+            && gpt2_backends::registry::spec(name).is_some_and(|s| s.judged_by_agreement(&dtypes));
         for m in measure_backend(plan, name, &weights, probe, progress)? {
             let reference = measured
                 .iter()
@@ -296,7 +302,19 @@ pub fn run(
                 reference_total_ms,
                 kv_cache_dtype: plan.options.kv_cache.resolve(&weights).to_string(),
             };
-            let result = row(plan, file, tokenizer, &m, stats, against);
+            let mut result = row(plan, file, tokenizer, &m, stats, against);
+            if other_rule {
+                result.rule = DIFFERENT_RULE.to_string();
+                let agreement = agreement::backend_agreement(
+                    file,
+                    (&plan.backends[0], name),
+                    &plan.options,
+                    &plan.prompt[..m.prompt_tokens],
+                    (&reference.runs[0].token_ids, &result.token_ids),
+                )
+                .with_context(|| format!("the agreement of {name} with the reference"))?;
+                result.agreement = Some(agreement);
+            }
             on_row(&result);
             results.push(result);
             measured.push(m);
@@ -471,6 +489,8 @@ fn row(
         },
         runs_agree,
         tokens_match: runs_agree && div.is_none(),
+        rule: EXACT.to_string(), // `run`: a backend of another rule is marked there
+        agreement: None,
         divergence: div,
         samples: Samples {
             prefill_ns: m.runs.iter().map(|g| ns(g.prefill)).collect(),

@@ -141,6 +141,28 @@ pub struct Normalized {
     pub decode_tok_per_peak_gflop: Option<Summary>,
 }
 
+/// [`BackendResult::rule`] of a backend meant to be exact.
+pub const EXACT: &str = "exact";
+/// [`BackendResult::rule`] of a backend that computes the file's dtypes by another rule.
+pub const DIFFERENT_RULE: &str = "different rule";
+
+fn exact() -> String {
+    EXACT.to_string()
+}
+
+impl BackendResult {
+    /// Whether it computes by another rule than the reference ([`DIFFERENT_RULE`]).
+    pub fn follows_other_rule(&self) -> bool {
+        self.rule == DIFFERENT_RULE
+    }
+
+    /// Whether the row is as it must be: deterministic, and with the reference's tokens unless
+    /// it follows another rule. A row that is not fails the run (exit status 1).
+    pub fn passes(&self) -> bool {
+        self.runs_agree && (self.tokens_match || self.follows_other_rule())
+    }
+}
+
 /// The dtype of a report saved before it was recorded (f32, the only one then).
 fn f32_name() -> String {
     "f32".to_string()
@@ -214,6 +236,18 @@ pub struct BackendResult {
     pub runs_agree: bool,
     /// Same tokens as the reference, in every run.
     pub tokens_match: bool,
+    /// `exact`: it computes this file's dtypes by the reference's rule, so its tokens must equal
+    /// the reference's; `different rule`: it computes them by another or rounds its own way
+    /// (llama.cpp: its q8_0 products round their inputs to 8-bit blocks, and in every dtype
+    /// its GELU is read from an f16 table), so its tokens may part from the reference's and
+    /// `agreement` says how close it came. Reports saved before this field held exact rows
+    /// only.
+    #[serde(default = "exact")]
+    pub rule: String,
+    /// A `different rule` row's agreement with the reference on the same file: top-1 share and
+    /// KL over the reference's context, first greedy difference.
+    #[serde(default)]
+    pub agreement: Option<crate::agreement::Agreement>,
     pub divergence: Option<Divergence>,
     pub samples: Samples,
 }
@@ -239,6 +273,8 @@ pub struct Report {
     pub reference: String,
     /// One row per backend and prompt length.
     pub results: Vec<BackendResult>,
+    /// Every row passes ([`BackendResult::passes`]): the reference's tokens, in every run, for
+    /// every backend meant to be exact.
     pub all_match: bool,
     pub roofline: Option<crate::roofline::Roofline>,
     pub notes: Vec<String>,

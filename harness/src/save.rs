@@ -93,7 +93,13 @@ pub fn save(report: &Report, dir: &Path, inputs: &[&Path]) -> anyhow::Result<(Pa
             sd(&r.prefill_tok_per_s),
             r.decode_tok_per_s.as_ref().map_or_else(|| "-".into(), sd),
             r.decode_latency.map_or_else(|| "-".into(), |l| format!("{:.1}", l.p50_ms)),
-            if r.tokens_match { "yes" } else { "NO" },
+            if r.tokens_match {
+                "yes"
+            } else if r.passes() {
+                "different rule"
+            } else {
+                "NO"
+            },
         ));
     }
     write_atomically(&history, text.as_bytes(), inputs)?;

@@ -73,8 +73,12 @@ pub fn profile_table(g: &Generation) -> String {
     let nanos = |d: Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
     let pre_total = nanos(g.prefill);
     let dec_total = nanos(g.decode_total());
+    // A backend that times its passes whole (llama.cpp) has one row, `Op::Whole`; the others
+    // one per operation.
+    let whole = pre.get(Op::Whole) + decode.get(Op::Whole) > 0;
     let mut rows: Vec<(String, u64, u64)> = Op::ALL
         .iter()
+        .filter(|&&op| (op == Op::Whole) == whole)
         .map(|&op| (op.name().to_string(), pre.get(op), decode.get(op)))
         .collect();
     let (pre_choice, dec_choice) = (nanos(g.prefill_choice), nanos(g.decode_choice));

@@ -344,6 +344,24 @@ fn bad_input_is_a_one_line_error_with_status_3() {
         &bench(&["--backend", "fast", "--prompt", "x", "--model", m]),
         &["--backend", "valid backends"],
     );
+    // A backend of another build: how to build it, in one line.
+    if !cfg!(feature = "llama-cpp") {
+        assert_usage_error(
+            &bench(&[
+                "--compare",
+                "--prompt",
+                "x",
+                "--model",
+                m,
+                "--backends",
+                "simd-kv,llama.cpp",
+            ]),
+            &[
+                "--backends: backend llama.cpp is not in this build; build it with: RUSTFLAGS=",
+                "--features llama-cpp",
+            ],
+        );
+    }
     assert_usage_error(
         &bench(&["--compare", "--prompt", "", "--model", m]),
         &["--prompt is empty"],
@@ -503,6 +521,12 @@ fn inspect_and_backends_subcommands() {
     assert!(out(&o).contains("synthetic-tiny") && out(&o).contains("OK (verified"));
     let o = bench(&["backends"]);
     assert_eq!(out(&o), "naive\nndarray\nsimd\nsimd-kv\ncandle\n");
+    // The default build lacks llama.cpp, and says how to build it.
+    assert!(
+        err(&o).contains("llama.cpp: not in this build; build it with: RUSTFLAGS="),
+        "{}",
+        err(&o)
+    );
 }
 
 /// `--version` names the commit the binary was built from (what an A/B of two builds shows).
@@ -1297,6 +1321,7 @@ fn csv_is_numbers_and_jsonl_is_one_object_per_row() {
         "kv_cache",
         "kv_cache_dtype",
         "tokens_match",
+        "rule",
     ];
     for row in &rows {
         assert_eq!(row.len(), header.len(), "{csv}");

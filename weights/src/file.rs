@@ -314,6 +314,7 @@ impl WeightFile {
                 self.matrix("lm_head.weight")?
             },
             tied_output: c.tied_output,
+            file: self,
         })
     }
 
@@ -408,6 +409,9 @@ pub struct Gpt2Weights<'a> {
     pub lm_head: Matrix<'a>,
     /// Whether `lm_head` is `wte`.
     pub tied_output: bool,
+    /// The file these views borrow from (its path, header and checksum), for a backend that
+    /// reads the file in another format (llama.cpp: the same bytes as a GGUF).
+    pub file: &'a WeightFile,
 }
 
 impl Gpt2Weights<'_> {

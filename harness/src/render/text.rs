@@ -238,7 +238,9 @@ pub fn divergence_verdict(d: &Divergence) -> String {
 pub fn divergence_report(report: &Report) -> String {
     let mut out = String::new();
     for r in &report.results {
-        let Some(d) = &r.divergence else { continue };
+        let Some(d) = r.divergence.as_ref().filter(|_| !r.follows_other_rule()) else {
+            continue;
+        };
         let verdict = divergence_verdict(d);
         let _ = writeln!(
             out,
