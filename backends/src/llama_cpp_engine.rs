@@ -56,9 +56,11 @@ pub const NAME: &str = "llama.cpp";
 /// The largest |logit difference| from `naive` llama.cpp is held to. Its arithmetic differs in
 /// small ways by construction: GELU is read from a table indexed by the input rounded to f16,
 /// and an f16 matrix multiplies inputs rounded to f16 (ggml's `vec_dot_type`), so its logits
-/// differ from naive's by up to 2.2e-2 on the test models in f32 (measured: tiny, prefill),
-/// where the other backends differ by ~1e-5. 5e-2 keeps a real bug's O(1) 20x away.
-pub const LOGIT_TOLERANCE: f32 = 5e-2;
+/// differ from naive's by up to 3.4e-2 on the test models (measured on this build: 2.2e-2 on
+/// tiny, 3.4e-2 after 200 positions of a 12-layer model, 3.3e-2 from transformers on the
+/// golden fixture), where the other backends differ by ~1e-5. 1e-1 leaves room for other CPUs'
+/// and builds' rounding and keeps a real bug's O(1) 10x away.
+pub const LOGIT_TOLERANCE: f32 = 1e-1;
 
 /// Environment variable: llama.cpp's flash attention, `auto` (llama.cpp's default, and
 /// llama-bench's: on for this model on a CPU), `on` or `off`.

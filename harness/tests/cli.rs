@@ -248,11 +248,11 @@ fn reference_flag_reorders() {
     let lines: Vec<&str> = text.lines().collect();
     assert!(lines[0].starts_with("backend,device,threads"), "{text}");
     assert!(
-        lines[1].starts_with("ndarray,") && lines[1].ends_with("true,matrixmultiply"),
+        lines[1].starts_with("ndarray,") && lines[1].ends_with("true,matrixmultiply,exact"),
         "{text}"
     );
     assert!(
-        lines[2].starts_with("naive,") && lines[2].ends_with("true,scalar"),
+        lines[2].starts_with("naive,") && lines[2].ends_with("true,scalar,exact"),
         "{text}"
     );
 }
@@ -1736,7 +1736,7 @@ fn a_forced_slower_isa_is_a_regression_and_rows_name_their_isa() {
             .lines()
             .next()
             .unwrap()
-            .ends_with(",tokens_match,isa"),
+            .ends_with(",tokens_match,isa,rule"),
         "{}",
         out(&o)
     );
