@@ -1,7 +1,8 @@
 //! `llama.cpp`: llama.cpp itself, through its C API (the `llama-cpp-2` bindings, which build the
 //! llama.cpp sources vendored in `llama-cpp-sys-2` with cmake), on the very bytes the other
 //! backends run: the weight file written as a GGUF by gpt2-export's writer
-//! (`gpt2_export::gguf`), cached beside the file under its checksum ([`cached_gguf`]). Behind
+//! (`gpt2_export::gguf`), cached beside the file under its checksum and verified before every
+//! use ([`cached_gguf`]). Behind
 //! the cargo feature `llama-cpp`, off by default: building llama.cpp takes minutes and needs
 //! cmake, a C++ compiler and libclang.
 //!
@@ -163,36 +164,44 @@ fn check_isa(built: &'static str) -> Result<(), EngineError> {
     )))
 }
 
-/// Where the GGUF copy of `file` lives: beside it as `NAME.XXXXXXXXXXXXXXXX.gguf` (its data
-/// checksum), or, when that directory cannot be written, in [`CACHE_DIR_ENV`]'s directory.
-/// Written once, through a temporary file renamed into place, and reused while present: the
-/// name changes with the weights, so a file whose weights changed never reads a stale copy.
+/// Where the GGUF copy of `file` lives: beside it as `NAME.SOURCE.COPY.gguf` (SOURCE the
+/// weight file's data checksum, COPY the GGUF's own, both XXH3-64 in hex), or, when that
+/// directory cannot be written, in [`CACHE_DIR_ENV`]'s directory. Written once (by gpt2-export's
+/// writer, through a temporary file renamed into place, then renamed to carry its checksum) and
+/// reused while present; before each use its bytes are checked against the checksum in its
+/// name, so a copy that changed on disk is written again, never run: llama.cpp reads exactly
+/// the weights the other backends read. A changed weight file has another SOURCE, so a stale
+/// copy is never picked up.
 pub fn cached_gguf(file: &WeightFile) -> Result<PathBuf, EngineError> {
     let stem = file
         .path()
         .file_stem()
         .map_or("model".into(), |s| s.to_string_lossy());
-    let name = format!("{stem}.{:016x}.gguf", file.data_checksum());
-    let beside = file.path().parent().map(|d| d.join(&name));
-    let cache_dir = cache_dir();
-    let candidates: Vec<PathBuf> = beside
+    let prefix = format!("{stem}.{:016x}.", file.data_checksum());
+    let dirs: Vec<PathBuf> = file
+        .path()
+        .parent()
+        .map(|d| {
+            if d.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                d
+            }
+            .to_path_buf()
+        })
         .into_iter()
-        .chain(cache_dir.map(|d| d.join(&name)))
+        .chain(cache_dir())
         .collect();
-    if let Some(found) = candidates.iter().find(|p| p.is_file()) {
-        return Ok(found.clone());
+    for dir in &dirs {
+        if let Some(found) = verified_copy(dir, &prefix) {
+            return Ok(found);
+        }
     }
     let mut failures = Vec::new();
-    for path in &candidates {
-        if let Some(dir) = path.parent()
-            && let Err(e) = std::fs::create_dir_all(dir)
-        {
-            failures.push(format!("{}: {e}", dir.display()));
-            continue;
-        }
-        match gpt2_export::gguf::export::write_gguf(file, path, &|_, _| {}) {
-            Ok(written) => return Ok(written),
-            Err(e) => failures.push(e.to_string()),
+    for dir in &dirs {
+        match write_copy(file, dir, &prefix) {
+            Ok(path) => return Ok(path),
+            Err(e) => failures.push(e),
         }
     }
     Err(error(format!(
@@ -201,6 +210,34 @@ pub fn cached_gguf(file: &WeightFile) -> Result<PathBuf, EngineError> {
         file.path().display(),
         failures.join("; ")
     )))
+}
+
+/// A copy in `dir` named `PREFIX` + 16 hex digits + `.gguf` whose bytes have that checksum.
+fn verified_copy(dir: &Path, prefix: &str) -> Option<PathBuf> {
+    std::fs::read_dir(dir).ok()?.flatten().find_map(|entry| {
+        let name = entry.file_name().into_string().ok()?;
+        let hex = name.strip_prefix(prefix)?.strip_suffix(".gguf")?;
+        let want = u64::from_str_radix(hex, 16)
+            .ok()
+            .filter(|_| hex.len() == 16)?;
+        let path = entry.path();
+        (gpt2_weights::input::checksum_file(&path).ok()? == want).then_some(path)
+    })
+}
+
+/// Writes the copy into `dir`: as `PREFIX` + `unverified.gguf` (gpt2-export's atomic write),
+/// then renamed to carry its checksum. A copy of the same name that no longer matched its
+/// checksum is replaced by the rename.
+fn write_copy(file: &WeightFile, dir: &Path, prefix: &str) -> Result<PathBuf, String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let unverified = dir.join(format!("{prefix}unverified.gguf"));
+    let written = gpt2_export::gguf::export::write_gguf(file, &unverified, &|_, _| {})
+        .map_err(|e| e.to_string())?;
+    let sum = gpt2_weights::input::checksum_file(&written)
+        .map_err(|e| format!("{}: {e}", written.display()))?;
+    let path = dir.join(format!("{prefix}{sum:016x}.gguf"));
+    std::fs::rename(&written, &path).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(path)
 }
 
 fn cache_dir() -> Option<PathBuf> {

@@ -14,25 +14,46 @@ use gpt2_weights::{Dtype, KvDtype};
 const PROMPT: [u32; 5] = [464, 3616, 286, 1204, 318]; // "The meaning of life is"
 
 #[test]
-fn the_gguf_is_written_once_beside_the_file_and_named_by_its_checksum() {
+fn the_gguf_is_written_once_beside_the_file_named_by_checksums_and_verified() {
     let tmp = tempfile::tempdir().unwrap();
     let file = tiny(tmp.path());
     let path = cached_gguf(&file).unwrap();
     assert_eq!(path.parent(), Some(tmp.path()));
     let name = path.file_name().unwrap().to_string_lossy().into_owned();
-    assert_eq!(name, format!("tiny-f32.{:016x}.gguf", file.data_checksum()));
+    let copy_sum = gpt2_weights::input::checksum_file(&path).unwrap();
+    assert_eq!(
+        name,
+        format!(
+            "tiny-f32.{:016x}.{copy_sum:016x}.gguf",
+            file.data_checksum()
+        )
+    );
     let written = std::fs::metadata(&path).unwrap().modified().unwrap();
     // Reused: the second engine reads the same file, not a new one.
     std::thread::sleep(std::time::Duration::from_millis(20));
-    let again = cached_gguf(&file).unwrap();
-    assert_eq!(again, path);
+    assert_eq!(cached_gguf(&file).unwrap(), path);
     assert_eq!(
         std::fs::metadata(&path).unwrap().modified().unwrap(),
         written
     );
-    // No temporary file is left beside it.
-    let entries: Vec<_> = std::fs::read_dir(tmp.path()).unwrap().collect();
-    assert_eq!(entries.len(), 2, "{entries:?}");
+    // No temporary or unverified file is left beside it.
+    let names = || -> Vec<String> {
+        let mut n: Vec<String> = std::fs::read_dir(tmp.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        n.sort();
+        n
+    };
+    assert_eq!(names(), [name.clone(), "tiny-f32.bin".to_string()]);
+    // A copy whose bytes changed on disk (one flipped byte) is never run: it is written again.
+    let mut bytes = std::fs::read(&path).unwrap();
+    let at = bytes.len() / 2;
+    bytes[at] ^= 1;
+    std::fs::write(&path, &bytes).unwrap();
+    assert_eq!(cached_gguf(&file).unwrap(), path);
+    assert_eq!(gpt2_weights::input::checksum_file(&path).unwrap(), copy_sum);
+    assert_eq!(names(), [name, "tiny-f32.bin".to_string()]);
 }
 
 #[test]

@@ -122,6 +122,22 @@ pub fn read_text_limited(path: &Path, limit: u64) -> std::io::Result<String> {
 /// Longest string from a file that a message shows; longer ones are cut with `…`.
 pub const MAX_SHOWN_CHARS: usize = 80;
 
+/// XXH3-64 of a whole regular file, read in 1 MiB pieces ([`crate::format::checksum`] of its
+/// bytes, without holding them all): how a copy that must stay identical (the GGUF that the
+/// llama.cpp backend writes once and reuses) is checked before every use.
+pub fn checksum_file(path: &Path) -> std::io::Result<u64> {
+    use std::io::Read;
+    let mut file = open_regular(path)?;
+    let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        match file.read(&mut buf)? {
+            0 => return Ok(hasher.digest()),
+            n => hasher.update(&buf[..n]),
+        }
+    }
+}
+
 /// A string from a file, made safe to print: control characters (newlines, escapes, NUL, ...)
 /// written as Rust escapes (`\n`, `\u{1b}`), and at most [`MAX_SHOWN_CHARS`] characters kept.
 pub fn printable(s: &str) -> String {
@@ -148,6 +164,22 @@ pub fn printable_up_to(s: &str, max_chars: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_file_checksum_is_the_checksum_of_its_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        // Longer than one read, and not a whole number of them.
+        let bytes: Vec<u8> = (0..(3 << 20) + 7).map(|i| (i * 31 % 251) as u8).collect();
+        std::fs::write(&path, &bytes).unwrap();
+        assert_eq!(
+            checksum_file(&path).unwrap(),
+            crate::format::checksum(&bytes)
+        );
+        std::fs::write(&path, b"").unwrap();
+        assert_eq!(checksum_file(&path).unwrap(), crate::format::checksum(b""));
+        assert!(checksum_file(dir.path()).is_err(), "a directory is refused");
+    }
 
     #[test]
     fn printable_escapes_and_shortens() {
