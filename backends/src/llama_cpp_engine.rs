@@ -2,13 +2,13 @@
 //! llama.cpp sources vendored in `llama-cpp-sys-2` with cmake), on the very bytes the other
 //! backends run: the weight file written as a GGUF by gpt2-export's writer
 //! (`gpt2_export::gguf`), cached beside the file under its checksum and verified before every
-//! use ([`cached_gguf`]). Behind
-//! the cargo feature `llama-cpp`, off by default: building llama.cpp takes minutes and needs
-//! cmake, a C++ compiler and libclang.
+//! use ([`cached_gguf`]). Behind the cargo feature `llama-cpp`, off by default: building
+//! llama.cpp takes minutes and needs cmake, a C++ compiler and libclang.
 //!
 //! The contract is every backend's ([`Forward`]): a prefill is one `llama_decode` of the whole
 //! prompt with logits for its last position only; a step is one `llama_decode` of one token
-//! after the positions llama.cpp holds in its own KV cache; a new sequence clears that cache.
+//! after the positions llama.cpp holds in its own KV cache; a new sequence drops that cache's
+//! cells (without clearing their bytes, as llama-bench does between runs).
 //! `--threads` sets both of llama.cpp's thread counts (prefill and decode), `--kv-cache` its key
 //! and value cache types (llama.cpp's own default is f16; the row's `kv_cache_dtype` says which
 //! ran), and [`FLASH_ATTN_ENV`] its flash attention (llama.cpp's default, `auto`, unless set).
@@ -29,8 +29,8 @@
 //! top two are further apart than that (64 of 64 in CI on synthetic GPT-2 small in f32 and
 //! f16), but a closer pair can flip; so the harness reports its agreement with the reference
 //! beside its tokens (`different rule`) instead of calling a flip a bug. On q8_0 and bf16
-//! files the rule differs in kind: it rounds the inputs of q8_0 products to 8-bit blocks (gpt2-bench
-//! to 16-bit) and those of bf16 products to bf16
+//! files the rule differs in kind: it rounds the inputs of q8_0 products to 8-bit blocks
+//! (gpt2-bench to 16-bit) and those of bf16 products to bf16
 //! ([`crate::registry::BackendSpec::other_rule`]).
 
 use std::ffi::CStr;

@@ -273,9 +273,12 @@ pub fn run(
     let dtypes: Vec<gpt2_weights::Dtype> = file.header().tensors.iter().map(|t| t.dtype).collect();
     for name in &plan.backends {
         // A backend that computes this file's dtypes by another rule than the reference, or
-        // rounds its own way (llama.cpp), is judged by its agreement, not by equal tokens.
-        let other_rule = *name != plan.backends[0]
-            && gpt2_backends::registry::spec(name).is_some_and(|s| s.judged_by_agreement(&dtypes));
+        // rounds its own way (llama.cpp), is judged by its agreement, not by equal tokens; so is
+        // every backend when the reference is such a one (`--reference llama.cpp`).
+        let judged = |b: &str| {
+            gpt2_backends::registry::spec(b).is_some_and(|s| s.judged_by_agreement(&dtypes))
+        };
+        let other_rule = *name != plan.backends[0] && (judged(name) || judged(&plan.backends[0]));
         for m in measure_backend(plan, name, &weights, probe, progress)? {
             let reference = measured
                 .iter()
