@@ -4,7 +4,7 @@
 # and values cached in f16 (`--kv-cache f16`: llama.cpp's default, and the only cache types
 # llama-bench takes are reduced ones). Then llama-bench over the very
 # library gpt2-bench links (the llama.cpp that llama-cpp-sys-2 built), on the GGUF copies the
-# backend read: pp128 and tg64 @ d128, the same cases, back to back.
+# backend read (NAME.SOURCE.COPY.gguf; the saved record predates the COPY checksum in the name): pp128 and tg64 @ d128, the same cases, back to back.
 #
 #   RUSTFLAGS="-C target-cpu=native" CARGO_TARGET_DIR=target/llama cargo build --release -p gpt2-harness --features llama-cpp
 #   LLAMA_BENCH=/path/to/llama-bench bash bench-results/llama_cpp_backend.sh [RUNS]
@@ -31,7 +31,7 @@ for t in 1 2; do
 done
 if [ -n "${LLAMA_BENCH:-}" ]; then
   for d in "" -f16 -q8_0; do
-    gguf=$(ls "$dir"/synthetic-gpt2-seed0$d.*.gguf 2>/dev/null | grep -E "seed0$d\.[0-9a-f]{16}\.gguf$" | head -1)
+    gguf=$(ls "$dir"/synthetic-gpt2-seed0$d.*.gguf 2>/dev/null | grep -E "seed0$d\.[0-9a-f]{16}\.[0-9a-f]{16}\.gguf$" | head -1)
     echo "## $LLAMA_BENCH -m $gguf -p 128 -n 0, then -p 0 -n 64 -d 128; -r $runs -t 1,2 (cache f16, flash attention auto: its defaults)"
     "$LLAMA_BENCH" -m "$gguf" -p 128 -n 0 -r "$runs" -t 1,2 2>&1 | grep -E "^\| (model|gpt2)"
     "$LLAMA_BENCH" -m "$gguf" -p 0 -n 64 -d 128 -r "$runs" -t 1,2 2>&1 | grep -E "^\| gpt2"

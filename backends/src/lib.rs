@@ -222,10 +222,7 @@ pub fn create<'w>(
     if let Some(test) = testing::spec(name).filter(|_| options.allow_test_engines) {
         return (test.create)(weights, options);
     }
-    if let Some((_, _, build)) = registry::OPTIONAL
-        .iter()
-        .find(|(n, built, _)| *n == name && !built)
-    {
+    if let Some(build) = registry::build_command(name) {
         return Err(EngineError::NotBuilt {
             name: name.to_string(),
             build,

@@ -258,7 +258,6 @@ pub struct LlamaCppEngine {
     _model: Box<LlamaModel>,
     batch: LlamaBatch<'static>,
     config: Config,
-    logits: Vec<f32>,
     gguf: PathBuf,
     threads: usize,
     kv_cache: KvDtype,
@@ -326,7 +325,6 @@ impl LlamaCppEngine {
             _model: llama_model,
             batch: LlamaBatch::new(config.n_ctx as usize, 1),
             config,
-            logits: vec![0.0; config.vocab_size as usize],
             gguf,
             threads: threads.max(1),
             kv_cache: model.kv_cache,
@@ -414,15 +412,16 @@ impl Forward for LlamaCppEngine {
         self.context
             .decode(&mut self.batch)
             .map_err(|e| error(format!("llama_decode failed: {e}")))?;
-        let last = i32::try_from(new - 1).map_err(|_| error("batch beyond i32"))?;
-        self.logits
-            .copy_from_slice(self.context.get_logits_ith(last));
+        // The logits stay in llama.cpp's buffer; `logits` reads them there (no copy per token).
         self.profiler.stop(Op::Whole, start);
         Ok(())
     }
 
     fn logits(&self) -> &[f32] {
-        &self.logits
+        // -1: the last output of the last `llama_decode`, the only one it computed (`forward`
+        // asks for the last position's logits only). `Sequenced` reads them only after a
+        // successful forward.
+        self.context.get_logits_ith(-1)
     }
 
     fn profiler(&mut self) -> &mut Profiler {

@@ -203,6 +203,15 @@ pub static REGISTRY: &[BackendSpec] = &[
     LLAMA_CPP,
 ];
 
+/// How to build the backend called `name` when it is one of [`OPTIONAL`] and this build lacks
+/// it; `None` for a backend of this build or no backend at all.
+pub fn build_command(name: &str) -> Option<&'static str> {
+    OPTIONAL
+        .iter()
+        .find(|(n, built, _)| *n == name && !built)
+        .map(|&(_, _, build)| build)
+}
+
 /// The backend called `name`, if this build has it.
 pub fn spec(name: &str) -> Option<&'static BackendSpec> {
     REGISTRY.iter().find(|s| s.name == name)

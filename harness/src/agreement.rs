@@ -20,6 +20,8 @@
 
 use gpt2_backends::EngineOptions;
 use gpt2_weights::WeightFile;
+
+use crate::record::file_name;
 use serde::{Deserialize, Serialize};
 
 /// One file's agreement with the reference file.
@@ -76,11 +78,55 @@ pub fn teacher_forced_logits(
     Ok(rows)
 }
 
+/// What both sides are fed: the prompt, then the reference's generated tokens but the last
+/// (the distribution after it is compared with nothing).
+pub fn context(prompt: &[u32], generated: &[u32]) -> Vec<u32> {
+    let mut context = prompt.to_vec();
+    context.extend(&generated[..generated.len().saturating_sub(1)]);
+    context
+}
+
+/// The reference side of an agreement: its file and dtype label, its logits at every position
+/// of `context`, the prompt's length and the tokens it generated.
+pub struct Reference<'a> {
+    pub file: &'a WeightFile,
+    pub dtype: &'a str,
+    pub logits: &'a [Vec<f32>],
+    pub context: &'a [u32],
+    pub prompt_tokens: usize,
+    pub generated: &'a [u32],
+}
+
+/// `file` on `backend` against `reference`, teacher-forced over the reference's context;
+/// `tokens` are its own greedy tokens, for the first difference.
+pub fn against(
+    reference: &Reference<'_>,
+    (file, backend): (&WeightFile, &str),
+    options: &EngineOptions,
+    tokens: &[u32],
+) -> anyhow::Result<Agreement> {
+    let got = teacher_forced_logits(file, backend, options, reference.context)?;
+    let (top1_agreement, mean_kl, max_kl) = compare_logits(reference.logits, &got);
+    Ok(Agreement {
+        model_file: file_name(file.path()),
+        dtype: file.gpt2()?.dtype_label(),
+        weight_bytes_per_token: file.bytes_per_token(),
+        reference_file: file_name(reference.file.path()),
+        reference_dtype: reference.dtype.to_string(),
+        backend: backend.to_string(),
+        prompt_tokens: reference.prompt_tokens,
+        positions: reference.context.len(),
+        top1_agreement,
+        mean_kl,
+        max_kl,
+        greedy_tokens: reference.generated.len(),
+        first_greedy_difference: first_difference(reference.generated, tokens),
+    })
+}
+
 /// A backend's agreement with the reference backend on the same file: the row of a backend
-/// that computes the file's dtypes by another rule (`different rule`, llama.cpp's q8_0), whose
-/// tokens are not expected to equal the reference's. Both are fed the prompt and the
-/// reference's greedy tokens (`reference_tokens`), one position at a time; `tokens` are the
-/// backend's own greedy tokens, for the first difference.
+/// judged by its agreement (`different rule`: llama.cpp), whose tokens may part from the
+/// reference's (`reference_tokens`); `tokens` are the backend's own.
 pub fn backend_agreement(
     file: &WeightFile,
     (reference, backend): (&str, &str),
@@ -88,31 +134,18 @@ pub fn backend_agreement(
     prompt: &[u32],
     (reference_tokens, tokens): (&[u32], &[u32]),
 ) -> anyhow::Result<Agreement> {
-    let mut context = prompt.to_vec();
-    context.extend(&reference_tokens[..reference_tokens.len().saturating_sub(1)]);
-    let want = teacher_forced_logits(file, reference, options, &context)?;
-    let got = teacher_forced_logits(file, backend, options, &context)?;
-    let (top1_agreement, mean_kl, max_kl) = compare_logits(&want, &got);
-    let name = file
-        .path()
-        .file_name()
-        .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+    let context = context(prompt, reference_tokens);
+    let logits = teacher_forced_logits(file, reference, options, &context)?;
     let dtype = file.gpt2()?.dtype_label();
-    Ok(Agreement {
-        model_file: name.clone(),
-        dtype: dtype.clone(),
-        weight_bytes_per_token: file.bytes_per_token(),
-        reference_file: name,
-        reference_dtype: dtype,
-        backend: backend.to_string(),
+    let reference = Reference {
+        file,
+        dtype: &dtype,
+        logits: &logits,
+        context: &context,
         prompt_tokens: prompt.len(),
-        positions: context.len(),
-        top1_agreement,
-        mean_kl,
-        max_kl,
-        greedy_tokens: reference_tokens.len(),
-        first_greedy_difference: first_difference(reference_tokens, tokens),
-    })
+        generated: reference_tokens,
+    };
+    against(&reference, (file, backend), options, tokens)
 }
 
 /// `log softmax(logits)` in f64.

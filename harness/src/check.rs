@@ -77,6 +77,8 @@ pub fn run(
         );
     }
     let weights = file.gpt2()?;
+    // For each backend's own logit tolerance (`BackendSpec::logit_tolerance`).
+    let model = gpt2_backends::Model::from(weights.clone());
     let mut outcomes = Vec::new();
     for name in backends {
         let mut engine = gpt2_backends::create(name, &weights, options)?;
@@ -85,7 +87,6 @@ pub fn run(
             .with_context(|| format!("backend {name}"))?
             .to_vec();
         check_finite(engine.name(), 0, &logits).with_context(|| format!("backend {name}"))?;
-        let model = gpt2_backends::Model::from(weights.clone());
         let mut outcome = Outcome {
             backend: name.clone(),
             first_wrong_token: None,

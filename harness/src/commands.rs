@@ -511,25 +511,19 @@ fn agreement_rows(
     results: &[BackendResult],
     quiet: bool,
 ) -> anyhow::Result<Vec<crate::agreement::Agreement>> {
-    use crate::agreement::{self, Agreement};
+    use crate::agreement;
+    use crate::record::file_name;
     let len = plan.lengths[0];
     let reference = &plan.backends[0];
-    let name = |f: &WeightFile| {
-        f.path()
-            .file_name()
-            .map_or_else(String::new, |n| n.to_string_lossy().into_owned())
-    };
     let row_of = |f: &WeightFile| {
-        results
-            .iter()
-            .find(|r| &r.backend == reference && r.prompt_tokens == len && r.model_file == name(f))
+        results.iter().find(|r| {
+            &r.backend == reference && r.prompt_tokens == len && r.model_file == file_name(f.path())
+        })
     };
     let Some(first_row) = row_of(&files[0]) else {
         return Ok(Vec::new());
     };
-    let generated = &first_row.token_ids;
-    let mut context = plan.prompt[..len].to_vec();
-    context.extend(&generated[..generated.len().saturating_sub(1)]);
+    let context = agreement::context(&plan.prompt[..len], &first_row.token_ids);
     let backend = agreement::backend(reference);
     if !quiet {
         cli::stderr(&format!(
@@ -537,29 +531,22 @@ fn agreement_rows(
             context.len()
         ));
     }
-    let want = agreement::teacher_forced_logits(&files[0], &backend, &plan.options, &context)?;
-    let mut rows = Vec::new();
-    for f in &files[1..] {
-        let got = agreement::teacher_forced_logits(f, &backend, &plan.options, &context)?;
-        let (top1_agreement, mean_kl, max_kl) = agreement::compare_logits(&want, &got);
-        let tokens = row_of(f).map_or(&[][..], |r| &r.token_ids[..]);
-        rows.push(Agreement {
-            model_file: name(f),
-            dtype: f.gpt2()?.dtype_label(),
-            weight_bytes_per_token: f.bytes_per_token(),
-            reference_file: name(&files[0]),
-            reference_dtype: first_row.dtype.clone(),
-            backend: backend.clone(),
-            prompt_tokens: len,
-            positions: context.len(),
-            top1_agreement,
-            mean_kl,
-            max_kl,
-            greedy_tokens: generated.len(),
-            first_greedy_difference: agreement::first_difference(generated, tokens),
-        });
-    }
-    Ok(rows)
+    let logits = agreement::teacher_forced_logits(&files[0], &backend, &plan.options, &context)?;
+    let first = agreement::Reference {
+        file: &files[0],
+        dtype: &first_row.dtype,
+        logits: &logits,
+        context: &context,
+        prompt_tokens: len,
+        generated: &first_row.token_ids,
+    };
+    files[1..]
+        .iter()
+        .map(|f| {
+            let tokens = row_of(f).map_or(&[][..], |r| &r.token_ids[..]);
+            agreement::against(&first, (f, &backend), &plan.options, tokens)
+        })
+        .collect()
 }
 
 /// `run`: one backend, its text streamed as it is generated, then a summary (and with

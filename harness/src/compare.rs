@@ -270,7 +270,7 @@ pub fn run(
     let mut measured: Vec<Measured> = Vec::new();
     let mut results: Vec<BackendResult> = Vec::new();
     let mut warnings = Vec::new();
-    let dtypes: Vec<gpt2_weights::Dtype> = file.header().tensors.iter().map(|t| t.dtype).collect();
+    let dtypes: Vec<gpt2_weights::Dtype> = weights.matrix_dtypes().collect();
     for name in &plan.backends {
         // A backend that computes this file's dtypes by another rule than the reference, or
         // rounds its own way (llama.cpp), is judged by its agreement, not by equal tokens; so is
@@ -455,10 +455,7 @@ fn row(
         kv_cache_dtype: against.kv_cache_dtype,
         isa: m.info.isa.to_string(),
         dtype: m.info.dtype.to_string(),
-        model_file: file
-            .path()
-            .file_name()
-            .map_or_else(String::new, |n| n.to_string_lossy().into_owned()),
+        model_file: crate::record::file_name(file.path()),
         weight_bytes_per_token: file.bytes_per_token(),
         label: row_label(&m.name, &m.info.dtype, plan.several_models),
         prompt_tokens: m.prompt_tokens,

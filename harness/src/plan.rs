@@ -374,13 +374,15 @@ pub fn select_backends(
         backend_names().contains(&name)
             || (options.allow_test_engines && gpt2_backends::testing::spec(name).is_some())
     };
-    let unknown = |flag: &str, name: &str| match gpt2_backends::registry::OPTIONAL
-        .iter()
-        .find(|(n, built, _)| *n == name && !built)
-    {
-        Some((_, _, build)) => {
-            anyhow::anyhow!("{flag}: backend {name} is not in this build; build it with: {build}")
-        }
+    let unknown = |flag: &str, name: &str| match gpt2_backends::registry::build_command(name) {
+        // The backend's own error says how to build it.
+        Some(build) => anyhow::anyhow!(
+            "{flag}: {}",
+            gpt2_backends::EngineError::NotBuilt {
+                name: name.to_string(),
+                build
+            }
+        ),
         None => anyhow::anyhow!(
             "{flag}: unknown backend {name:?}; valid backends: {}",
             backend_names().join(", ")

@@ -321,6 +321,12 @@ pub fn read_report(json: &[u8]) -> anyhow::Result<Report> {
     serde_json::from_value(value).context("not a gpt2-bench compare report")
 }
 
+/// A weight file's name as rows and agreements name it (`model_file`): the last component.
+pub fn file_name(path: &std::path::Path) -> String {
+    path.file_name()
+        .map_or_else(String::new, |n| n.to_string_lossy().into_owned())
+}
+
 /// "1 thread", "2 threads": how every view (and the gate's caveats) says a thread count.
 pub fn threads_phrase(n: usize) -> String {
     if n == 1 {

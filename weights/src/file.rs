@@ -416,7 +416,7 @@ pub struct Gpt2Weights<'a> {
 
 impl Gpt2Weights<'_> {
     /// The dtype of every matrix that carries bytes: `wte`, `lm_head`, each block's four.
-    fn matrix_dtypes(&self) -> impl Iterator<Item = Dtype> + '_ {
+    pub fn matrix_dtypes(&self) -> impl Iterator<Item = Dtype> + '_ {
         [self.wte.dtype(), self.lm_head.dtype()].into_iter().chain(
             self.layers
                 .iter()

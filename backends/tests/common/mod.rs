@@ -206,7 +206,7 @@ pub fn check_against_naive_with(file: &WeightFile, prompt: &[u32], kv: KvDtype) 
         fed.push(t);
         want.push(reference.step(t).unwrap().to_vec());
     }
-    let dtypes: Vec<Dtype> = file.header().tensors.iter().map(|t| t.dtype).collect();
+    let dtypes: Vec<Dtype> = w.matrix_dtypes().collect();
     // A backend of another rule on these dtypes (llama.cpp's q8_0) is not held to naive's
     // logits; the harness measures its agreement instead.
     let exact =
