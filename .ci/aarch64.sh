@@ -27,18 +27,8 @@ installed() {
     /usr/bin/rustc --version | awk '{ split($2, v, "."); exit !(v[1] > 1 || v[2] >= 85) }'
 }
 
-if ! installed; then
-  echo "== installing the aarch64 toolchain (Debian packages: ${packages[*]})"
-  if [ "$(id -u)" != 0 ]; then
-    echo "error: the aarch64 toolchain is missing and installing it needs root: run as root, or" \
-      "apt-get install ${packages[*]} (after dpkg --add-architecture arm64)" >&2
-    exit 3
-  fi
-  dpkg --add-architecture arm64
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${packages[@]}" >/dev/null
-  installed || { echo "error: the aarch64 toolchain did not install cleanly" >&2; exit 3; }
-fi
+source .ci/ensure_packages.sh
+ensure_packages "the aarch64 toolchain" installed "${packages[@]}"
 
 # Debian's toolchain first on PATH: cargo runs `cargo-clippy` and `clippy-driver` from PATH, and
 # rustup's (~/.cargo/bin) have no aarch64 standard library.

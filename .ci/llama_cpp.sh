@@ -17,22 +17,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(cmake g++ libclang-dev)
+source .ci/ensure_packages.sh
 installed() {
   command -v cmake >/dev/null && command -v c++ >/dev/null &&
     compgen -G "/usr/lib/llvm-*/lib/libclang.so*" >/dev/null
 }
-if ! installed; then
-  echo "== installing llama.cpp's build tools (Debian packages: ${packages[*]})"
-  if [ "$(id -u)" != 0 ]; then
-    echo "error: cmake, a C++ compiler or libclang is missing and installing them needs root:" \
-      "run as root, or apt-get install ${packages[*]}" >&2
-    exit 3
-  fi
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${packages[@]}" >/dev/null
-  installed || { echo "error: llama.cpp's build tools did not install cleanly" >&2; exit 3; }
-fi
+ensure_packages "llama.cpp's build tools" installed cmake g++ libclang-dev
 
 export CARGO_TARGET_DIR=target/llama-cpp
 export RUSTFLAGS="-C target-cpu=native"

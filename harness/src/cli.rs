@@ -26,6 +26,8 @@ Examples:
   gpt2-bench check --golden backends/tests/fixtures/golden.json
   gpt2-bench roofline
   gpt2-bench inspect weights/gpt2.bin
+  gpt2-bench history --import bench-results
+  gpt2-bench report --html report.html --history
 
 `gpt2-bench --compare ...` and `gpt2-bench --backend NAME ...` are the same as `compare ...` and
 `run --backend NAME ...`.
@@ -78,6 +80,65 @@ pub enum Command {
     Ab(AbArgs),
     /// List this build's backends (stdout), and how to build the others (stderr).
     Backends,
+    /// The stored results over commits (`compare --save` stores them): per backend, dtype,
+    /// threads and prompt length on this machine, each commit's tok/s with its spread, and a
+    /// mark where a change from the commit before is beyond the noise.
+    History(HistoryArgs),
+    /// Write a self-contained HTML report with plots: of the latest stored run, of a saved JSON
+    /// report (--from), or of the stored history (--history).
+    Report(ReportArgs),
+}
+
+/// Which stored results to read.
+#[derive(Args, Clone)]
+pub struct StoreArgs {
+    /// The results directory whose results.sqlite to read [default: $GPT2_BENCH_RESULTS_DIR,
+    /// else bench-runs/, as `compare --save`].
+    #[arg(long, value_name = "DIR")]
+    pub results: Option<PathBuf>,
+    /// The machine whose runs to read: its CPU as recorded (or a part that names one), or `all`
+    /// [default: this machine].
+    #[arg(long, value_name = "CPU|all")]
+    pub machine: Option<String>,
+    /// Only this model (its name, as `inspect` prints it).
+    #[arg(long, value_name = "NAME")]
+    pub model: Option<String>,
+    /// Only these backends, comma-separated.
+    #[arg(long, value_delimiter = ',', value_name = "LIST")]
+    pub backends: Option<Vec<String>>,
+    /// A change from one commit to the next is marked when both the fastest run and the median
+    /// moved by more than this (the tests of `ab`) [default: 10%].
+    #[arg(long, value_name = "PERCENT", value_parser = crate::gate::parse_slowdown)]
+    pub threshold: Option<f64>,
+}
+
+#[derive(Args)]
+pub struct HistoryArgs {
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// First add every saved JSON report in DIR (e.g. bench-results/) to the store; runs it
+    /// already has are skipped.
+    #[arg(long, value_name = "DIR")]
+    pub import: Option<PathBuf>,
+    /// Output format (`sql`: the stored rows themselves, as SQL).
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+}
+
+#[derive(Args)]
+pub struct ReportArgs {
+    /// The HTML file to write (one self-contained file: inline SVG, no JavaScript).
+    #[arg(long, value_name = "FILE.html")]
+    pub html: PathBuf,
+    /// Report this saved JSON report (`compare --save`'s or `--format json`'s) instead of the
+    /// latest stored run.
+    #[arg(long, value_name = "FILE.json", conflicts_with_all = ["history", "results", "machine", "model", "backends", "threshold"])]
+    pub from: Option<PathBuf>,
+    /// Report the stored history (every series over commits) instead of one run.
+    #[arg(long)]
+    pub history: bool,
+    #[command(flatten)]
+    pub store: StoreArgs,
 }
 
 /// `ab`: see [`crate::ab`].
@@ -338,7 +399,7 @@ pub fn parse_thread_count(s: &str) -> Result<usize, String> {
 
 /// The subcommands, as typed on the command line.
 const SUBCOMMANDS: &[&str] = &[
-    "compare", "run", "check", "roofline", "inspect", "ab", "backends", "help",
+    "compare", "run", "check", "roofline", "inspect", "ab", "backends", "history", "report", "help",
 ];
 
 /// The published spellings, turned into subcommands: `--compare ...` is `compare ...`,

@@ -14,7 +14,7 @@ use crate::generate::generate;
 use crate::record::{BackendResult, ModelInfo, Report};
 use crate::render::{self, Format, RunStart};
 use crate::warning::Warning;
-use crate::{check, compare, gate, machine, model, plan, roofline, save, teach};
+use crate::{check, compare, gate, history, machine, model, plan, roofline, save, store, teach};
 
 /// Runs a parsed command; the exit status, or an error for `cli::report_error`.
 pub fn run(command: Command) -> anyhow::Result<u8> {
@@ -30,6 +30,8 @@ pub fn run(command: Command) -> anyhow::Result<u8> {
             Ok(if ok { EXIT_OK } else { EXIT_INPUT })
         }
         Command::Ab(args) => ab(&args),
+        Command::History(args) => history_command(&args),
+        Command::Report(args) => report_command(&args),
         Command::Backends => {
             // stdout: this build's backends, one per line (for scripts); stderr: the others.
             print_stdout(&(backend_names().join("\n") + "\n"))?;
@@ -43,6 +45,110 @@ pub fn run(command: Command) -> anyhow::Result<u8> {
             Ok(EXIT_OK)
         }
     }
+}
+
+/// The store `StoreArgs` name, opened to read, and the filter of its rows: `--machine`, else
+/// this machine (for a history) or every machine (`this_machine` false: the latest run).
+fn stored(
+    args: &crate::cli::StoreArgs,
+    this_machine: bool,
+) -> anyhow::Result<(store::Store, store::Filter)> {
+    let path = store::path_in(&plan::save_dir(args.results.as_deref()));
+    let store = store::Store::open_existing(&path)?;
+    let machine = match (&args.machine, this_machine) {
+        (None, false) => None,
+        (asked, _) => history::machine_filter(&store, asked.as_deref())?,
+    };
+    let filter = store::Filter {
+        machine,
+        model_name: args.model.clone(),
+        backends: args.backends.clone(),
+    };
+    Ok((store, filter))
+}
+
+fn history_command(args: &crate::cli::HistoryArgs) -> anyhow::Result<u8> {
+    if let Some(dir) = &args.import {
+        let path = store::path_in(&plan::save_dir(args.store.results.as_deref()));
+        let mut store = store::Store::open_or_create(&path)?;
+        let import = store::import_dir(&mut store, dir)?;
+        for skipped in &import.skipped {
+            cli::stderr(&format!("skipped {skipped}\n"));
+        }
+        if import.added + import.already == 0 {
+            bail!(
+                "--import {}: no gpt2-bench report (a compare --save or --format json file of \
+                 schema {}) is in that directory",
+                dir.display(),
+                crate::record::SCHEMA_VERSION
+            );
+        }
+        cli::stderr(&format!(
+            "imported {} run(s) from {} into {} ({} already there)\n",
+            import.added,
+            dir.display(),
+            path.display(),
+            import.already
+        ));
+    }
+    let (store, filter) = stored(&args.store, true)?;
+    let text = if args.format == Format::Sql {
+        store.rows_as_sql(&filter)?
+    } else {
+        let threshold = args.store.threshold.unwrap_or(history::DEFAULT_THRESHOLD);
+        let history = history::read(&store, &filter, threshold)?;
+        history::render(&history, args.format)
+    };
+    print_stdout(&text)?;
+    Ok(EXIT_OK)
+}
+
+fn report_command(args: &crate::cli::ReportArgs) -> anyhow::Result<u8> {
+    let (html, inputs) = if let Some(from) = &args.from {
+        let limit = gpt2_weights::input::MAX_TEXT_FILE_BYTES;
+        let text = gpt2_weights::input::read_text_limited(from, limit)
+            .with_context(|| format!("--from {}", from.display()))?;
+        let report = crate::record::read_report(text.as_bytes())
+            .with_context(|| format!("--from {}", from.display()))?;
+        (render::html::of_report(&report), vec![from.clone()])
+    } else {
+        let (store, filter) = stored(&args.store, args.history)?;
+        let html = if args.history {
+            let threshold = args.store.threshold.unwrap_or(history::DEFAULT_THRESHOLD);
+            render::html::of_history(&history::read(&store, &filter, threshold)?)
+        } else {
+            if args.store.threshold.is_some() {
+                bail!("--threshold judges changes between commits: it applies to --history");
+            }
+            let mut report = store.latest_report(&filter)?.with_context(|| {
+                format!(
+                    "{} holds no saved run{} to report",
+                    store.path().display(),
+                    if filter.machine.is_some() || filter.model_name.is_some() {
+                        " of that machine and model"
+                    } else {
+                        ""
+                    }
+                )
+            })?;
+            if let Some(backends) = &filter.backends {
+                report.results.retain(|r| backends.contains(&r.backend));
+                if report.results.is_empty() {
+                    bail!(
+                        "--backends {}: the latest stored run has none of them",
+                        backends.join(",")
+                    );
+                }
+            }
+            render::html::of_report(&report)
+        };
+        (html, vec![store.path().to_path_buf()])
+    };
+    let inputs: Vec<&Path> = inputs.iter().map(PathBuf::as_path).collect();
+    save::write_atomically(&args.html, html.as_bytes(), &inputs)
+        .with_context(|| format!("--html {}", args.html.display()))?;
+    cli::stderr(&format!("wrote {}\n", args.html.display()));
+    Ok(EXIT_OK)
 }
 
 fn ab(args: &crate::cli::AbArgs) -> anyhow::Result<u8> {
@@ -426,6 +532,7 @@ fn assemble(
         machine: run.machine,
         models: run.models,
         agreement: run.agreement,
+        load_average_before_run: run.load_before,
     }
 }
 
@@ -459,17 +566,18 @@ fn finish(
     }
     let inputs: Vec<&Path> = inputs.iter().map(PathBuf::as_path).collect();
     if let Some(dir) = &outputs.save_dir {
-        let (json, history) = save::save(report, dir, &inputs)?;
+        let saved = save::save(report, dir, &inputs)?;
         if !plan.quiet {
             cli::stderr(&format!(
-                "saved {} and a row in {}\n",
-                json.display(),
-                history.display()
+                "saved {}, its rows in {} and {}\n",
+                saved.json.display(),
+                saved.store.display(),
+                saved.history.display()
             ));
         }
     }
     if let Some(path) = &outputs.plot {
-        save::write_atomically(path, render::svg::svg(report).as_bytes(), &inputs)
+        save::write_atomically(path, render::charts::plot_svg(report).as_bytes(), &inputs)
             .with_context(|| format!("--plot {}", path.display()))?;
     }
     Ok(())

@@ -6,6 +6,11 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Machine {
     pub cpu: String,
+    /// The CPU's vendor, family and model numbers (`GenuineIntel family 6 model 167`): virtual
+    /// machines often show one name ("AMD EPYC") for several generations, whose speeds differ.
+    /// Empty where the OS does not say, and in reports saved before it was recorded.
+    #[serde(default)]
+    pub cpu_id: String,
     pub logical_cores: usize,
     /// SIMD instruction sets detected at run time (what the simd backends may use).
     pub simd_features: Vec<String>,
@@ -27,6 +32,7 @@ impl Machine {
     pub fn detect() -> Self {
         Machine {
             cpu: cpu_model(),
+            cpu_id: cpu_id(),
             logical_cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
             simd_features: simd_features().into_iter().map(String::from).collect(),
             simd_kernels: gpt2_backends::kernels::Kernels::detect()
@@ -45,6 +51,42 @@ impl Machine {
             .to_string(),
             gpt2_bench_version: env!("CARGO_PKG_VERSION").to_string(),
         }
+    }
+}
+
+impl Machine {
+    /// The machine as the results store and `history` tell machines apart: the CPU's name, and
+    /// its family and model when known.
+    pub fn label(&self) -> String {
+        machine_label(&self.cpu, &self.cpu_id)
+    }
+}
+
+/// [`Machine::label`] of a CPU name and id.
+pub fn machine_label(cpu: &str, cpu_id: &str) -> String {
+    if cpu_id.is_empty() {
+        cpu.to_string()
+    } else {
+        format!("{cpu} ({cpu_id})")
+    }
+}
+
+/// `GenuineIntel family 6 model 167` from /proc/cpuinfo (x86); empty elsewhere.
+fn cpu_id() -> String {
+    let Ok(info) = std::fs::read_to_string("/proc/cpuinfo") else {
+        return String::new();
+    };
+    let field = |name: &str| {
+        info.lines()
+            .find(|l| l.split(':').next().is_some_and(|k| k.trim() == name))
+            .and_then(|l| l.split_once(':'))
+            .map(|(_, v)| v.trim().to_string())
+    };
+    match (field("vendor_id"), field("cpu family"), field("model")) {
+        (Some(vendor), Some(family), Some(model)) => {
+            format!("{vendor} family {family} model {model}")
+        }
+        _ => String::new(),
     }
 }
 

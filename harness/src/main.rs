@@ -22,6 +22,7 @@ mod compare;
 mod fuzz_support;
 mod gate;
 mod generate;
+mod history;
 mod machine;
 mod model;
 mod plan;
@@ -31,6 +32,7 @@ mod roofline;
 mod sampling;
 mod save;
 mod stats;
+mod store;
 mod teach;
 mod warning;
 

@@ -291,6 +291,10 @@ pub struct Report {
     #[serde(default)]
     pub agreement: Vec<crate::agreement::Agreement>,
     pub machine: Machine,
+    /// The machine's 1-minute load average just before the run (other programs competing for
+    /// its cores); `None` where the OS does not say, and in reports saved before it was kept.
+    #[serde(default)]
+    pub load_average_before_run: Option<f64>,
 }
 
 impl Report {
@@ -302,6 +306,15 @@ impl Report {
         } else {
             &self.models
         }
+    }
+
+    /// The weight file a row ran: the one its `model_file` names (the first file in a report
+    /// saved before rows named theirs).
+    pub fn file_of(&self, row: &BackendResult) -> &ModelInfo {
+        self.files()
+            .iter()
+            .find(|m| file_name(std::path::Path::new(&m.path)) == row.model_file)
+            .unwrap_or(&self.model)
     }
 }
 

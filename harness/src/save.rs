@@ -1,7 +1,9 @@
 //! `--save [DIR]`: the JSON report as `DIR/<date>-<commit>-<model>.json` (never overwriting an
-//! earlier one) plus one Markdown row per backend appended to `DIR/history.md`, so a directory
-//! of runs doubles as a readable log. Files are written to a temporary file and renamed, so an
-//! interrupted run leaves no half-written report.
+//! earlier one), every row added to the results store `DIR/results.sqlite` ([`crate::store`],
+//! what `history` and `report` read), and one Markdown row per backend appended to
+//! `DIR/history.md`, so a directory of runs doubles as a readable log. Files are written to a
+//! temporary file and renamed, and the store in one transaction, so an interrupted run leaves
+//! no half-written report.
 
 use std::path::{Path, PathBuf};
 
@@ -34,8 +36,17 @@ const HISTORY_HEADER: &str = "\
 |---|---|---|---|---|---|---|---|---|---|---|---|---|
 ";
 
-/// Saves the report; returns the JSON file and the history file written.
-pub fn save(report: &Report, dir: &Path, inputs: &[&Path]) -> anyhow::Result<(PathBuf, PathBuf)> {
+/// What `--save` wrote.
+pub struct SavedFiles {
+    pub json: PathBuf,
+    pub store: PathBuf,
+    pub history: PathBuf,
+}
+
+/// Saves the report: the JSON file and the history row, then the store (so that a store it
+/// cannot use, refused with its reason, loses nothing: the error says how to add the JSON
+/// file later).
+pub fn save(report: &Report, dir: &Path, inputs: &[&Path]) -> anyhow::Result<SavedFiles> {
     std::fs::create_dir_all(dir).with_context(|| format!("--save: creating {}", dir.display()))?;
     let commit: String = report.machine.git_commit.chars().take(18).collect();
     let stem = format!(
@@ -103,7 +114,22 @@ pub fn save(report: &Report, dir: &Path, inputs: &[&Path]) -> anyhow::Result<(Pa
         ));
     }
     write_atomically(&history, text.as_bytes(), inputs)?;
-    Ok((path, history))
+    let store_path = crate::store::path_in(dir);
+    crate::store::Store::open_or_create(&store_path)
+        .and_then(|mut store| store.save(report, "compare --save"))
+        .with_context(|| {
+            format!(
+                "--save: the run is saved as {}, but not in the results store (add it later with \
+                 `gpt2-bench history --import {}`)",
+                path.display(),
+                dir.display()
+            )
+        })?;
+    Ok(SavedFiles {
+        json: path,
+        store: store_path,
+        history,
+    })
 }
 
 #[cfg(test)]

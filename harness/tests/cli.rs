@@ -784,10 +784,18 @@ fn several_prompt_lengths_give_one_row_each_and_a_plot() {
     let chart = std::fs::read_to_string(&svg).unwrap();
     assert!(chart.starts_with("<svg") && chart.trim_end().ends_with("</svg>"));
     assert!(chart.contains("simd-kv") && chart.contains("against context length"));
+    // plotters draws axes and ticks as black polylines; a series and its legend key in the
+    // series' colour.
+    let coloured = chart
+        .split("<polyline")
+        .skip(1)
+        .filter_map(|p| p.split('>').next())
+        .filter(|p| !p.contains("stroke=\"#000000\""))
+        .count();
     assert_eq!(
-        chart.matches("<polyline").count(),
-        2,
-        "one latency line per backend"
+        coloured,
+        2 * 2,
+        "one latency line and its legend key per backend: {chart}"
     );
 }
 

@@ -78,13 +78,30 @@ fn a_closed_stdout_or_stderr_never_panics() {
         "--max-tokens",
         "3",
     ];
-    let cases: [(&[&str], i32); 6] = [
+    // A results store of the committed reports, for `history` and `report`.
+    let results = tempfile::tempdir().unwrap();
+    let store = s(results.path());
+    let committed = concat!(env!("CARGO_MANIFEST_DIR"), "/../bench-results");
+    let o = bench(&[
+        "history",
+        "--results",
+        store,
+        "--import",
+        committed,
+        "--machine",
+        "all",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let html = results.path().join("r.html");
+    let cases: [(&[&str], i32); 8] = [
         (&["backends"], 0),
         (&["inspect", model], 0),
         (&["--help"], 0),
         (&compare_args, 0),
         (&single_args, 0),
         (&["inspect", "nope.bin"], 3),
+        (&["history", "--results", store, "--machine", "all"], 0),
+        (&["report", "--html", s(&html), "--results", store], 0),
     ];
     for (args, want) in cases {
         for closed in [Closed::Stdout, Closed::Stderr] {

@@ -1,7 +1,8 @@
 //! Every view of a run's record ([`crate::record::Report`]): a terminal table (compact by
 //! default, every column with `--wide`), Markdown, CSV (numbers only, one row per backend and
 //! prompt length), JSON (the whole record, versioned) and JSON Lines (one object per row, as
-//! llama-bench writes them), and the SVG chart of `--plot`.
+//! llama-bench writes them), SQL (the results store's rows, as llama-bench's `-o sql`), and the
+//! charts of `--plot` and `report --html` ([`charts`], drawn by [`plots`]).
 //!
 //! Shaped like hyperfine's exporters and llama-bench's printers: one column list
 //! ([`columns`]) feeds the tables and the CSV; each format is one small file behind
@@ -10,12 +11,15 @@
 //! footer. Everything goes to stdout; progress and warnings go to stderr, so `gpt2-bench compare
 //! --format json > run.json` gives a clean file.
 
+pub mod charts;
 pub mod columns;
 mod csv;
+pub mod html;
 mod json;
 mod jsonl;
 mod markdown;
-pub mod svg;
+pub mod plots;
+mod sql;
 mod table;
 pub mod text;
 
@@ -31,6 +35,9 @@ pub enum Format {
     /// One JSON object per result row (a backend at a prompt length), each carrying the model,
     /// machine and commit that produced it: append runs to a file, load it as a table.
     Jsonl,
+    /// The rows as SQL: `CREATE TABLE IF NOT EXISTS results` and one `INSERT` per row (the
+    /// results store's table: pipe into `sqlite3 bench-runs/results.sqlite`).
+    Sql,
 }
 
 /// What a renderer knows before the first row: the files, the machine, the labels of the rows
@@ -66,5 +73,6 @@ pub fn renderer(format: Format, wide: bool) -> Box<dyn Renderer> {
         Format::Csv => Box::new(csv::Csv),
         Format::Json => Box::new(json::Json),
         Format::Jsonl => Box::new(jsonl::Jsonl),
+        Format::Sql => Box::new(sql::Sql),
     }
 }

@@ -1,0 +1,1048 @@
+//! The results store: every saved result row, in one SQLite database (`results.sqlite` in the
+//! `--save` directory), so that runs can be read back over time (`gpt2-bench history`, `report
+//! --html --history`), as llama-bench's `-o sql` and llama.cpp's `compare-llama-bench.py` do.
+//!
+//! Two tables. `results` is flat, one row per backend, prompt length and thread count of a run,
+//! each carrying everything that produced it (commit, date, machine, model, settings, rates,
+//! raw samples as JSON): a row read alone says what it measured, and `compare --format sql`
+//! prints exactly these rows as SQL that can be piped into the store (`sqlite3 results.sqlite`).
+//! `runs` keeps each saved run's whole JSON record, for `report --html` of a stored run.
+//! Both are keyed by the run's [`run_key`], a hash of what identifies the run (its date, command
+//! line, machine, weights and raw timings), so that saving or importing the same run twice
+//! keeps one copy.
+//!
+//! Why SQLite (bundled by rusqlite: nothing to install): a run is written in one transaction
+//! (an interrupted run leaves the database as it was: SQLite's journal is rolled back on the
+//! next open), two runs saving at once both land (the second waits for the first's lock), and
+//! any tool reads it. The file is recognised by its application id; its schema version is
+//! SQLite's `user_version`, and [`MIGRATIONS`] bring an older store up to date in a
+//! transaction. A file that is not SQLite, a corrupt one, another program's database and a store
+//! written by a newer gpt2-bench are each refused with one line naming the file, and left as they
+//! are.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use rusqlite::types::Value;
+use rusqlite::{Connection, OpenFlags, TransactionBehavior};
+
+use crate::record::{BackendResult, Report};
+
+/// The store's file name in a results directory.
+pub const FILE_NAME: &str = "results.sqlite";
+
+/// SQLite's `application_id` of a gpt2-bench results store ("G2BR"): tells it from another
+/// program's database.
+pub const APPLICATION_ID: i32 = 0x4732_4252;
+
+/// The schema this gpt2-bench writes: SQLite's `user_version` after every migration.
+pub const SCHEMA_VERSION: i32 = MIGRATIONS.len() as i32;
+
+/// Schema changes, in order: migration `i` brings a store from version `i` to `i + 1`. Never
+/// edit one that has shipped; add the next (a test checks that the tables they build are the
+/// ones [`RESULT_COLUMNS`] describes).
+pub const MIGRATIONS: &[&str] = &["
+CREATE TABLE runs (
+    run_key TEXT PRIMARY KEY,
+    date_utc TEXT NOT NULL,
+    git_commit TEXT NOT NULL,
+    machine TEXT NOT NULL,
+    model_name TEXT NOT NULL,
+    saved_from TEXT NOT NULL,
+    report_json TEXT NOT NULL
+);
+CREATE TABLE results (
+    run_key TEXT NOT NULL,
+    row_index INTEGER NOT NULL,
+    date_utc TEXT NOT NULL,
+    git_commit TEXT NOT NULL,
+    gpt2_bench_version TEXT NOT NULL,
+    build_profile TEXT NOT NULL,
+    machine TEXT NOT NULL,
+    cpu TEXT NOT NULL,
+    cpu_id TEXT NOT NULL,
+    logical_cores INTEGER NOT NULL,
+    arch TEXT NOT NULL,
+    os TEXT NOT NULL,
+    machine_isa TEXT NOT NULL,
+    load_1min REAL,
+    model_name TEXT NOT NULL,
+    model_checksum TEXT NOT NULL,
+    model_file TEXT NOT NULL,
+    dtype TEXT NOT NULL,
+    parameters INTEGER NOT NULL,
+    backend TEXT NOT NULL,
+    label TEXT NOT NULL,
+    isa TEXT NOT NULL,
+    device TEXT NOT NULL,
+    threads INTEGER NOT NULL,
+    kv_cache_dtype TEXT NOT NULL,
+    rule TEXT NOT NULL,
+    sampling TEXT NOT NULL,
+    prompt_tokens INTEGER NOT NULL,
+    new_tokens INTEGER NOT NULL,
+    runs INTEGER NOT NULL,
+    warmup INTEGER NOT NULL,
+    prefill_tok_per_s REAL NOT NULL,
+    prefill_tok_per_s_stddev REAL NOT NULL,
+    decode_tok_per_s REAL,
+    decode_tok_per_s_stddev REAL,
+    decode_p50_ms REAL,
+    decode_p99_ms REAL,
+    ttft_ms REAL NOT NULL,
+    tokens_match INTEGER NOT NULL,
+    runs_agree INTEGER NOT NULL,
+    prefill_ns TEXT NOT NULL,
+    decode_step_ns TEXT NOT NULL,
+    command_line TEXT NOT NULL,
+    UNIQUE (run_key, row_index)
+);
+CREATE INDEX results_by_machine ON results (machine, model_name, backend, date_utc);
+"];
+
+/// What one `results` row holds of a run and one of its rows.
+pub struct RowSource<'a> {
+    pub run_key: &'a str,
+    pub index: usize,
+    pub report: &'a Report,
+    pub row: &'a BackendResult,
+}
+
+/// One column of `results`: its name, SQL type and value. Written once, read by the store's
+/// insert, by `--format sql` and by the schema test.
+pub struct Column {
+    pub name: &'static str,
+    pub sql_type: &'static str,
+    pub value: fn(&RowSource<'_>) -> Value,
+}
+
+fn text(s: &str) -> Value {
+    Value::Text(s.to_string())
+}
+fn int(n: impl TryInto<i64>) -> Value {
+    n.try_into().map_or(Value::Null, Value::Integer)
+}
+fn real(x: f64) -> Value {
+    if x.is_finite() {
+        Value::Real(x)
+    } else {
+        Value::Null
+    }
+}
+fn json(v: &impl serde::Serialize) -> Value {
+    Value::Text(serde_json::to_string(v).unwrap_or_default())
+}
+
+/// The columns of `results`, in table order.
+pub const RESULT_COLUMNS: &[Column] = &[
+    Column {
+        name: "run_key",
+        sql_type: "TEXT",
+        value: |s| text(s.run_key),
+    },
+    Column {
+        name: "row_index",
+        sql_type: "INTEGER",
+        value: |s| int(s.index),
+    },
+    Column {
+        name: "date_utc",
+        sql_type: "TEXT",
+        value: |s| text(&s.report.date_utc),
+    },
+    Column {
+        name: "git_commit",
+        sql_type: "TEXT",
+        value: |s| text(&s.report.machine.git_commit),
+    },
+    Column {
+        name: "gpt2_bench_version",
+        sql_type: "TEXT",
+        value: |s| text(&s.report.machine.gpt2_bench_version),
+    },
+    Column {
+        name: "build_profile",
+        sql_type: "TEXT",
+        value: |s| text(&s.report.machine.build_profile),
+    },
+    Column {
+        name: "machine",
+        sql_type: "TEXT",
+        value: |s| text(&s.report.machine.label()),
+    },
+    Column {
+        name: "cpu",
+        sql_type: "TEXT",
+        value: |s| text(&s.report.machine.cpu),
+    },
+    Column {
+        name: "cpu_id",
+        sql_type: "TEXT",
+        value: |s| text(&s.report.machine.cpu_id),
+    },
+    Column {
+        name: "logical_cores",
+        sql_type: "INTEGER",
+        value: |s| int(s.report.machine.logical_cores),
+    },
+    Column {
+        name: "arch",
+        sql_type: "TEXT",
+        value: |s| text(&s.report.machine.arch),
+    },
+    Column {
+        name: "os",
+        sql_type: "TEXT",
+        value: |s| text(&s.report.machine.os),
+    },
+    Column {
+        name: "machine_isa",
+        sql_type: "TEXT",
+        value: |s| text(&s.report.machine.simd_kernels),
+    },
+    Column {
+        name: "load_1min",
+        sql_type: "REAL",
+        value: |s| s.report.load_average_before_run.map_or(Value::Null, real),
+    },
+    Column {
+        name: "model_name",
+        sql_type: "TEXT",
+        value: |s| text(&s.report.file_of(s.row).name),
+    },
+    Column {
+        name: "model_checksum",
+        sql_type: "TEXT",
+        value: |s| text(&s.report.file_of(s.row).checksum),
+    },
+    Column {
+        name: "model_file",
+        sql_type: "TEXT",
+        value: |s| text(&s.row.model_file),
+    },
+    Column {
+        name: "dtype",
+        sql_type: "TEXT",
+        value: |s| text(&s.row.dtype),
+    },
+    Column {
+        name: "parameters",
+        sql_type: "INTEGER",
+        value: |s| int(s.report.file_of(s.row).parameters),
+    },
+    Column {
+        name: "backend",
+        sql_type: "TEXT",
+        value: |s| text(&s.row.backend),
+    },
+    Column {
+        name: "label",
+        sql_type: "TEXT",
+        value: |s| text(&s.row.label),
+    },
+    Column {
+        name: "isa",
+        sql_type: "TEXT",
+        value: |s| text(&s.row.isa),
+    },
+    Column {
+        name: "device",
+        sql_type: "TEXT",
+        value: |s| text(&s.row.device),
+    },
+    Column {
+        name: "threads",
+        sql_type: "INTEGER",
+        value: |s| int(s.row.threads),
+    },
+    Column {
+        name: "kv_cache_dtype",
+        sql_type: "TEXT",
+        value: |s| text(&s.row.kv_cache_dtype),
+    },
+    Column {
+        name: "rule",
+        sql_type: "TEXT",
+        value: |s| text(&s.row.rule),
+    },
+    Column {
+        name: "sampling",
+        sql_type: "TEXT",
+        value: |s| text(&s.report.sampling),
+    },
+    Column {
+        name: "prompt_tokens",
+        sql_type: "INTEGER",
+        value: |s| int(s.row.prompt_tokens),
+    },
+    Column {
+        name: "new_tokens",
+        sql_type: "INTEGER",
+        value: |s| int(s.row.new_tokens),
+    },
+    Column {
+        name: "runs",
+        sql_type: "INTEGER",
+        value: |s| int(s.row.runs),
+    },
+    Column {
+        name: "warmup",
+        sql_type: "INTEGER",
+        value: |s| int(s.row.warmup),
+    },
+    Column {
+        name: "prefill_tok_per_s",
+        sql_type: "REAL",
+        value: |s| real(s.row.prefill_tok_per_s.mean),
+    },
+    Column {
+        name: "prefill_tok_per_s_stddev",
+        sql_type: "REAL",
+        value: |s| real(s.row.prefill_tok_per_s.stddev),
+    },
+    Column {
+        name: "decode_tok_per_s",
+        sql_type: "REAL",
+        value: |s| s.row.decode_tok_per_s.map_or(Value::Null, |d| real(d.mean)),
+    },
+    Column {
+        name: "decode_tok_per_s_stddev",
+        sql_type: "REAL",
+        value: |s| {
+            s.row
+                .decode_tok_per_s
+                .map_or(Value::Null, |d| real(d.stddev))
+        },
+    },
+    Column {
+        name: "decode_p50_ms",
+        sql_type: "REAL",
+        value: |s| s.row.decode_latency.map_or(Value::Null, |l| real(l.p50_ms)),
+    },
+    Column {
+        name: "decode_p99_ms",
+        sql_type: "REAL",
+        value: |s| s.row.decode_latency.map_or(Value::Null, |l| real(l.p99_ms)),
+    },
+    Column {
+        name: "ttft_ms",
+        sql_type: "REAL",
+        value: |s| real(s.row.ttft_ms.mean),
+    },
+    Column {
+        name: "tokens_match",
+        sql_type: "INTEGER",
+        value: |s| int(s.row.tokens_match),
+    },
+    Column {
+        name: "runs_agree",
+        sql_type: "INTEGER",
+        value: |s| int(s.row.runs_agree),
+    },
+    Column {
+        name: "prefill_ns",
+        sql_type: "TEXT",
+        value: |s| json(&s.row.samples.prefill_ns),
+    },
+    Column {
+        name: "decode_step_ns",
+        sql_type: "TEXT",
+        value: |s| json(&s.row.samples.decode_step_ns),
+    },
+    Column {
+        name: "command_line",
+        sql_type: "TEXT",
+        value: |s| text(&crate::ab::shell_line(&s.report.command_line)),
+    },
+];
+
+/// What identifies a run, hashed: its start time, command line, machine, commit, weights and
+/// raw prefill timings (integers: a report read back from JSON hashes the same as the one that
+/// wrote it). 32 hex digits.
+pub fn run_key(report: &Report) -> String {
+    let identity = serde_json::json!([
+        report.date_utc,
+        report.command_line,
+        report.machine.label(),
+        report.machine.git_commit,
+        report
+            .files()
+            .iter()
+            .map(|m| &m.checksum)
+            .collect::<Vec<_>>(),
+        report
+            .results
+            .iter()
+            .map(|r| &r.samples.prefill_ns)
+            .collect::<Vec<_>>(),
+    ]);
+    format!(
+        "{:032x}",
+        xxhash_rust::xxh3::xxh3_128(identity.to_string().as_bytes())
+    )
+}
+
+/// Where the store of a results directory is.
+pub fn path_in(dir: &Path) -> PathBuf {
+    dir.join(FILE_NAME)
+}
+
+/// How long a writer waits for another's lock before giving up (a save takes milliseconds; a
+/// big import, seconds).
+const BUSY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// For tests: milliseconds to wait inside a save's transaction, after its rows are written and
+/// before the commit, so that a test can kill the process there (an interrupted write).
+pub const TEST_PAUSE_ENV: &str = "GPT2_BENCH_TEST_PAUSE_BEFORE_COMMIT_MS";
+
+/// An open results store.
+pub struct Store {
+    conn: Connection,
+    path: PathBuf,
+}
+
+/// What saving a run did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Saved {
+    /// The run and this many rows were added.
+    Added(usize),
+    /// The store already had this run (same [`run_key`]); nothing was written.
+    AlreadyThere,
+}
+
+/// SQLite's file header: what every database file starts with.
+const SQLITE_HEADER: &[u8; 16] = b"SQLite format 3\0";
+
+/// The one-line reason `path` cannot be a store, for a file that does not start like SQLite.
+fn check_header(path: &Path) -> anyhow::Result<()> {
+    use std::io::Read;
+    let mut head = Vec::with_capacity(16);
+    let file = match std::fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e).with_context(|| format!("opening {}", path.display())),
+    };
+    let meta = file
+        .metadata()
+        .with_context(|| format!("reading {}", path.display()))?;
+    if !meta.is_file() {
+        bail!(
+            "{} is not a regular file; the results store must be a SQLite file (choose another \
+             directory with --save DIR or GPT2_BENCH_RESULTS_DIR)",
+            path.display()
+        );
+    }
+    file.take(16)
+        .read_to_end(&mut head)
+        .with_context(|| format!("reading {}", path.display()))?;
+    if !head.is_empty() && head.as_slice() != SQLITE_HEADER {
+        bail!(
+            "{} is not a SQLite database, so not a gpt2-bench results store; it was left as it \
+             is: move it away, or save elsewhere (--save DIR or GPT2_BENCH_RESULTS_DIR)",
+            path.display()
+        );
+    }
+    Ok(())
+}
+
+/// A SQLite error on `path`, in one line that says the file was not changed.
+fn unreadable(path: &Path, e: &rusqlite::Error) -> anyhow::Error {
+    anyhow::anyhow!(
+        "{} is not a readable SQLite database ({e}); it was left as it is: move it away, or save \
+         elsewhere (--save DIR or GPT2_BENCH_RESULTS_DIR)",
+        path.display()
+    )
+}
+
+impl Store {
+    /// Opens the store at `path` for saving, creating it (and bringing an older one up to
+    /// date) if needed.
+    pub fn open_or_create(path: &Path) -> anyhow::Result<Store> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("creating the results directory {}", dir.display()))?;
+        }
+        check_header(path)?;
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE
+                | OpenFlags::SQLITE_OPEN_CREATE
+                | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .with_context(|| format!("opening the results store {}", path.display()))?;
+        let mut store = Store::checked(conn, path)?;
+        store.migrate()?;
+        Ok(store)
+    }
+
+    /// Opens an existing store to read it; a missing one is an error saying how to make one.
+    pub fn open_existing(path: &Path) -> anyhow::Result<Store> {
+        if !path.exists() {
+            bail!(
+                "no results store at {}: `gpt2-bench compare --save` adds each run to it, \
+                 `gpt2-bench history --import DIR` adds saved JSON reports",
+                path.display()
+            );
+        }
+        check_header(path)?;
+        // Read-write without create, so that SQLite can roll back what an interrupted writer
+        // left in its journal; read-only where the file or directory cannot be written.
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .or_else(|_| {
+            Connection::open_with_flags(
+                path,
+                OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            )
+        })
+        .with_context(|| format!("opening the results store {}", path.display()))?;
+        let store = Store::checked(conn, path)?;
+        let version = store.pragma("user_version")?;
+        if version == 0 {
+            bail!(
+                "{} is an empty results store: `gpt2-bench compare --save` adds each run to it",
+                path.display()
+            );
+        }
+        if version < SCHEMA_VERSION {
+            bail!(
+                "{} is a results store of schema {version}; this gpt2-bench reads {SCHEMA_VERSION}: \
+                 any `compare --save` into it brings it up to date",
+                path.display()
+            );
+        }
+        Ok(store)
+    }
+
+    /// Checks that the open database is intact and is a store this gpt2-bench can use (or an
+    /// empty database, to become one).
+    fn checked(conn: Connection, path: &Path) -> anyhow::Result<Store> {
+        conn.busy_timeout(BUSY_TIMEOUT)
+            .map_err(|e| unreadable(path, &e))?;
+        let store = Store {
+            conn,
+            path: path.to_path_buf(),
+        };
+        let check: String = store
+            .conn
+            .query_row("PRAGMA quick_check", [], |r| r.get(0))
+            .map_err(|e| unreadable(path, &e))?;
+        if check != "ok" {
+            bail!(
+                "{} is a corrupt SQLite database ({}); it was left as it is: move it away, or \
+                 save elsewhere (--save DIR or GPT2_BENCH_RESULTS_DIR)",
+                path.display(),
+                gpt2_weights::input::printable(&check)
+            );
+        }
+        let (application, version) = (
+            store.pragma("application_id")?,
+            store.pragma("user_version")?,
+        );
+        let tables: i64 = store
+            .conn
+            .query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))
+            .map_err(|e| unreadable(path, &e))?;
+        let empty = application == 0 && version == 0 && tables == 0;
+        if application != APPLICATION_ID && !empty {
+            bail!(
+                "{} is a SQLite database of another program, not a gpt2-bench results store; it \
+                 was left as it is: save elsewhere (--save DIR or GPT2_BENCH_RESULTS_DIR)",
+                path.display()
+            );
+        }
+        if version > SCHEMA_VERSION {
+            bail!(
+                "{} was written by a newer gpt2-bench (results schema {version}; this one knows \
+                 up to {SCHEMA_VERSION}); it was left as it is: use that gpt2-bench, or save \
+                 elsewhere (--save DIR or GPT2_BENCH_RESULTS_DIR)",
+                path.display()
+            );
+        }
+        Ok(store)
+    }
+
+    fn pragma(&self, name: &str) -> anyhow::Result<i32> {
+        self.conn
+            .query_row(&format!("PRAGMA {name}"), [], |r| r.get(0))
+            .map_err(|e| unreadable(&self.path, &e))
+    }
+
+    /// Brings the store to [`SCHEMA_VERSION`] in one transaction (a new store: every migration).
+    /// Two processes creating the same store at once: the second finds it done.
+    fn migrate(&mut self) -> anyhow::Result<()> {
+        let path = self.path.clone();
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .with_context(|| format!("locking the results store {}", path.display()))?;
+        let version: i32 = tx
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(|e| unreadable(&path, &e))?;
+        if version >= SCHEMA_VERSION {
+            return Ok(());
+        }
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+            tx.execute_batch(sql)
+                .with_context(|| format!("{}: schema migration {}", path.display(), i + 1))?;
+        }
+        tx.execute_batch(&format!(
+            "PRAGMA application_id = {APPLICATION_ID}; PRAGMA user_version = {SCHEMA_VERSION};"
+        ))?;
+        tx.commit()
+            .with_context(|| format!("writing the results store {}", path.display()))
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Adds a run (its JSON record and every row) in one transaction; `saved_from` says where
+    /// it came from (`compare --save`, or the file an import read).
+    pub fn save(&mut self, report: &Report, saved_from: &str) -> anyhow::Result<Saved> {
+        let key = run_key(report);
+        let path = self.path.clone();
+        let failed = |what: &str| format!("{what} the results store {}", path.display());
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .with_context(|| failed("locking"))?;
+        let report_json = serde_json::to_string(report).context("serialising the report")?;
+        let added = tx
+            .execute(
+                "INSERT OR IGNORE INTO runs (run_key, date_utc, git_commit, machine, model_name, \
+                 saved_from, report_json) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                rusqlite::params![
+                    key,
+                    report.date_utc,
+                    report.machine.git_commit,
+                    report.machine.label(),
+                    report.model.name,
+                    saved_from,
+                    report_json
+                ],
+            )
+            .with_context(|| failed("writing"))?;
+        if added == 0 {
+            return Ok(Saved::AlreadyThere);
+        }
+        {
+            let mut insert = tx
+                .prepare(&insert_sql("INSERT OR IGNORE"))
+                .with_context(|| failed("writing"))?;
+            for (index, row) in report.results.iter().enumerate() {
+                let source = RowSource {
+                    run_key: &key,
+                    index,
+                    report,
+                    row,
+                };
+                let values: Vec<Value> =
+                    RESULT_COLUMNS.iter().map(|c| (c.value)(&source)).collect();
+                insert
+                    .execute(rusqlite::params_from_iter(values))
+                    .with_context(|| failed("writing"))?;
+            }
+        }
+        if let Some(ms) = std::env::var(TEST_PAUSE_ENV)
+            .ok()
+            .and_then(|v| v.parse().ok())
+        {
+            std::thread::sleep(Duration::from_millis(ms));
+        }
+        tx.commit().with_context(|| failed("writing"))?;
+        Ok(Saved::Added(report.results.len()))
+    }
+
+    /// Every stored row matching `filter`, oldest first.
+    pub fn rows(&self, filter: &Filter) -> anyhow::Result<Vec<StoredRow>> {
+        let mut sql = String::from(
+            "SELECT run_key, row_index, date_utc, git_commit, machine, model_name, dtype, backend, \
+             isa, threads, kv_cache_dtype, prompt_tokens, prefill_ns, decode_step_ns FROM results",
+        );
+        let mut conditions = Vec::new();
+        let mut params: Vec<String> = Vec::new();
+        if let Some(machine) = &filter.machine {
+            conditions.push("machine = ?");
+            params.push(machine.clone());
+        }
+        if let Some(model) = &filter.model_name {
+            conditions.push("model_name = ?");
+            params.push(model.clone());
+        }
+        if !conditions.is_empty() {
+            sql.push_str(" WHERE ");
+            sql.push_str(&conditions.join(" AND "));
+        }
+        sql.push_str(" ORDER BY date_utc, run_key, row_index");
+        let read = |e: rusqlite::Error| unreadable(&self.path, &e);
+        let mut statement = self.conn.prepare(&sql).map_err(read)?;
+        let rows = statement
+            .query_map(rusqlite::params_from_iter(params), |r| {
+                Ok(StoredRow {
+                    run_key: r.get(0)?,
+                    row_index: r.get(1)?,
+                    date_utc: r.get(2)?,
+                    git_commit: r.get(3)?,
+                    machine: r.get(4)?,
+                    model_name: r.get(5)?,
+                    dtype: r.get(6)?,
+                    backend: r.get(7)?,
+                    isa: r.get(8)?,
+                    threads: r.get(9)?,
+                    kv_cache_dtype: r.get(10)?,
+                    prompt_tokens: r.get(11)?,
+                    prefill_ns: r.get::<_, String>(12)?,
+                    decode_step_ns: r.get::<_, String>(13)?,
+                })
+            })
+            .map_err(read)?;
+        let rows: Vec<StoredRow> = rows.collect::<Result<_, _>>().map_err(read)?;
+        Ok(rows
+            .into_iter()
+            .filter(|r| {
+                filter
+                    .backends
+                    .as_ref()
+                    .is_none_or(|b| b.contains(&r.backend))
+            })
+            .collect())
+    }
+
+    /// The machines of the stored runs ([`crate::machine::Machine::label`]), each with its
+    /// number of rows, most rows first.
+    pub fn machines(&self) -> anyhow::Result<Vec<(String, i64)>> {
+        let read = |e: rusqlite::Error| unreadable(&self.path, &e);
+        let mut statement = self
+            .conn
+            .prepare(
+                "SELECT machine, count(*) FROM results GROUP BY machine ORDER BY count(*) DESC",
+            )
+            .map_err(read)?;
+        let rows = statement
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .map_err(read)?;
+        rows.collect::<Result<_, _>>().map_err(read)
+    }
+
+    /// The whole record of the latest stored run of the filter's machine and model (every
+    /// machine and model where it names none); `None` when there is none.
+    pub fn latest_report(&self, filter: &Filter) -> anyhow::Result<Option<Report>> {
+        let read = |e: rusqlite::Error| unreadable(&self.path, &e);
+        let json: Option<String> = self
+            .conn
+            .query_row(
+                "SELECT report_json FROM runs WHERE (?1 IS NULL OR machine = ?1) \
+                 AND (?2 IS NULL OR model_name = ?2) ORDER BY date_utc DESC, rowid DESC LIMIT 1",
+                [filter.machine.as_deref(), filter.model_name.as_deref()],
+                |r| r.get(0),
+            )
+            .map(Some)
+            .or_else(|e| match e {
+                rusqlite::Error::QueryReturnedNoRows => Ok(None),
+                e => Err(e),
+            })
+            .map_err(read)?;
+        json.map(|j| {
+            crate::record::read_report(j.as_bytes())
+                .with_context(|| format!("{}: the latest stored run", self.path.display()))
+        })
+        .transpose()
+    }
+
+    /// Every stored row matching `filter` as SQL `INSERT` statements (`history --format sql`).
+    pub fn rows_as_sql(&self, filter: &Filter) -> anyhow::Result<String> {
+        let keys: Vec<(String, i64)> = self
+            .rows(filter)?
+            .into_iter()
+            .map(|r| (r.run_key, r.row_index))
+            .collect();
+        let names: Vec<&str> = RESULT_COLUMNS.iter().map(|c| c.name).collect();
+        let read = |e: rusqlite::Error| unreadable(&self.path, &e);
+        let mut statement = self
+            .conn
+            .prepare(&format!(
+                "SELECT {} FROM results WHERE run_key = ?1 AND row_index = ?2",
+                names.join(", ")
+            ))
+            .map_err(read)?;
+        let mut sql = create_table_sql();
+        for (key, index) in keys {
+            let values: Vec<Value> = statement
+                .query_row(rusqlite::params![key, index], |r| {
+                    (0..names.len()).map(|i| r.get::<_, Value>(i)).collect()
+                })
+                .map_err(read)?;
+            sql.push_str(&insert_statement(&values));
+        }
+        Ok(sql)
+    }
+}
+
+/// Which stored rows to read.
+#[derive(Debug, Clone, Default)]
+pub struct Filter {
+    /// The machine, exactly as recorded ([`crate::machine::Machine::label`]); `None`: every
+    /// machine.
+    pub machine: Option<String>,
+    pub model_name: Option<String>,
+    pub backends: Option<Vec<String>>,
+}
+
+/// One stored row, as `history` reads it.
+#[derive(Debug, Clone)]
+pub struct StoredRow {
+    pub run_key: String,
+    pub row_index: i64,
+    pub date_utc: String,
+    pub git_commit: String,
+    pub machine: String,
+    pub model_name: String,
+    pub dtype: String,
+    pub backend: String,
+    pub isa: String,
+    pub threads: i64,
+    pub kv_cache_dtype: String,
+    pub prompt_tokens: i64,
+    /// JSON arrays: each run's prefill time, each run's decode steps.
+    pub prefill_ns: String,
+    pub decode_step_ns: String,
+}
+
+impl StoredRow {
+    /// Each measured run's prefill tok/s and decode tok/s (`None` for a run without decode
+    /// steps).
+    pub fn run_rates(&self) -> anyhow::Result<(Vec<f64>, Vec<f64>)> {
+        let prefill: Vec<u64> = serde_json::from_str(&self.prefill_ns)
+            .with_context(|| format!("run {}: prefill_ns", self.run_key))?;
+        let decode: Vec<Vec<u64>> = serde_json::from_str(&self.decode_step_ns)
+            .with_context(|| format!("run {}: decode_step_ns", self.run_key))?;
+        let prefill_rates = prefill
+            .iter()
+            .filter(|&&ns| ns > 0)
+            .map(|&ns| self.prompt_tokens as f64 / (ns as f64 * 1e-9))
+            .collect();
+        let decode_rates = decode
+            .iter()
+            .filter(|steps| !steps.is_empty() && steps.iter().sum::<u64>() > 0)
+            .map(|steps| steps.len() as f64 / (steps.iter().sum::<u64>() as f64 * 1e-9))
+            .collect();
+        Ok((prefill_rates, decode_rates))
+    }
+}
+
+/// `INSERT ... INTO results (every column) VALUES (?, ...)`.
+fn insert_sql(verb: &str) -> String {
+    let names: Vec<&str> = RESULT_COLUMNS.iter().map(|c| c.name).collect();
+    let marks = vec!["?"; names.len()].join(", ");
+    format!(
+        "{verb} INTO results ({}) VALUES ({marks})",
+        names.join(", ")
+    )
+}
+
+/// `CREATE TABLE IF NOT EXISTS results (...)` of the columns (what `--format sql` starts with,
+/// so that its output also makes a table of its own).
+pub fn create_table_sql() -> String {
+    let columns: Vec<String> = RESULT_COLUMNS
+        .iter()
+        .map(|c| format!("  {} {}", c.name, c.sql_type))
+        .collect();
+    format!(
+        "CREATE TABLE IF NOT EXISTS results (\n{},\n  UNIQUE (run_key, row_index)\n);\n",
+        columns.join(",\n")
+    )
+}
+
+/// A value as an SQL literal.
+fn literal(v: &Value) -> String {
+    match v {
+        Value::Null => "NULL".into(),
+        Value::Integer(n) => n.to_string(),
+        // `{:?}` keeps every digit and always a decimal point or exponent.
+        Value::Real(x) => format!("{x:?}"),
+        Value::Text(s) => format!("'{}'", s.replace('\'', "''")),
+        Value::Blob(b) => format!(
+            "X'{}'",
+            b.iter().map(|b| format!("{b:02x}")).collect::<String>()
+        ),
+    }
+}
+
+fn insert_statement(values: &[Value]) -> String {
+    let literals: Vec<String> = values.iter().map(literal).collect();
+    let names: Vec<&str> = RESULT_COLUMNS.iter().map(|c| c.name).collect();
+    format!(
+        "INSERT OR IGNORE INTO results ({}) VALUES ({});\n",
+        names.join(", "),
+        literals.join(", ")
+    )
+}
+
+/// A report's rows as SQL (`compare --format sql`): the table, then one `INSERT` per row, in
+/// a transaction. Piped into `sqlite3 results.sqlite` it adds them to a store (once: the rows'
+/// keys are unique).
+pub fn report_as_sql(report: &Report) -> String {
+    let key = run_key(report);
+    let mut sql = String::from("BEGIN;\n");
+    sql.push_str(&create_table_sql());
+    for (index, row) in report.results.iter().enumerate() {
+        let source = RowSource {
+            run_key: &key,
+            index,
+            report,
+            row,
+        };
+        let values: Vec<Value> = RESULT_COLUMNS.iter().map(|c| (c.value)(&source)).collect();
+        sql.push_str(&insert_statement(&values));
+    }
+    sql.push_str("COMMIT;\n");
+    sql
+}
+
+/// Adds every saved JSON report under `dir` (not recursing) to the store; returns (added,
+/// already there) and says each file that is not a report (skipped, named on stderr by the
+/// caller).
+pub fn import_dir(store: &mut Store, dir: &Path) -> anyhow::Result<Import> {
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("--import {}: reading the directory", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .collect();
+    entries.sort();
+    let mut import = Import::default();
+    for path in entries {
+        let limit = gpt2_weights::input::MAX_TEXT_FILE_BYTES;
+        let bytes = match gpt2_weights::input::read_text_limited(&path, limit) {
+            Ok(text) => text.into_bytes(),
+            Err(e) => {
+                import.skipped.push(format!("{}: {e}", path.display()));
+                continue;
+            }
+        };
+        match crate::record::read_report(&bytes) {
+            Ok(report) => match store.save(&report, &path.display().to_string())? {
+                Saved::Added(_) => import.added += 1,
+                Saved::AlreadyThere => import.already += 1,
+            },
+            Err(e) => import.skipped.push(format!(
+                "{}: {}",
+                path.display(),
+                gpt2_weights::input::printable(&format!("{e:#}"))
+            )),
+        }
+    }
+    Ok(import)
+}
+
+/// What an import did.
+#[derive(Debug, Default)]
+pub struct Import {
+    pub added: usize,
+    pub already: usize,
+    /// Files that are not reports of this schema, with why.
+    pub skipped: Vec<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A committed report of this schema (bench-results/), read back.
+    fn committed_report() -> Report {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../bench-results/2026-12-03-5f6d81f-precision-table.json");
+        crate::record::read_report(&std::fs::read(path).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn the_migrations_build_the_tables_the_columns_describe() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Store::open_or_create(&tmp.path().join(FILE_NAME)).unwrap();
+        let columns: Vec<(String, String)> = store
+            .conn
+            .prepare("SELECT name, type FROM pragma_table_info('results') ORDER BY cid")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        let described: Vec<(String, String)> = RESULT_COLUMNS
+            .iter()
+            .map(|c| (c.name.to_string(), c.sql_type.to_string()))
+            .collect();
+        assert_eq!(columns, described, "a column changed without a migration");
+        assert_eq!(store.pragma("user_version").unwrap(), SCHEMA_VERSION);
+        assert_eq!(store.pragma("application_id").unwrap(), APPLICATION_ID);
+        // The table `--format sql` creates is the same.
+        let printed = Connection::open_in_memory().unwrap();
+        printed.execute_batch(&create_table_sql()).unwrap();
+        let names = |c: &Connection| -> Vec<String> {
+            c.prepare("SELECT name FROM pragma_table_info('results') ORDER BY cid")
+                .unwrap()
+                .query_map([], |r| r.get(0))
+                .unwrap()
+                .map(Result::unwrap)
+                .collect()
+        };
+        assert_eq!(names(&printed), names(&store.conn));
+    }
+
+    #[test]
+    fn a_run_is_saved_once_under_a_key_its_json_keeps() {
+        let report = committed_report();
+        // The key of a report read back from its JSON is the key of the one that wrote it.
+        let again =
+            crate::record::read_report(serde_json::to_string(&report).unwrap().as_bytes()).unwrap();
+        assert_eq!(run_key(&report), run_key(&again));
+        let mut other = report.clone();
+        other.date_utc.push('x');
+        assert_ne!(run_key(&report), run_key(&other));
+
+        let tmp = tempfile::tempdir().unwrap();
+        let mut store = Store::open_or_create(&tmp.path().join(FILE_NAME)).unwrap();
+        assert_eq!(
+            store.save(&report, "test").unwrap(),
+            Saved::Added(report.results.len())
+        );
+        assert_eq!(store.save(&again, "test").unwrap(), Saved::AlreadyThere);
+        let rows = store.rows(&Filter::default()).unwrap();
+        assert_eq!(rows.len(), report.results.len());
+        // Each row's rates come back from its raw samples.
+        let (prefill, _) = rows[0].run_rates().unwrap();
+        let mean = prefill.iter().sum::<f64>() / prefill.len() as f64;
+        let expected = report.results[0].prefill_tok_per_s.mean;
+        assert!(
+            (mean - expected).abs() < 1e-6 * expected,
+            "{mean} vs {expected}"
+        );
+        let latest = store.latest_report(&Filter::default()).unwrap().unwrap();
+        assert_eq!(run_key(&latest), run_key(&report));
+        let elsewhere = Filter {
+            machine: Some("no such machine".into()),
+            ..Filter::default()
+        };
+        assert!(store.latest_report(&elsewhere).unwrap().is_none());
+    }
+
+    #[test]
+    fn sql_literals_survive_quotes_and_special_numbers() {
+        assert_eq!(literal(&Value::Text("it's".into())), "'it''s'");
+        assert_eq!(literal(&Value::Real(1.0)), "1.0");
+        assert_eq!(literal(&Value::Real(1e-300)), "1e-300");
+        assert_eq!(real(f64::NAN), Value::Null);
+        assert_eq!(literal(&Value::Blob(vec![0, 255])), "X'00ff'");
+        let db = Connection::open_in_memory().unwrap();
+        let back: String = db
+            .query_row(
+                &format!("SELECT {}", literal(&Value::Text("a'b\n\"c".into()))),
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(back, "a'b\n\"c");
+    }
+}
