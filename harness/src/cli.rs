@@ -26,7 +26,7 @@ Examples:
   gpt2-bench check --golden backends/tests/fixtures/golden.json
   gpt2-bench roofline
   gpt2-bench inspect weights/gpt2.bin
-  gpt2-bench history --import bench-results
+  gpt2-bench history --import bench-results --machine all
   gpt2-bench report --html report.html --history
 
 `gpt2-bench --compare ...` and `gpt2-bench --backend NAME ...` are the same as `compare ...` and

@@ -47,13 +47,27 @@ pub fn run(command: Command) -> anyhow::Result<u8> {
     }
 }
 
+/// The results directory `--results` names (or the default of `--save`); a path that exists
+/// must be a directory.
+fn results_dir(args: &crate::cli::StoreArgs) -> anyhow::Result<PathBuf> {
+    let dir = plan::save_dir(args.results.as_deref());
+    match std::fs::metadata(&dir) {
+        Ok(meta) if !meta.is_dir() => bail!(
+            "--results {}: {}, not a directory; give the directory that holds results.sqlite",
+            dir.display(),
+            gpt2_weights::input::kind_of(&meta)
+        ),
+        _ => Ok(dir),
+    }
+}
+
 /// The store `StoreArgs` name, opened to read, and the filter of its rows: `--machine`, else
 /// this machine (for a history) or every machine (`this_machine` false: the latest run).
 fn stored(
     args: &crate::cli::StoreArgs,
     this_machine: bool,
 ) -> anyhow::Result<(store::Store, store::Filter)> {
-    let path = store::path_in(&plan::save_dir(args.results.as_deref()));
+    let path = store::path_in(&results_dir(args)?);
     let store = store::Store::open_existing(&path)?;
     let machine = match (&args.machine, this_machine) {
         (None, false) => None,
@@ -69,19 +83,25 @@ fn stored(
 
 fn history_command(args: &crate::cli::HistoryArgs) -> anyhow::Result<u8> {
     if let Some(dir) = &args.import {
-        let path = store::path_in(&plan::save_dir(args.store.results.as_deref()));
-        let mut store = store::Store::open_or_create(&path)?;
-        let import = store::import_dir(&mut store, dir)?;
-        for skipped in &import.skipped {
-            cli::stderr(&format!("skipped {skipped}\n"));
-        }
-        if import.added + import.already == 0 {
+        // Every report read before the store is opened: an import of nothing creates nothing.
+        let (reports, mut skipped) = store::reports_in(dir)?;
+        if reports.is_empty() {
+            for reason in &skipped {
+                cli::stderr(&format!("skipped {reason}\n"));
+            }
             bail!(
                 "--import {}: no gpt2-bench report (a compare --save or --format json file of \
                  schema {}) is in that directory",
                 dir.display(),
                 crate::record::SCHEMA_VERSION
             );
+        }
+        let path = store::path_in(&results_dir(&args.store)?);
+        let mut store = store::Store::open_or_create(&path)?;
+        let import = store::import(&mut store, &reports)?;
+        skipped.extend(import.skipped);
+        for reason in &skipped {
+            cli::stderr(&format!("skipped {reason}\n"));
         }
         cli::stderr(&format!(
             "imported {} run(s) from {} into {} ({} already there)\n",

@@ -50,7 +50,10 @@ pub struct Point {
     /// When the first run at this commit was saved, and how many saved runs it pools.
     pub first_date_utc: String,
     pub saved_runs: usize,
-    pub prefill_tok_per_s: Summary,
+    /// Measured runs pooled (each saved run has `--runs` of them).
+    pub measured_runs: usize,
+    /// `None` when no run had a valid timing (a hostile or damaged record).
+    pub prefill_tok_per_s: Option<Summary>,
     pub decode_tok_per_s: Option<Summary>,
     /// Against the commit before in the series (none for the first).
     pub prefill_change: Option<Change>,
@@ -140,7 +143,8 @@ pub fn build(
                         git_commit: r.git_commit.clone(),
                         first_date_utc: r.date_utc.clone(),
                         saved_runs: 0,
-                        prefill_tok_per_s: Summary::of(&[0.0]).expect("one sample"),
+                        measured_runs: 0,
+                        prefill_tok_per_s: None,
                         decode_tok_per_s: None,
                         prefill_change: None,
                         decode_change: None,
@@ -157,9 +161,8 @@ pub fn build(
         }
         for (point, runs) in commits.iter_mut().zip(&runs_of) {
             point.saved_runs = runs.len();
-            if let Some(s) = Summary::of(&point.prefill_rates) {
-                point.prefill_tok_per_s = s;
-            }
+            point.measured_runs = point.prefill_rates.len().max(point.decode_rates.len());
+            point.prefill_tok_per_s = Summary::of(&point.prefill_rates);
             point.decode_tok_per_s = Summary::of(&point.decode_rates);
         }
         for i in 1..commits.len() {
@@ -191,6 +194,10 @@ pub fn machine_filter(store: &Store, asked: Option<&str>) -> anyhow::Result<Opti
             .join(", ")
     };
     match asked {
+        Some("") => anyhow::bail!(
+            "--machine needs a machine (a part of its name) or `all`; the store has {}",
+            listing()
+        ),
         Some("all") => Ok(None),
         Some(part) => {
             let lower = part.to_lowercase();
@@ -236,6 +243,31 @@ pub const DEFAULT_THRESHOLD: f64 = 0.1;
 /// Reads the history from a store.
 pub fn read(store: &Store, filter: &Filter, threshold: f64) -> anyhow::Result<History> {
     let rows = store.rows(filter)?;
+    if rows.is_empty() && (filter.model_name.is_some() || filter.backends.is_some()) {
+        // Say what there is instead of an empty history.
+        let all = store.rows(&Filter {
+            machine: filter.machine.clone(),
+            ..Filter::default()
+        })?;
+        let listed = |pick: fn(&StoredRow) -> &str| {
+            let names: std::collections::BTreeSet<&str> = all.iter().map(pick).collect();
+            names
+                .iter()
+                .map(|n| gpt2_weights::input::printable(n))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        anyhow::bail!(
+            "no stored row matches --model/--backends; the store's rows{} are of models {} and \
+             backends {}",
+            filter.machine.as_ref().map_or(String::new(), |m| format!(
+                " from {}",
+                gpt2_weights::input::printable(m)
+            )),
+            listed(|r| &r.model_name),
+            listed(|r| &r.backend)
+        );
+    }
     build(
         &rows,
         &store.path().display().to_string(),
@@ -270,6 +302,7 @@ fn mean_sd(s: Option<&Summary>) -> String {
     )
 }
 
+/// The columns of every view: the series, then [`COMMIT_HEADERS`].
 const HEADERS: [&str; 14] = [
     "model",
     "dtype",
@@ -278,6 +311,31 @@ const HEADERS: [&str; 14] = [
     "threads",
     "prompt tok",
     "kv cache",
+    COMMIT_HEADERS[0],
+    COMMIT_HEADERS[1],
+    COMMIT_HEADERS[2],
+    COMMIT_HEADERS[3],
+    COMMIT_HEADERS[4],
+    COMMIT_HEADERS[5],
+    COMMIT_HEADERS[6],
+];
+
+/// The cells of one commit, as every view shows them: commit, first saved, runs, prefill and
+/// its change, decode and its change.
+pub fn commit_cells(p: &Point) -> Vec<String> {
+    vec![
+        p.git_commit.clone(),
+        p.first_date_utc.clone(),
+        format!("{} ({} measured)", p.saved_runs, p.measured_runs),
+        mean_sd(p.prefill_tok_per_s.as_ref()),
+        change_cell(p.prefill_change.as_ref()),
+        mean_sd(p.decode_tok_per_s.as_ref()),
+        change_cell(p.decode_change.as_ref()),
+    ]
+}
+
+/// The headers of [`commit_cells`].
+pub const COMMIT_HEADERS: [&str; 7] = [
     "commit",
     "first saved (UTC)",
     "runs",
@@ -287,12 +345,13 @@ const HEADERS: [&str; 14] = [
     "decode change",
 ];
 
-/// Every commit of every series as table cells, in [`HEADERS`] order.
+/// Every commit of every series as table cells, in [`HEADERS`] order, made printable (text
+/// from a stored record reaches a terminal or a Markdown file).
 fn cells(history: &History) -> Vec<Vec<String>> {
     let mut rows = Vec::new();
     for s in &history.series {
         for p in &s.commits {
-            rows.push(vec![
+            let mut row = vec![
                 s.key.model.clone(),
                 s.key.dtype.clone(),
                 s.key.backend.clone(),
@@ -300,14 +359,13 @@ fn cells(history: &History) -> Vec<Vec<String>> {
                 s.key.threads.to_string(),
                 s.key.prompt_tokens.to_string(),
                 s.key.kv_cache_dtype.clone(),
-                p.git_commit.clone(),
-                p.first_date_utc.clone(),
-                format!("{} ({} measured)", p.saved_runs, p.prefill_tok_per_s.n),
-                mean_sd(Some(&p.prefill_tok_per_s)),
-                change_cell(p.prefill_change.as_ref()),
-                mean_sd(p.decode_tok_per_s.as_ref()),
-                change_cell(p.decode_change.as_ref()),
-            ]);
+            ];
+            row.extend(commit_cells(p));
+            rows.push(
+                row.iter()
+                    .map(|c| gpt2_weights::input::printable_up_to(c, 200))
+                    .collect(),
+            );
         }
     }
     rows
@@ -490,9 +548,9 @@ mod tests {
         let commits: Vec<&str> = simd.commits.iter().map(|p| p.git_commit.as_str()).collect();
         assert_eq!(commits, ["aaa", "bbb"]);
         let first = &simd.commits[0];
-        assert_eq!((first.saved_runs, first.prefill_tok_per_s.n), (2, 3));
+        assert_eq!((first.saved_runs, first.measured_runs), (2, 3));
         // 10 tokens in 10 ms = 1000 tok/s; decode 1 step in 10 ms = 100 tok/s.
-        assert!((first.prefill_tok_per_s.mean - 1000.0).abs() < 1e-6);
+        assert!((first.prefill_tok_per_s.unwrap().mean - 1000.0).abs() < 1e-6);
         assert!((first.decode_tok_per_s.unwrap().mean - 100.0).abs() < 1e-6);
         let second = &simd.commits[1];
         let c = second.prefill_change.as_ref().unwrap();

@@ -36,6 +36,9 @@ const HISTORY_HEADER: &str = "\
 |---|---|---|---|---|---|---|---|---|---|---|---|---|
 ";
 
+/// The file whose lock a save holds, in the results directory.
+const LOCK_FILE: &str = ".gpt2-bench-save.lock";
+
 /// What `--save` wrote.
 pub struct SavedFiles {
     pub json: PathBuf,
@@ -48,6 +51,18 @@ pub struct SavedFiles {
 /// file later).
 pub fn save(report: &Report, dir: &Path, inputs: &[&Path]) -> anyhow::Result<SavedFiles> {
     std::fs::create_dir_all(dir).with_context(|| format!("--save: creating {}", dir.display()))?;
+    // Runs saving into one directory at once take turns (a save takes milliseconds), so that
+    // each picks its own JSON name and none of them loses another's history rows. The lock is
+    // released when the file is closed, also when the process dies.
+    let lock_path = dir.join(LOCK_FILE);
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .with_context(|| format!("--save: opening {}", lock_path.display()))?;
+    lock.lock()
+        .with_context(|| format!("--save: locking {}", lock_path.display()))?;
     let commit: String = report.machine.git_commit.chars().take(18).collect();
     let stem = format!(
         "{}-{}-{}",

@@ -41,9 +41,10 @@ pub const SCHEMA_VERSION: i32 = MIGRATIONS.len() as i32;
 
 /// Schema changes, in order: migration `i` brings a store from version `i` to `i + 1`. Never
 /// edit one that has shipped; add the next (a test checks that the tables they build are the
-/// ones [`RESULT_COLUMNS`] describes).
+/// ones [`RESULT_COLUMNS`] describes). Each must be idempotent (`IF NOT EXISTS`): the SQL of
+/// `--format sql` replays them, so that its output makes a store of an empty file.
 pub const MIGRATIONS: &[&str] = &["
-CREATE TABLE runs (
+CREATE TABLE IF NOT EXISTS runs (
     run_key TEXT PRIMARY KEY,
     date_utc TEXT NOT NULL,
     git_commit TEXT NOT NULL,
@@ -52,7 +53,7 @@ CREATE TABLE runs (
     saved_from TEXT NOT NULL,
     report_json TEXT NOT NULL
 );
-CREATE TABLE results (
+CREATE TABLE IF NOT EXISTS results (
     run_key TEXT NOT NULL,
     row_index INTEGER NOT NULL,
     date_utc TEXT NOT NULL,
@@ -98,7 +99,7 @@ CREATE TABLE results (
     command_line TEXT NOT NULL,
     UNIQUE (run_key, row_index)
 );
-CREATE INDEX results_by_machine ON results (machine, model_name, backend, date_utc);
+CREATE INDEX IF NOT EXISTS results_by_machine ON results (machine, model_name, backend, date_utc);
 "];
 
 /// What one `results` row holds of a run and one of its rows.
@@ -109,11 +110,10 @@ pub struct RowSource<'a> {
     pub row: &'a BackendResult,
 }
 
-/// One column of `results`: its name, SQL type and value. Written once, read by the store's
-/// insert, by `--format sql` and by the schema test.
+/// One column of `results`: its name and value. Written once, read by the store's insert and
+/// by `--format sql`; a test checks that the migrations build exactly these columns.
 pub struct Column {
     pub name: &'static str,
-    pub sql_type: &'static str,
     pub value: fn(&RowSource<'_>) -> Value,
 }
 
@@ -138,177 +138,142 @@ fn json(v: &impl serde::Serialize) -> Value {
 pub const RESULT_COLUMNS: &[Column] = &[
     Column {
         name: "run_key",
-        sql_type: "TEXT",
         value: |s| text(s.run_key),
     },
     Column {
         name: "row_index",
-        sql_type: "INTEGER",
         value: |s| int(s.index),
     },
     Column {
         name: "date_utc",
-        sql_type: "TEXT",
         value: |s| text(&s.report.date_utc),
     },
     Column {
         name: "git_commit",
-        sql_type: "TEXT",
         value: |s| text(&s.report.machine.git_commit),
     },
     Column {
         name: "gpt2_bench_version",
-        sql_type: "TEXT",
         value: |s| text(&s.report.machine.gpt2_bench_version),
     },
     Column {
         name: "build_profile",
-        sql_type: "TEXT",
         value: |s| text(&s.report.machine.build_profile),
     },
     Column {
         name: "machine",
-        sql_type: "TEXT",
         value: |s| text(&s.report.machine.label()),
     },
     Column {
         name: "cpu",
-        sql_type: "TEXT",
         value: |s| text(&s.report.machine.cpu),
     },
     Column {
         name: "cpu_id",
-        sql_type: "TEXT",
         value: |s| text(&s.report.machine.cpu_id),
     },
     Column {
         name: "logical_cores",
-        sql_type: "INTEGER",
         value: |s| int(s.report.machine.logical_cores),
     },
     Column {
         name: "arch",
-        sql_type: "TEXT",
         value: |s| text(&s.report.machine.arch),
     },
     Column {
         name: "os",
-        sql_type: "TEXT",
         value: |s| text(&s.report.machine.os),
     },
     Column {
         name: "machine_isa",
-        sql_type: "TEXT",
         value: |s| text(&s.report.machine.simd_kernels),
     },
     Column {
         name: "load_1min",
-        sql_type: "REAL",
         value: |s| s.report.load_average_before_run.map_or(Value::Null, real),
     },
     Column {
         name: "model_name",
-        sql_type: "TEXT",
         value: |s| text(&s.report.file_of(s.row).name),
     },
     Column {
         name: "model_checksum",
-        sql_type: "TEXT",
         value: |s| text(&s.report.file_of(s.row).checksum),
     },
     Column {
         name: "model_file",
-        sql_type: "TEXT",
         value: |s| text(&s.row.model_file),
     },
     Column {
         name: "dtype",
-        sql_type: "TEXT",
         value: |s| text(&s.row.dtype),
     },
     Column {
         name: "parameters",
-        sql_type: "INTEGER",
         value: |s| int(s.report.file_of(s.row).parameters),
     },
     Column {
         name: "backend",
-        sql_type: "TEXT",
         value: |s| text(&s.row.backend),
     },
     Column {
         name: "label",
-        sql_type: "TEXT",
         value: |s| text(&s.row.label),
     },
     Column {
         name: "isa",
-        sql_type: "TEXT",
         value: |s| text(&s.row.isa),
     },
     Column {
         name: "device",
-        sql_type: "TEXT",
         value: |s| text(&s.row.device),
     },
     Column {
         name: "threads",
-        sql_type: "INTEGER",
         value: |s| int(s.row.threads),
     },
     Column {
         name: "kv_cache_dtype",
-        sql_type: "TEXT",
         value: |s| text(&s.row.kv_cache_dtype),
     },
     Column {
         name: "rule",
-        sql_type: "TEXT",
         value: |s| text(&s.row.rule),
     },
     Column {
         name: "sampling",
-        sql_type: "TEXT",
         value: |s| text(&s.report.sampling),
     },
     Column {
         name: "prompt_tokens",
-        sql_type: "INTEGER",
         value: |s| int(s.row.prompt_tokens),
     },
     Column {
         name: "new_tokens",
-        sql_type: "INTEGER",
         value: |s| int(s.row.new_tokens),
     },
     Column {
         name: "runs",
-        sql_type: "INTEGER",
         value: |s| int(s.row.runs),
     },
     Column {
         name: "warmup",
-        sql_type: "INTEGER",
         value: |s| int(s.row.warmup),
     },
     Column {
         name: "prefill_tok_per_s",
-        sql_type: "REAL",
         value: |s| real(s.row.prefill_tok_per_s.mean),
     },
     Column {
         name: "prefill_tok_per_s_stddev",
-        sql_type: "REAL",
         value: |s| real(s.row.prefill_tok_per_s.stddev),
     },
     Column {
         name: "decode_tok_per_s",
-        sql_type: "REAL",
         value: |s| s.row.decode_tok_per_s.map_or(Value::Null, |d| real(d.mean)),
     },
     Column {
         name: "decode_tok_per_s_stddev",
-        sql_type: "REAL",
         value: |s| {
             s.row
                 .decode_tok_per_s
@@ -317,42 +282,34 @@ pub const RESULT_COLUMNS: &[Column] = &[
     },
     Column {
         name: "decode_p50_ms",
-        sql_type: "REAL",
         value: |s| s.row.decode_latency.map_or(Value::Null, |l| real(l.p50_ms)),
     },
     Column {
         name: "decode_p99_ms",
-        sql_type: "REAL",
         value: |s| s.row.decode_latency.map_or(Value::Null, |l| real(l.p99_ms)),
     },
     Column {
         name: "ttft_ms",
-        sql_type: "REAL",
         value: |s| real(s.row.ttft_ms.mean),
     },
     Column {
         name: "tokens_match",
-        sql_type: "INTEGER",
         value: |s| int(s.row.tokens_match),
     },
     Column {
         name: "runs_agree",
-        sql_type: "INTEGER",
         value: |s| int(s.row.runs_agree),
     },
     Column {
         name: "prefill_ns",
-        sql_type: "TEXT",
         value: |s| json(&s.row.samples.prefill_ns),
     },
     Column {
         name: "decode_step_ns",
-        sql_type: "TEXT",
         value: |s| json(&s.row.samples.decode_step_ns),
     },
     Column {
         name: "command_line",
-        sql_type: "TEXT",
         value: |s| text(&crate::ab::shell_line(&s.report.command_line)),
     },
 ];
@@ -414,45 +371,99 @@ pub enum Saved {
 /// SQLite's file header: what every database file starts with.
 const SQLITE_HEADER: &[u8; 16] = b"SQLite format 3\0";
 
-/// The one-line reason `path` cannot be a store, for a file that does not start like SQLite.
-fn check_header(path: &Path) -> anyhow::Result<()> {
-    use std::io::Read;
-    let mut head = Vec::with_capacity(16);
-    let file = match std::fs::File::open(path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(e).with_context(|| format!("opening {}", path.display())),
-    };
-    let meta = file
-        .metadata()
-        .with_context(|| format!("reading {}", path.display()))?;
-    if !meta.is_file() {
-        bail!(
-            "{} is not a regular file; the results store must be a SQLite file (choose another \
-             directory with --save DIR or GPT2_BENCH_RESULTS_DIR)",
-            path.display()
-        );
-    }
-    file.take(16)
-        .read_to_end(&mut head)
-        .with_context(|| format!("reading {}", path.display()))?;
-    if !head.is_empty() && head.as_slice() != SQLITE_HEADER {
-        bail!(
-            "{} is not a SQLite database, so not a gpt2-bench results store; it was left as it \
-             is: move it away, or save elsewhere (--save DIR or GPT2_BENCH_RESULTS_DIR)",
-            path.display()
-        );
-    }
-    Ok(())
+/// Where SQLite keeps the application id in the file header (big-endian).
+const APPLICATION_ID_OFFSET: usize = 68;
+
+/// What the header of the file at `path` says, read without SQLite (which would roll back a
+/// journal it finds: another program's file must not be changed by looking at it).
+enum Header {
+    Missing,
+    Empty,
+    /// A SQLite database and its application id.
+    Sqlite(i32),
 }
 
-/// A SQLite error on `path`, in one line that says the file was not changed.
+/// Where to go instead of a store that cannot be used.
+const ELSEWHERE: &str = "use another results directory (--save DIR or --results DIR, or \
+                         GPT2_BENCH_RESULTS_DIR)";
+
+fn read_header(path: &Path) -> anyhow::Result<Header> {
+    use std::io::Read;
+    // Never blocks on a FIFO, refuses anything but a regular file.
+    let file = match gpt2_weights::input::open_regular(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Header::Missing),
+        Err(e) => bail!(
+            "the results store {}: {e}; it must be a SQLite file: {ELSEWHERE}",
+            path.display()
+        ),
+    };
+    let mut head = Vec::with_capacity(100);
+    file.take(100)
+        .read_to_end(&mut head)
+        .with_context(|| format!("reading {}", path.display()))?;
+    if head.is_empty() {
+        return Ok(Header::Empty);
+    }
+    if !head.starts_with(SQLITE_HEADER) || head.len() < APPLICATION_ID_OFFSET + 4 {
+        bail!(
+            "{} is not a SQLite database, so not a gpt2-bench results store; it was left as it \
+             is: move it away, or {ELSEWHERE}",
+            path.display()
+        );
+    }
+    let id = &head[APPLICATION_ID_OFFSET..APPLICATION_ID_OFFSET + 4];
+    Ok(Header::Sqlite(i32::from_be_bytes([
+        id[0], id[1], id[2], id[3],
+    ])))
+}
+
+/// Whether a SQLite error is another connection's lock outlasting the busy timeout.
+fn is_busy(e: &rusqlite::Error) -> bool {
+    matches!(
+        e.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+    )
+}
+
+/// The store stayed locked by another writer for longer than [`BUSY_TIMEOUT`].
+#[derive(Debug)]
+pub struct Locked(PathBuf);
+
+impl std::fmt::Display for Locked {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "the results store {} stayed locked for {} s by another process writing to it (a \
+             gpt2-bench saving or importing, or a SQLite tool); try again when it has finished",
+            self.0.display(),
+            BUSY_TIMEOUT.as_secs()
+        )
+    }
+}
+
+impl std::error::Error for Locked {}
+
+/// A SQLite error on `path`, in one line: a lock held too long says so ([`Locked`]); anything
+/// else means the file cannot be read as a database, and it was not changed.
 fn unreadable(path: &Path, e: &rusqlite::Error) -> anyhow::Error {
+    if is_busy(e) {
+        return Locked(path.to_path_buf()).into();
+    }
     anyhow::anyhow!(
-        "{} is not a readable SQLite database ({e}); it was left as it is: move it away, or save \
-         elsewhere (--save DIR or GPT2_BENCH_RESULTS_DIR)",
+        "{} is not a readable SQLite database ({e}); it was left as it is: move it away, or \
+         {ELSEWHERE}",
         path.display()
     )
+}
+
+fn flags(write: bool) -> OpenFlags {
+    let access = if write {
+        OpenFlags::SQLITE_OPEN_READ_WRITE
+    } else {
+        OpenFlags::SQLITE_OPEN_READ_ONLY
+    };
+    access | OpenFlags::SQLITE_OPEN_NO_MUTEX
 }
 
 impl Store {
@@ -463,14 +474,20 @@ impl Store {
             std::fs::create_dir_all(dir)
                 .with_context(|| format!("creating the results directory {}", dir.display()))?;
         }
-        check_header(path)?;
-        let conn = Connection::open_with_flags(
-            path,
-            OpenFlags::SQLITE_OPEN_READ_WRITE
-                | OpenFlags::SQLITE_OPEN_CREATE
-                | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )
-        .with_context(|| format!("opening the results store {}", path.display()))?;
+        let conn = match read_header(path)? {
+            // Ours: open it to write, which also rolls back what an interrupted save of ours
+            // left in its journal.
+            Header::Sqlite(APPLICATION_ID) => Connection::open_with_flags(path, flags(true)),
+            Header::Missing => {
+                Connection::open_with_flags(path, flags(true) | OpenFlags::SQLITE_OPEN_CREATE)
+            }
+            // Anything else is checked read-only first: an empty database becomes a store, a
+            // foreign one is refused untouched.
+            Header::Empty | Header::Sqlite(_) => {
+                Store::checked(Connection::open_with_flags(path, flags(false)), path)?;
+                Connection::open_with_flags(path, flags(true))
+            }
+        };
         let mut store = Store::checked(conn, path)?;
         store.migrate()?;
         Ok(store)
@@ -478,48 +495,49 @@ impl Store {
 
     /// Opens an existing store to read it; a missing one is an error saying how to make one.
     pub fn open_existing(path: &Path) -> anyhow::Result<Store> {
-        if !path.exists() {
-            bail!(
+        let conn = match read_header(path)? {
+            Header::Missing => bail!(
                 "no results store at {}: `gpt2-bench compare --save` adds each run to it, \
                  `gpt2-bench history --import DIR` adds saved JSON reports",
                 path.display()
-            );
-        }
-        check_header(path)?;
-        // Read-write without create, so that SQLite can roll back what an interrupted writer
-        // left in its journal; read-only where the file or directory cannot be written.
-        let conn = Connection::open_with_flags(
-            path,
-            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )
-        .or_else(|_| {
-            Connection::open_with_flags(
-                path,
-                OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-            )
-        })
-        .with_context(|| format!("opening the results store {}", path.display()))?;
-        let store = Store::checked(conn, path)?;
-        let version = store.pragma("user_version")?;
-        if version == 0 {
+            ),
+            Header::Empty => bail!(
+                "{} is an empty file, not yet a results store: `gpt2-bench compare --save` adds \
+                 each run to it",
+                path.display()
+            ),
+            // Read-write where allowed, so that SQLite rolls back what an interrupted save of
+            // ours left in its journal; read-only where the file or directory cannot be
+            // written.
+            Header::Sqlite(APPLICATION_ID) => Connection::open_with_flags(path, flags(true))
+                .or_else(|_| Connection::open_with_flags(path, flags(false))),
+            Header::Sqlite(_) => Connection::open_with_flags(path, flags(false)),
+        };
+        let mut store = Store::checked(conn, path)?;
+        if store.pragma("application_id")? != APPLICATION_ID {
             bail!(
-                "{} is an empty results store: `gpt2-bench compare --save` adds each run to it",
+                "{} is an empty database, not yet a results store: `gpt2-bench compare --save` \
+                 adds each run to it",
                 path.display()
             );
         }
-        if version < SCHEMA_VERSION {
-            bail!(
-                "{} is a results store of schema {version}; this gpt2-bench reads {SCHEMA_VERSION}: \
-                 any `compare --save` into it brings it up to date",
-                path.display()
-            );
+        // A store of an older schema, or one made by `--format sql` piped into a new file
+        // (its tables, but no version yet), is brought up to date first.
+        if store.pragma("user_version")? < SCHEMA_VERSION {
+            store.migrate().with_context(|| {
+                format!(
+                    "{}: bringing the results store to schema {SCHEMA_VERSION}",
+                    path.display()
+                )
+            })?;
         }
         Ok(store)
     }
 
     /// Checks that the open database is intact and is a store this gpt2-bench can use (or an
     /// empty database, to become one).
-    fn checked(conn: Connection, path: &Path) -> anyhow::Result<Store> {
+    fn checked(conn: rusqlite::Result<Connection>, path: &Path) -> anyhow::Result<Store> {
+        let conn = conn.map_err(|e| unreadable(path, &e))?;
         conn.busy_timeout(BUSY_TIMEOUT)
             .map_err(|e| unreadable(path, &e))?;
         let store = Store {
@@ -533,7 +551,7 @@ impl Store {
         if check != "ok" {
             bail!(
                 "{} is a corrupt SQLite database ({}); it was left as it is: move it away, or \
-                 save elsewhere (--save DIR or GPT2_BENCH_RESULTS_DIR)",
+                 {ELSEWHERE}",
                 path.display(),
                 gpt2_weights::input::printable(&check)
             );
@@ -550,15 +568,15 @@ impl Store {
         if application != APPLICATION_ID && !empty {
             bail!(
                 "{} is a SQLite database of another program, not a gpt2-bench results store; it \
-                 was left as it is: save elsewhere (--save DIR or GPT2_BENCH_RESULTS_DIR)",
+                 was left as it is: {ELSEWHERE}",
                 path.display()
             );
         }
         if version > SCHEMA_VERSION {
             bail!(
                 "{} was written by a newer gpt2-bench (results schema {version}; this one knows \
-                 up to {SCHEMA_VERSION}); it was left as it is: use that gpt2-bench, or save \
-                 elsewhere (--save DIR or GPT2_BENCH_RESULTS_DIR)",
+                 up to {SCHEMA_VERSION}); it was left as it is: use that gpt2-bench, or \
+                 {ELSEWHERE}",
                 path.display()
             );
         }
@@ -578,7 +596,7 @@ impl Store {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
-            .with_context(|| format!("locking the results store {}", path.display()))?;
+            .map_err(|e| unreadable(&path, &e))?;
         let version: i32 = tx
             .query_row("PRAGMA user_version", [], |r| r.get(0))
             .map_err(|e| unreadable(&path, &e))?;
@@ -591,9 +609,9 @@ impl Store {
         }
         tx.execute_batch(&format!(
             "PRAGMA application_id = {APPLICATION_ID}; PRAGMA user_version = {SCHEMA_VERSION};"
-        ))?;
-        tx.commit()
-            .with_context(|| format!("writing the results store {}", path.display()))
+        ))
+        .map_err(|e| unreadable(&path, &e))?;
+        tx.commit().map_err(|e| unreadable(&path, &e))
     }
 
     pub fn path(&self) -> &Path {
@@ -605,11 +623,11 @@ impl Store {
     pub fn save(&mut self, report: &Report, saved_from: &str) -> anyhow::Result<Saved> {
         let key = run_key(report);
         let path = self.path.clone();
-        let failed = |what: &str| format!("{what} the results store {}", path.display());
+        let failed = |e: rusqlite::Error| unreadable(&path, &e);
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
-            .with_context(|| failed("locking"))?;
+            .map_err(failed)?;
         let report_json = serde_json::to_string(report).context("serialising the report")?;
         let added = tx
             .execute(
@@ -625,14 +643,14 @@ impl Store {
                     report_json
                 ],
             )
-            .with_context(|| failed("writing"))?;
+            .map_err(failed)?;
         if added == 0 {
             return Ok(Saved::AlreadyThere);
         }
         {
-            let mut insert = tx
-                .prepare(&insert_sql("INSERT OR IGNORE"))
-                .with_context(|| failed("writing"))?;
+            // A plain INSERT: a row that cannot be stored (a number beyond SQLite's integers
+            // in a hostile report) fails the whole run, never drops the row in silence.
+            let mut insert = tx.prepare(&insert_sql("INSERT")).map_err(failed)?;
             for (index, row) in report.results.iter().enumerate() {
                 let source = RowSource {
                     run_key: &key,
@@ -644,7 +662,12 @@ impl Store {
                     RESULT_COLUMNS.iter().map(|c| (c.value)(&source)).collect();
                 insert
                     .execute(rusqlite::params_from_iter(values))
-                    .with_context(|| failed("writing"))?;
+                    .map_err(|e| {
+                        anyhow::anyhow!(
+                            "row {index} ({}) cannot be stored: {e}",
+                            gpt2_weights::input::printable(&row.label)
+                        )
+                    })?;
             }
         }
         if let Some(ms) = std::env::var(TEST_PAUSE_ENV)
@@ -653,7 +676,7 @@ impl Store {
         {
             std::thread::sleep(Duration::from_millis(ms));
         }
-        tx.commit().with_context(|| failed("writing"))?;
+        tx.commit().map_err(failed)?;
         Ok(Saved::Added(report.results.len()))
     }
 
@@ -769,7 +792,8 @@ impl Store {
                 names.join(", ")
             ))
             .map_err(read)?;
-        let mut sql = create_table_sql();
+        let mut sql = String::from("BEGIN;\n");
+        sql.push_str(&schema_sql());
         for (key, index) in keys {
             let values: Vec<Value> = statement
                 .query_row(rusqlite::params![key, index], |r| {
@@ -778,6 +802,7 @@ impl Store {
                 .map_err(read)?;
             sql.push_str(&insert_statement(&values));
         }
+        sql.push_str("COMMIT;\n");
         Ok(sql)
     }
 }
@@ -825,10 +850,12 @@ impl StoredRow {
             .filter(|&&ns| ns > 0)
             .map(|&ns| self.prompt_tokens as f64 / (ns as f64 * 1e-9))
             .collect();
+        // Summed in u128: a hostile report's steps near u64::MAX must not wrap around.
+        let total = |steps: &Vec<u64>| steps.iter().map(|&ns| u128::from(ns)).sum::<u128>();
         let decode_rates = decode
             .iter()
-            .filter(|steps| !steps.is_empty() && steps.iter().sum::<u64>() > 0)
-            .map(|steps| steps.len() as f64 / (steps.iter().sum::<u64>() as f64 * 1e-9))
+            .filter(|steps| total(steps) > 0)
+            .map(|steps| steps.len() as f64 / (total(steps) as f64 * 1e-9))
             .collect();
         Ok((prefill_rates, decode_rates))
     }
@@ -844,17 +871,14 @@ fn insert_sql(verb: &str) -> String {
     )
 }
 
-/// `CREATE TABLE IF NOT EXISTS results (...)` of the columns (what `--format sql` starts with,
-/// so that its output also makes a table of its own).
-pub fn create_table_sql() -> String {
-    let columns: Vec<String> = RESULT_COLUMNS
-        .iter()
-        .map(|c| format!("  {} {}", c.name, c.sql_type))
-        .collect();
-    format!(
-        "CREATE TABLE IF NOT EXISTS results (\n{},\n  UNIQUE (run_key, row_index)\n);\n",
-        columns.join(",\n")
-    )
+/// The schema as SQL that can run on any database: every migration (each idempotent) and the
+/// store's application id, but not its version, which only the migrations of a gpt2-bench set
+/// (replayed into a newer store, this must not lower it; run into an empty file, the next
+/// gpt2-bench to open it finds its tables there and sets the version).
+pub fn schema_sql() -> String {
+    let mut sql: String = MIGRATIONS.concat();
+    sql.push_str(&format!("PRAGMA application_id = {APPLICATION_ID};\n"));
+    sql
 }
 
 /// A value as an SQL literal.
@@ -864,6 +888,12 @@ fn literal(v: &Value) -> String {
         Value::Integer(n) => n.to_string(),
         // `{:?}` keeps every digit and always a decimal point or exponent.
         Value::Real(x) => format!("{x:?}"),
+        // Control characters (a NUL above all, which ends a line for the sqlite3 shell and so
+        // would end the quoting) go as hex bytes cast back to text.
+        Value::Text(s) if s.chars().any(char::is_control) => format!(
+            "CAST(X'{}' AS TEXT)",
+            s.bytes().map(|b| format!("{b:02x}")).collect::<String>()
+        ),
         Value::Text(s) => format!("'{}'", s.replace('\'', "''")),
         Value::Blob(b) => format!(
             "X'{}'",
@@ -882,13 +912,13 @@ fn insert_statement(values: &[Value]) -> String {
     )
 }
 
-/// A report's rows as SQL (`compare --format sql`): the table, then one `INSERT` per row, in
-/// a transaction. Piped into `sqlite3 results.sqlite` it adds them to a store (once: the rows'
-/// keys are unique).
+/// A report's rows as SQL (`compare --format sql`): the schema ([`schema_sql`]), then one
+/// `INSERT` per row, in a transaction. Piped into `sqlite3 results.sqlite` it adds them to a
+/// store, or makes one of an empty file (once: the rows' keys are unique).
 pub fn report_as_sql(report: &Report) -> String {
     let key = run_key(report);
     let mut sql = String::from("BEGIN;\n");
-    sql.push_str(&create_table_sql());
+    sql.push_str(&schema_sql());
     for (index, row) in report.results.iter().enumerate() {
         let source = RowSource {
             run_key: &key,
@@ -903,31 +933,46 @@ pub fn report_as_sql(report: &Report) -> String {
     sql
 }
 
-/// Adds every saved JSON report under `dir` (not recursing) to the store; returns (added,
-/// already there) and says each file that is not a report (skipped, named on stderr by the
-/// caller).
-pub fn import_dir(store: &mut Store, dir: &Path) -> anyhow::Result<Import> {
+/// A saved JSON report and where it was read.
+pub type SavedReport = (PathBuf, Report);
+
+/// The saved JSON reports in `dir` (not recursing), in name order, each read and checked;
+/// files that are not reports of this schema are listed with why.
+pub fn reports_in(dir: &Path) -> anyhow::Result<(Vec<SavedReport>, Vec<String>)> {
     let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
         .with_context(|| format!("--import {}: reading the directory", dir.display()))?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|e| e == "json"))
         .collect();
     entries.sort();
-    let mut import = Import::default();
+    let (mut reports, mut skipped) = (Vec::new(), Vec::new());
     for path in entries {
         let limit = gpt2_weights::input::MAX_TEXT_FILE_BYTES;
-        let bytes = match gpt2_weights::input::read_text_limited(&path, limit) {
-            Ok(text) => text.into_bytes(),
-            Err(e) => {
-                import.skipped.push(format!("{}: {e}", path.display()));
-                continue;
-            }
-        };
-        match crate::record::read_report(&bytes) {
-            Ok(report) => match store.save(&report, &path.display().to_string())? {
-                Saved::Added(_) => import.added += 1,
-                Saved::AlreadyThere => import.already += 1,
-            },
+        let read = gpt2_weights::input::read_text_limited(&path, limit)
+            .map_err(anyhow::Error::from)
+            .and_then(|text| crate::record::read_report(text.as_bytes()));
+        match read {
+            Ok(report) => reports.push((path, report)),
+            Err(e) => skipped.push(format!(
+                "{}: {}",
+                path.display(),
+                gpt2_weights::input::printable(&format!("{e:#}"))
+            )),
+        }
+    }
+    Ok((reports, skipped))
+}
+
+/// Adds `reports` to the store, each in its own transaction; one that cannot be stored is
+/// skipped with why (the others still land). A store that cannot be written at all (locked
+/// too long) stops the import.
+pub fn import(store: &mut Store, reports: &[SavedReport]) -> anyhow::Result<Import> {
+    let mut import = Import::default();
+    for (path, report) in reports {
+        match store.save(report, &path.display().to_string()) {
+            Ok(Saved::Added(_)) => import.added += 1,
+            Ok(Saved::AlreadyThere) => import.already += 1,
+            Err(e) if e.is::<Locked>() => return Err(e),
             Err(e) => import.skipped.push(format!(
                 "{}: {}",
                 path.display(),
@@ -962,33 +1007,31 @@ mod tests {
     fn the_migrations_build_the_tables_the_columns_describe() {
         let tmp = tempfile::tempdir().unwrap();
         let store = Store::open_or_create(&tmp.path().join(FILE_NAME)).unwrap();
-        let columns: Vec<(String, String)> = store
+        let columns: Vec<String> = store
             .conn
-            .prepare("SELECT name, type FROM pragma_table_info('results') ORDER BY cid")
+            .prepare("SELECT name FROM pragma_table_info('results') ORDER BY cid")
             .unwrap()
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .query_map([], |r| r.get(0))
             .unwrap()
             .map(Result::unwrap)
             .collect();
-        let described: Vec<(String, String)> = RESULT_COLUMNS
-            .iter()
-            .map(|c| (c.name.to_string(), c.sql_type.to_string()))
-            .collect();
+        let described: Vec<&str> = RESULT_COLUMNS.iter().map(|c| c.name).collect();
         assert_eq!(columns, described, "a column changed without a migration");
         assert_eq!(store.pragma("user_version").unwrap(), SCHEMA_VERSION);
         assert_eq!(store.pragma("application_id").unwrap(), APPLICATION_ID);
-        // The table `--format sql` creates is the same.
-        let printed = Connection::open_in_memory().unwrap();
-        printed.execute_batch(&create_table_sql()).unwrap();
-        let names = |c: &Connection| -> Vec<String> {
-            c.prepare("SELECT name FROM pragma_table_info('results') ORDER BY cid")
-                .unwrap()
-                .query_map([], |r| r.get(0))
-                .unwrap()
-                .map(Result::unwrap)
-                .collect()
-        };
-        assert_eq!(names(&printed), names(&store.conn));
+        // The schema `--format sql` prints makes a store of an empty file: the next open adopts
+        // it (its tables are there, the migrations replayed are no-ops) and writes to it.
+        let piped = tmp.path().join("piped.sqlite");
+        Connection::open(&piped)
+            .unwrap()
+            .execute_batch(&schema_sql())
+            .unwrap();
+        let mut adopted = Store::open_or_create(&piped).unwrap();
+        assert_eq!(adopted.pragma("user_version").unwrap(), SCHEMA_VERSION);
+        assert!(matches!(
+            adopted.save(&committed_report(), "test").unwrap(),
+            Saved::Added(_)
+        ));
     }
 
     #[test]
@@ -1036,6 +1079,16 @@ mod tests {
         assert_eq!(real(f64::NAN), Value::Null);
         assert_eq!(literal(&Value::Blob(vec![0, 255])), "X'00ff'");
         let db = Connection::open_in_memory().unwrap();
+        for text in ["a'b\n\"c", "x\0\n;CREATE TABLE pwned(x);", "\u{1b}[31m"] {
+            let back: String = db
+                .query_row(
+                    &format!("SELECT {}", literal(&Value::Text(text.into()))),
+                    [],
+                    |r| r.get(0),
+                )
+                .unwrap();
+            assert_eq!(back, text);
+        }
         let back: String = db
             .query_row(
                 &format!("SELECT {}", literal(&Value::Text("a'b\n\"c".into()))),

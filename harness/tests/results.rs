@@ -312,7 +312,11 @@ fn format_sql_is_the_stores_own_rows() {
     ];
     let sql = stdout(&ok(&args));
     assert!(
-        sql.starts_with("BEGIN;\nCREATE TABLE IF NOT EXISTS results ("),
+        sql.starts_with("BEGIN;\n") && sql.trim_end().ends_with("COMMIT;"),
+        "{sql}"
+    );
+    assert!(
+        sql.contains("CREATE TABLE IF NOT EXISTS results ("),
         "{sql}"
     );
     assert_eq!(sql.matches("INSERT OR IGNORE INTO results").count(), 2);
@@ -324,6 +328,15 @@ fn format_sql_is_the_stores_own_rows() {
     // And piped into the store, it adds nothing new (the rows' keys are unique).
     saved.execute_batch(&sql).unwrap();
     assert_eq!(count(&store_of(&dir), "results"), 2);
+    // Run into a new file, it makes a store that gpt2-bench reads (and then writes).
+    let piped = tmp.path().join("piped");
+    std::fs::create_dir_all(&piped).unwrap();
+    rusqlite::Connection::open(store_of(&piped))
+        .unwrap()
+        .execute_batch(&sql)
+        .unwrap();
+    let o = ok(&["history", "--results", s(&piped), "--format", "csv"]);
+    assert_eq!(stdout(&o).lines().count(), 1 + 2, "{}", stdout(&o));
     // `history --format sql` prints the stored rows the same way.
     let again = stdout(&ok(&["history", "--results", s(&dir), "--format", "sql"]));
     let reread = rusqlite::Connection::open_in_memory().unwrap();
@@ -368,6 +381,51 @@ fn concurrent_writers_all_land() {
     }
     assert_eq!(count(&store_of(&store), "runs"), 8);
     assert_eq!(count(&store_of(&store), "results"), 8 * 2);
+}
+
+#[test]
+fn concurrent_saves_into_one_directory_keep_every_file_and_row() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("runs");
+    let savers: Vec<std::process::Child> = (0..4)
+        .map(|_| {
+            command(&[
+                "compare",
+                "--model",
+                tiny(Dtype::F32),
+                "--prompt",
+                "Hi",
+                "--max-tokens",
+                "2",
+                "--runs",
+                "1",
+                "--warmup",
+                "0",
+                "--no-roofline",
+                "-q",
+                "--backends",
+                "naive",
+                "--save",
+                s(&dir),
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+        })
+        .collect();
+    for saver in savers {
+        let o = saver.wait_with_output().unwrap();
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    }
+    assert_eq!(entries(&dir, "", ".json").len(), 4, "one JSON report each");
+    assert_eq!(count(&store_of(&dir), "runs"), 4);
+    let history = std::fs::read_to_string(dir.join("history.md")).unwrap();
+    assert_eq!(
+        history.lines().filter(|l| l.starts_with("| 20")).count(),
+        4,
+        "{history}"
+    );
 }
 
 #[test]
@@ -526,6 +584,51 @@ fn files_that_are_not_a_usable_store_are_refused_and_left_untouched() {
             );
         }
     }
+    // A FIFO or a directory where the store should be: refused at once, never waited on.
+    for (name, make) in [
+        ("fifo", (|p: &Path| mkfifo(p)) as fn(&Path)),
+        ("dir", |p: &Path| std::fs::create_dir(p).unwrap()),
+    ] {
+        let dir = tmp.path().join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        make(&store_of(&dir));
+        for args in [
+            vec!["history", "--results", s(&dir), "--machine", "all"],
+            vec!["history", "--results", s(&dir), "--import", s(&reports)],
+        ] {
+            assert_input_error(&bench(&args), &[s(&store_of(&dir)), "not a regular file"]);
+        }
+    }
+    let file = reports.join("r.json");
+    assert_input_error(
+        &bench(&["history", "--results", s(&file)]),
+        &["--results", "not a directory"],
+    );
+    assert_input_error(
+        &bench(&["history", "--results", s(&good), "--machine", ""]),
+        &["--machine needs a machine", "the store has"],
+    );
+    assert_input_error(
+        &bench(&[
+            "history",
+            "--results",
+            s(&good),
+            "--machine",
+            "all",
+            "--backends",
+            "nosuch",
+        ]),
+        &["no stored row matches", "backends naive, simd"],
+    );
+    // An import of nothing creates nothing.
+    let empty = tmp.path().join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    let untouched = tmp.path().join("untouched");
+    assert_input_error(
+        &bench(&["history", "--results", s(&untouched), "--import", s(&empty)]),
+        &["no gpt2-bench report"],
+    );
+    assert!(!untouched.exists());
     // `compare --save` into such a directory keeps the run as JSON and says how to add it.
     let dir = tmp.path().join("text");
     let o = bench(&[

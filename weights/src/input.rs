@@ -25,7 +25,7 @@ pub const MAX_TEXT_FILE_BYTES: u64 = 64 << 20;
 
 /// What a path is, for messages about inputs and outputs: "a directory", "a FIFO (named
 /// pipe)", "a symbolic link" (from `symlink_metadata`), ...
-pub(crate) fn kind_of(meta: &std::fs::Metadata) -> &'static str {
+pub fn kind_of(meta: &std::fs::Metadata) -> &'static str {
     let ft = meta.file_type();
     if ft.is_dir() {
         return "a directory";

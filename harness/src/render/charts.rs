@@ -34,27 +34,42 @@ fn distinct<T: PartialEq + Clone>(xs: impl Iterator<Item = T>) -> Vec<T> {
     out
 }
 
-/// Whether the report is a thread sweep: one backend on one file and prompt length ran at
-/// several thread counts (backends that differ in threads, like naive's one and simd-kv's
-/// all, are not a sweep).
-fn is_sweep(report: &Report) -> bool {
-    let runs = |r: &BackendResult| (r.backend.clone(), r.model_file.clone(), r.prompt_tokens);
-    report.results.iter().any(|a| {
-        report
-            .results
-            .iter()
-            .any(|b| runs(a) == runs(b) && a.threads != b.threads)
-    })
+/// What the rows of a report vary in, found once (the charts ask per row).
+#[derive(Clone, Copy)]
+struct Shape {
+    /// A thread sweep: one backend on one file and prompt length ran at several thread counts
+    /// (backends that differ in threads, like naive's one and simd-kv's all, are not a sweep).
+    sweep: bool,
+    several_lengths: bool,
+}
+
+impl Shape {
+    fn of(report: &Report) -> Shape {
+        let mut threads_of = std::collections::HashMap::new();
+        let mut sweep = false;
+        for r in &report.results {
+            let first = *threads_of
+                .entry((r.backend.as_str(), r.model_file.as_str(), r.prompt_tokens))
+                .or_insert(r.threads);
+            sweep |= first != r.threads;
+        }
+        let lengths: std::collections::HashSet<usize> =
+            report.results.iter().map(|r| r.prompt_tokens).collect();
+        Shape {
+            sweep,
+            several_lengths: lengths.len() > 1,
+        }
+    }
 }
 
 /// What a row is called on a chart: its backend (and dtype with several files), the prompt
 /// length when several ran, and the threads in a sweep.
-fn row_name(report: &Report, r: &BackendResult) -> String {
+fn row_name(report: &Report, shape: Shape, r: &BackendResult) -> String {
     let mut name = base_name(report, r);
-    if distinct(report.results.iter().map(|r| r.prompt_tokens)).len() > 1 {
+    if shape.several_lengths {
         name.push_str(&format!(" @{}", r.prompt_tokens));
     }
-    if is_sweep(report) {
+    if shape.sweep {
         name.push_str(&format!(" t{}", r.threads));
     }
     name
@@ -90,16 +105,21 @@ fn provenance(report: &Report) -> String {
 }
 
 /// Prefill and decode throughput per row.
-fn throughput(report: &Report) -> Vec<Chart> {
+fn throughput(report: &Report, shape: Shape) -> Vec<Chart> {
     let prefill: Vec<Measure> = report
         .results
         .iter()
-        .map(|r| measure(row_name(report, r), &r.prefill_tok_per_s))
+        .map(|r| measure(row_name(report, shape, r), &r.prefill_tok_per_s))
         .collect();
     let decode: Vec<Measure> = report
         .results
         .iter()
-        .filter_map(|r| Some(measure(row_name(report, r), r.decode_tok_per_s.as_ref()?)))
+        .filter_map(|r| {
+            Some(measure(
+                row_name(report, shape, r),
+                r.decode_tok_per_s.as_ref()?,
+            ))
+        })
         .collect();
     let mut charts = Vec::new();
     if !decode.is_empty() {
@@ -136,9 +156,9 @@ fn throughput(report: &Report) -> Vec<Chart> {
 
 /// Per-token decode latency over the steps, one chart per prompt length (and thread count, in
 /// a sweep).
-fn latency_over_steps(report: &Report) -> Vec<Chart> {
+fn latency_over_steps(report: &Report, shape: Shape) -> Vec<Chart> {
     let mut charts = Vec::new();
-    let sweep = is_sweep(report);
+    let sweep = shape.sweep;
     let threads_of = |r: &BackendResult| if sweep { Some(r.threads) } else { None };
     let groups = distinct(
         report
@@ -212,8 +232,8 @@ fn latency_over_steps(report: &Report) -> Vec<Chart> {
 }
 
 /// Throughput against threads, for a sweep.
-fn threads_sweep(report: &Report) -> Vec<Chart> {
-    if !is_sweep(report) {
+fn threads_sweep(report: &Report, shape: Shape) -> Vec<Chart> {
+    if !shape.sweep {
         return Vec::new();
     }
     let names = distinct(
@@ -222,7 +242,7 @@ fn threads_sweep(report: &Report) -> Vec<Chart> {
             .iter()
             .map(|r| (base_name(report, r), r.prompt_tokens)),
     );
-    let several_lengths = distinct(report.results.iter().map(|r| r.prompt_tokens)).len() > 1;
+    let several_lengths = shape.several_lengths;
     let line_of = |pick: fn(&BackendResult) -> Option<Summary>| -> Vec<Line> {
         names
             .iter()
@@ -280,9 +300,8 @@ fn threads_sweep(report: &Report) -> Vec<Chart> {
 }
 
 /// Decode latency against context length, for several `--prompt-tokens`.
-fn latency_over_context(report: &Report) -> Option<Chart> {
-    let lengths = distinct(report.results.iter().map(|r| r.prompt_tokens));
-    if lengths.len() < 2 {
+fn latency_over_context(report: &Report, shape: Shape) -> Option<Chart> {
+    if !shape.several_lengths {
         return None;
     }
     let names = distinct(
@@ -291,7 +310,7 @@ fn latency_over_context(report: &Report) -> Option<Chart> {
             .iter()
             .map(|r| (base_name(report, r), r.threads)),
     );
-    let several_threads = is_sweep(report);
+    let several_threads = shape.sweep;
     let lines: Vec<Line> = names
         .iter()
         .enumerate()
@@ -399,10 +418,11 @@ fn speed_against_agreement(report: &Report) -> Option<Chart> {
 
 /// Every chart that applies to a run's record.
 pub fn of_report(report: &Report) -> Vec<Chart> {
-    let mut charts = throughput(report);
-    charts.extend(latency_over_steps(report));
-    charts.extend(threads_sweep(report));
-    charts.extend(latency_over_context(report));
+    let shape = Shape::of(report);
+    let mut charts = throughput(report, shape);
+    charts.extend(latency_over_steps(report, shape));
+    charts.extend(threads_sweep(report, shape));
+    charts.extend(latency_over_context(report, shape));
     charts.extend(speed_against_agreement(report));
     charts
 }
@@ -410,7 +430,11 @@ pub fn of_report(report: &Report) -> Vec<Chart> {
 /// `--plot FILE.svg`: the throughput charts, and latency against context length when several
 /// prompt lengths ran, as one SVG document.
 pub fn plot_svg(report: &Report) -> String {
-    let mut charts: Vec<String> = throughput(report).into_iter().map(|c| c.svg).collect();
-    charts.extend(latency_over_context(report).map(|c| c.svg));
+    let shape = Shape::of(report);
+    let mut charts: Vec<String> = throughput(report, shape)
+        .into_iter()
+        .map(|c| c.svg)
+        .collect();
+    charts.extend(latency_over_context(report, shape).map(|c| c.svg));
     plots::stack(&charts)
 }

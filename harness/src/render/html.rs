@@ -9,12 +9,22 @@
 
 use super::charts::{self, Chart};
 use super::plots::{self, Trend};
-use crate::history::{History, Series, change_cell};
+use crate::history::{COMMIT_HEADERS, History, Series, commit_cells};
 use crate::record::Report;
 
-/// Text made safe inside HTML elements and attribute values.
+/// Text made safe inside HTML elements and attribute values (control characters, which HTML
+/// does not allow, shown as U+FFFD).
 pub fn escape(s: &str) -> String {
-    s.replace('&', "&amp;")
+    s.chars()
+        .map(|c| {
+            if c.is_control() && c != '\n' && c != '\t' {
+                '\u{fffd}'
+            } else {
+                c
+            }
+        })
+        .collect::<String>()
+        .replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
         .replace('"', "&quot;")
@@ -284,7 +294,7 @@ fn trend_of(s: &Series, decode: bool) -> Trend {
             if decode {
                 (p.decode_tok_per_s, p.decode_change.as_ref())
             } else {
-                (Some(p.prefill_tok_per_s), p.prefill_change.as_ref())
+                (p.prefill_tok_per_s, p.prefill_change.as_ref())
             }
         })
         .collect();
@@ -334,34 +344,8 @@ pub fn of_history(history: &History) -> String {
     for (i, s) in history.series.iter().enumerate() {
         let name = series_name(s);
         body.push_str(&format!("<h2 id=\"series-{i}\">{}</h2>\n", escape(&name)));
-        let rows: Vec<Vec<String>> = s
-            .commits
-            .iter()
-            .map(|p| {
-                vec![
-                    p.git_commit.clone(),
-                    p.first_date_utc.clone(),
-                    format!("{} ({} measured)", p.saved_runs, p.prefill_tok_per_s.n),
-                    mean_sd(Some(&p.prefill_tok_per_s)),
-                    change_cell(p.prefill_change.as_ref()),
-                    mean_sd(p.decode_tok_per_s.as_ref()),
-                    change_cell(p.decode_change.as_ref()),
-                ]
-            })
-            .collect();
-        body.push_str(&table(
-            &[
-                "commit",
-                "first saved (UTC)",
-                "runs",
-                "prefill tok/s",
-                "change",
-                "decode tok/s",
-                "change",
-            ],
-            &rows,
-            2,
-        ));
+        let rows: Vec<Vec<String>> = s.commits.iter().map(commit_cells).collect();
+        body.push_str(&table(&COMMIT_HEADERS, &rows, 2));
         let commits: Vec<String> = s.commits.iter().map(|p| p.git_commit.clone()).collect();
         let mut charts = Vec::new();
         if s.commits.iter().any(|p| p.decode_tok_per_s.is_some()) {

@@ -59,6 +59,20 @@ pub fn color(i: usize) -> RGBColor {
     PALETTE[i % PALETTE.len()]
 }
 
+/// Text for a chart: control characters (not allowed in XML, possible in a hostile record)
+/// shown as U+FFFD, and at most 80 characters; plotters escapes the rest.
+fn clean(text: &str) -> String {
+    let mut out: String = text
+        .chars()
+        .map(|c| if c.is_control() { '\u{fffd}' } else { c })
+        .take(80)
+        .collect();
+    if text.chars().count() > 80 {
+        out.push('…');
+    }
+    out
+}
+
 type DrawResult<T> = Result<T, DrawingAreaErrorKind<std::io::Error>>;
 
 /// Runs `draw` on a fresh white SVG of `height` and returns the document. Drawing into a
@@ -110,13 +124,13 @@ pub fn bars(title: &str, unit: &str, measures: &[Measure]) -> String {
             .max()
             .unwrap_or(4);
         let mut chart = ChartBuilder::on(root)
-            .caption(title, ("sans-serif", 18))
+            .caption(clean(title), ("sans-serif", 18))
             .margin(12)
             .x_label_area_size(40)
             .y_label_area_size((longest as u32 * 8 + 16).clamp(60, 320))
             .build_cartesian_2d(0.0..headroom(top), (0..n - 1).into_segmented())?;
         // The first measure at the top: segment i holds measure n - 1 - i.
-        let labels: Vec<String> = measures.iter().rev().map(|m| m.label.clone()).collect();
+        let labels: Vec<String> = measures.iter().rev().map(|m| clean(&m.label)).collect();
         let at = |i: usize| n - 1 - i as u32;
         chart
             .configure_mesh()
@@ -177,7 +191,7 @@ pub fn lines(title: &str, x_desc: &str, y_desc: &str, lines: &[Line], integer_x:
             .min(x_max - 1.0);
         let y_max = points().map(|p| p.1 + p.2).fold(0.0, f64::max);
         let mut chart = ChartBuilder::on(root)
-            .caption(title, ("sans-serif", 18))
+            .caption(clean(title), ("sans-serif", 18))
             .margin(12)
             .x_label_area_size(40)
             .y_label_area_size(70)
@@ -211,7 +225,7 @@ pub fn lines(title: &str, x_desc: &str, y_desc: &str, lines: &[Line], integer_x:
             ))?;
             if labelled.insert((line.label.clone(), line.faded)) {
                 series
-                    .label(line.label.clone())
+                    .label(clean(&line.label))
                     .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], style));
             }
             chart.draw_series(
@@ -266,7 +280,7 @@ pub fn scatter_log_x(
             .flat_map(|l| l.points.iter().map(|p| p.1 + p.2))
             .fold(0.0, f64::max);
         let mut chart = ChartBuilder::on(root)
-            .caption(title, ("sans-serif", 18))
+            .caption(clean(title), ("sans-serif", 18))
             .margin(12)
             .x_label_area_size(40)
             .y_label_area_size(70)
@@ -283,14 +297,14 @@ pub fn scatter_log_x(
             let at = |p: &(f64, f64, f64)| (p.0.max(floor), p.1);
             chart
                 .draw_series(line.points.iter().map(|p| Circle::new(at(p), 5, style)))?
-                .label(line.label.clone())
+                .label(clean(&line.label))
                 .legend(move |(x, y)| Circle::new((x + 9, y), 5, style));
             chart.draw_series(line.points.iter().filter(|p| p.2 > 0.0).map(|p| {
                 ErrorBar::new_vertical(p.0.max(floor), p.1 - p.2, p.1, p.1 + p.2, style, 8)
             }))?;
             let names = point_labels.get(i).cloned().unwrap_or_default();
             chart.draw_series(line.points.iter().zip(names).map(|(p, name)| {
-                Text::new(name, at(p), ("sans-serif", 12).into_font()).into_dyn()
+                Text::new(clean(&name), at(p), ("sans-serif", 12).into_font()).into_dyn()
             }))?;
         }
         chart
@@ -315,7 +329,7 @@ pub fn trend(title: &str, y_desc: &str, commits: &[String], trend: &Trend) -> St
             .map(|(m, s)| m + s)
             .fold(0.0, f64::max);
         let mut chart = ChartBuilder::on(root)
-            .caption(title, ("sans-serif", 16))
+            .caption(clean(title), ("sans-serif", 16))
             .margin(12)
             .x_label_area_size(50)
             .y_label_area_size(70)
