@@ -231,39 +231,52 @@ fn latency_over_steps(report: &Report, shape: Shape) -> Vec<Chart> {
     charts
 }
 
+/// One line per distinct `key` of the report's rows (in first-seen order, each its own
+/// colour), labelled by `label`, through the `point` (x, y, y's stddev) of each of its rows;
+/// lines without a point are left out.
+fn lines_by<K: PartialEq + Clone>(
+    report: &Report,
+    key: impl Fn(&BackendResult) -> K,
+    label: impl Fn(&K) -> String,
+    point: impl Fn(&BackendResult) -> Option<(f64, f64, f64)>,
+) -> Vec<Line> {
+    let rows: Vec<(K, &BackendResult)> = report.results.iter().map(|r| (key(r), r)).collect();
+    distinct(rows.iter().map(|(k, _)| k.clone()))
+        .iter()
+        .enumerate()
+        .map(|(i, k)| Line {
+            label: label(k),
+            series: i,
+            faded: false,
+            points: rows
+                .iter()
+                .filter(|(rk, _)| rk == k)
+                .filter_map(|(_, r)| point(r))
+                .collect(),
+        })
+        .filter(|l| !l.points.is_empty())
+        .collect()
+}
+
 /// Throughput against threads, for a sweep.
 fn threads_sweep(report: &Report, shape: Shape) -> Vec<Chart> {
     if !shape.sweep {
         return Vec::new();
     }
-    let names = distinct(
-        report
-            .results
-            .iter()
-            .map(|r| (base_name(report, r), r.prompt_tokens)),
-    );
     let several_lengths = shape.several_lengths;
-    let line_of = |pick: fn(&BackendResult) -> Option<Summary>| -> Vec<Line> {
-        names
-            .iter()
-            .enumerate()
-            .map(|(i, (name, length))| Line {
-                label: if several_lengths {
+    let line_of = |pick: fn(&BackendResult) -> Option<Summary>| {
+        lines_by(
+            report,
+            |r| (base_name(report, r), r.prompt_tokens),
+            |(name, length)| {
+                if several_lengths {
                     format!("{name} @{length}")
                 } else {
                     name.clone()
-                },
-                series: i,
-                faded: false,
-                points: report
-                    .results
-                    .iter()
-                    .filter(|r| base_name(report, r) == *name && r.prompt_tokens == *length)
-                    .filter_map(|r| pick(r).map(|s| (r.threads as f64, s.mean, s.stddev)))
-                    .collect(),
-            })
-            .filter(|l| !l.points.is_empty())
-            .collect()
+                }
+            },
+            |r| pick(r).map(|s| (r.threads as f64, s.mean, s.stddev)),
+        )
     };
     let mut charts = Vec::new();
     for (id, phase, pick) in [
@@ -304,36 +317,21 @@ fn latency_over_context(report: &Report, shape: Shape) -> Option<Chart> {
     if !shape.several_lengths {
         return None;
     }
-    let names = distinct(
-        report
-            .results
-            .iter()
-            .map(|r| (base_name(report, r), r.threads)),
-    );
-    let several_threads = shape.sweep;
-    let lines: Vec<Line> = names
-        .iter()
-        .enumerate()
-        .map(|(i, (name, threads))| Line {
-            label: if several_threads {
+    let lines = lines_by(
+        report,
+        |r| (base_name(report, r), r.threads),
+        |(name, threads)| {
+            if shape.sweep {
                 format!("{name} t{threads}")
             } else {
                 name.clone()
-            },
-            series: i,
-            faded: false,
-            points: report
-                .results
-                .iter()
-                .filter(|r| base_name(report, r) == *name && r.threads == *threads)
-                .filter_map(|r| {
-                    r.decode_latency
-                        .map(|l| (r.prompt_tokens as f64, l.p50_ms, 0.0))
-                })
-                .collect(),
-        })
-        .filter(|l| !l.points.is_empty())
-        .collect();
+            }
+        },
+        |r| {
+            r.decode_latency
+                .map(|l| (r.prompt_tokens as f64, l.p50_ms, 0.0))
+        },
+    );
     (!lines.is_empty()).then(|| Chart {
         id: "latency-context".into(),
         title: "Decode latency against context length".into(),
