@@ -283,7 +283,8 @@ pub struct CompareArgs {
     /// Do not measure the roofline (saves about a second).
     #[arg(long)]
     pub no_roofline: bool,
-    /// Save the JSON report to DIR/<date>-<commit>-<model>.json and append a row to
+    /// Save the JSON report to DIR/<date>-<commit>-<model>.json, add its rows to the results
+    /// store DIR/results.sqlite (what `history` and `report` read) and append them to
     /// DIR/history.md [DIR: $GPT2_BENCH_RESULTS_DIR, else bench-runs/, which git ignores].
     #[arg(long, value_name = "DIR", num_args = 0..=1)]
     pub save: Option<Option<PathBuf>>,
