@@ -97,7 +97,8 @@ pub struct StoreArgs {
     #[arg(long, value_name = "DIR")]
     pub results: Option<PathBuf>,
     /// The machine whose runs to read: its CPU as recorded (or a part that names one), or `all`
-    /// [default: this machine].
+    /// [default: this machine for `history` and `report --history`; any machine for the
+    /// latest run of `report`].
     #[arg(long, value_name = "CPU|all")]
     pub machine: Option<String>,
     /// Only this model (its name, as `inspect` prints it).

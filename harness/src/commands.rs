@@ -53,11 +53,24 @@ fn results_dir(args: &crate::cli::StoreArgs) -> anyhow::Result<PathBuf> {
     let dir = plan::save_dir(args.results.as_deref());
     match std::fs::metadata(&dir) {
         Ok(meta) if !meta.is_dir() => bail!(
-            "--results {}: {}, not a directory; give the directory that holds results.sqlite",
+            "the results directory {} ({}) is {}, not a directory; give the directory that \
+             holds results.sqlite",
             dir.display(),
+            if args.results.is_some() {
+                "--results"
+            } else {
+                "GPT2_BENCH_RESULTS_DIR, else bench-runs/"
+            },
             gpt2_weights::input::kind_of(&meta)
         ),
         _ => Ok(dir),
+    }
+}
+
+/// Stored rows `history` left out, on stderr.
+fn say_skipped(history: &history::History) {
+    for reason in &history.skipped {
+        cli::stderr(&format!("warning: a stored row left out: {reason}\n"));
     }
 }
 
@@ -113,10 +126,14 @@ fn history_command(args: &crate::cli::HistoryArgs) -> anyhow::Result<u8> {
     }
     let (store, filter) = stored(&args.store, true)?;
     let text = if args.format == Format::Sql {
+        if args.store.threshold.is_some() {
+            bail!("--threshold judges changes between commits: `--format sql` prints the rows");
+        }
         store.rows_as_sql(&filter)?
     } else {
         let threshold = args.store.threshold.unwrap_or(history::DEFAULT_THRESHOLD);
         let history = history::read(&store, &filter, threshold)?;
+        say_skipped(&history);
         history::render(&history, args.format)
     };
     print_stdout(&text)?;
@@ -135,7 +152,9 @@ fn report_command(args: &crate::cli::ReportArgs) -> anyhow::Result<u8> {
         let (store, filter) = stored(&args.store, args.history)?;
         let html = if args.history {
             let threshold = args.store.threshold.unwrap_or(history::DEFAULT_THRESHOLD);
-            render::html::of_history(&history::read(&store, &filter, threshold)?)
+            let history = history::read(&store, &filter, threshold)?;
+            say_skipped(&history);
+            render::html::of_history(&history)
         } else {
             if args.store.threshold.is_some() {
                 bail!("--threshold judges changes between commits: it applies to --history");

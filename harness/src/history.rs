@@ -1,16 +1,19 @@
 //! `gpt2-bench history`: the stored runs ([`crate::store`]) as trends. Rows are grouped into
 //! series (same model, dtype, backend, kernels' ISA, threads, prompt length and KV cache dtype,
 //! on one machine); within a series, every run saved at one commit is pooled, and the commits
-//! are listed in the order they were first saved (the store knows dates, not the git graph).
+//! are listed in the order of their first run's date (the store knows dates, not the git
+//! graph; an old run imported today keeps its own date).
 //!
 //! Each commit's figures are per-run rates (prefill tok/s and decode tok/s of every measured
 //! run of every saved run at that commit, recomputed from the raw samples), summarised as mean
-//! ± stddev. A change from the commit before is marked beyond the noise with the two tests of
-//! `gpt2-bench ab` (see `ab.rs`): the ratio of the fastest runs **and** the ratio of the
-//! medians must both be past the threshold, in the same direction. Another program only ever
-//! slows a run down, so the fastest run moves little on a busy machine, and the median catches
-//! what one lucky run hides; a real change moves both. It needs at least 3 runs on each side
-//! (as `ab` needs 3 rounds), else the change is shown but not judged.
+//! ± stddev. A change from the commit before is marked beyond the noise by the two tests
+//! `gpt2-bench ab` makes (see `ab.rs`), on the pooled runs: the ratio of the fastest runs
+//! **and** the ratio of the medians must both be past the threshold (below `1 - t` or above
+//! `1 + t`), in the same direction. Another program only ever slows a run down, so the fastest
+//! run moves little on a busy machine, and the median catches what one lucky run hides; a real
+//! change moves both. Unlike `ab`, whose rounds pair the two builds seconds apart, the runs of
+//! two commits were measured at different times, unpaired: the marks say where to look, and
+//! `ab` confirms. At least 3 measured runs on each side, else the change is shown, not judged.
 
 use serde::Serialize;
 
@@ -47,7 +50,7 @@ pub struct Change {
 #[derive(Debug, Clone, Serialize)]
 pub struct Point {
     pub git_commit: String,
-    /// When the first run at this commit was saved, and how many saved runs it pools.
+    /// When the first run at this commit started, and how many saved runs it pools.
     pub first_date_utc: String,
     pub saved_runs: usize,
     /// Measured runs pooled (each saved run has `--runs` of them).
@@ -81,6 +84,8 @@ pub struct History {
     /// The threshold of a change beyond the noise, as a fraction.
     pub threshold: f64,
     pub series: Vec<Series>,
+    /// Stored rows left out, with why (a row written by hand whose samples do not parse).
+    pub skipped: Vec<String>,
 }
 
 /// The verdict on `now` against `before` (per-run rates; see the module docs).
@@ -95,8 +100,7 @@ pub fn change(before: &[f64], now: &[f64], threshold: f64) -> Option<Change> {
         "not judged"
     } else if median_ratio < 1.0 - threshold && best_ratio < 1.0 - threshold {
         "slower"
-    } else if median_ratio > 1.0 / (1.0 - threshold) && best_ratio > 1.0 / (1.0 - threshold) {
-        // Symmetric with `slower`: a 10% threshold marks a fall to 0.9x and a rise to 1/0.9x.
+    } else if median_ratio > 1.0 + threshold && best_ratio > 1.0 + threshold {
         "faster"
     } else {
         "within noise"
@@ -129,13 +133,19 @@ pub fn build(
         };
         by_series.entry(key).or_default().push(r);
     }
-    let mut series = Vec::new();
+    let (mut series, mut skipped) = (Vec::new(), Vec::new());
     for (key, rows) in by_series {
-        // Rows are oldest first: a commit's place is its first saved run's.
+        // Rows are oldest first: a commit's place is its first run's.
         let mut commits: Vec<Point> = Vec::new();
         let mut runs_of: Vec<std::collections::BTreeSet<&str>> = Vec::new();
         for r in rows {
-            let (prefill, decode) = r.run_rates()?;
+            let (prefill, decode) = match r.run_rates() {
+                Ok(rates) => rates,
+                Err(e) => {
+                    skipped.push(format!("{e:#}"));
+                    continue;
+                }
+            };
             let at = match commits.iter().position(|p| p.git_commit == r.git_commit) {
                 Some(at) => at,
                 None => {
@@ -178,6 +188,7 @@ pub fn build(
         machine: machine.to_string(),
         threshold,
         series,
+        skipped,
     })
 }
 
@@ -295,32 +306,35 @@ pub fn change_cell(c: Option<&Change>) -> String {
     }
 }
 
-fn mean_sd(s: Option<&Summary>) -> String {
+/// `mean ± stddev`, or `-` when there is none.
+pub fn mean_sd(s: Option<&Summary>) -> String {
     s.map_or_else(
         || "-".into(),
         |s| format!("{:.2} ± {:.2}", s.mean, s.stddev),
     )
 }
 
-/// The columns of every view: the series, then [`COMMIT_HEADERS`].
-const HEADERS: [&str; 14] = [
-    "model",
-    "dtype",
-    "backend",
-    "isa",
-    "threads",
-    "prompt tok",
-    "kv cache",
-    COMMIT_HEADERS[0],
-    COMMIT_HEADERS[1],
-    COMMIT_HEADERS[2],
-    COMMIT_HEADERS[3],
-    COMMIT_HEADERS[4],
-    COMMIT_HEADERS[5],
-    COMMIT_HEADERS[6],
-];
+/// The columns of every view: the machine (with `--machine all`), the series, then
+/// [`COMMIT_HEADERS`].
+fn headers(history: &History) -> Vec<&'static str> {
+    let mut h = Vec::new();
+    if history.machine == "all" {
+        h.push("machine");
+    }
+    h.extend([
+        "model",
+        "dtype",
+        "backend",
+        "isa",
+        "threads",
+        "prompt tok",
+        "kv cache",
+    ]);
+    h.extend(COMMIT_HEADERS);
+    h
+}
 
-/// The cells of one commit, as every view shows them: commit, first saved, runs, prefill and
+/// The cells of one commit, as every view shows them: commit, first run, runs, prefill and
 /// its change, decode and its change.
 pub fn commit_cells(p: &Point) -> Vec<String> {
     vec![
@@ -337,7 +351,7 @@ pub fn commit_cells(p: &Point) -> Vec<String> {
 /// The headers of [`commit_cells`].
 pub const COMMIT_HEADERS: [&str; 7] = [
     "commit",
-    "first saved (UTC)",
+    "first run (UTC)",
     "runs",
     "prefill tok/s",
     "prefill change",
@@ -345,13 +359,17 @@ pub const COMMIT_HEADERS: [&str; 7] = [
     "decode change",
 ];
 
-/// Every commit of every series as table cells, in [`HEADERS`] order, made printable (text
+/// Every commit of every series as table cells, in [`headers`] order, made printable (text
 /// from a stored record reaches a terminal or a Markdown file).
 fn cells(history: &History) -> Vec<Vec<String>> {
     let mut rows = Vec::new();
     for s in &history.series {
         for p in &s.commits {
-            let mut row = vec![
+            let mut row = Vec::new();
+            if history.machine == "all" {
+                row.push(s.key.machine.clone());
+            }
+            row.extend([
                 s.key.model.clone(),
                 s.key.dtype.clone(),
                 s.key.backend.clone(),
@@ -359,7 +377,7 @@ fn cells(history: &History) -> Vec<Vec<String>> {
                 s.key.threads.to_string(),
                 s.key.prompt_tokens.to_string(),
                 s.key.kv_cache_dtype.clone(),
-            ];
+            ]);
             row.extend(commit_cells(p));
             rows.push(
                 row.iter()
@@ -375,8 +393,8 @@ fn cells(history: &History) -> Vec<Vec<String>> {
 fn preamble(history: &History) -> String {
     format!(
         "{} series from {} (machine: {}); a change is marked FASTER or SLOWER when both the \
-         fastest run and the median moved by more than {:.0}% from the commit before (3 runs a \
-         side at least)",
+         fastest run and the median moved by more than {:.0}% from the commit before (3 \
+         measured runs a side at least; confirm with gpt2-bench ab)",
         history.series.len(),
         history.store,
         history.machine,
@@ -388,20 +406,21 @@ fn preamble(history: &History) -> String {
 pub fn render(history: &History, format: crate::render::Format) -> String {
     use crate::render::Format;
     let cells = cells(history);
+    let headers = headers(history);
     match format {
         Format::Table => {
             let mut table = comfy_table::Table::new();
             table
                 .load_preset(comfy_table::presets::NOTHING)
-                .set_header(HEADERS);
+                .set_header(&headers);
             for row in &cells {
                 table.add_row(row);
             }
             format!("{}\n{table}\n", preamble(history))
         }
         Format::Md => {
-            let mut out = format!("{}.\n\n| {} |\n|", preamble(history), HEADERS.join(" | "));
-            out.push_str(&"---|".repeat(HEADERS.len()));
+            let mut out = format!("{}.\n\n| {} |\n|", preamble(history), headers.join(" | "));
+            out.push_str(&"---|".repeat(headers.len()));
             out.push('\n');
             for row in &cells {
                 let escaped: Vec<String> = row.iter().map(|c| c.replace('|', "\\|")).collect();
@@ -417,7 +436,12 @@ pub fn render(history: &History, format: crate::render::Format) -> String {
                     c.to_string()
                 }
             };
-            let mut out = HEADERS.map(quote).join(",") + "\n";
+            let mut out = headers
+                .iter()
+                .map(|h| quote(h))
+                .collect::<Vec<_>>()
+                .join(",")
+                + "\n";
             for row in &cells {
                 out.push_str(&(row.iter().map(|c| quote(c)).collect::<Vec<_>>().join(",") + "\n"));
             }

@@ -40,9 +40,8 @@ pub const APPLICATION_ID: i32 = 0x4732_4252;
 pub const SCHEMA_VERSION: i32 = MIGRATIONS.len() as i32;
 
 /// Schema changes, in order: migration `i` brings a store from version `i` to `i + 1`. Never
-/// edit one that has shipped; add the next (a test checks that the tables they build are the
-/// ones [`RESULT_COLUMNS`] describes). Each must be idempotent (`IF NOT EXISTS`): the SQL of
-/// `--format sql` replays them, so that its output makes a store of an empty file.
+/// edit one that has shipped; add the next, and write the schema it leads to as
+/// [`CURRENT_SCHEMA`] (a test checks that both build the tables [`RESULT_COLUMNS`] describes).
 pub const MIGRATIONS: &[&str] = &["
 CREATE TABLE IF NOT EXISTS runs (
     run_key TEXT PRIMARY KEY,
@@ -101,6 +100,11 @@ CREATE TABLE IF NOT EXISTS results (
 );
 CREATE INDEX IF NOT EXISTS results_by_machine ON results (machine, model_name, backend, date_utc);
 "];
+
+/// The whole current schema, every statement idempotent (`IF NOT EXISTS`), as `--format sql`
+/// prints it: run on an empty file it makes the tables of a store at [`SCHEMA_VERSION`], run on
+/// a store of this version it changes nothing. While there is one migration, it is that one.
+pub const CURRENT_SCHEMA: &str = MIGRATIONS[0];
 
 /// What one `results` row holds of a run and one of its rows.
 pub struct RowSource<'a> {
@@ -349,9 +353,10 @@ pub fn path_in(dir: &Path) -> PathBuf {
 /// big import, seconds).
 const BUSY_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// For tests: milliseconds to wait inside a save's transaction, after its rows are written and
-/// before the commit, so that a test can kill the process there (an interrupted write).
-pub const TEST_PAUSE_ENV: &str = "GPT2_BENCH_TEST_PAUSE_BEFORE_COMMIT_MS";
+/// For tests only (harness/tests/results.rs; CONTRIBUTING.md lists the test variables):
+/// milliseconds to wait inside a save's transaction, after its rows are written and before the
+/// commit, so that a test can kill the process there (an interrupted write).
+pub const TEST_PAUSE_ENV: &str = "GPT2_BENCH_TEST_ONLY_PAUSE_BEFORE_COMMIT_MS";
 
 /// An open results store.
 pub struct Store {
@@ -603,9 +608,37 @@ impl Store {
         if version >= SCHEMA_VERSION {
             return Ok(());
         }
-        for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
-            tx.execute_batch(sql)
-                .with_context(|| format!("{}: schema migration {}", path.display(), i + 1))?;
+        // Tables but no version: made by `--format sql` piped into a new file, which writes
+        // the tables of its own schema version. Taken as they are when they are this
+        // version's; anything else is named, not migrated blindly.
+        let made_by_sql: bool = tx
+            .query_row(
+                "SELECT count(*) > 0 FROM sqlite_master WHERE name = 'results'",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(|e| unreadable(&path, &e))?;
+        if version == 0 && made_by_sql {
+            let columns: Vec<String> = tx
+                .prepare("SELECT name FROM pragma_table_info('results') ORDER BY cid")
+                .and_then(|mut st| st.query_map([], |r| r.get(0))?.collect())
+                .map_err(|e| unreadable(&path, &e))?;
+            let current: Vec<&str> = RESULT_COLUMNS.iter().map(|c| c.name).collect();
+            if columns != current {
+                bail!(
+                    "{}: its results table (from `--format sql` piped into it?) is not of this \
+                     gpt2-bench's schema {SCHEMA_VERSION}; it was left as it is: pipe the SQL \
+                     of this gpt2-bench's `history --format sql` into a new file instead",
+                    path.display()
+                );
+            }
+            tx.execute_batch(CURRENT_SCHEMA)
+                .with_context(|| format!("{}: completing the schema", path.display()))?;
+        } else {
+            for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+                tx.execute_batch(sql)
+                    .with_context(|| format!("{}: schema migration {}", path.display(), i + 1))?;
+            }
         }
         tx.execute_batch(&format!(
             "PRAGMA application_id = {APPLICATION_ID}; PRAGMA user_version = {SCHEMA_VERSION};"
@@ -647,10 +680,23 @@ impl Store {
         if added == 0 {
             return Ok(Saved::AlreadyThere);
         }
+        // Its rows may be there already, piped in as SQL (`--format sql`, which carries no
+        // `runs` record): the record is added, the rows kept.
+        let rows_there: i64 = tx
+            .query_row(
+                "SELECT count(*) FROM results WHERE run_key = ?1",
+                [&key],
+                |r| r.get(0),
+            )
+            .map_err(failed)?;
+        if rows_there > 0 {
+            tx.commit().map_err(failed)?;
+            return Ok(Saved::AlreadyThere);
+        }
         {
             // A plain INSERT: a row that cannot be stored (a number beyond SQLite's integers
             // in a hostile report) fails the whole run, never drops the row in silence.
-            let mut insert = tx.prepare(&insert_sql("INSERT")).map_err(failed)?;
+            let mut insert = tx.prepare(&insert_sql()).map_err(failed)?;
             for (index, row) in report.results.iter().enumerate() {
                 let source = RowSource {
                     run_key: &key,
@@ -723,7 +769,18 @@ impl Store {
                 })
             })
             .map_err(read)?;
-        let rows: Vec<StoredRow> = rows.collect::<Result<_, _>>().map_err(read)?;
+        // A value of the wrong type (a row written by hand) is the row's fault, not the file's.
+        let rows: Vec<StoredRow> = rows.collect::<Result<_, _>>().map_err(|e| match e {
+            rusqlite::Error::InvalidColumnType(..)
+            | rusqlite::Error::FromSqlConversionFailure(..) => {
+                anyhow::anyhow!(
+                    "{}: a stored row holds a value of the wrong type ({e}); rows written by hand \
+                     (sqlite3) must follow the results table's schema (docs/benchmarking.md)",
+                    self.path.display()
+                )
+            }
+            e => read(e),
+        })?;
         Ok(rows
             .into_iter()
             .filter(|r| {
@@ -861,24 +918,28 @@ impl StoredRow {
     }
 }
 
-/// `INSERT ... INTO results (every column) VALUES (?, ...)`.
-fn insert_sql(verb: &str) -> String {
+/// `INSERT INTO results (every column) VALUES (values)`, the values as given (`?` marks, or
+/// literals).
+fn insert_into_results(values: &[String]) -> String {
     let names: Vec<&str> = RESULT_COLUMNS.iter().map(|c| c.name).collect();
-    let marks = vec!["?"; names.len()].join(", ");
     format!(
-        "{verb} INTO results ({}) VALUES ({marks})",
-        names.join(", ")
+        "INSERT INTO results ({}) VALUES ({})",
+        names.join(", "),
+        values.join(", ")
     )
 }
 
-/// The schema as SQL that can run on any database: every migration (each idempotent) and the
-/// store's application id, but not its version, which only the migrations of a gpt2-bench set
-/// (replayed into a newer store, this must not lower it; run into an empty file, the next
-/// gpt2-bench to open it finds its tables there and sets the version).
+/// The store's insert, with `?` marks.
+fn insert_sql() -> String {
+    insert_into_results(&vec!["?".to_string(); RESULT_COLUMNS.len()])
+}
+
+/// The schema as SQL that can run on any database ([`CURRENT_SCHEMA`]) and the store's
+/// application id, but not its version, which only gpt2-bench sets (replayed into a newer
+/// store, this must not lower it; run into an empty file, the next gpt2-bench to open it finds
+/// this version's tables there and sets the version).
 pub fn schema_sql() -> String {
-    let mut sql: String = MIGRATIONS.concat();
-    sql.push_str(&format!("PRAGMA application_id = {APPLICATION_ID};\n"));
-    sql
+    format!("{CURRENT_SCHEMA}PRAGMA application_id = {APPLICATION_ID};\n")
 }
 
 /// A value as an SQL literal.
@@ -902,13 +963,13 @@ fn literal(v: &Value) -> String {
     }
 }
 
+/// One row as SQL: a row already there (the same run and row) is skipped, any other failure
+/// (a NULL where a value must be) is an error, never a row dropped in silence.
 fn insert_statement(values: &[Value]) -> String {
     let literals: Vec<String> = values.iter().map(literal).collect();
-    let names: Vec<&str> = RESULT_COLUMNS.iter().map(|c| c.name).collect();
     format!(
-        "INSERT OR IGNORE INTO results ({}) VALUES ({});\n",
-        names.join(", "),
-        literals.join(", ")
+        "{} ON CONFLICT (run_key, row_index) DO NOTHING;\n",
+        insert_into_results(&literals)
     )
 }
 

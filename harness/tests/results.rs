@@ -319,7 +319,7 @@ fn format_sql_is_the_stores_own_rows() {
         sql.contains("CREATE TABLE IF NOT EXISTS results ("),
         "{sql}"
     );
-    assert_eq!(sql.matches("INSERT OR IGNORE INTO results").count(), 2);
+    assert_eq!(sql.matches("INSERT INTO results").count(), 2);
     // Run into an empty database, the printed SQL makes the very rows --save stored.
     let printed = rusqlite::Connection::open_in_memory().unwrap();
     printed.execute_batch(&sql).unwrap();
@@ -337,6 +337,24 @@ fn format_sql_is_the_stores_own_rows() {
         .unwrap();
     let o = ok(&["history", "--results", s(&piped), "--format", "csv"]);
     assert_eq!(stdout(&o).lines().count(), 1 + 2, "{}", stdout(&o));
+    // The same run imported later from its JSON report: its rows are kept once, its record
+    // (which SQL does not carry) is added, so `report` can draw it.
+    let o = ok(&["history", "--results", s(&piped), "--import", s(&dir)]);
+    assert!(stderr(&o).contains("1 already there"), "{}", stderr(&o));
+    assert_eq!(
+        (
+            count(&store_of(&piped), "runs"),
+            count(&store_of(&piped), "results")
+        ),
+        (1, 2)
+    );
+    ok(&[
+        "report",
+        "--html",
+        s(&piped.join("r.html")),
+        "--results",
+        s(&piped),
+    ]);
     // `history --format sql` prints the stored rows the same way.
     let again = stdout(&ok(&["history", "--results", s(&dir), "--format", "sql"]));
     let reread = rusqlite::Connection::open_in_memory().unwrap();
@@ -449,7 +467,7 @@ fn an_interrupted_write_leaves_the_store_as_it_was() {
     let second = tmp.path().join("second");
     edited_report(&second, "r", "bbbbbbb", "2026-01-02T00:00:00Z", 1.0);
     let mut child = command(&["history", "--results", s(&store), "--import", s(&second)])
-        .env("GPT2_BENCH_TEST_PAUSE_BEFORE_COMMIT_MS", "30000")
+        .env("GPT2_BENCH_TEST_ONLY_PAUSE_BEFORE_COMMIT_MS", "30000")
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
@@ -835,6 +853,12 @@ fn reports_are_self_contained_and_every_plot_is_drawn_in_a_browser() {
     );
     let files = format!("{},{}", tiny(Dtype::F32), tiny(Dtype::Bf16));
     save_run(&dir, &["--backends", "naive,simd-kv", "--model", &files]);
+    // Three commits of the runs above, the second 1.5x slower: a trend with a mark.
+    let reports = tmp.path().join("reports");
+    edited_report(&reports, "a", "aaaaaaa", "2026-01-01T00:00:00Z", 1.0);
+    edited_report(&reports, "b", "bbbbbbb", "2026-01-02T00:00:00Z", 1.5);
+    edited_report(&reports, "c", "ccccccc", "2026-01-03T00:00:00Z", 1.45);
+    ok(&["history", "--results", s(&dir), "--import", s(&reports)]);
     let sweep_json = tmp.path().join("sweep.json");
     std::fs::write(&sweep_json, serde_json::to_vec(&sweep).unwrap()).unwrap();
     // Where the screenshots are kept for a person to look at.
@@ -893,6 +917,16 @@ fn reports_are_self_contained_and_every_plot_is_drawn_in_a_browser() {
     ]);
     assert_input_error(&o, &["--backends candle", "none of them"]);
     let latest_html = std::fs::read_to_string(&latest).unwrap();
+    let history_html = std::fs::read_to_string(&history).unwrap();
+    assert!(
+        history_html.contains("SLOWER"),
+        "the slowdown is marked in the table"
+    );
+    // plotters' RED: the downward triangle of a slowdown beyond the noise, in the trend.
+    assert!(
+        history_html.contains("fill=\"#FF0000\""),
+        "and on the chart"
+    );
     for id in ["decode", "prefill", "latency-", "speed-agreement"] {
         assert!(latest_html.contains(&format!("<figure id=\"{id}")), "{id}");
     }

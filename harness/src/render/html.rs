@@ -9,7 +9,7 @@
 
 use super::charts::{self, Chart};
 use super::plots::{self, Trend};
-use crate::history::{COMMIT_HEADERS, History, Series, commit_cells};
+use crate::history::{COMMIT_HEADERS, History, Series, commit_cells, mean_sd};
 use crate::record::Report;
 
 /// Text made safe inside HTML elements and attribute values (control characters, which HTML
@@ -100,13 +100,6 @@ fn table(headers: &[&str], rows: &[Vec<String>], left_columns: usize) -> String 
     }
     out.push_str("</table>\n");
     out
-}
-
-fn mean_sd(s: Option<&crate::stats::Summary>) -> String {
-    s.map_or_else(
-        || "-".into(),
-        |s| format!("{:.2} ± {:.2}", s.mean, s.stddev),
-    )
 }
 
 /// The page of one run's record.
@@ -264,15 +257,20 @@ pub fn of_report(report: &Report) -> String {
     )
 }
 
-/// A series' name as headings say it.
-fn series_name(s: &Series) -> String {
+/// A series' name as headings say it (`on MACHINE` when the history spans several).
+fn series_name(s: &Series, several_machines: bool) -> String {
     let isa = if s.key.isa.is_empty() {
         String::new()
     } else {
         format!(" ({})", s.key.isa)
     };
+    let machine = if several_machines {
+        format!(" on {}", s.key.machine)
+    } else {
+        String::new()
+    };
     format!(
-        "{} {}, {}{isa}, {}, {}-token prompt, {} KV cache",
+        "{} {}, {}{isa}, {}, {}-token prompt, {} KV cache{machine}",
         s.key.model,
         s.key.dtype,
         s.key.backend,
@@ -332,8 +330,9 @@ pub fn of_history(history: &History) -> String {
             "marks",
             format!(
                 "a change from the commit before is marked when both the fastest run and the \
-                 median moved by more than {:.0}% (at least 3 runs on each side), as gpt2-bench ab \
-                 judges; the band is mean ± stddev over the commit's runs",
+                 median moved by more than {:.0}% (at least 3 measured runs on each side: \
+                 gpt2-bench ab's two tests on unpaired runs, which ab confirms); the band is \
+                 mean ± stddev over the commit's runs; commits in the order of their first run",
                 history.threshold * 100.0
             ),
         ),
@@ -341,8 +340,15 @@ pub fn of_history(history: &History) -> String {
     if history.series.is_empty() {
         body.push_str("<p>No stored rows match.</p>\n");
     }
+    if !history.skipped.is_empty() {
+        body.push_str("<h2>Stored rows left out</h2>\n<ul>\n");
+        for reason in &history.skipped {
+            body.push_str(&format!("<li>{}</li>\n", escape(reason)));
+        }
+        body.push_str("</ul>\n");
+    }
     for (i, s) in history.series.iter().enumerate() {
-        let name = series_name(s);
+        let name = series_name(s, history.machine == "all");
         body.push_str(&format!("<h2 id=\"series-{i}\">{}</h2>\n", escape(&name)));
         let rows: Vec<Vec<String>> = s.commits.iter().map(commit_cells).collect();
         body.push_str(&table(&COMMIT_HEADERS, &rows, 2));

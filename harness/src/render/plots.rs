@@ -336,7 +336,7 @@ pub fn trend(title: &str, y_desc: &str, commits: &[String], trend: &Trend) -> St
             .build_cartesian_2d(-1..n, 0.0..headroom(y_max))?;
         chart
             .configure_mesh()
-            .x_desc("commit, in the order first saved")
+            .x_desc("commit, in the order of its first run")
             .y_desc(y_desc)
             // One label per commit (plotters thins them when they would overlap).
             .x_labels(commits.len() + 2)
