@@ -85,6 +85,23 @@ fn save_run(dir: &Path, extra: &[&str]) -> serde_json::Value {
     serde_json::from_slice(&ok(&args).stdout).unwrap()
 }
 
+/// Starts every command at once and waits for all; each must exit 0.
+fn all_at_once(commands: Vec<Command>) {
+    let children: Vec<std::process::Child> = commands
+        .into_iter()
+        .map(|mut c| {
+            c.stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for child in children {
+        let o = child.wait_with_output().unwrap();
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    }
+}
+
 fn store_of(dir: &Path) -> PathBuf {
     dir.join("results.sqlite")
 }
@@ -368,7 +385,7 @@ fn concurrent_writers_all_land() {
     let store = tmp.path().join("store");
     // Eight processes import one report each into a store that does not exist yet: they race
     // to create it and to write, and every run must land once.
-    let writers: Vec<std::process::Child> = (0..8)
+    let writers: Vec<Command> = (0..8)
         .map(|i| {
             let dir = tmp.path().join(format!("reports-{i}"));
             edited_report(
@@ -387,16 +404,9 @@ fn concurrent_writers_all_land() {
                 "--machine",
                 "all",
             ])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap()
         })
         .collect();
-    for w in writers {
-        let o = w.wait_with_output().unwrap();
-        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
-    }
+    all_at_once(writers);
     assert_eq!(count(&store_of(&store), "runs"), 8);
     assert_eq!(count(&store_of(&store), "results"), 8 * 2);
 }
@@ -405,7 +415,7 @@ fn concurrent_writers_all_land() {
 fn concurrent_saves_into_one_directory_keep_every_file_and_row() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("runs");
-    let savers: Vec<std::process::Child> = (0..4)
+    let savers: Vec<Command> = (0..4)
         .map(|_| {
             command(&[
                 "compare",
@@ -426,16 +436,9 @@ fn concurrent_saves_into_one_directory_keep_every_file_and_row() {
                 "--save",
                 s(&dir),
             ])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap()
         })
         .collect();
-    for saver in savers {
-        let o = saver.wait_with_output().unwrap();
-        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
-    }
+    all_at_once(savers);
     assert_eq!(entries(&dir, "", ".json").len(), 4, "one JSON report each");
     assert_eq!(count(&store_of(&dir), "runs"), 4);
     let history = std::fs::read_to_string(dir.join("history.md")).unwrap();
