@@ -61,7 +61,11 @@ fn results_dir(args: &crate::cli::StoreArgs) -> anyhow::Result<PathBuf> {
             } else {
                 "GPT2_BENCH_RESULTS_DIR, else bench-runs/"
             },
-            gpt2_weights::input::kind_of(&meta)
+            if meta.is_file() {
+                "a file"
+            } else {
+                gpt2_weights::input::kind_of(&meta)
+            }
         ),
         _ => Ok(dir),
     }
