@@ -508,7 +508,6 @@ mod tests {
     ) -> StoredRow {
         StoredRow {
             run_key: key.into(),
-            row_index: 0,
             date_utc: date.into(),
             git_commit: commit.into(),
             machine: "cpu".into(),

@@ -58,16 +58,11 @@ impl Machine {
     /// The machine as the results store and `history` tell machines apart: the CPU's name, and
     /// its family and model when known.
     pub fn label(&self) -> String {
-        machine_label(&self.cpu, &self.cpu_id)
-    }
-}
-
-/// [`Machine::label`] of a CPU name and id.
-pub fn machine_label(cpu: &str, cpu_id: &str) -> String {
-    if cpu_id.is_empty() {
-        cpu.to_string()
-    } else {
-        format!("{cpu} ({cpu_id})")
+        if self.cpu_id.is_empty() {
+            self.cpu.clone()
+        } else {
+            format!("{} ({})", self.cpu, self.cpu_id)
+        }
     }
 }
 

@@ -424,7 +424,7 @@ fn read_header(path: &Path) -> anyhow::Result<Header> {
 }
 
 /// Whether a SQLite error is another connection's lock outlasting the busy timeout.
-fn is_busy(e: &rusqlite::Error) -> bool {
+fn is_lock_timeout(e: &rusqlite::Error) -> bool {
     matches!(
         e.sqlite_error_code(),
         Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
@@ -452,7 +452,7 @@ impl std::error::Error for Locked {}
 /// A SQLite error on `path`, in one line: a lock held too long says so ([`Locked`]); anything
 /// else means the file cannot be read as a database, and it was not changed.
 fn unreadable(path: &Path, e: &rusqlite::Error) -> anyhow::Error {
-    if is_busy(e) {
+    if is_lock_timeout(e) {
         return Locked(path.to_path_buf()).into();
     }
     anyhow::anyhow!(
@@ -698,16 +698,8 @@ impl Store {
             // in a hostile report) fails the whole run, never drops the row in silence.
             let mut insert = tx.prepare(&insert_sql()).map_err(failed)?;
             for (index, row) in report.results.iter().enumerate() {
-                let source = RowSource {
-                    run_key: &key,
-                    index,
-                    report,
-                    row,
-                };
-                let values: Vec<Value> =
-                    RESULT_COLUMNS.iter().map(|c| (c.value)(&source)).collect();
                 insert
-                    .execute(rusqlite::params_from_iter(values))
+                    .execute(rusqlite::params_from_iter(row_values(&key, index, report)))
                     .map_err(|e| {
                         anyhow::anyhow!(
                             "row {index} ({}) cannot be stored: {e}",
@@ -728,44 +720,28 @@ impl Store {
 
     /// Every stored row matching `filter`, oldest first.
     pub fn rows(&self, filter: &Filter) -> anyhow::Result<Vec<StoredRow>> {
-        let mut sql = String::from(
-            "SELECT run_key, row_index, date_utc, git_commit, machine, model_name, dtype, backend, \
-             isa, threads, kv_cache_dtype, prompt_tokens, prefill_ns, decode_step_ns FROM results",
+        let (sql, params) = filter.select(
+            "run_key, date_utc, git_commit, machine, model_name, dtype, backend, isa, threads, \
+             kv_cache_dtype, prompt_tokens, prefill_ns, decode_step_ns",
         );
-        let mut conditions = Vec::new();
-        let mut params: Vec<String> = Vec::new();
-        if let Some(machine) = &filter.machine {
-            conditions.push("machine = ?");
-            params.push(machine.clone());
-        }
-        if let Some(model) = &filter.model_name {
-            conditions.push("model_name = ?");
-            params.push(model.clone());
-        }
-        if !conditions.is_empty() {
-            sql.push_str(" WHERE ");
-            sql.push_str(&conditions.join(" AND "));
-        }
-        sql.push_str(" ORDER BY date_utc, run_key, row_index");
         let read = |e: rusqlite::Error| unreadable(&self.path, &e);
         let mut statement = self.conn.prepare(&sql).map_err(read)?;
         let rows = statement
             .query_map(rusqlite::params_from_iter(params), |r| {
                 Ok(StoredRow {
                     run_key: r.get(0)?,
-                    row_index: r.get(1)?,
-                    date_utc: r.get(2)?,
-                    git_commit: r.get(3)?,
-                    machine: r.get(4)?,
-                    model_name: r.get(5)?,
-                    dtype: r.get(6)?,
-                    backend: r.get(7)?,
-                    isa: r.get(8)?,
-                    threads: r.get(9)?,
-                    kv_cache_dtype: r.get(10)?,
-                    prompt_tokens: r.get(11)?,
-                    prefill_ns: r.get::<_, String>(12)?,
-                    decode_step_ns: r.get::<_, String>(13)?,
+                    date_utc: r.get(1)?,
+                    git_commit: r.get(2)?,
+                    machine: r.get(3)?,
+                    model_name: r.get(4)?,
+                    dtype: r.get(5)?,
+                    backend: r.get(6)?,
+                    isa: r.get(7)?,
+                    threads: r.get(8)?,
+                    kv_cache_dtype: r.get(9)?,
+                    prompt_tokens: r.get(10)?,
+                    prefill_ns: r.get(11)?,
+                    decode_step_ns: r.get(12)?,
                 })
             })
             .map_err(read)?;
@@ -781,15 +757,7 @@ impl Store {
             }
             e => read(e),
         })?;
-        Ok(rows
-            .into_iter()
-            .filter(|r| {
-                filter
-                    .backends
-                    .as_ref()
-                    .is_none_or(|b| b.contains(&r.backend))
-            })
-            .collect())
+        Ok(rows)
     }
 
     /// The machines of the stored runs ([`crate::machine::Machine::label`]), each with its
@@ -835,32 +803,47 @@ impl Store {
 
     /// Every stored row matching `filter` as SQL `INSERT` statements (`history --format sql`).
     pub fn rows_as_sql(&self, filter: &Filter) -> anyhow::Result<String> {
-        let keys: Vec<(String, i64)> = self
-            .rows(filter)?
-            .into_iter()
-            .map(|r| (r.run_key, r.row_index))
-            .collect();
         let names: Vec<&str> = RESULT_COLUMNS.iter().map(|c| c.name).collect();
+        let (query, params) = filter.select(&names.join(", "));
         let read = |e: rusqlite::Error| unreadable(&self.path, &e);
-        let mut statement = self
-            .conn
-            .prepare(&format!(
-                "SELECT {} FROM results WHERE run_key = ?1 AND row_index = ?2",
-                names.join(", ")
-            ))
+        let mut statement = self.conn.prepare(&query).map_err(read)?;
+        let rows: Vec<Vec<Value>> = statement
+            .query_map(rusqlite::params_from_iter(params), |r| {
+                (0..names.len()).map(|i| r.get::<_, Value>(i)).collect()
+            })
+            .map_err(read)?
+            .collect::<Result<_, _>>()
             .map_err(read)?;
-        let mut sql = String::from("BEGIN;\n");
-        sql.push_str(&schema_sql());
-        for (key, index) in keys {
-            let values: Vec<Value> = statement
-                .query_row(rusqlite::params![key, index], |r| {
-                    (0..names.len()).map(|i| r.get::<_, Value>(i)).collect()
-                })
-                .map_err(read)?;
-            sql.push_str(&insert_statement(&values));
+        Ok(sql_script(rows))
+    }
+}
+
+impl Filter {
+    /// `SELECT columns FROM results` of the rows this filter keeps, oldest first, and its
+    /// parameters.
+    fn select(&self, columns: &str) -> (String, Vec<String>) {
+        let mut conditions = Vec::new();
+        let mut params: Vec<String> = Vec::new();
+        if let Some(machine) = &self.machine {
+            conditions.push("machine = ?".to_string());
+            params.push(machine.clone());
         }
-        sql.push_str("COMMIT;\n");
-        Ok(sql)
+        if let Some(model) = &self.model_name {
+            conditions.push("model_name = ?".to_string());
+            params.push(model.clone());
+        }
+        if let Some(backends) = &self.backends {
+            let marks = vec!["?"; backends.len()].join(", ");
+            conditions.push(format!("backend IN ({marks})"));
+            params.extend(backends.iter().cloned());
+        }
+        let mut sql = format!("SELECT {columns} FROM results");
+        if !conditions.is_empty() {
+            sql.push_str(" WHERE ");
+            sql.push_str(&conditions.join(" AND "));
+        }
+        sql.push_str(" ORDER BY date_utc, run_key, row_index");
+        (sql, params)
     }
 }
 
@@ -878,7 +861,6 @@ pub struct Filter {
 #[derive(Debug, Clone)]
 pub struct StoredRow {
     pub run_key: String,
-    pub row_index: i64,
     pub date_utc: String,
     pub git_commit: String,
     pub machine: String,
@@ -978,16 +960,25 @@ fn insert_statement(values: &[Value]) -> String {
 /// store, or makes one of an empty file (once: the rows' keys are unique).
 pub fn report_as_sql(report: &Report) -> String {
     let key = run_key(report);
+    sql_script((0..report.results.len()).map(|index| row_values(&key, index, report)))
+}
+
+/// Row `index` of a report as the values of [`RESULT_COLUMNS`].
+fn row_values(run_key: &str, index: usize, report: &Report) -> Vec<Value> {
+    let source = RowSource {
+        run_key,
+        index,
+        report,
+        row: &report.results[index],
+    };
+    RESULT_COLUMNS.iter().map(|c| (c.value)(&source)).collect()
+}
+
+/// Rows as an SQL script: in a transaction, the schema ([`schema_sql`]) then one `INSERT` each.
+fn sql_script(rows: impl IntoIterator<Item = Vec<Value>>) -> String {
     let mut sql = String::from("BEGIN;\n");
     sql.push_str(&schema_sql());
-    for (index, row) in report.results.iter().enumerate() {
-        let source = RowSource {
-            run_key: &key,
-            index,
-            report,
-            row,
-        };
-        let values: Vec<Value> = RESULT_COLUMNS.iter().map(|c| (c.value)(&source)).collect();
+    for values in rows {
         sql.push_str(&insert_statement(&values));
     }
     sql.push_str("COMMIT;\n");

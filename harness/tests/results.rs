@@ -102,6 +102,29 @@ fn all_at_once(commands: Vec<Command>) {
     }
 }
 
+/// The quickest saved run: naive alone, 2 tokens, one run, into `dir`.
+fn quick_save(dir: &Path) -> [&str; 17] {
+    [
+        "compare",
+        "--model",
+        tiny(Dtype::F32),
+        "--prompt",
+        "Hi",
+        "--max-tokens",
+        "2",
+        "--runs",
+        "1",
+        "--warmup",
+        "0",
+        "--no-roofline",
+        "-q",
+        "--backends",
+        "naive",
+        "--save",
+        s(dir),
+    ]
+}
+
 fn store_of(dir: &Path) -> PathBuf {
     dir.join("results.sqlite")
 }
@@ -415,29 +438,7 @@ fn concurrent_writers_all_land() {
 fn concurrent_saves_into_one_directory_keep_every_file_and_row() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("runs");
-    let savers: Vec<Command> = (0..4)
-        .map(|_| {
-            command(&[
-                "compare",
-                "--model",
-                tiny(Dtype::F32),
-                "--prompt",
-                "Hi",
-                "--max-tokens",
-                "2",
-                "--runs",
-                "1",
-                "--warmup",
-                "0",
-                "--no-roofline",
-                "-q",
-                "--backends",
-                "naive",
-                "--save",
-                s(&dir),
-            ])
-        })
-        .collect();
+    let savers: Vec<Command> = (0..4).map(|_| command(&quick_save(&dir))).collect();
     all_at_once(savers);
     assert_eq!(entries(&dir, "", ".json").len(), 4, "one JSON report each");
     assert_eq!(count(&store_of(&dir), "runs"), 4);
@@ -652,23 +653,7 @@ fn files_that_are_not_a_usable_store_are_refused_and_left_untouched() {
     assert!(!untouched.exists());
     // `compare --save` into such a directory keeps the run as JSON and says how to add it.
     let dir = tmp.path().join("text");
-    let o = bench(&[
-        "compare",
-        "--model",
-        tiny(Dtype::F32),
-        "--prompt",
-        "Hi",
-        "--max-tokens",
-        "2",
-        "--runs",
-        "1",
-        "--no-roofline",
-        "-q",
-        "--backends",
-        "naive",
-        "--save",
-        s(&dir),
-    ]);
+    let o = bench(&quick_save(&dir));
     assert_input_error(
         &o,
         &[
