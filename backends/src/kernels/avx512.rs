@@ -31,9 +31,13 @@ use gpt2_weights::dtype::{Q8_0_BLOCK, Q8_0_BLOCK_BYTES};
 use gpt2_weights::{Matrix, Values};
 
 /// Proof that this CPU has AVX-512 F, BW and VL, and AVX2, FMA and F16C (the AVX2 token it
-/// holds): only [`Avx512::detect`] makes one.
+/// holds): only [`Avx512::detect`] makes one. It also carries the CPU's maker, which picks
+/// the f16 and bf16 decode product (see [`Avx512::kernels`]).
 #[derive(Clone, Copy, Debug)]
-pub(super) struct Avx512(Avx2);
+pub(super) struct Avx512 {
+    avx2: Avx2,
+    intel: bool,
+}
 
 impl Avx512 {
     pub(super) fn detect() -> Option<Self> {
@@ -41,7 +45,10 @@ impl Avx512 {
         (is_x86_feature_detected!("avx512f")
             && is_x86_feature_detected!("avx512bw")
             && is_x86_feature_detected!("avx512vl"))
-        .then_some(Avx512(avx2))
+        .then_some(Avx512 {
+            avx2,
+            intel: is_intel(),
+        })
     }
 
     /// This instruction set's kernel table: AVX2's, with what 16 lanes were measured to pay
@@ -51,6 +58,8 @@ impl Avx512 {
     /// one zmm crosses lanes), bf16 streaming 9 against 12, f16 and f32 equal:
     /// `bench-results/2026-12-06-e2559e3-dot-rows-avx512-vs-avx2.txt`) and the q8_0 input
     /// quantizer. Decode reads the weights from memory; the width that counts is the memory's.
+    /// But on Intel CPUs the f16 and bf16 rows of `dot_rows_any` are this module's
+    /// [`dot_rows_16_l2`] (same bits as AVX2's; why Intel only: there).
     ///
     /// Also kept: the reductions (`dot`, `layernorm`, `softmax`), so that AVX-512 computes the
     /// same bits as AVX2 on GPT-2's shapes. Every kernel taken from here sums each output in the
@@ -72,9 +81,23 @@ impl Avx512 {
             gelu,
             fma_probe: (fma_loop, FMA_LOOP_FLOPS),
             read_sum,
-            ..self.0.kernels()
+            dot_rows_any: if self.intel {
+                dot_rows_any_l2
+            } else {
+                self.avx2.kernels().dot_rows_any
+            },
+            ..self.avx2.kernels()
         }
     }
+}
+
+/// Whether the CPU's maker is Intel (CPUID leaf 0's vendor string).
+fn is_intel() -> bool {
+    let leaf = __cpuid(0);
+    [leaf.ebx, leaf.edx, leaf.ecx]
+        .iter()
+        .flat_map(|r| r.to_le_bytes())
+        .eq(*b"GenuineIntel")
 }
 
 type V = __m512;
@@ -249,6 +272,80 @@ fn dot_rows_any(out: &mut [f32], x: &[f32], rows: Matrix<'_>) {
     unsafe { avx2::dot_rows_any_checked(out, x, rows) }
 }
 
+/// [`dot_rows_any`] with f16 and bf16 rows of more than `avx2::SHORT_ROW` values read by
+/// [`dot_rows_16_l2`]; every other case is AVX2's.
+pub(super) fn dot_rows_any_l2(out: &mut [f32], x: &[f32], rows: Matrix<'_>) {
+    let c = x.len();
+    assert!(
+        rows.cols() == c && rows.rows() == out.len(),
+        "dot_rows_any: inconsistent shapes"
+    );
+    // SAFETY: this module's kernels are reached through the Avx512 token (its features, and
+    // AVX2's); shapes checked above (each row is c values).
+    unsafe {
+        match rows.values() {
+            Values::F16(v) if c > avx2::SHORT_ROW => dot_rows_16_l2::<false>(out, x, v),
+            Values::Bf16(v) if c > avx2::SHORT_ROW => dot_rows_16_l2::<true>(out, x, v),
+            _ => avx2::dot_rows_any_checked(out, x, rows),
+        }
+    }
+}
+
+/// How far ahead of the row being read [`dot_rows_16_l2`] asks for the weights to be brought
+/// into L2, in bytes.
+const L2_PREFETCH_AHEAD: usize = 4096;
+
+/// f16 rows (bf16 with `BF16`) for decode, one row at a time front to back as AVX2's
+/// `dot_rows_16`, with two differences measured on an Intel Xeon (family 6 model 167; rows of
+/// 768 and 3072 values streaming from memory, one thread,
+/// `bench-results/2026-12-06-f16-decode-stream-xeon.txt`): a software prefetch into L2
+/// (`prefetcht2`) [`L2_PREFETCH_AHEAD`] bytes ahead, once per 64-byte line, took the f16
+/// product from 8.7 to 13.3-13.6 GB/s, a plain read of the same memory being 14 GB/s (a
+/// prefetch into L1 instead: 10.3-11.3; 4 rows side by side: 7.5-12.2); and 16 lanes a step,
+/// fewer instructions per line, which keeps more of them in flight. One register holds two of
+/// AVX2's 8-lane accumulators, so each lane adds the same products in the same order, and
+/// the end is AVX2's (`avx2::dot_16_rest`): the same bits as AVX2's kernel (a test checks).
+/// Intel only: on AMD (Zen 3, the AVX2 kernels) a prefetch on top of one row at a time made
+/// decode slower (`bench-results/2026-12-03-7833a65-ab-dot-rows-streams.txt`), and no AVX-512
+/// AMD CPU was at hand to measure this one.
+///
+/// # Safety
+/// This module's features; `rows` holds `out.len()` rows of `x.len()` values.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+pub(super) unsafe fn dot_rows_16_l2<const BF16: bool>(out: &mut [f32], x: &[f32], rows: &[u16]) {
+    let c = x.len();
+    let xp = x.as_ptr();
+    for (r, o) in out.iter_mut().enumerate() {
+        let p = rows.as_ptr().add(r * c);
+        // Past the matrix's end this points at memory not ours: a prefetch never faults.
+        let ahead = (p as *const i8).wrapping_add(L2_PREFETCH_AHEAD);
+        let mut acc = [v_zero(); 2];
+        let mut i = 0;
+        while i + 2 * LANES <= c {
+            _mm_prefetch::<_MM_HINT_T2>(ahead.wrapping_add(2 * i));
+            for (k, a) in acc.iter_mut().enumerate() {
+                let w = if BF16 {
+                    v_load_bf16(p.add(i + LANES * k))
+                } else {
+                    v_load_f16(p.add(i + LANES * k))
+                };
+                *a = v_fma(v_load(xp.add(i + LANES * k)), w, *a);
+            }
+            i += 2 * LANES;
+        }
+        // Each 16-lane accumulator as AVX2's two 8-lane ones: [acc0 | acc1], [acc2 | acc3].
+        let halves = acc.map(|a| {
+            let a = _mm512_castps_pd(a);
+            [
+                _mm256_castpd_ps(_mm512_castpd512_pd256(a)),
+                _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(a)),
+            ]
+        });
+        let [[a0, a1], [a2, a3]] = halves;
+        *o = avx2::dot_16_rest::<BF16>([a0, a1, a2, a3], x, p, i);
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // The packing: AVX2's transposes
 
@@ -272,4 +369,36 @@ fn rows_to_panel(rows: &[f32], stride: usize, kc: usize, panel: &mut [f32]) {
     );
     // SAFETY: AVX2 detected (this module's token implies it); shapes checked above.
     unsafe { avx2::rows_to_panel_n::<NR>(rows, stride, kc, panel) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::{TestMatrix, data};
+    use super::*;
+
+    /// The f16 and bf16 decode product with the L2 prefetch gives AVX2's bits (so choosing it
+    /// by the CPU's maker changes no token), on rows longer than `SHORT_ROW` with and without
+    /// remainders of 32, 16 and 8 values, and on short rows (AVX2's, through the same entry).
+    /// Runs where the CPU has AVX-512 (it says so when it cannot).
+    #[test]
+    fn dot_rows_16_l2_computes_avx2s_bits() {
+        let (Some(avx512), Some(avx2)) = (Avx512::detect(), Avx2::detect()) else {
+            eprintln!("skipped: this CPU lacks AVX-512 F/BW/VL");
+            return;
+        };
+        let (l2, plain) = (dot_rows_any_l2, avx2.kernels().dot_rows_any);
+        assert!(avx512.kernels().isa == Isa::Avx512);
+        for dtype in [gpt2_weights::Dtype::F16, gpt2_weights::Dtype::Bf16] {
+            for cols in [64, 128, 129, 136, 160, 161, 285, 768, 773, 3072] {
+                let rows = 9;
+                let m = TestMatrix::new(&data(rows * cols, 7), rows, cols, dtype);
+                let x = data(cols, 8);
+                let (mut got, mut want) = (vec![0.0; rows], vec![0.0; rows]);
+                l2(&mut got, &x, m.matrix());
+                plain(&mut want, &x, m.matrix());
+                let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&got), bits(&want), "{dtype} rows of {cols}");
+            }
+        }
+    }
 }

@@ -863,7 +863,7 @@ macro_rules! decode_kernels {
         /// Rows of at most this many values (attention's keys in an f16 cache: one head's 64)
         /// are read 4 at a time: 4 adjacent short rows are one short stretch of memory, so the
         /// stream stays sequential, and one 4-way horizontal sum replaces 4 single ones.
-        const SHORT_ROW: usize = 128;
+        pub(super) const SHORT_ROW: usize = 128;
 
         /// [`dot_rows_16`] for rows of at most [`SHORT_ROW`] values: 4 rows at a time, one
         /// accumulator each, LANES values per step.
@@ -913,6 +913,22 @@ macro_rules! decode_kernels {
                 }
                 i += 4 * LANES;
             }
+            dot_16_rest::<BF16>(acc, x, p, i)
+        }
+
+        /// The end of [`dot_16`] from value `i` on (where its 4 * LANES steps stopped), given
+        /// its 4 accumulators: LANES-wide steps into the first, the accumulators summed, the
+        /// tail. A kernel that ran the 4 * LANES steps otherwise (AVX-512's, two lanes' worth
+        /// per register) finishes here to compute the same bits.
+        #[inline]
+        #[target_feature(enable = $features)]
+        pub(super) unsafe fn dot_16_rest<const BF16: bool>(
+            mut acc: [V; 4],
+            x: &[f32],
+            p: *const u16,
+            mut i: usize,
+        ) -> f32 {
+            let (c, xp) = (x.len(), x.as_ptr());
             while i + LANES <= c {
                 acc[0] = v_fma(v_load(xp.add(i)), load_16::<BF16>(p.add(i)), acc[0]);
                 i += LANES;
