@@ -11,7 +11,8 @@
 //! attention's weighted sum are this module's; the decode dot products (`dot_rows`,
 //! `dot_rows_any`, q8_0's integer product among them), the reductions (dot, layer norm,
 //! softmax), the packing transposes and the input quantizer are AVX2's, which every AVX-512 CPU
-//! has (see [`Avx512::kernels`] for why).
+//! has (see [`Avx512::kernels`] for why), except on Intel CPUs the f16 and bf16 decode rows,
+//! which are this module's [`dot_rows_16_l2`] (AVX2's bits, read faster there).
 //!
 //! Every kernel is reached through [`Avx512`], a token that only [`Avx512::detect`] makes, after
 //! `is_x86_feature_detected!` confirmed every feature named above: that is the precondition
@@ -379,11 +380,10 @@ mod tests {
     /// The f16 and bf16 decode product with the L2 prefetch gives AVX2's bits (so choosing it
     /// by the CPU's maker changes no token), on rows longer than `SHORT_ROW` with and without
     /// remainders of 32, 16 and 8 values, and on short rows (AVX2's, through the same entry).
-    /// Runs where the CPU has AVX-512 (it says so when it cannot).
+    /// Runs where the CPU has AVX-512 (`.ci/run` says when it does not).
     #[test]
     fn dot_rows_16_l2_computes_avx2s_bits() {
         let (Some(avx512), Some(avx2)) = (Avx512::detect(), Avx2::detect()) else {
-            eprintln!("skipped: this CPU lacks AVX-512 F/BW/VL");
             return;
         };
         let (l2, plain) = (dot_rows_any_l2, avx2.kernels().dot_rows_any);
