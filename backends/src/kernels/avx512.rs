@@ -299,7 +299,7 @@ const L2_PREFETCH_AHEAD: usize = 4096;
 /// f16 rows (bf16 with `BF16`) for decode, one row at a time front to back as AVX2's
 /// `dot_rows_16`, with two differences measured on an Intel Xeon (family 6 model 167; rows of
 /// 768 and 3072 values streaming from memory, one thread,
-/// `bench-results/2026-12-06-f16-decode-stream-xeon.txt`): a software prefetch into L2
+/// `bench-results/2026-12-06-7685c6e-f16-decode-stream-xeon.txt`): a software prefetch into L2
 /// (`prefetcht2`) [`L2_PREFETCH_AHEAD`] bytes ahead, once per 64-byte line, took the f16
 /// product from 8.7 to 13.3-13.6 GB/s, a plain read of the same memory being 14 GB/s (a
 /// prefetch into L1 instead: 10.3-11.3; 4 rows side by side: 7.5-12.2); and 16 lanes a step,
