@@ -190,6 +190,31 @@ unsafe fn readonly_pf<const AHEAD: usize>(out: &mut [f32], x: &[f32], rows: &[u1
     out[0] = _mm512_reduce_add_epi32(s) as f32 + x[0];
 }
 
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn one_avx2_t2<const AHEAD: usize>(out: &mut [f32], x: &[f32], rows: &[u16]) {
+    let c = x.len();
+    let xp = x.as_ptr();
+    for (v, o) in out.iter_mut().enumerate() {
+        let p = rows.as_ptr().add(v * c);
+        let ahead = (p as *const i8).wrapping_add(AHEAD);
+        let mut a = [_mm256_setzero_ps(); 4];
+        let mut i = 0;
+        while i + 32 <= c {
+            _mm_prefetch::<_MM_HINT_T2>(ahead.wrapping_add(i * 2));
+            for k in 0..4 { a[k] = _mm256_fmadd_ps(_mm256_loadu_ps(xp.add(i + 8 * k)), _mm256_cvtph_ps(_mm_loadu_si128(p.add(i + 8 * k) as *const __m128i)), a[k]); }
+            i += 32;
+        }
+        let s = _mm256_add_ps(_mm256_add_ps(a[0], a[1]), _mm256_add_ps(a[2], a[3]));
+        let lo = _mm256_castps256_ps128(s);
+        let hi = _mm256_extractf128_ps(s, 1);
+        let s = _mm_add_ps(lo, hi);
+        let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+        let s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
+        *o = _mm_cvtss_f32(s);
+    }
+}
+
 type K = unsafe fn(&mut [f32], &[f32], &[u16]);
 
 fn main() {
@@ -204,19 +229,11 @@ fn main() {
     let ks: Vec<(&str, K)> = vec![
         ("readonly", readonly),
         ("one-avx2", v_one_avx2),
-        ("one-t0-2048", v_one_pf::<2048>),
-        ("two-t0-2048", v_multi::<2, true, 2048>),
-        ("four", v_multi::<4, false, 0>),
-        ("four-t0-2048", v_multi::<4, true, 2048>),
-        ("z-one", z_multi::<1, false, 0>),
-        ("z-four", z_multi::<4, false, 0>),
-        ("z-one-t0-1536", z_one_h::<_MM_HINT_T0, 1536, 1>),
-        ("z-one-t0-2048", z_one_h::<_MM_HINT_T0, 2048, 1>),
-        ("z-one-t1-4096", z_one_h::<_MM_HINT_T1, 4096, 1>),
-        ("z-one-t2-2048", z_one_h::<_MM_HINT_T2, 2048, 1>),
+        ("one-avx2-t2-4096", one_avx2_t2::<4096>),
         ("z-one-t2-4096", z_one_h::<_MM_HINT_T2, 4096, 1>),
-        ("z-one-t2-8192", z_one_h::<_MM_HINT_T2, 8192, 1>),
-        ("z-one-nta-2048", z_one_h::<_MM_HINT_NTA, 2048, 1>),
+        ("one-avx2-t2-2048", one_avx2_t2::<2048>),
+        ("z-one-t2-2048", z_one_h::<_MM_HINT_T2, 2048, 1>),
+        ("z-one-t1-4096", z_one_h::<_MM_HINT_T1, 4096, 1>),
     ];
     let mut refo = vec![0.0f32; rows];
     unsafe { v_one_avx2(&mut refo, &x, &mats[0]) };

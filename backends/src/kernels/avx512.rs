@@ -275,7 +275,7 @@ fn dot_rows_any(out: &mut [f32], x: &[f32], rows: Matrix<'_>) {
 
 /// [`dot_rows_any`] with f16 and bf16 rows of more than `avx2::SHORT_ROW` values read by
 /// [`dot_rows_16_l2`]; every other case is AVX2's.
-pub(super) fn dot_rows_any_l2(out: &mut [f32], x: &[f32], rows: Matrix<'_>) {
+fn dot_rows_any_l2(out: &mut [f32], x: &[f32], rows: Matrix<'_>) {
     let c = x.len();
     assert!(
         rows.cols() == c && rows.rows() == out.len(),
@@ -297,23 +297,26 @@ pub(super) fn dot_rows_any_l2(out: &mut [f32], x: &[f32], rows: Matrix<'_>) {
 const L2_PREFETCH_AHEAD: usize = 4096;
 
 /// f16 rows (bf16 with `BF16`) for decode, one row at a time front to back as AVX2's
-/// `dot_rows_16`, with two differences measured on an Intel Xeon (family 6 model 167; rows of
-/// 768 and 3072 values streaming from memory, one thread,
-/// `bench-results/2026-12-06-7685c6e-f16-decode-stream-xeon.txt`): a software prefetch into L2
-/// (`prefetcht2`) [`L2_PREFETCH_AHEAD`] bytes ahead, once per 64-byte line, took the f16
-/// product from 8.7 to 13.3-13.6 GB/s, a plain read of the same memory being 14 GB/s (a
-/// prefetch into L1 instead: 10.3-11.3; 4 rows side by side: 7.5-12.2); and 16 lanes a step,
-/// fewer instructions per line, which keeps more of them in flight. One register holds two of
-/// AVX2's 8-lane accumulators, so each lane adds the same products in the same order, and
-/// the end is AVX2's (`avx2::dot_16_rest`): the same bits as AVX2's kernel (a test checks).
-/// Intel only: on AMD (Zen 3, the AVX2 kernels) a prefetch on top of one row at a time made
-/// decode slower (`bench-results/2026-12-03-7833a65-ab-dot-rows-streams.txt`), and no AVX-512
-/// AMD CPU was at hand to measure this one.
+/// `dot_rows_16`, with two differences measured on an Intel Xeon (family 6 model 167, one
+/// thread, rows of 768 and 3072 values streaming from memory,
+/// `bench-results/2026-12-06-7685c6e-f16-decode-stream-xeon.txt`, medians): a software
+/// prefetch into L2 (`prefetcht2`; `prefetcht1` measured the same) [`L2_PREFETCH_AHEAD`] bytes
+/// ahead, once per 64-byte line, took the f16 product from 8.6 to 13.9 GB/s, about what a
+/// plain read of the same memory gets without prefetching (13.5-13.7; a prefetch into L1
+/// instead: 10.1-11.8; 4 rows side by side: 7.0-13.2); and 16 lanes a step, fewer instructions
+/// per line: AVX2's 8-lane kernel with the same prefetch read 16.2-16.8 GB/s where this one read
+/// 17.4-17.9 (a faster moment of the host), so the prefetch is most of the gain. One register
+/// holds two of AVX2's 8-lane accumulators, so each lane adds the same products in the same
+/// order, and the end is AVX2's (`avx2::dot_16_rest`): the same bits as AVX2's kernel (a test
+/// checks). Intel only: on AMD (Zen 3, the AVX2 kernels) a software prefetch (into L1) added
+/// to the one-row kernel made decode slower, in a try whose figures were not recorded
+/// (docs/performance.md, "f16 and bf16: one row at a time"), and no AVX-512 AMD CPU was at hand
+/// to measure this one; nor was an AVX2-only Intel CPU, so AVX2's table is unchanged.
 ///
 /// # Safety
 /// This module's features; `rows` holds `out.len()` rows of `x.len()` values.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
-pub(super) unsafe fn dot_rows_16_l2<const BF16: bool>(out: &mut [f32], x: &[f32], rows: &[u16]) {
+unsafe fn dot_rows_16_l2<const BF16: bool>(out: &mut [f32], x: &[f32], rows: &[u16]) {
     let c = x.len();
     let xp = x.as_ptr();
     for (r, o) in out.iter_mut().enumerate() {
@@ -386,8 +389,11 @@ mod tests {
         let (Some(avx512), Some(avx2)) = (Avx512::detect(), Avx2::detect()) else {
             return;
         };
-        let (l2, plain) = (dot_rows_any_l2, avx2.kernels().dot_rows_any);
-        assert!(avx512.kernels().isa == Isa::Avx512);
+        let l2: fn(&mut [f32], &[f32], Matrix<'_>) = dot_rows_any_l2;
+        let plain = avx2.kernels().dot_rows_any;
+        // The table takes it on Intel CPUs and only there.
+        let chosen = avx512.kernels().dot_rows_any;
+        assert_eq!(std::ptr::fn_addr_eq(chosen, l2), avx512.intel);
         for dtype in [gpt2_weights::Dtype::F16, gpt2_weights::Dtype::Bf16] {
             for cols in [64, 128, 129, 136, 160, 161, 285, 768, 773, 3072] {
                 let rows = 9;

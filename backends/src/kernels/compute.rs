@@ -16,6 +16,12 @@ use gpt2_weights::Matrix;
 
 use super::{Kernels, Weight};
 
+thread_local! {
+    /// The input of a prefill product with a q8_0 weight, rounded (see [`Compute::linear`]):
+    /// kept by the thread that calls it, grown to the largest prompt seen.
+    static ROUNDED_INPUT: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 /// Work items per thread in the split of a matrix-vector product.
 const BLOCKS_PER_THREAD: usize = 4;
 
@@ -115,6 +121,30 @@ impl Compute {
             }
             return;
         }
+        // A q8_0 weight multiplies the input rounded by the q8_0 input rule: rounded here once,
+        // rows split across the threads, into a buffer kept between calls (each thread rounding
+        // the whole input for its own columns, into a new allocation, cost q8_0 prefill a few
+        // percent at 2 threads). The buffer is taken out of its cell while the threads run, so
+        // no borrow is held across them.
+        let mut rounded = Vec::new();
+        let inp = match w {
+            Weight::OutIn(m) if m.dtype().rounds_input() => {
+                rounded = ROUNDED_INPUT.with(|cell| std::mem::take(&mut *cell.borrow_mut()));
+                if rounded.len() < inp.len() {
+                    rounded.resize(inp.len(), 0.0);
+                }
+                let rows_per = t.div_ceil(self.threads);
+                rounded[..inp.len()]
+                    .par_chunks_mut(rows_per * k)
+                    .zip(inp.par_chunks(rows_per * k))
+                    .for_each(|(dst, src)| {
+                        dst.copy_from_slice(src);
+                        kern.round_input(dst);
+                    });
+                &rounded[..inp.len()]
+            }
+            _ => inp,
+        };
         let scratch = &mut scratch[..t * n];
         scratch
             .par_chunks_mut(t * cw)
@@ -125,9 +155,14 @@ impl Compute {
                 let bias = &bias[n0..n0 + width];
                 match w {
                     Weight::InOut(w) => kern.matmul_cols(s, inp, w, bias, n0),
-                    Weight::OutIn(w) => kern.matmul_rows(s, inp, w.row_range(n0..n0 + width), bias),
+                    Weight::OutIn(w) => {
+                        kern.matmul_rows_rounded(s, inp, w.row_range(n0..n0 + width), bias)
+                    }
                 }
             });
+        if !rounded.is_empty() {
+            ROUNDED_INPUT.with(|cell| *cell.borrow_mut() = rounded);
+        }
         // Scatter the column blocks back into row-major order.
         out[..t * n]
             .par_chunks_mut(n)

@@ -369,6 +369,20 @@ impl Kernels {
         (self.matmul_rows)(out, inp, w, bias)
     }
 
+    /// [`Kernels::matmul_rows`] for an `inp` that the caller has already rounded where `w`
+    /// asks for it (several positions and a q8_0 `w`: [`Kernels::round_input`] on every row),
+    /// so that [`Compute::linear`](super::Compute::linear) rounds its input once for all its
+    /// threads instead of once per thread.
+    pub(crate) fn matmul_rows_rounded(
+        &self,
+        out: &mut [f32],
+        inp: &[f32],
+        w: Matrix<'_>,
+        bias: &[f32],
+    ) {
+        (self.matmul_rows)(out, inp, w, bias)
+    }
+
     /// `x` (whole blocks of 32) as 16-bit blocks by the q8_0 input rule: the same bits as
     /// `gpt2_weights::dtype::quantize_input_q8_0`, computed in registers.
     pub fn quantize_input(&self, x: &[f32], qs: &mut [i16], scales: &mut [f32]) {
