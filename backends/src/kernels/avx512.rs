@@ -277,10 +277,7 @@ fn dot_rows_any(out: &mut [f32], x: &[f32], rows: Matrix<'_>) {
 /// [`dot_rows_16_l2`]; every other case is AVX2's.
 fn dot_rows_any_l2(out: &mut [f32], x: &[f32], rows: Matrix<'_>) {
     let c = x.len();
-    assert!(
-        rows.cols() == c && rows.rows() == out.len(),
-        "dot_rows_any: inconsistent shapes"
-    );
+    super::check_dot_rows_any(out, x, rows);
     // SAFETY: this module's kernels are reached through the Avx512 token (its features, and
     // AVX2's); shapes checked above (each row is c values).
     unsafe {

@@ -823,11 +823,7 @@ macro_rules! decode_kernels {
         /// # Safety
         /// The module's features are present; the shapes are checked here.
         pub(super) unsafe fn dot_rows_any_checked(out: &mut [f32], x: &[f32], rows: Matrix<'_>) {
-            let c = x.len();
-            assert!(
-                rows.cols() == c && rows.rows() == out.len(),
-                "dot_rows_any: inconsistent shapes"
-            );
+            super::check_dot_rows_any(out, x, rows);
             // SAFETY: features detected (token); shapes checked above (each row is c values;
             // q8_0 rows are c / 32 whole blocks, as Matrix guarantees).
             unsafe {

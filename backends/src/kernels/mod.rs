@@ -456,6 +456,15 @@ impl Kernels {
     }
 }
 
+/// The shapes every `dot_rows_any` kernel needs (`rows` holds `out.len()` rows of `x.len()`
+/// values), checked before any of them reads: a panic naming the kernel otherwise.
+fn check_dot_rows_any(out: &[f32], x: &[f32], rows: Matrix<'_>) {
+    assert!(
+        rows.cols() == x.len() && rows.rows() == out.len(),
+        "dot_rows_any: inconsistent shapes"
+    );
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     //! Every kernel of every instruction set this CPU has (`Kernels::available`: AVX-512 and

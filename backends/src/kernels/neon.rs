@@ -316,11 +316,7 @@ unsafe fn dot_rows_neon(out: &mut [f32], x: &[f32], rows: &[f32]) {
 
 /// `out[r] = x . rows.row(r)` for every row of `rows`, in any dtype, 4 rows at a time.
 fn dot_rows_any(out: &mut [f32], x: &[f32], rows: Matrix<'_>) {
-    let c = x.len();
-    assert!(
-        rows.cols() == c && rows.rows() == out.len(),
-        "dot_rows_any: inconsistent shapes"
-    );
+    super::check_dot_rows_any(out, x, rows);
     // SAFETY: NEON is baseline on aarch64; shapes checked above (each row is c values; q8_0
     // rows are c / 32 whole blocks, as Matrix guarantees).
     unsafe {

@@ -135,10 +135,7 @@ pub fn dot_rows_any_with(
     rows: Matrix<'_>,
 ) {
     let c = x.len();
-    assert!(
-        rows.cols() == c && rows.rows() == out.len(),
-        "dot_rows_any: inconsistent shapes"
-    );
+    super::check_dot_rows_any(out, x, rows);
     match rows.values() {
         Values::F32(data) => {
             for (o, row) in out.iter_mut().zip(data.chunks_exact(c)) {
