@@ -184,7 +184,12 @@ fn gemm(c: &mut Criterion) {
         let a = values(t * k);
         let bias = vec![0.0f32; n];
         let mut out = vec![0.0f32; t * n];
-        let mut scratch = vec![0.0f32; t.max(4 * threads()) * n];
+        let scratch_len = computes
+            .iter()
+            .map(|c| c.linear_scratch_len(t, n, k, true))
+            .max()
+            .unwrap_or(0);
+        let mut scratch = vec![0.0f32; scratch_len];
         let id = format!("{t}x{k}x{n}");
         group.throughput(Throughput::Elements((2 * t * k * n) as u64));
         for dtype in Dtype::ALL {

@@ -99,7 +99,8 @@ fn main() {
         }
     }
     let mut out = vec![0.0f32; t * max_n];
-    let mut scratch = vec![0.0f32; t.max(4 * threads) * max_n];
+    let max_k = shapes.iter().map(|s| s.0).max().unwrap_or(1);
+    let mut scratch = vec![0.0f32; compute.linear_scratch_len(t, max_n, max_k, true)];
     let bias = vec![0.0f32; max_n];
     for _ in 0..reps + 1 {
         for case in cases.iter_mut() {

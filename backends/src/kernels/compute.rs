@@ -16,12 +16,6 @@ use gpt2_weights::Matrix;
 
 use super::{Kernels, Weight};
 
-thread_local! {
-    /// The input of a prefill product with a q8_0 weight, rounded (see [`Compute::linear`]):
-    /// kept by the thread that calls it, grown to the largest prompt seen.
-    static ROUNDED_INPUT: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
-}
-
 /// Work items per thread in the split of a matrix-vector product.
 const BLOCKS_PER_THREAD: usize = 4;
 
@@ -60,6 +54,13 @@ impl Compute {
         &self.zeros[..n]
     }
 
+    /// The `scratch` that [`Compute::linear`] needs for products of up to `t` positions, `n`
+    /// outputs and `k` inputs, with `rounded_input` for weights whose input is rounded (q8_0).
+    pub fn linear_scratch_len(&self, t: usize, n: usize, k: usize, rounded_input: bool) -> usize {
+        let rounded = if rounded_input && t > 1 { t * k } else { 0 };
+        (t.max(4 * self.threads) * n).max(t * n + rounded)
+    }
+
     /// The pool, to run a whole forward pass inside (`pool.install(...)`).
     pub fn pool(&self) -> std::sync::Arc<rayon::ThreadPool> {
         self.pool.clone()
@@ -80,7 +81,8 @@ impl Compute {
     }
 
     /// `out (T, N) = inp (T, K) @ w + bias` on the pool; `scratch` holds at least
-    /// `max(T, 4 * threads) * N` values. Must run inside the pool.
+    /// `max(T, 4 * threads) * N` values, and `T * (N + K)` for a weight whose input is rounded
+    /// (q8_0) when T > 1 ([`Compute::linear_scratch_len`]). Must run inside the pool.
     ///
     /// T = 1 (decode) is bound by memory bandwidth, so the weight is split into blocks of
     /// whole rows, each thread streaming contiguous rows ([`Compute::matvec_block`]); for a
@@ -122,30 +124,29 @@ impl Compute {
             return;
         }
         // A q8_0 weight multiplies the input rounded by the q8_0 input rule: rounded here once,
-        // rows split across the threads, into a buffer kept between calls (each thread rounding
-        // the whole input for its own columns, into a new allocation, cost q8_0 prefill a few
-        // percent at 2 threads). The buffer is taken out of its cell while the threads run, so
-        // no borrow is held across them.
-        let mut rounded = Vec::new();
+        // rows split across the threads, into the scratch after the products' part (each
+        // thread rounding the whole input for its own columns, into a new allocation, cost
+        // q8_0 prefill a few percent at 2 threads).
+        let (scratch, spare) = scratch.split_at_mut(t * n);
         let inp = match w {
             Weight::OutIn(m) if m.dtype().rounds_input() => {
-                rounded = ROUNDED_INPUT.with(|cell| std::mem::take(&mut *cell.borrow_mut()));
-                if rounded.len() < inp.len() {
-                    rounded.resize(inp.len(), 0.0);
-                }
+                assert!(
+                    spare.len() >= t * k,
+                    "Compute::linear: scratch too short for a rounded input (T * (N + K) values)"
+                );
+                let rounded = &mut spare[..t * k];
                 let rows_per = t.div_ceil(self.threads);
-                rounded[..inp.len()]
+                rounded
                     .par_chunks_mut(rows_per * k)
                     .zip(inp.par_chunks(rows_per * k))
                     .for_each(|(dst, src)| {
                         dst.copy_from_slice(src);
                         kern.round_input(dst);
                     });
-                &rounded[..inp.len()]
+                &*rounded
             }
             _ => inp,
         };
-        let scratch = &mut scratch[..t * n];
         scratch
             .par_chunks_mut(t * cw)
             .enumerate()
@@ -160,9 +161,6 @@ impl Compute {
                     }
                 }
             });
-        if !rounded.is_empty() {
-            ROUNDED_INPUT.with(|cell| *cell.borrow_mut() = rounded);
-        }
         // Scatter the column blocks back into row-major order.
         out[..t * n]
             .par_chunks_mut(n)
@@ -349,11 +347,13 @@ mod tests {
             for threads in [1, 3] {
                 for kernels in Kernels::available() {
                     let compute = Compute::new(kernels, threads, n).unwrap();
-                    for t in [1, 2, 9, 13] {
+                    // Longest first: a later, shorter product reuses what a longer one left.
+                    for t in [13, 2, 9, 1] {
                         let inp = data(t * k, 23);
                         let want = reference_rows(&inp, m.matrix(), &bias);
                         let mut got = vec![0.0; t * n];
-                        let mut scratch = vec![0.0; t.max(4 * threads) * n];
+                        let len = compute.linear_scratch_len(t, n, k, dtype.rounds_input());
+                        let mut scratch = vec![0.0; len];
                         let weight = Weight::OutIn(m.matrix());
                         compute.pool().install(|| {
                             compute.linear(&mut got, &inp, weight, &bias, &mut scratch)

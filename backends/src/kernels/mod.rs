@@ -360,6 +360,8 @@ impl Kernels {
     /// rounded by the q8_0 input rule of `gpt2_weights::dtype`: for one position the kernel
     /// quantizes it itself (`dot_rows_any`); for several it is rounded here
     /// ([`Kernels::round_input`]) and the packed product multiplies the rounded values in f32.
+    /// ([`Compute::linear`](super::Compute::linear) rounds once for all its threads and calls
+    /// [`Kernels::matmul_rows_rounded`] instead.)
     pub fn matmul_rows(&self, out: &mut [f32], inp: &[f32], w: Matrix<'_>, bias: &[f32]) {
         if w.dtype().rounds_input() && inp.len() > w.cols() {
             let mut rounded = inp.to_vec();
@@ -369,10 +371,11 @@ impl Kernels {
         (self.matmul_rows)(out, inp, w, bias)
     }
 
-    /// [`Kernels::matmul_rows`] for an `inp` that the caller has already rounded where `w`
-    /// asks for it (several positions and a q8_0 `w`: [`Kernels::round_input`] on every row),
-    /// so that [`Compute::linear`](super::Compute::linear) rounds its input once for all its
-    /// threads instead of once per thread.
+    /// [`Kernels::matmul_rows`] for several positions (T > 1) of an `inp` that the caller has
+    /// already rounded where `w` asks for it (a q8_0 `w`: [`Kernels::round_input`] on every
+    /// row), so that [`Compute::linear`](super::Compute::linear) rounds its input once for all
+    /// its threads instead of once per thread. (Not for one position: the kernel quantizes that
+    /// itself, and rounding twice is not the rule's result.)
     pub(crate) fn matmul_rows_rounded(
         &self,
         out: &mut [f32],
@@ -380,6 +383,7 @@ impl Kernels {
         w: Matrix<'_>,
         bias: &[f32],
     ) {
+        debug_assert!(inp.len() > w.cols() || !w.dtype().rounds_input());
         (self.matmul_rows)(out, inp, w, bias)
     }
 
@@ -458,6 +462,8 @@ impl Kernels {
 
 /// The shapes every `dot_rows_any` kernel needs (`rows` holds `out.len()` rows of `x.len()`
 /// values), checked before any of them reads: a panic naming the kernel otherwise.
+#[inline]
+#[track_caller]
 fn check_dot_rows_any(out: &[f32], x: &[f32], rows: Matrix<'_>) {
     assert!(
         rows.cols() == x.len() && rows.rows() == out.len(),

@@ -39,20 +39,21 @@ use decode::{Buffers, DecodeOp, SharedKv, Step};
 pub struct SimdModel<'w> {
     w: Gpt2Weights<'w>,
     compute: Compute,
-    x: Vec<f32>,                 // (T, C) residual stream
-    ln: Vec<f32>,                // (max(T, threads), C); in a decode step, row i is thread i's copy
-    qkv: Vec<f32>,               // (T, 3C)
-    att: Vec<f32>,               // (T, C)
-    proj: Vec<f32>, // (T, C); in prefill attention, the (n_head, T, D) per-head outputs
-    fc: Vec<f32>,   // (T, H)
-    scratch: Vec<f32>, // (max(T, 4 threads), max(3C, H)) partial results of a threaded matmul
-    scores: Vec<f32>, // (n_head, n_ctx) attention scores of a decode step
-    ln_f: Vec<f32>, // (C)
-    logits: Vec<f32>, // (V)
-    kv: KvStore,    // keys and values, (n_layer, n_head, n_ctx, D) each, f32 or f16
-    pos: usize,     // positions stored so far
-    team: Team,     // claim counters and barrier of a decode step
-    sizer: TeamSizer, // how many threads the next decode step runs on
+    x: Vec<f32>,       // (T, C) residual stream
+    ln: Vec<f32>,      // (max(T, threads), C); in a decode step, row i is thread i's copy
+    qkv: Vec<f32>,     // (T, 3C)
+    att: Vec<f32>,     // (T, C)
+    proj: Vec<f32>,    // (T, C); in prefill attention, the (n_head, T, D) per-head outputs
+    fc: Vec<f32>,      // (T, H)
+    scratch: Vec<f32>, // (max(T, 4 threads), max(3C, H)) partial results of a threaded matmul,
+    // then (T, H) for a q8_0 product's rounded input
+    scores: Vec<f32>,            // (n_head, n_ctx) attention scores of a decode step
+    ln_f: Vec<f32>,              // (C)
+    logits: Vec<f32>,            // (V)
+    kv: KvStore,                 // keys and values, (n_layer, n_head, n_ctx, D) each, f32 or f16
+    pos: usize,                  // positions stored so far
+    team: Team,                  // claim counters and barrier of a decode step
+    sizer: TeamSizer,            // how many threads the next decode step runs on
     schedule: Vec<DecodeOp<'w>>, // the operations of a decode step
     profiler: Profiler,
 }
@@ -74,6 +75,9 @@ impl<'w> SimdModel<'w> {
         let (n_ctx, e, h) = (c.n_ctx as usize, c.n_embd as usize, c.mlp_hidden as usize);
         let (n_layer, n_head, v) = (c.n_layer as usize, c.n_head as usize, c.vocab_size as usize);
         let wide = (3 * e).max(h);
+        // A q8_0 product rounds its input (up to (n_ctx, H)) into the scratch after its outputs.
+        let rounded_input = w.matrix_dtypes().any(|d| d.rounds_input());
+        let rounded_len = if rounded_input { n_ctx * e.max(h) } else { 0 };
         let kv_dtype = kv_cache; // f16 with `--kv-cache f16`
         let kv_size = kv_dtype.bytes_per_value() as u64;
         let mut budget = Budget::new(backend);
@@ -88,6 +92,7 @@ impl<'w> SimdModel<'w> {
                 "product scratch (n_ctx, max(3C, H))",
                 &[n_ctx.max(4 * threads), wide],
             )
+            .f32s("rounded q8_0 input (n_ctx, H)", &[rounded_len])
             .f32s("attention scores (n_head, n_ctx)", &[n_head, n_ctx])
             .f32s("logits (V)", &[v])
             .values(
@@ -119,7 +124,7 @@ impl<'w> SimdModel<'w> {
             att: zeros(n_ctx * e),
             proj: zeros(n_ctx * e),
             fc: zeros(n_ctx * h),
-            scratch: zeros(n_ctx.max(4 * threads) * (3 * e).max(h)),
+            scratch: zeros(n_ctx.max(4 * threads) * wide + rounded_len),
             scores: zeros(c.n_head as usize * n_ctx),
             ln_f: zeros(e),
             logits: zeros(c.vocab_size as usize),
