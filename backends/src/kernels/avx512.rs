@@ -70,6 +70,7 @@ impl Avx512 {
     /// `.ci/run`), which the AVX2 kernels pass. Token-exactness between backends is this
     /// project's contract; the reductions are a sliver of the time.
     pub(super) fn kernels(self) -> Kernels {
+        let avx2 = self.avx2.kernels();
         Kernels {
             isa: Isa::Avx512,
             panel_width: NR,
@@ -85,9 +86,9 @@ impl Avx512 {
             dot_rows_any: if self.intel {
                 dot_rows_any_l2
             } else {
-                self.avx2.kernels().dot_rows_any
+                avx2.dot_rows_any
             },
-            ..self.avx2.kernels()
+            ..avx2
         }
     }
 }
@@ -325,11 +326,7 @@ unsafe fn dot_rows_16_l2<const BF16: bool>(out: &mut [f32], x: &[f32], rows: &[u
         while i + 2 * LANES <= c {
             _mm_prefetch::<_MM_HINT_T2>(ahead.wrapping_add(2 * i));
             for (k, a) in acc.iter_mut().enumerate() {
-                let w = if BF16 {
-                    v_load_bf16(p.add(i + LANES * k))
-                } else {
-                    v_load_f16(p.add(i + LANES * k))
-                };
+                let w = load_16::<BF16>(p.add(i + LANES * k));
                 *a = v_fma(v_load(xp.add(i + LANES * k)), w, *a);
             }
             i += 2 * LANES;

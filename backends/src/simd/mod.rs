@@ -39,21 +39,20 @@ use decode::{Buffers, DecodeOp, SharedKv, Step};
 pub struct SimdModel<'w> {
     w: Gpt2Weights<'w>,
     compute: Compute,
-    x: Vec<f32>,       // (T, C) residual stream
-    ln: Vec<f32>,      // (max(T, threads), C); in a decode step, row i is thread i's copy
-    qkv: Vec<f32>,     // (T, 3C)
-    att: Vec<f32>,     // (T, C)
-    proj: Vec<f32>,    // (T, C); in prefill attention, the (n_head, T, D) per-head outputs
-    fc: Vec<f32>,      // (T, H)
-    scratch: Vec<f32>, // (max(T, 4 threads), max(3C, H)) partial results of a threaded matmul,
-    // then (T, H) for a q8_0 product's rounded input
-    scores: Vec<f32>,            // (n_head, n_ctx) attention scores of a decode step
-    ln_f: Vec<f32>,              // (C)
-    logits: Vec<f32>,            // (V)
-    kv: KvStore,                 // keys and values, (n_layer, n_head, n_ctx, D) each, f32 or f16
-    pos: usize,                  // positions stored so far
-    team: Team,                  // claim counters and barrier of a decode step
-    sizer: TeamSizer,            // how many threads the next decode step runs on
+    x: Vec<f32>,                 // (T, C) residual stream
+    ln: Vec<f32>,                // (max(T, threads), C); in a decode step, row i is thread i's copy
+    qkv: Vec<f32>,               // (T, 3C)
+    att: Vec<f32>,               // (T, C)
+    proj: Vec<f32>, // (T, C); in prefill attention, the (n_head, T, D) per-head outputs
+    fc: Vec<f32>,   // (T, H)
+    scratch: Vec<f32>, // (max(T, 4 threads), max(3C, H)) products, + (T, H) rounded q8_0 input
+    scores: Vec<f32>, // (n_head, n_ctx) attention scores of a decode step
+    ln_f: Vec<f32>, // (C)
+    logits: Vec<f32>, // (V)
+    kv: KvStore,    // keys and values, (n_layer, n_head, n_ctx, D) each, f32 or f16
+    pos: usize,     // positions stored so far
+    team: Team,     // claim counters and barrier of a decode step
+    sizer: TeamSizer, // how many threads the next decode step runs on
     schedule: Vec<DecodeOp<'w>>, // the operations of a decode step
     profiler: Profiler,
 }
